@@ -1,0 +1,102 @@
+"""The event-log agent: every valid event into ClickHouse ``events``, every invalid one
+to the dead-letter topic; and the dead-letter topic itself into ``dead_letters``.
+
+Delivery: at-least-once. A batch's offsets are acknowledged only after its rows are
+durably written (Faust acks take_events batches when the loop body finishes), and
+writes retry with backoff until ClickHouse takes them, so nothing valid is dropped.
+Duplicates from redelivery are removed by the insert deduplication token of each
+per-partition batch and by ReplacingMergeTree on event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+from schemas import encode
+from streams.edge import Decoded, decode_faust_event
+from streams.topics import Topics
+from tessera import metrics
+from tessera.config import Settings
+from tessera.eventlog import batch_token, dead_letter_row, event_row
+from tessera.storage import AnalyticsStore, StorageError
+
+log = logging.getLogger(__name__)
+
+AGENT = "event-log"
+BATCH_MAX = 1000
+BATCH_WITHIN_S = 0.5
+
+
+async def write_until_durable(store: AnalyticsStore, table: str, rows: list[dict[str, Any]], token: str) -> None:
+    """Insert, retrying with capped exponential backoff; returns only once written."""
+    delay = 0.2
+    metrics.SINK_PENDING.labels(table).inc(len(rows))
+    while True:
+        try:
+            with metrics.SINK_BATCH_SECONDS.labels(table).time():
+                await asyncio.to_thread(store.insert, table, rows, dedup_token=token)
+            metrics.SINK_ROWS.labels(table).inc(len(rows))
+            metrics.SINK_PENDING.labels(table).dec(len(rows))
+            return
+        except StorageError as exc:
+            metrics.SINK_FAILURES.labels(table).inc()
+            log.warning("write to %s failed (%s); retrying in %.1fs", table, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def by_partition(decoded: Iterable[Decoded]) -> dict[tuple[str, int], list[Decoded]]:
+    groups: dict[tuple[str, int], list[Decoded]] = defaultdict(list)
+    for d in decoded:
+        groups[(d.topic, d.partition)].append(d)
+    return groups
+
+
+def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore) -> None:
+    db = store.database
+    inputs = [n for n in topics.by_name if n != "dead-letters"]
+    source = app.topic(*[t for n in inputs for t in topics[n].topics], key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    dlq = topics["dead-letters"]
+
+    async def publish_dead_letters(decoded: Sequence[Decoded]) -> None:
+        futures = []
+        for d in decoded:
+            if d.dead_letter is not None:
+                metrics.DEAD_LETTERS.labels(AGENT, d.topic).inc()
+                futures.append(await dlq.send(key=d.topic.encode(), value=encode(d.dead_letter)))
+        for f in futures:  # durable in Kafka before the batch is acknowledged
+            await f
+
+    @app.agent(source, name=f"{settings.topic_prefix}.agent.event-log")
+    async def event_log(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            decoded = [decode_faust_event(e, topics.spec_of_topic(e.message.topic), AGENT) for e in batch]
+            await publish_dead_letters(decoded)
+            for (topic, partition), group in by_partition(decoded).items():
+                rows = [event_row(d.event, topic=topic, partition=partition, offset=d.offset, key=d.key)
+                        for d in group if d.event is not None]
+                metrics.EVENTS_CONSUMED.labels(AGENT, topic).inc(len(rows))
+                if rows:
+                    token = batch_token("events", topic, partition, group[0].offset, group[-1].offset)
+                    await write_until_durable(store, f"{db}.events", rows, token)
+
+    @app.agent(dlq, name=f"{settings.topic_prefix}.agent.dead-letter-log")
+    async def dead_letter_log(stream: Any) -> None:
+        async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            decoded = [decode_faust_event(e, topics.specs["dead-letters"], "dead-letter-log") for e in batch]
+            for (topic, partition), group in by_partition(decoded).items():
+                rows = []
+                for d in group:
+                    if d.event is None:
+                        # A malformed dead letter cannot be dead-lettered again (it would loop).
+                        log.error("malformed dead letter at %s/%s@%s: %s", topic, partition, d.offset,
+                                  d.dead_letter.reason if d.dead_letter else "?")
+                        continue
+                    rows.append(dead_letter_row(d.event))  # type: ignore[arg-type]
+                if rows:
+                    token = batch_token("dead_letters", topic, partition, group[0].offset, group[-1].offset)
+                    await write_until_durable(store, f"{db}.dead_letters", rows, token)

@@ -1,0 +1,362 @@
+"""A single-node Apache Kafka 4.x broker in KRaft combined mode, run from Maven Central jars.
+
+Why not the release tarball: Tessera's machines reach package registries only, so the
+broker's runtime classpath is resolved by Maven from ``infra/kafka/pom.xml``.
+
+Lifecycle (all idempotent):
+
+* ``ensure_jars()``  resolve the classpath once (``mvn dependency:copy-dependencies``).
+* ``start()``        write ``server.properties``, format the log dir once, launch the JVM
+                     detached (it outlives the CLI), wait until the client port accepts.
+* ``status()``       what is true now: running (pid alive, port open), stale, or stopped.
+* ``stop()``         SIGTERM for a controlled shutdown, SIGKILL after a grace period.
+
+The broker opens its client listener only after it registered and was unfenced, so a
+port that accepts a TCP connection means the broker is ready for clients.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+LIB_DIR = POM.parent / "target" / "lib"
+
+
+class BrokerError(RuntimeError):
+    """The broker could not be prepared, started or stopped; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    state: str  # "running", "external", "stale" or "stopped"
+    bootstrap: str
+    pid: int | None
+    home: Path
+
+    @property
+    def running(self) -> bool:
+        return self.state in {"running", "external"}
+
+    def describe(self) -> str:
+        if self.state == "running":
+            return f"Kafka is running (pid {self.pid}) on {self.bootstrap}; data in {self.home}"
+        if self.state == "external":
+            return f"a Kafka broker not started by Tessera answers on {self.bootstrap}; Tessera will use it"
+        if self.state == "stale":
+            return f"Kafka is not running; pid file for pid {self.pid} is stale (run `tessera infra up`)"
+        return f"Kafka is not running (expected on {self.bootstrap}; run `tessera infra up`)"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def ensure_jars(progress: Callable[[str], None] = lambda _m: None) -> Path:
+    """Resolve the broker classpath with Maven (cached in ~/.m2 and infra/kafka/target/lib)."""
+    if LIB_DIR.is_dir() and any(LIB_DIR.glob("kafka_2.13-*.jar")):
+        return LIB_DIR
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerError("Maven (`mvn`) is not on PATH; install Maven 3.8+ to fetch the Kafka jars")
+    if shutil.which("java") is None:
+        raise BrokerError("Java (`java`) is not on PATH; Kafka 4.x needs Java 17 or newer")
+    progress("resolving the Kafka broker jars from Maven Central (first run only) ...")
+    proc = subprocess.run(
+        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not any(LIB_DIR.glob("kafka_2.13-*.jar")):
+        raise BrokerError(
+            "Maven could not resolve the Kafka jars:\n" + (proc.stdout + proc.stderr)[-2000:]
+        )
+    return LIB_DIR
+
+
+class KafkaBroker:
+    """One local broker+controller, its files under ``home``."""
+
+    def __init__(
+        self,
+        home: Path,
+        port: int = 9092,
+        controller_port: int = 9093,
+        heap: str = "512m",
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.home = Path(home)
+        self.port = port
+        self.controller_port = controller_port
+        self.heap = heap
+        self.host = host
+
+    # -- files ---------------------------------------------------------------
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _properties(self) -> str:
+        h, p, c = self.host, self.port, self.controller_port
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={h}:{c}",
+                f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+                f"advertised.listeners=PLAINTEXT://{h}:{p}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self.log_dir}",
+                "num.partitions=6",
+                "offsets.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                # Tests and the demo create consumer groups constantly; don't wait 3 s each.
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+
+    def _log4j_config(self) -> Path:
+        cfg = self.home / "log4j2.properties"
+        cfg.write_text(
+            "\n".join(
+                [
+                    "status = warn",
+                    "appender.file.type = File",
+                    "appender.file.name = FILE",
+                    f"appender.file.fileName = {self.log_file}",
+                    "appender.file.layout.type = PatternLayout",
+                    "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+                    "rootLogger.level = info",
+                    "rootLogger.appenderRef.file.ref = FILE",
+                    "logger.kafka.name = kafka",
+                    "logger.kafka.level = warn",
+                    "logger.state.name = state.change.logger",
+                    "logger.state.level = warn",
+                    "logger.org.name = org.apache.kafka",
+                    "logger.org.level = warn",
+                    "",
+                ]
+            )
+        )
+        return cfg
+
+    def _java(self, main: str, *args: str, heap: str = "256m") -> list[str]:
+        classpath = os.pathsep.join(str(j) for j in sorted(ensure_jars().glob("*.jar")))
+        return [
+            "java",
+            f"-Xms{heap}" if heap == self.heap else "-Xms64m",
+            f"-Xmx{heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self._log4j_config()}",
+            "-cp",
+            classpath,
+            main,
+            *args,
+        ]
+
+    def _format_once(self) -> None:
+        if (self.log_dir / "meta.properties").exists():
+            return
+        cluster_id = subprocess.run(
+            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
+        ).stdout.strip().splitlines()
+        cid = cluster_id[-1] if cluster_id else uuid.uuid4().hex[:22]
+        proc = subprocess.run(
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cid,
+                "-c",
+                str(self.properties_file),
+                "--standalone",
+                "-g",
+            ),
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode != 0:
+            raise BrokerError(f"formatting {self.log_dir} failed:\n{proc.stdout}{proc.stderr}")
+
+    # -- lifecycle -----------------------------------------------------------
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def status(self) -> BrokerStatus:
+        pid = self._read_pid()
+        alive = pid is not None and _pid_alive(pid)
+        listening = port_open(self.host, self.port)
+        if alive and listening:
+            state = "running"
+        elif listening:
+            state = "external"
+        elif pid is not None and not alive:
+            state = "stale"
+        elif alive:
+            state = "running"  # started, not yet listening
+        else:
+            state = "stopped"
+        return BrokerStatus(state, self.bootstrap, pid if alive or state == "stale" else None, self.home)
+
+    def start(self, timeout: float = 90.0, progress: Callable[[str], None] = lambda _m: None) -> BrokerStatus:
+        """Start the broker unless one already answers; return when clients can connect."""
+        st = self.status()
+        if st.state in {"running", "external"} and port_open(self.host, self.port):
+            progress(f"reusing the broker on {self.bootstrap}")
+            return st
+        if st.state == "running":  # our JVM is up but still starting
+            return self._wait_ready(st.pid, timeout, progress)
+        if port_open(self.host, self.controller_port):
+            raise BrokerError(
+                f"port {self.controller_port} (controller) is taken by another process; "
+                "set TESSERA_KAFKA_CONTROLLER_PORT to a free port"
+            )
+        ensure_jars(progress)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.properties_file.write_text(self._properties())
+        progress(f"formatting Kafka storage in {self.log_dir} (once)")
+        self._format_once()
+        progress(f"starting Kafka on {self.bootstrap} (heap {self.heap})")
+        out = open(self.home / "broker.out", "ab")
+        proc = subprocess.Popen(
+            self._java("kafka.Kafka", str(self.properties_file), heap=self.heap),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # outlive `tessera infra up`
+            close_fds=True,
+        )
+        self.pid_file.write_text(str(proc.pid))
+        return self._wait_ready(proc.pid, timeout, progress, proc)
+
+    def _wait_ready(
+        self,
+        pid: int | None,
+        timeout: float,
+        progress: Callable[[str], None],
+        proc: subprocess.Popen | None = None,
+    ) -> BrokerStatus:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if port_open(self.host, self.port):
+                progress(f"Kafka is ready on {self.bootstrap}")
+                return self.status()
+            dead = proc.poll() is not None if proc is not None else (pid is None or not _pid_alive(pid))
+            if dead:
+                raise BrokerError(
+                    f"Kafka exited while starting; see {self.home / 'broker.out'} and {self.log_file}:\n"
+                    + self._tail()
+                )
+            time.sleep(0.25)
+        raise BrokerError(f"Kafka did not open {self.bootstrap} within {timeout:.0f}s; see {self.log_file}")
+
+    def _tail(self, n: int = 20) -> str:
+        lines: list[str] = []
+        for f in (self.home / "broker.out", self.log_file):
+            if f.exists():
+                lines += f.read_text(errors="replace").splitlines()[-n:]
+        return "\n".join(lines)
+
+    def stop(self, grace: float = 30.0) -> bool:
+        """Stop the broker Tessera started. Returns False if none was running."""
+        pid = self._read_pid()
+        if pid is None or not _pid_alive(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.1)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def wipe(self) -> None:
+        """Delete the broker's data (only when stopped)."""
+        if self.status().state == "running":
+            raise BrokerError("stop the broker before wiping its data")
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def broker_from_settings(settings) -> KafkaBroker:  # noqa: ANN001 (avoid import cycle in type)
+    return KafkaBroker(
+        home=settings.kafka_home,
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        heap=settings.kafka_heap,
+    )
+
+
+if __name__ == "__main__":  # python -m infra.kafka_broker  -> start with defaults
+    b = KafkaBroker(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".tessera" / "kafka")
+    print(b.start(progress=print).describe())

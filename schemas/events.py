@@ -1,0 +1,370 @@
+"""Event contracts for every Tessera topic (version 1).
+
+One class per event type. Field names are the wire names. Units are fixed here, once:
+vCPU in cores (float), memory / storage in bytes (int), network in Gbps, GPUs as a count,
+durations in seconds, money as Decimal strings in ``currency`` per hour unless named
+otherwise.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import Enum
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .base import Event, Identifier, Money, NonEmptyStr, UtcTime
+
+
+class _Part(BaseModel):
+    """A nested value object (not an event)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# ---------------------------------------------------------------------------
+# Shared value objects
+# ---------------------------------------------------------------------------
+class SlaTier(str, Enum):
+    platinum = "platinum"
+    gold = "gold"
+    silver = "silver"
+    bronze = "bronze"
+
+
+class PricingModel(str, Enum):
+    on_demand = "on_demand"
+    spot = "spot"
+    committed = "committed"
+    own = "own"  # the provider's own data center: amortized capex + opex
+
+
+class Capacity(_Part):
+    """A resource's size, or a replica's demand, in base units."""
+
+    vcpu: float = Field(0.0, ge=0, description="cores")
+    memory_bytes: int = Field(0, ge=0)
+    storage_bytes: int = Field(0, ge=0)
+    network_gbps: float = Field(0.0, ge=0)
+    gpu: int = Field(0, ge=0, description="whole GPUs")
+
+
+# ---------------------------------------------------------------------------
+# Resource Abstraction Layer
+# ---------------------------------------------------------------------------
+class ResourceSpec(_Part):
+    provider: Identifier = Field(description="'own' or the partner id that offers it")
+    kind: Literal["node", "vm", "pool"] = "node"
+    instance_type: str = ""
+    region: str = ""
+    zone: str = ""
+    capacity: Capacity
+    gpu_model: str = ""
+    tags: list[str] = Field(default_factory=list, description="compliance and placement tags, e.g. hipaa, pci")
+    labels: dict[str, str] = Field(default_factory=dict)
+    pricing_model: PricingModel = PricingModel.on_demand
+    price_per_hour: Money = Field(description="whole-resource price per hour in `currency`")
+    currency: str = Field("USD", min_length=3, max_length=3)
+
+
+class ResourceDiscovered(Event):
+    event_type: Literal["resource.discovered"] = "resource.discovered"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    spec: ResourceSpec
+    source: str = Field("", description="adapter that discovered it, e.g. kubernetes://partner-a")
+
+
+class ResourceUpdated(Event):
+    event_type: Literal["resource.updated"] = "resource.updated"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    spec: ResourceSpec
+    source: str = ""
+
+
+class ResourceRemoved(Event):
+    event_type: Literal["resource.removed"] = "resource.removed"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    provider: Identifier
+    reason: str = ""
+
+
+class HealthStatus(str, Enum):
+    healthy = "healthy"
+    unhealthy = "unhealthy"
+    unknown = "unknown"
+
+
+class HealthSample(Event):
+    """A heartbeat from (or about) one resource, with what it has free."""
+
+    event_type: Literal["health.sample"] = "health.sample"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    status: HealthStatus = HealthStatus.healthy
+    ready: bool = True
+    free: Capacity | None = None
+    detail: str = ""
+
+
+class HealthChanged(Event):
+    """The health monitor's verdict changed (after hysteresis)."""
+
+    event_type: Literal["health.changed"] = "health.changed"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    status: HealthStatus
+    reason: str = ""
+
+
+class UsageSample(Event):
+    """Measured use of a resource (optionally by one allocation) over an interval."""
+
+    event_type: Literal["usage.sample"] = "usage.sample"
+    KEY: ClassVar[str] = "resource_id"
+    resource_id: Identifier
+    allocation_id: str = ""
+    interval_seconds: float = Field(gt=0)
+    used: Capacity
+
+
+# ---------------------------------------------------------------------------
+# Scheduling
+# ---------------------------------------------------------------------------
+class WorkloadRequest(Event):
+    event_type: Literal["workload.request"] = "workload.request"
+    KEY: ClassVar[str] = "request_id"
+    request_id: Identifier
+    tenant: Identifier
+    sla_tier: SlaTier = SlaTier.silver
+    replicas: int = Field(1, ge=1, le=10_000)
+    per_replica: Capacity
+    required_tags: list[str] = Field(default_factory=list)
+    allowed_regions: list[str] = Field(default_factory=list, description="empty = any")
+    allowed_providers: list[str] = Field(default_factory=list, description="empty = any")
+    max_price_per_hour: Money | None = Field(None, description="cap on the whole request's price per hour")
+    spread_min: int = Field(1, ge=1, description="replicas over at least this many providers/zones")
+    deadline: UtcTime | None = Field(None, description="reject if not placed by then")
+    expected_duration_seconds: float | None = Field(None, gt=0)
+    pool: str = Field("default", description="demand series / placement pool")
+
+    @model_validator(mode="after")
+    def _demand_is_positive(self) -> "WorkloadRequest":
+        c = self.per_replica
+        if c.vcpu <= 0 and c.memory_bytes <= 0 and c.gpu <= 0:
+            raise ValueError("per_replica must ask for some vcpu, memory_bytes or gpu")
+        if self.spread_min > self.replicas:
+            raise ValueError("spread_min cannot exceed replicas")
+        return self
+
+
+class Placement(_Part):
+    resource_id: Identifier
+    provider: Identifier
+    replicas: int = Field(ge=1)
+    price_per_hour: Money = Field(description="marginal price per hour charged for these replicas")
+
+
+class _AllocationEvent(Event):
+    KEY: ClassVar[str] = "request_id"
+    request_id: Identifier
+    tenant: str = ""
+    sla_tier: SlaTier = SlaTier.silver
+
+
+class AllocationPlaced(_AllocationEvent):
+    event_type: Literal["allocation.placed"] = "allocation.placed"
+    allocation_id: Identifier
+    placements: list[Placement] = Field(min_length=1)
+    per_replica: Capacity
+    queued_seconds: float = Field(0.0, ge=0)
+    batch_id: str = ""
+
+
+class AllocationQueued(_AllocationEvent):
+    event_type: Literal["allocation.queued"] = "allocation.queued"
+    position: int = Field(ge=0)
+    reason: NonEmptyStr
+
+
+class AllocationRejected(_AllocationEvent):
+    event_type: Literal["allocation.rejected"] = "allocation.rejected"
+    reason: NonEmptyStr
+
+
+class AllocationReleased(_AllocationEvent):
+    event_type: Literal["allocation.released"] = "allocation.released"
+    allocation_id: Identifier
+    reason: str = "completed"
+
+
+# ---------------------------------------------------------------------------
+# Forecasting and correlation
+# ---------------------------------------------------------------------------
+class HorizonForecast(_Part):
+    step: int = Field(ge=1)
+    interval_start: UtcTime
+    quantiles: dict[str, float] = Field(description="quantile level ('0.05') -> demand")
+
+    @model_validator(mode="after")
+    def _levels_monotone(self) -> "HorizonForecast":
+        try:
+            levels = sorted((float(k), v) for k, v in self.quantiles.items())
+        except ValueError:
+            raise ValueError("quantile keys must be numbers between 0 and 1, e.g. '0.95'") from None
+        if any(not 0.0 < q < 1.0 for q, _ in levels):
+            raise ValueError("quantile levels must lie strictly between 0 and 1")
+        if any(a[1] > b[1] for a, b in zip(levels, levels[1:])):
+            raise ValueError("quantiles must not cross (higher level, lower value)")
+        return self
+
+
+class Forecast(Event):
+    event_type: Literal["forecast"] = "forecast"
+    KEY: ClassVar[str] = "series"
+    series: NonEmptyStr = Field(description="e.g. pool=default/region=eu/dim=vcpu")
+    interval_seconds: int = Field(gt=0)
+    horizons: list[HorizonForecast] = Field(min_length=1)
+    model: str = ""
+
+
+class ExternalEvent(Event):
+    """Something outside Tessera that moves demand: a campaign, release, sale, holiday."""
+
+    event_type: Literal["external.event"] = "external.event"
+    KEY: ClassVar[str] = "scope"
+    external_id: Identifier
+    kind: Literal["campaign", "release", "sale", "holiday", "incident", "other"]
+    scope: NonEmptyStr = Field("global", description="pool, region or tenant it affects")
+    starts_at: UtcTime
+    ends_at: UtcTime
+    magnitude: float | None = None
+
+    @model_validator(mode="after")
+    def _span(self) -> "ExternalEvent":
+        if self.ends_at < self.starts_at:
+            raise ValueError("ends_at is before starts_at")
+        return self
+
+
+class DemandSpike(Event):
+    event_type: Literal["demand.spike"] = "demand.spike"
+    KEY: ClassVar[str] = "series"
+    series: NonEmptyStr
+    interval_start: UtcTime
+    observed: float
+    expected: float
+    score: float
+    external_ids: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------
+# Migration
+# ---------------------------------------------------------------------------
+class _MigrationEvent(Event):
+    KEY: ClassVar[str] = "migration_id"
+    migration_id: Identifier
+    allocation_id: Identifier
+    source_resource_id: Identifier
+    target_resource_id: Identifier
+
+
+class MigrationPlanned(_MigrationEvent):
+    event_type: Literal["migration.planned"] = "migration.planned"
+    reason: Literal["consolidation", "evacuation", "rebalance", "manual"]
+    expected_saving_per_hour: Money = Decimal(0)
+
+
+class MigrationProgress(_MigrationEvent):
+    event_type: Literal["migration.progress"] = "migration.progress"
+    step: NonEmptyStr = Field(description="reserve_target | sync_data | cut_over | release_source")
+    detail: str = ""
+
+
+class MigrationDone(_MigrationEvent):
+    event_type: Literal["migration.done"] = "migration.done"
+    cut_over_at: UtcTime
+
+
+class MigrationFailed(_MigrationEvent):
+    event_type: Literal["migration.failed"] = "migration.failed"
+    reason: NonEmptyStr
+    rolled_back: bool = True
+
+
+# ---------------------------------------------------------------------------
+# Billing
+# ---------------------------------------------------------------------------
+class BillingLine(Event):
+    event_type: Literal["billing.line"] = "billing.line"
+    KEY: ClassVar[str] = "partner_id"
+    line_id: Identifier = Field(description="deterministic: partner/period/sku/unit[/tier]")
+    partner_id: Identifier
+    period_start: UtcTime
+    period_end: UtcTime
+    charge_category: Literal["usage", "commitment_shortfall", "adjustment", "credit"] = "usage"
+    sku: NonEmptyStr
+    unit: NonEmptyStr = Field(description="e.g. vcpu-hour, gib-hour, gpu-hour, instance-hour")
+    quantity: Money
+    rate: Money
+    amount: Money
+    currency: str = Field("USD", min_length=3, max_length=3)
+    revision: int = Field(0, ge=0, description="higher revision of the same line_id supersedes")
+
+
+class UsageLimitAlert(Event):
+    event_type: Literal["usage_limit.alert"] = "usage_limit.alert"
+    KEY: ClassVar[str] = "partner_id"
+    partner_id: Identifier
+    period_start: UtcTime
+    limit_name: NonEmptyStr
+    threshold_pct: int = Field(ge=1, le=1000)
+    used: Money
+    limit: Money
+    enforcement: Literal["soft", "hard"] = "soft"
+
+
+# ---------------------------------------------------------------------------
+# Dead letters
+# ---------------------------------------------------------------------------
+class DeadLetter(Event):
+    """An input that failed validation, with why and where it came from."""
+
+    event_type: Literal["dead_letter"] = "dead_letter"
+    KEY: ClassVar[str] = "source_topic"
+    reason: NonEmptyStr = Field(max_length=2000)
+    field: str = Field("", description="dotted path of the offending field, if one")
+    source_topic: NonEmptyStr
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+    source_key_b64: str = ""
+    original_b64: str = Field(description="the message value exactly as received, base64")
+    consumer: str = Field("", description="agent that rejected it")
+
+
+ALL_EVENTS: tuple[type[Event], ...] = (
+    ResourceDiscovered,
+    ResourceUpdated,
+    ResourceRemoved,
+    HealthSample,
+    HealthChanged,
+    UsageSample,
+    WorkloadRequest,
+    AllocationPlaced,
+    AllocationQueued,
+    AllocationRejected,
+    AllocationReleased,
+    Forecast,
+    ExternalEvent,
+    DemandSpike,
+    MigrationPlanned,
+    MigrationProgress,
+    MigrationDone,
+    MigrationFailed,
+    BillingLine,
+    UsageLimitAlert,
+    DeadLetter,
+)

@@ -1,0 +1,71 @@
+"""Which events travel on which topic, keyed how, with how many partitions.
+
+This table is the contract for producers (also exported as ``schemas/json/topics.json``).
+Keys are chosen for ordering and for ownership:
+
+* resources / health / usage are keyed by ``resource_id``: one resource's history is
+  ordered, and one worker owns a resource's live row.
+* requests and allocations are keyed by ``request_id``: a consumer sees a request's
+  outcome events in order (queued -> placed -> released).
+* billing lines and alerts are keyed by ``partner_id``: a partner's ledger is ordered.
+* dead letters are keyed by source topic.
+
+Topic names are ``<prefix>.<name>.v<major>``; the prefix is a setting so that several
+installs (and every test) can share one broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import events as ev
+from .base import Event
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # logical name, e.g. "requests"
+    version: int
+    key: str
+    partitions: int
+    events: tuple[type[Event], ...]
+    description: str
+    compacted: bool = False
+
+    def full_name(self, prefix: str) -> str:
+        return f"{prefix}.{self.name}.v{self.version}"
+
+    @property
+    def event_types(self) -> tuple[str, ...]:
+        return tuple(e.model_fields["event_type"].default for e in self.events)
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("resources", 1, "resource_id", 6,
+              (ev.ResourceDiscovered, ev.ResourceUpdated, ev.ResourceRemoved),
+              "resource lifecycle from discovery adapters"),
+    TopicSpec("health", 1, "resource_id", 6, (ev.HealthSample, ev.HealthChanged),
+              "heartbeats and health verdicts"),
+    TopicSpec("usage", 1, "resource_id", 6, (ev.UsageSample,), "measured use per resource"),
+    TopicSpec("requests", 1, "request_id", 6, (ev.WorkloadRequest,), "workload requests from producers"),
+    TopicSpec("allocations", 1, "request_id", 6,
+              (ev.AllocationPlaced, ev.AllocationQueued, ev.AllocationRejected, ev.AllocationReleased),
+              "one outcome per request, then its release"),
+    TopicSpec("forecasts", 1, "series", 3, (ev.Forecast, ev.DemandSpike), "demand quantiles per series"),
+    TopicSpec("external-events", 1, "scope", 1, (ev.ExternalEvent,), "campaigns, releases, holidays"),
+    TopicSpec("migrations", 1, "migration_id", 3,
+              (ev.MigrationPlanned, ev.MigrationProgress, ev.MigrationDone, ev.MigrationFailed),
+              "migration state machine steps"),
+    TopicSpec("billing-lines", 1, "partner_id", 3, (ev.BillingLine,), "rated partner usage"),
+    TopicSpec("alerts", 1, "partner_id", 1, (ev.UsageLimitAlert,), "usage-limit threshold crossings"),
+    TopicSpec("dead-letters", 1, "source_topic", 1, (ev.DeadLetter,), "inputs that failed validation"),
+)
+
+BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}
+
+
+def topic_spec(name: str) -> TopicSpec:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown topic {name!r}; known: {', '.join(BY_NAME)}") from None

@@ -1,0 +1,62 @@
+"""Build a worker app with chosen agents, and run it: as a process (``tessera worker``)
+or inside a running event loop (tests and the demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from typing import AsyncIterator, Iterable
+
+import faust
+
+from tessera.config import Settings
+from tessera.ddl import apply_migrations
+from tessera.storage import open_store
+
+from .admin import ensure_topics
+from .app import create_app
+from .topics import Topics, declare_topics
+
+AGENT_MODULES = {"event-log": "agents.event_log"}
+
+
+def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",), app_id: str | None = None
+                     ) -> tuple[faust.App, Topics]:
+    app = create_app(settings, app_id=app_id)
+    topics = declare_topics(app, settings)
+    store = open_store(settings)
+    apply_migrations(store)
+    for name in agents:
+        try:
+            module = importlib.import_module(AGENT_MODULES[name])
+        except KeyError:
+            raise ValueError(f"unknown agent {name!r}; available: {', '.join(AGENT_MODULES)}") from None
+        module.register(app, topics, settings, store)
+    app.tessera_settings = settings  # type: ignore[attr-defined]
+    return app, topics
+
+
+def app_settings(app: faust.App) -> Settings:
+    return app.tessera_settings  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def running(app: faust.App, ready_timeout: float = 60.0) -> AsyncIterator[faust.App]:
+    """Start the app's consumer, producer and agents in this loop; stop them on exit.
+
+    Waits until the consumer group has its partitions assigned, so events produced after
+    entering are seen.
+    """
+    await ensure_topics(app_settings(app))
+    app.finalize()
+    await app.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + ready_timeout
+        while not app.consumer.assignment():
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the Faust consumer got no partitions assigned")
+            await asyncio.sleep(0.1)
+        yield app
+    finally:
+        await app.stop()

@@ -1,0 +1,178 @@
+"""Tessera's settings: one frozen object, read in one place.
+
+Precedence, highest first: explicit keyword arguments, ``TESSERA_*`` environment
+variables, a TOML config file (``--config`` or ``TESSERA_CONFIG``), defaults.
+Secrets (the SASL password) are masked when settings are shown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "TESSERA_"
+SECRET_FIELDS = frozenset({"kafka_sasl_password"})
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+def _default_data_dir() -> str:
+    return str(Path.home() / ".tessera")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Kafka ---------------------------------------------------------------
+    #: ``host:port[,host:port]``. Empty means "the local broker that `tessera infra up` runs".
+    kafka_bootstrap: str = ""
+    #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    #: Prefix of every topic name; lets several Tessera installs (or tests) share a broker.
+    topic_prefix: str = "tessera"
+    #: Default partition count of the topics Tessera creates (per-topic overrides in streams.topics).
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+
+    # --- Local broker (tessera infra) ----------------------------------------
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_heap: str = "512m"
+
+    # --- Faust ---------------------------------------------------------------
+    app_id: str = "tessera"
+    #: Faust table store URL: ``memory://`` (recovers from changelog topics) or ``rocksdb://``.
+    store: str = "memory://"
+    #: ``exactly_once`` or ``at_least_once``; per-agent choices are documented in docs/design.md.
+    processing_guarantee: str = "at_least_once"
+
+    # --- ClickHouse ----------------------------------------------------------
+    #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
+    clickhouse_url: str = ""
+    #: Database used on either backend.
+    clickhouse_database: str = "tessera"
+
+    # --- Files and ports -----------------------------------------------------
+    data_dir: str = field(default_factory=_default_data_dir)
+    metrics_port: int = 9464
+
+    # ------------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def chdb_path(self) -> Path:
+        return self.data_path / "chdb"
+
+    @property
+    def kafka_home(self) -> Path:
+        return self.data_path / "kafka"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic name (``requests`` -> ``tessera.requests.v1``)."""
+        return f"{self.topic_prefix}.{name}"
+
+    def shown(self) -> dict[str, Any]:
+        """Settings as a dict with secrets masked, for ``tessera config``."""
+        out = dataclasses.asdict(self)
+        for key in SECRET_FIELDS:
+            if out.get(key):
+                out[key] = "********"
+        return out
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, target: type | str) -> Any:
+    kind = target if isinstance(target, str) else target.__name__
+    if kind == "int":
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name!r} must be an integer, got {raw!r}") from None
+    return str(raw)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from defaults, an optional TOML file, the environment and overrides.
+
+    The TOML file holds the same keys as the dataclass, either at top level or under a
+    ``[tessera]`` table. Environment variables are the upper-cased key with the
+    ``TESSERA_`` prefix, e.g. ``TESSERA_KAFKA_BOOTSTRAP``.
+    """
+    env = os.environ if env is None else env
+    known = {f.name: f for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist (set by --config or TESSERA_CONFIG)")
+        try:
+            doc = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        doc = doc.get("tessera", doc)
+        for key, raw in doc.items():
+            if key not in known:
+                raise ConfigError(
+                    f"config file {str(p)!r}: unknown setting {key!r}; known settings: {', '.join(sorted(known))}"
+                )
+            values[key] = _coerce(key, raw, known[key].type)
+
+    for key, f in known.items():
+        env_key = ENV_PREFIX + key.upper()
+        if env_key in env and env[env_key] != "":
+            values[key] = _coerce(env_key, env[env_key], f.type)
+
+    for key, raw in overrides.items():
+        if raw is None:
+            continue
+        if key not in known:
+            raise ConfigError(f"unknown setting {key!r}")
+        values[key] = raw
+
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    protocols = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+    if s.kafka_security_protocol not in protocols:
+        raise ConfigError(
+            f"TESSERA_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol!r}; use one of {sorted(protocols)}"
+        )
+    if s.kafka_security_protocol.startswith("SASL") and not s.kafka_sasl_username:
+        raise ConfigError("SASL needs TESSERA_KAFKA_SASL_USERNAME and TESSERA_KAFKA_SASL_PASSWORD")
+    if s.processing_guarantee not in {"exactly_once", "at_least_once"}:
+        raise ConfigError("TESSERA_PROCESSING_GUARANTEE must be 'exactly_once' or 'at_least_once'")
+    if s.topic_partitions < 1:
+        raise ConfigError("TESSERA_TOPIC_PARTITIONS must be >= 1")
+    if s.clickhouse_url and not s.clickhouse_url.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"TESSERA_CLICKHOUSE_URL={s.clickhouse_url!r} must start with http:// or https:// "
+            "(clickhouse-connect speaks the HTTP interface); leave it empty for embedded chdb"
+        )

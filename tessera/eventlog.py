@@ -1,0 +1,40 @@
+"""Rows for the ``events`` and ``dead_letters`` tables (pure: no Kafka, no Faust)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas import DeadLetter, Event, encode
+
+
+def event_row(event: Event, *, topic: str, partition: int, offset: int, key: bytes | None) -> dict[str, Any]:
+    return {
+        "event_id": event.event_id,
+        "event_type": event.event_type,
+        "schema_version": event.schema_version,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key": (key or b"").decode("utf-8", "replace"),
+        "event_time": event.event_time,
+        "payload": encode(event).decode(),
+    }
+
+
+def dead_letter_row(dl: DeadLetter) -> dict[str, Any]:
+    return {
+        "event_id": dl.event_id,
+        "event_time": dl.event_time,
+        "reason": dl.reason,
+        "field": dl.field,
+        "consumer": dl.consumer,
+        "source_topic": dl.source_topic,
+        "source_partition": dl.source_partition,
+        "source_offset": dl.source_offset,
+        "original_b64": dl.original_b64,
+    }
+
+
+def batch_token(table: str, topic: str, partition: int, first_offset: int, last_offset: int) -> str:
+    """Insert deduplication token: a redelivered identical batch is dropped by ClickHouse."""
+    return f"{table}/{topic}/{partition}/{first_offset}-{last_offset}"

@@ -1,0 +1,29 @@
+"""Prometheus metrics, all defined in one place (Karpenter's metrics.go habit).
+
+Workers expose them on ``TESSERA_METRICS_PORT`` (``/metrics``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+EVENTS_CONSUMED = Counter(
+    "tessera_events_consumed_total", "Valid events decoded by an agent", ["agent", "topic"]
+)
+DEAD_LETTERS = Counter(
+    "tessera_dead_letters_total", "Inputs that failed validation and went to the dead-letter topic",
+    ["agent", "topic"],
+)
+SINK_ROWS = Counter("tessera_sink_rows_total", "Rows written to ClickHouse", ["table"])
+SINK_FAILURES = Counter("tessera_sink_failures_total", "Failed ClickHouse batch writes (retried)", ["table"])
+SINK_BATCH_SECONDS = Histogram(
+    "tessera_sink_batch_seconds", "Time to write one batch to ClickHouse", ["table"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+SINK_PENDING = Gauge("tessera_sink_pending_rows", "Rows consumed but not yet durably written", ["table"])
+
+
+def serve(port: int) -> None:
+    """Start the /metrics endpoint (no-op when port is 0)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")

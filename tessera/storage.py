@@ -1,0 +1,202 @@
+"""Analytics storage: one small interface, two ClickHouse backends.
+
+* ``ChdbStore``   -- the real ClickHouse engine embedded in-process (chdb), on-disk
+                     database directory. The default: nothing to install or run.
+* ``ServerStore`` -- a ClickHouse server over HTTP through clickhouse-connect,
+                     selected by ``TESSERA_CLICKHOUSE_URL``.
+
+Both move rows as JSONEachRow so the SQL, the DDL and the row shapes are identical.
+chdb allows one database path per process, so ``open_store`` hands out one shared
+instance per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Protocol
+from urllib.parse import urlparse
+
+import orjson
+
+from .config import Settings
+
+
+class StorageError(RuntimeError):
+    """A query or insert failed; carries the backend's message."""
+
+
+def _json_default(obj: object) -> object:
+    from decimal import Decimal
+
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+def rows_to_jsoneachrow(rows: Iterable[Mapping[str, Any]]) -> bytes:
+    opts = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
+    return b"".join(orjson.dumps(r, default=_json_default, option=opts) for r in rows)
+
+
+def parse_jsoneachrow(data: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in data.splitlines() if line]
+
+
+def _settings_clause(settings: Mapping[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    parts = []
+    for k, v in settings.items():
+        val = f"'{v}'" if isinstance(v, str) else str(v)
+        parts.append(f"{k}={val}")
+    return " SETTINGS " + ", ".join(parts)
+
+
+def _insert_settings(dedup_token: str | None) -> dict[str, Any]:
+    # RFC 3339 timestamps with 'Z' and fractions, as orjson writes them.
+    out: dict[str, Any] = {"date_time_input_format": "best_effort"}
+    if dedup_token:
+        out["insert_deduplication_token"] = dedup_token
+    return out
+
+
+class AnalyticsStore(Protocol):
+    backend: str
+    database: str
+
+    def command(self, sql: str) -> None:
+        """Run a statement that returns nothing (DDL, INSERT ... SELECT)."""
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        """Run a SELECT; rows as dicts (ClickHouse JSON types: 64-bit ints come back as strings)."""
+
+    def query_raw(self, sql: str, fmt: str = "TabSeparatedWithNames") -> bytes:
+        """Run a query and return the bytes ClickHouse produced in ``fmt``."""
+
+    def insert(self, table: str, rows: Iterable[Mapping[str, Any]], *, dedup_token: str | None = None) -> int:
+        """Insert rows (dicts keyed by column). ``dedup_token`` makes a retried insert a no-op."""
+
+    def close(self) -> None: ...
+
+
+class ChdbStore:
+    backend = "chdb"
+
+    def __init__(self, path: Path, database: str = "tessera") -> None:
+        try:
+            from chdb import session as chdb_session
+        except ImportError as exc:  # pragma: no cover - chdb is a hard dependency
+            raise StorageError("embedded ClickHouse needs `pip install chdb`") from exc
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.database = database
+        try:
+            self._session = chdb_session.Session(str(self.path))
+        except Exception as exc:
+            raise StorageError(
+                f"cannot open embedded ClickHouse at {self.path}: {exc}. One process can open only one "
+                "chdb path; stop the other Tessera process using it or set TESSERA_DATA_DIR."
+            ) from exc
+        self._lock = threading.Lock()
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+
+    def _run(self, sql: str, fmt: str = "CSV") -> bytes:
+        try:
+            with self._lock:
+                res = self._session.query(sql, fmt)
+        except Exception as exc:
+            raise StorageError(str(exc)) from exc
+        return res.bytes() if res is not None else b""
+
+    def command(self, sql: str) -> None:
+        self._run(sql)
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return parse_jsoneachrow(self._run(sql, "JSONEachRow"))
+
+    def query_raw(self, sql: str, fmt: str = "TabSeparatedWithNames") -> bytes:
+        return self._run(sql, fmt)
+
+    def insert(self, table: str, rows: Iterable[Mapping[str, Any]], *, dedup_token: str | None = None) -> int:
+        body = rows_to_jsoneachrow(rows)
+        if not body:
+            return 0
+        self._run(f"INSERT INTO {table}{_settings_clause(_insert_settings(dedup_token))} FORMAT JSONEachRow\n"
+                  + body.decode())
+        return body.count(b"\n")
+
+    def close(self) -> None:
+        # chdb cannot reopen another path in this process; keep the session for reuse.
+        pass
+
+
+class ServerStore:
+    backend = "clickhouse-server"
+
+    def __init__(self, url: str, database: str = "tessera") -> None:
+        try:
+            import clickhouse_connect
+        except ImportError as exc:  # pragma: no cover
+            raise StorageError("a ClickHouse server needs `pip install clickhouse-connect`") from exc
+        u = urlparse(url)
+        self.database = (u.path.strip("/") or database)
+        try:
+            self._client = clickhouse_connect.get_client(
+                host=u.hostname or "localhost",
+                port=u.port or (8443 if u.scheme == "https" else 8123),
+                username=u.username or "default",
+                password=u.password or "",
+                secure=u.scheme == "https",
+            )
+        except Exception as exc:
+            raise StorageError(f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {exc}") from exc
+        self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+
+    def command(self, sql: str) -> None:
+        try:
+            self._client.command(sql)
+        except Exception as exc:
+            raise StorageError(str(exc)) from exc
+
+    def query_raw(self, sql: str, fmt: str = "TabSeparatedWithNames") -> bytes:
+        try:
+            return self._client.raw_query(sql, fmt=fmt)
+        except Exception as exc:
+            raise StorageError(str(exc)) from exc
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        return parse_jsoneachrow(self.query_raw(sql, "JSONEachRow"))
+
+    def insert(self, table: str, rows: Iterable[Mapping[str, Any]], *, dedup_token: str | None = None) -> int:
+        body = rows_to_jsoneachrow(rows)
+        if not body:
+            return 0
+        try:
+            self._client.raw_insert(table, insert_block=body, settings=_insert_settings(dedup_token),
+                                    fmt="JSONEachRow")
+        except Exception as exc:
+            raise StorageError(str(exc)) from exc
+        return body.count(b"\n")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+_stores: dict[tuple[str, str], AnalyticsStore] = {}
+_stores_lock = threading.Lock()
+
+
+def open_store(settings: Settings) -> AnalyticsStore:
+    """The process's store for these settings (created once, then shared)."""
+    target = settings.clickhouse_url or str(settings.chdb_path)
+    key = (target, settings.clickhouse_database)
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            if settings.clickhouse_url:
+                store = ServerStore(settings.clickhouse_url, settings.clickhouse_database)
+            else:
+                store = ChdbStore(settings.chdb_path, settings.clickhouse_database)
+            _stores[key] = store
+        return store
