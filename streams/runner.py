@@ -34,6 +34,7 @@ def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",),
             raise ValueError(f"unknown agent {name!r}; available: {', '.join(AGENT_MODULES)}") from None
         module.register(app, topics, settings, store)
     app.tessera_settings = settings  # type: ignore[attr-defined]
+    app.tessera_store = store  # type: ignore[attr-defined]
     return app, topics
 
 
@@ -60,3 +61,17 @@ async def running(app: faust.App, ready_timeout: float = 60.0) -> AsyncIterator[
         yield app
     finally:
         await app.stop()
+
+
+def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info") -> int:
+    """Run a Faust worker in this process until SIGINT/SIGTERM (``tessera worker``)."""
+    from tessera import metrics
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    metrics.serve(settings.metrics_port)
+    app, _topics = build_worker_app(settings, agents)
+    worker = faust.Worker(app, loglevel=loglevel, loop=loop)
+    worker.execute_from_commandline()  # returns via SystemExit when stopped
+    return 0

@@ -1,0 +1,230 @@
+"""The ``tessera`` command line: one entry point for infrastructure, workers and queries."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import textwrap
+from typing import Callable, Sequence
+
+from .config import ConfigError, Settings, load_settings
+
+DESCRIPTION = """\
+Tessera blends compute from your own data centers and from partner providers into one
+pool: it forecasts demand, places each workload where it costs least while its SLA
+holds, and bills partners exactly. Events flow through Kafka; decisions land in
+ClickHouse.
+
+Settings come from TESSERA_* environment variables or a TOML file (--config);
+`tessera config` shows the effective values.
+"""
+
+EPILOG = """\
+examples:
+  tessera infra up                 start a local Kafka broker (downloads jars once)
+  tessera demo                     run the end-to-end demo and print what happened
+  tessera worker                   run Tessera's agents against the configured broker
+  tessera sql "SELECT event_type, count() FROM events GROUP BY 1"
+  tessera infra down               stop the local broker
+"""
+
+
+def _progress(msg: str) -> None:
+    print(f"  - {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- infra
+def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
+    from infra.kafka_broker import BrokerError, broker_from_settings
+
+    broker = broker_from_settings(s)
+    if s.kafka_bootstrap and args.action in {"up", "down"}:
+        print(f"TESSERA_KAFKA_BOOTSTRAP={s.kafka_bootstrap} points at an external broker; "
+              "`tessera infra` manages only the local one. Unset it to use the local broker.", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "up":
+            st = broker.start(timeout=args.timeout, progress=_progress)
+            print(f"Kafka listening on {st.bootstrap}  (data: {broker.home}, pid: {st.pid or 'external'})")
+            print(f"Point clients at it with TESSERA_KAFKA_BOOTSTRAP={st.bootstrap} (the default).")
+            return 0
+        if args.action == "down":
+            stopped = broker.stop()
+            print("Kafka stopped." if stopped else "Kafka was not running (nothing to stop).")
+            if args.wipe:
+                broker.wipe()
+                print(f"Deleted {broker.home}.")
+            return 0
+        st = broker.status()
+        print(st.describe())
+        return 0 if st.running else 3
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+# --------------------------------------------------------------------------- topics
+def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
+    from schemas.topics import TOPICS
+
+    if args.action == "create":
+        from streams.admin import ensure_topics
+
+        created = asyncio.run(ensure_topics(s))
+        print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+        return 0
+    width = max(len(t.full_name(s.topic_prefix)) for t in TOPICS)
+    print(f"{'TOPIC'.ljust(width)}  {'KEY':<14} {'PARTS':>5}  EVENT TYPES")
+    for t in TOPICS:
+        print(f"{t.full_name(s.topic_prefix).ljust(width)}  {t.key:<14} {t.partitions:>5}  {', '.join(t.event_types)}")
+    return 0
+
+
+# --------------------------------------------------------------------------- worker
+def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
+    from streams.runner import AGENT_MODULES, run_worker
+
+    agents = args.agent or list(AGENT_MODULES)
+    return run_worker(s, agents, loglevel=args.loglevel)
+
+
+# --------------------------------------------------------------------------- sql
+def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
+    from .ddl import apply_migrations
+    from .storage import StorageError, open_store
+
+    fmt = {"pretty": "PrettyCompactMonoBlock", "csv": "CSVWithNames", "json": "JSONEachRow", "tsv": "TabSeparatedWithNames"}
+    try:
+        store = open_store(s)
+        apply_migrations(store)
+        out = store.query_raw(args.query, fmt[args.format])
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(out.decode())
+    return 0
+
+
+# --------------------------------------------------------------------------- schemas
+def cmd_schemas(args: argparse.Namespace, s: Settings) -> int:
+    from schemas.jsonschema import JSON_DIR, export, rendered
+
+    if args.action == "export":
+        for p in export():
+            print(p)
+        return 0
+    stale = [n for n, c in rendered().items() if not (JSON_DIR / n).exists() or (JSON_DIR / n).read_bytes() != c]
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run `tessera schemas export`", file=sys.stderr)
+        return 1
+    print(f"{len(rendered())} JSON Schema files in {JSON_DIR} match the code")
+    return 0
+
+
+# --------------------------------------------------------------------------- produce
+def cmd_produce(args: argparse.Namespace, s: Settings) -> int:
+    from .produce import produce_lines
+
+    stream = sys.stdin if args.file == "-" else open(args.file, "rb")
+    with stream:
+        sent, rejected = asyncio.run(produce_lines(s, args.topic, stream, validate=not args.no_validate))
+    print(f"sent {sent} event(s) to {s.topic_prefix}.{args.topic}; rejected {rejected} invalid line(s)")
+    return 0 if rejected == 0 else 1
+
+
+# --------------------------------------------------------------------------- config / demo
+def cmd_config(args: argparse.Namespace, s: Settings) -> int:
+    for k, v in s.shown().items():
+        print(f"{k:<28} {v}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
+    from .demo import run_demo
+
+    return run_demo(s, keep_running=args.keep_running)
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="tessera", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $TESSERA_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, fn: Callable, help_: str, desc: str = "") -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=textwrap.dedent(desc or help_), formatter_class=fmt)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    sp = add("infra", cmd_infra, "start, stop or inspect the local Kafka broker",
+             """\
+             Manage the single-node Apache Kafka 4.x broker (KRaft, broker+controller) that
+             Tessera runs from Maven Central jars. Data lives in $TESSERA_DATA_DIR/kafka.
+             Ports: TESSERA_KAFKA_PORT (9092), TESSERA_KAFKA_CONTROLLER_PORT (9093).
+
+               up      start it (idempotent: reuses a running broker) and wait until ready
+               down    stop it (--wipe also deletes its data)
+               status  say whether it runs; exit code 0 if it does, 3 if not""")
+    sp.add_argument("action", choices=["up", "down", "status"])
+    sp.add_argument("--wipe", action="store_true", help="with down: delete the broker's data directory")
+    sp.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
+
+    sp = add("topics", cmd_topics, "list Tessera's topics or create them on the broker")
+    sp.add_argument("action", choices=["list", "create"], nargs="?", default="list")
+
+    sp = add("worker", cmd_worker, "run Tessera's Faust agents",
+             "Run the Faust worker with the chosen agents (all by default) until interrupted.\n"
+             "Metrics on http://127.0.0.1:$TESSERA_METRICS_PORT/metrics.")
+    sp.add_argument("--agent", action="append", metavar="NAME", help="agent to run (repeatable); default: all")
+    sp.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
+
+    sp = add("sql", cmd_sql, "run a SQL query on Tessera's ClickHouse",
+             "Run SQL on the configured ClickHouse: embedded chdb in $TESSERA_DATA_DIR/chdb by\n"
+             "default, or the server in TESSERA_CLICKHOUSE_URL. Tables live in the database\n"
+             "`tessera` (TESSERA_CLICKHOUSE_DATABASE); qualify them, e.g. tessera.events.")
+    sp.add_argument("query", help='e.g. "SELECT event_type, count() FROM tessera.events GROUP BY 1"')
+    sp.add_argument("--format", choices=["pretty", "csv", "json", "tsv"], default="pretty")
+
+    sp = add("schemas", cmd_schemas, "export or check the JSON Schema files for producers")
+    sp.add_argument("action", choices=["export", "check"])
+
+    sp = add("produce", cmd_produce, "publish JSON events (one per line) to a topic, validated",
+             "Read one JSON event per line from FILE (or - for stdin), validate it against its\n"
+             "contract and publish it keyed as the topic declares. Invalid lines are reported\n"
+             "with the field and the problem, and not sent.")
+    sp.add_argument("topic", help="logical topic name, e.g. requests (see `tessera topics`)")
+    sp.add_argument("file", nargs="?", default="-")
+    sp.add_argument("--no-validate", action="store_true", help="send lines as they are (to test the dead-letter path)")
+
+    add("config", cmd_config, "show the effective settings (secrets masked)")
+
+    sp = add("demo", cmd_demo, "run the demo: local Kafka, agents, sample events, results from ClickHouse",
+             "Bring up the local broker, start Tessera's agents in this process, publish\n"
+             "sample events (some deliberately malformed), and show them arrive in ClickHouse\n"
+             "and in the dead-letter topic. Safe to run repeatedly.")
+    sp.add_argument("--keep-running", action="store_true", help="leave the broker running afterwards (default: yes)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args, settings) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
