@@ -130,7 +130,10 @@ def cmd_produce(args: argparse.Namespace, s: Settings) -> int:
     stream = sys.stdin if args.file == "-" else open(args.file, "rb")
     with stream:
         sent, rejected = asyncio.run(produce_lines(s, args.topic, stream, validate=not args.no_validate))
-    print(f"sent {sent} event(s) to {s.topic_prefix}.{args.topic}; rejected {rejected} invalid line(s)")
+    from schemas.topics import topic_spec
+
+    name = topic_spec(args.topic).full_name(s.topic_prefix)
+    print(f"sent {sent} event(s) to {name}; rejected {rejected} invalid line(s)")
     return 0 if rejected == 0 else 1
 
 
