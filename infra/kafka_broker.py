@@ -119,7 +119,15 @@ class KafkaBroker:
         controller_port: int = 9093,
         heap: str = "512m",
         host: str = "127.0.0.1",
+        sasl_port: int | None = None,
+        sasl_users: dict[str, str] | None = None,
     ) -> None:
+        """``sasl_port`` + ``sasl_users`` add a SASL_PLAINTEXT (PLAIN) client listener
+        with those username -> password pairs, beside the PLAINTEXT one."""
+        self.sasl_port = sasl_port
+        self.sasl_users = dict(sasl_users or {})
+        if self.sasl_port and not self.sasl_users:
+            raise BrokerError("a SASL listener needs at least one user")
         self.home = Path(home)
         self.port = port
         self.controller_port = controller_port
@@ -149,16 +157,31 @@ class KafkaBroker:
 
     def _properties(self) -> str:
         h, p, c = self.host, self.port, self.controller_port
+        listeners = [f"PLAINTEXT://{h}:{p}"]
+        advertised = [f"PLAINTEXT://{h}:{p}"]
+        protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        sasl: list[str] = []
+        if self.sasl_port:
+            listeners.append(f"SASL_PLAINTEXT://{h}:{self.sasl_port}")
+            advertised.append(f"SASL_PLAINTEXT://{h}:{self.sasl_port}")
+            protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+            users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
+            sasl = [
+                "sasl.enabled.mechanisms=PLAIN",
+                "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+                "org.apache.kafka.common.security.plain.PlainLoginModule required " + users + ";",
+            ]
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers={h}:{c}",
-                f"listeners=PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
-                f"advertised.listeners=PLAINTEXT://{h}:{p}",
+                f"listeners={','.join(listeners)},CONTROLLER://{h}:{c}",
+                f"advertised.listeners={','.join(advertised)}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={protocols}",
+                *sasl,
                 f"log.dirs={self.log_dir}",
                 "num.partitions=6",
                 "offsets.topic.replication.factor=1",
