@@ -4,4 +4,4 @@ Each module has ``register(app, topics, settings, ...)`` which declares its agen
 the given app, so that workers, tests and the demo can build apps with any prefix.
 """
 
-AVAILABLE = ("event-log",)
+AVAILABLE = ("event-log", "resources")

@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
-from schemas import encode
+from streams.deadletter import publish_dead_letters
 from streams.edge import Decoded, decode_faust_event
 from streams.topics import Topics
 from tessera import metrics
@@ -62,20 +62,11 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                        key_serializer="raw", value_serializer="raw")
     dlq = topics["dead-letters"]
 
-    async def publish_dead_letters(decoded: Sequence[Decoded]) -> None:
-        futures = []
-        for d in decoded:
-            if d.dead_letter is not None:
-                metrics.DEAD_LETTERS.labels(AGENT, d.topic).inc()
-                futures.append(await dlq.send(key=d.topic.encode(), value=encode(d.dead_letter)))
-        for f in futures:  # durable in Kafka before the batch is acknowledged
-            await f
-
     @app.agent(source, name=f"{settings.topic_prefix}.agent.event-log")
     async def event_log(stream: Any) -> None:
         async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
             decoded = [decode_faust_event(e, topics.spec_of_topic(e.message.topic), AGENT) for e in batch]
-            await publish_dead_letters(decoded)
+            await publish_dead_letters(dlq, decoded, AGENT)
             for (topic, partition), group in by_partition(decoded).items():
                 rows = [event_row(d.event, topic=topic, partition=partition, offset=d.offset, key=d.key)
                         for d in group if d.event is not None]

@@ -57,6 +57,17 @@ class Settings:
     #: ``exactly_once`` or ``at_least_once``; per-agent choices are documented in docs/design.md.
     processing_guarantee: str = "at_least_once"
 
+    # --- Resource layer ------------------------------------------------------
+    #: A heartbeating resource silent this long is marked unhealthy.
+    health_heartbeat_timeout_s: float = 60.0
+    #: Consecutive bad samples before unhealthy / good samples before healthy again (hysteresis).
+    health_unhealthy_after: int = 3
+    health_healthy_after: int = 3
+    #: How often the heartbeat timer checks for silent resources.
+    health_check_interval_s: float = 5.0
+    #: Partner discovery config (TOML); see docs/partners.example.toml.
+    partners_file: str = ""
+
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
     clickhouse_url: str = ""
@@ -102,6 +113,11 @@ class Settings:
 
 def _coerce(name: str, raw: Any, target: type | str) -> Any:
     kind = target if isinstance(target, str) else target.__name__
+    if kind == "float":
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"setting {name!r} must be a number, got {raw!r}") from None
     if kind == "int":
         try:
             return int(raw)

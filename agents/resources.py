@@ -1,0 +1,139 @@
+"""The live resource table: resource events and health samples in, one row per resource.
+
+* ``resource-events``  discovered / updated set the row's spec, removed deletes the row.
+* ``health-samples``   heartbeats feed the health monitor (hysteresis); transitions are
+                       published as ``health.changed`` on the health topic.
+* ``heartbeat-expiry`` a timer marks silent heartbeating resources unhealthy, once.
+
+The table is a Faust table keyed by resource id, backed by its changelog topic, so a
+restarted worker recovers it. It uses the key partitioner (``use_partitioner``): the
+resources and health topics are keyed by resource id with the same partition count,
+so a key's changelog partition is its source partition, and batches and the timer can
+write rows without a "current event". Rows are coalesced per batch: a burst of
+heartbeats from one resource costs one changelog write.
+
+``health.changed`` events arriving on the health topic are this agent's own verdicts
+(already applied) and are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from schemas import HealthChanged, HealthSample, ResourceRemoved, utc_now
+from schemas.topics import topic_spec
+from streams.deadletter import publish_dead_letters, publish_events
+from streams.edge import decode_faust_event
+from streams.topics import Topics
+from tessera import metrics
+from tessera.config import Settings
+from tessera.resources import health
+from tessera.resources.table import LiveResourceTable, decode_row, encode_row, new_row, set_reported_free, set_spec
+from tessera.storage import AnalyticsStore
+
+log = logging.getLogger(__name__)
+
+AGENT = "resources"
+TABLE = "resources"
+
+
+def table_name(settings: Settings) -> str:
+    return f"{settings.topic_prefix}.{TABLE}"
+
+
+def changelog_topic(settings: Settings, app_id: str | None = None) -> str:
+    """Faust names a table's changelog ``<app id>-<table name>-changelog``."""
+    return f"{app_id or settings.app_id}-{table_name(settings)}-changelog"
+
+
+def policy_from(settings: Settings) -> health.HealthPolicy:
+    return health.HealthPolicy(settings.health_heartbeat_timeout_s, settings.health_unhealthy_after,
+                               settings.health_healthy_after)
+
+
+def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore | None = None) -> None:
+    policy = policy_from(settings)
+    partitions = topic_spec("resources").partitions
+    assert topic_spec("health").partitions == partitions, "resources and health must be co-partitioned"
+    table = app.Table(
+        # Keys and values are raw bytes (the app's serializers): rows are orjson documents.
+        table_name(settings), default=None, partitions=partitions, key_type=bytes, value_type=bytes,
+        use_partitioner=True,
+        help="live resource rows: spec, health, allocated, reported free",
+    )
+    app.tessera_resources = LiveResourceTable(table)  # the scheduler's read API
+    dlq, health_topic = topics["dead-letters"], topics["health"]
+    started = time.time()
+
+    def load(cache: dict[str, Any], rid: str) -> dict[str, Any]:
+        if rid in cache and cache[rid] is not None:
+            return cache[rid]
+        row = None if rid in cache else decode_row(table.get(rid.encode()))
+        cache[rid] = row or new_row(rid)
+        return cache[rid]
+
+    def store_rows(cache: dict[str, Any]) -> None:
+        for rid, row in cache.items():
+            if row is None:
+                table.pop(rid.encode(), None)
+            else:
+                table[rid.encode()] = encode_row(row)
+
+    @app.agent(topics["resources"], name=f"{settings.topic_prefix}.agent.resource-events")
+    async def resource_events(stream: Any) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            decoded = [decode_faust_event(e, topics.specs["resources"], AGENT) for e in batch]
+            await publish_dead_letters(dlq, decoded, AGENT)
+            cache: dict[str, Any] = {}
+            for d in decoded:
+                e = d.event
+                if e is None:
+                    continue
+                metrics.EVENTS_CONSUMED.labels(AGENT, d.topic).inc()
+                if isinstance(e, ResourceRemoved):
+                    cache[e.resource_id] = None
+                else:
+                    set_spec(load(cache, e.resource_id), e.spec, e.event_time.isoformat())  # type: ignore[attr-defined]
+            store_rows(cache)
+
+    @app.agent(health_topic, name=f"{settings.topic_prefix}.agent.health-samples")
+    async def health_samples(stream: Any) -> None:
+        async for batch in stream.take_events(5000, within=0.1):
+            decoded = [decode_faust_event(e, topics.specs["health"], AGENT) for e in batch]
+            await publish_dead_letters(dlq, decoded, AGENT)
+            cache: dict[str, Any] = {}
+            verdicts: list[HealthChanged] = []
+            now = time.time()
+            for d in decoded:
+                e = d.event
+                if not isinstance(e, HealthSample):
+                    continue  # our own health.changed verdicts, already applied
+                row = load(cache, e.resource_id)
+                set_reported_free(row, e)
+                v = health.observe(row["health"], e, now, policy)
+                if v is not None:
+                    verdicts.append(v)
+            metrics.EVENTS_CONSUMED.labels(AGENT, "health").inc(len(decoded))
+            store_rows(cache)
+            if verdicts:
+                await publish_events(health_topic, verdicts)
+
+    @app.timer(interval=settings.health_check_interval_s, name=f"{settings.topic_prefix}.timer.heartbeat-expiry")
+    async def heartbeat_expiry() -> None:
+        recovery = getattr(app.tables, "recovery", None)
+        if recovery is not None and not recovery.completed.is_set():
+            return  # the table is still being restored; silence is not yet meaningful
+        now = time.time()
+        verdicts = []
+        for key, raw in list(table.items()):
+            row = decode_row(raw)
+            if row and health.expired(row["health"], now, policy, not_before=started):
+                v = health.missing_heartbeat(row["resource_id"], utc_now(), policy)
+                health.apply_verdict(row["health"], v)
+                table[key] = encode_row(row)
+                verdicts.append(v)
+        if verdicts:
+            log.info("%d resource(s) missed heartbeats", len(verdicts))
+            await publish_events(health_topic, verdicts)

@@ -1,0 +1,104 @@
+"""Turn successive listings of a partner into resource events, keeping the last good view.
+
+``diff`` is pure: the previous view and a new complete listing in, events out
+(discovered for new ids, updated for changed specs, removed for ids that vanished).
+``Discoverer`` polls one adapter: on success it diffs and publishes; on failure it logs,
+counts (``tessera_discovery_failures_total``) and keeps the last good view, so a flaky
+partner API never removes resources nor crashes the loop.
+
+Event ids are deterministic (resource id + spec fingerprint), so a re-published
+listing after a restart produces the same ids and consumers drop the duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Iterable, Mapping
+
+from prometheus_client import Counter, Gauge
+
+from schemas import Event, HealthSample, HealthStatus, ResourceDiscovered, ResourceRemoved, ResourceUpdated
+
+from .model import AdapterError, DiscoveredResource
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_FAILURES = Counter("tessera_discovery_failures_total", "Failed partner listings", ["partner"])
+DISCOVERY_RESOURCES = Gauge("tessera_discovery_resources", "Resources in the partner's last good view", ["partner"])
+DISCOVERY_LAST_SUCCESS = Gauge("tessera_discovery_last_success_timestamp", "Unix time of the last good listing",
+                               ["partner"])
+
+
+def diff(old: Mapping[str, DiscoveredResource], new: Iterable[DiscoveredResource], source: str = ""
+         ) -> tuple[dict[str, DiscoveredResource], list[Event]]:
+    view = {r.resource_id: r for r in new}
+    events: list[Event] = []
+    for rid, r in view.items():
+        before = old.get(rid)
+        if before is None:
+            events.append(ResourceDiscovered(event_id=f"disc:{rid}:{r.fingerprint()}", resource_id=rid,
+                                             spec=r.spec, source=source))
+        elif before.fingerprint() != r.fingerprint():
+            events.append(ResourceUpdated(event_id=f"upd:{rid}:{r.fingerprint()}", resource_id=rid,
+                                          spec=r.spec, source=source))
+    for rid, r in old.items():
+        if rid not in view:
+            events.append(ResourceRemoved(event_id=f"rm:{rid}:{r.fingerprint()}", resource_id=rid,
+                                          provider=r.spec.provider, reason=f"no longer listed by {source or 'partner'}"))
+    return view, events
+
+
+def readiness_samples(resources: Iterable[DiscoveredResource]) -> list[HealthSample]:
+    """Health samples for resources whose partner reports readiness (e.g. Kubernetes Ready)."""
+    return [
+        HealthSample(resource_id=r.resource_id, ready=bool(r.ready),
+                     status=HealthStatus.healthy if r.ready else HealthStatus.unhealthy,
+                     detail="partner readiness")
+        for r in resources if r.ready is not None
+    ]
+
+
+Publish = Callable[[list[Event]], Awaitable[None]]
+
+
+@dataclass
+class Discoverer:
+    adapter: object  # a DiscoveryAdapter
+    publish: Publish
+    interval_s: float = 60.0
+    source: str = ""
+    view: dict[str, DiscoveredResource] = field(default_factory=dict)
+    failures: int = 0
+    healthy_listing: bool = False
+
+    @property
+    def partner(self) -> str:
+        return self.adapter.partner  # type: ignore[attr-defined]
+
+    async def poll_once(self) -> list[Event]:
+        try:
+            listing = await self.adapter.snapshot()  # type: ignore[attr-defined]
+        except (AdapterError, ValueError) as exc:
+            self.failures += 1
+            DISCOVERY_FAILURES.labels(self.partner).inc()
+            log.warning("discovery of partner %s failed (%s); keeping its last good view of %d resources",
+                        self.partner, exc, len(self.view))
+            return []
+        self.view, events = diff(self.view, listing, self.source or self.partner)
+        DISCOVERY_RESOURCES.labels(self.partner).set(len(self.view))
+        DISCOVERY_LAST_SUCCESS.labels(self.partner).set(time.time())
+        events = [*events, *readiness_samples(listing)]
+        if events:
+            await self.publish(events)
+        return events
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self.poll_once()
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass

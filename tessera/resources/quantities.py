@@ -1,0 +1,86 @@
+"""Units, normalized once at the edge: CPU to float cores, memory/storage to int bytes,
+network to Gbps.
+
+Accepts Kubernetes quantities (``3920m``, ``16303140Ki``, ``4Gi``, ``1G``, ``12e6``),
+human units (``16 GiB``, ``1.5GB``, ``100 Mbps``) and plain numbers (already in the base
+unit). Binary suffixes (Ki, Mi, KiB, ...) are powers of 1024, decimal ones (k, M, G, KB,
+MB, ...) powers of 1000, as in Kubernetes and SI.
+
+>>> parse_cpu("3920m"), parse_bytes("16303140Ki"), parse_bytes("1G"), parse_gbps("100Mbps")
+(3.92, 16694415360, 1000000000, 0.1)
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+_BINARY = {"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40, "pi": 1 << 50, "ei": 1 << 60}
+_DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
+_CPU = {"": Decimal(1), "m": Decimal("0.001"), "u": Decimal("0.000001"), "n": Decimal("0.000000001")}
+_NUM = r"(?P<num>[+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+_BYTES_RE = re.compile(_NUM + r"\s*(?P<unit>[kKmMgGtTpPeE]i?)?(?P<b>[bB])?$")
+_CPU_RE = re.compile(_NUM + r"\s*(?P<unit>[mun]|cores?|vcpus?)?$", re.IGNORECASE)
+_NET_RE = re.compile(_NUM + r"\s*(?P<unit>[kmgt])?(?:bps|bit/s|b/s|bits?)?$", re.IGNORECASE)
+
+
+class QuantityError(ValueError):
+    """A quantity that cannot be read; the message quotes it and says what was expected."""
+
+
+def _number(text: str, what: str) -> Decimal:
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise QuantityError(f"{what} {text!r} is not a number") from None
+    if not d.is_finite() or d < 0:
+        raise QuantityError(f"{what} must be a finite, non-negative number, got {text!r}")
+    return d
+
+
+def parse_cpu(value: str | int | float | Decimal) -> float:
+    """CPU to cores: ``"3920m"`` -> 3.92, ``"2"`` -> 2.0, ``"500u"`` -> 0.0005."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return float(_number(str(value), "cpu"))
+    m = _CPU_RE.match(str(value).strip())
+    if not m:
+        raise QuantityError(f"cpu quantity {value!r} not understood (examples: 2, 0.5, 3920m)")
+    unit = (m.group("unit") or "").lower()
+    scale = _CPU.get(unit, Decimal(1))
+    return float(_number(m.group("num"), "cpu") * scale)
+
+
+def parse_bytes(value: str | int | float | Decimal) -> int:
+    """Memory/storage to bytes: ``"16303140Ki"``, ``"4Gi"``, ``"1G"``, ``"1.5 GiB"``, ``"512MB"``."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return int(_number(str(value), "size").to_integral_value())
+    text = str(value).strip()
+    m = _BYTES_RE.match(text)
+    if not m:
+        raise QuantityError(f"size {value!r} not understood (examples: 4Gi, 16303140Ki, 1G, 512 MB, 16 GiB)")
+    unit = (m.group("unit") or "").lower()
+    if unit == "m" and not m.group("b") and m.group("unit") == "m":
+        # Kubernetes "m" is milli; fractional bytes are rounded below.
+        scale = Decimal("0.001")
+    elif unit.endswith("i"):
+        scale = Decimal(_BINARY[unit])
+    else:
+        scale = Decimal(_DECIMAL[unit])
+    return int((_number(m.group("num"), "size") * scale).to_integral_value())
+
+
+def parse_gbps(value: str | int | float | Decimal) -> float:
+    """Network bandwidth to Gbps: ``"10Gbps"``, ``"100 Mbps"``, ``25`` (already Gbps)."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return float(_number(str(value), "bandwidth"))
+    m = _NET_RE.match(str(value).strip())
+    if not m:
+        raise QuantityError(f"bandwidth {value!r} not understood (examples: 10Gbps, 100 Mbps, 25)")
+    unit = (m.group("unit") or "g").lower()
+    scale = {"k": Decimal("0.000001"), "m": Decimal("0.001"), "g": Decimal(1), "t": Decimal(1000)}[unit]
+    return float(_number(m.group("num"), "bandwidth") * scale)
+
+
+def gib(value: float | str | Decimal) -> int:
+    """A number of GiB (catalog ``MemoryGiB`` columns) to bytes."""
+    return int((_number(str(value), "GiB") * (1 << 30)).to_integral_value())
