@@ -26,6 +26,7 @@ examples:
   tessera infra up                 start a local Kafka broker (downloads jars once)
   tessera demo                     run the end-to-end demo and print what happened
   tessera worker                   run Tessera's agents against the configured broker
+  tessera resources discover --catalog data/digitalocean_skypilot_catalog/do_vms.csv --once --json
   tessera sql "SELECT event_type, count() FROM events GROUP BY 1"
   tessera infra down               stop the local broker
 """
@@ -202,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("topic", help="logical topic name, e.g. requests (see `tessera topics`)")
     sp.add_argument("file", nargs="?", default="-")
     sp.add_argument("--no-validate", action="store_true", help="send lines as they are (to test the dead-letter path)")
+
+    from .resources.cli import add_parser as add_resources
+
+    add_resources(sub, fmt)
 
     add("config", cmd_config, "show the effective settings (secrets masked)")
 

@@ -62,6 +62,12 @@ def test_table_fills_and_survives_a_restart_from_its_changelog(settings):
     assert after == before
     assert after["gcp/r8"].spec.region == "us-east1"
 
+    # `tessera resources list` reads the same table from the changelog, without a worker.
+    from tessera.resources.cli import read_table
+
+    rows = read_table(settings)
+    assert set(rows) == set(before) and rows["gcp/r8"]["spec"]["region"] == "us-east1"
+
 
 def test_health_hysteresis_and_missing_heartbeats(settings, consume):
     settings = settings.replace(health_heartbeat_timeout_s=2.0, health_check_interval_s=0.3)

@@ -1,0 +1,143 @@
+"""Local HTTP servers that play partners: a Kubernetes API server (NodeList and watch
+JSON, bearer-token auth) and a paginated REST partner with ETags and injectable faults."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+
+def k8s_node(name: str, cpu="3920m", memory="16303140Ki", gpus: str | None = None, ready=True, region="eu-west",
+             zone="eu-west-a", itype="m5.xlarge", labels: dict | None = None, taints: list | None = None,
+             rv="1") -> dict[str, Any]:
+    alloc = {"cpu": cpu, "memory": memory, "ephemeral-storage": "95Gi", "pods": "110"}
+    if gpus:
+        alloc["nvidia.com/gpu"] = gpus
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "resourceVersion": rv, "labels": {
+            "topology.kubernetes.io/region": region, "topology.kubernetes.io/zone": zone,
+            "node.kubernetes.io/instance-type": itype, **(labels or {})}},
+        "spec": {"taints": taints or []},
+        "status": {"capacity": alloc, "allocatable": alloc,
+                   "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+class _Server:
+    def __init__(self, handler_cls: type[BaseHTTPRequestHandler]) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_cls)
+        self.httpd.daemon_threads = True
+        self.httpd.state = self  # type: ignore[attr-defined]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):  # keep test output quiet
+        pass
+
+    def _json(self, status: int, doc: Any, headers: dict | None = None) -> None:
+        body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class KubernetesAPI(_Server):
+    """GET /api/v1/nodes (list) and ?watch=true (a stream of watch events, then close)."""
+
+    def __init__(self, token: str = "secret-token") -> None:
+        self.token = token
+        self.nodes: dict[str, dict] = {}
+        self.watch_events: list[dict] = []
+        self.requests: list[str] = []
+        self.fail_next = 0
+        super().__init__(_K8sHandler)
+
+
+class _K8sHandler(_Handler):
+    def do_GET(self) -> None:  # noqa: N802
+        st: KubernetesAPI = self.server.state  # type: ignore[attr-defined]
+        st.requests.append(self.path)
+        if self.headers.get("Authorization") != f"Bearer {st.token}":
+            return self._json(401, {"kind": "Status", "status": "Failure", "reason": "Unauthorized", "code": 401})
+        if st.fail_next:
+            st.fail_next -= 1
+            return self._json(500, {"kind": "Status", "status": "Failure", "code": 500})
+        url = urlparse(self.path)
+        if url.path != "/api/v1/nodes":
+            return self._json(404, {"kind": "Status", "code": 404})
+        if parse_qs(url.query).get("watch") == ["true"]:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for ev in st.watch_events:
+                line = json.dumps(ev).encode() + b"\n"
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+                time.sleep(0.01)
+            self.wfile.write(b"0\r\n\r\n")
+            return None
+        return self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"},
+                                "items": list(st.nodes.values())})
+
+
+class RestPartner(_Server):
+    """GET /v1/machines?page=N: pages of machines with ETags; faults can be queued."""
+
+    def __init__(self, machines: list[dict], page_size: int = 3) -> None:
+        self.machines = machines
+        self.page_size = page_size
+        self.faults: list[str] = []  # "500", "timeout", "malformed", "no-items", popped per request
+        self.requests: list[tuple[str, str | None]] = []
+        self.not_modified = 0
+        super().__init__(_RestHandler)
+
+
+class _RestHandler(_Handler):
+    def do_GET(self) -> None:  # noqa: N802
+        st: RestPartner = self.server.state  # type: ignore[attr-defined]
+        st.requests.append((self.path, self.headers.get("If-None-Match")))
+        fault = st.faults.pop(0) if st.faults else None
+        if fault == "500":
+            return self._json(500, {"error": "internal"})
+        if fault == "timeout":
+            time.sleep(2.0)
+            return self._json(200, {"items": []})
+        if fault == "malformed":
+            return self._json(200, b"{\"items\": [ {\"id\": ")
+        if fault == "no-items":
+            return self._json(200, {"data": "surprise"})
+        page = int(parse_qs(urlparse(self.path).query).get("page", ["1"])[0])
+        chunk = st.machines[(page - 1) * st.page_size: page * st.page_size]
+        more = page * st.page_size < len(st.machines)
+        doc = {"items": chunk, "links": {"next": f"/v1/machines?page={page + 1}" if more else None}}
+        etag = f'"{hash(json.dumps(doc, sort_keys=True)) & 0xFFFFFFFF:x}"'
+        if self.headers.get("If-None-Match") == etag:
+            st.not_modified += 1
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return None
+        return self._json(200, doc, {"ETag": etag})
