@@ -153,6 +153,7 @@ def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     from aiokafka.structs import TopicPartition
 
     from agents.resources import changelog_topic
+    from schemas.topics import topic_spec
     from streams.app import aiokafka_security_kwargs
 
     from .table import decode_row
@@ -165,16 +166,19 @@ def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
         await c.start()
         rows: dict[str, dict[str, Any]] = {}
         try:
-            parts = c.partitions_for_topic(topic) if topic in await c.topics() else None
-            if not parts:
+            if topic not in await c.topics():
                 return rows
-            tps = [TopicPartition(topic, p) for p in parts]
+            # The changelog has the table's partition count, which is the resources topic's.
+            tps = [TopicPartition(topic, p) for p in range(topic_spec("resources").partitions)]
             c.assign(tps)
             await c.seek_to_beginning(*tps)
             end = await c.end_offsets(tps)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while any(await c.position(tp) < end[tp] for tp in tps) and loop.time() < deadline:
+            async def behind() -> bool:
+                return any([await c.position(tp) < end[tp] for tp in tps])
+
+            while await behind() and loop.time() < deadline:
                 for records in (await c.getmany(timeout_ms=500)).values():
                     for rec in records:
                         key = rec.key.decode()
