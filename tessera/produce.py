@@ -14,14 +14,10 @@ from tessera.config import Settings
 def producer_for(settings: Settings, **kw) -> AIOKafkaProducer:
     from streams.app import aiokafka_security_kwargs
 
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        **aiokafka_security_kwargs(settings),
-        **kw,
-    )
+    options = dict(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5)
+    options.update(aiokafka_security_kwargs(settings))
+    options.update(kw)
+    return AIOKafkaProducer(**options)
 
 
 async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str, events: Iterable[Event]) -> int:
