@@ -66,20 +66,25 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
     app.tessera_resources = LiveResourceTable(table)  # the scheduler's read API
     dlq, health_topic = topics["dead-letters"], topics["health"]
     started = time.time()
+    #: resource id -> wall-clock time of its last heartbeat seen by this worker (not durable on purpose)
+    last_heartbeat: dict[str, float] = {}
 
     def load(cache: dict[str, Any], rid: str) -> dict[str, Any]:
-        if rid in cache and cache[rid] is not None:
-            return cache[rid]
-        row = None if rid in cache else decode_row(table.get(rid.encode()))
-        cache[rid] = row or new_row(rid)
-        return cache[rid]
+        if rid in cache and cache[rid][0] is not None:
+            return cache[rid][0]
+        raw = None if rid in cache else table.get(rid.encode())
+        cache[rid] = (decode_row(raw) or new_row(rid), raw)
+        return cache[rid][0]
 
     def store_rows(cache: dict[str, Any]) -> None:
-        for rid, row in cache.items():
+        # Only rows whose durable content changed are written (each write is a changelog message).
+        for rid, (row, raw) in cache.items():
             if row is None:
                 table.pop(rid.encode(), None)
-            else:
-                table[rid.encode()] = encode_row(row)
+                continue
+            data = encode_row(row)
+            if data != raw:
+                table[rid.encode()] = data
 
     @app.agent(topics["resources"], name=f"{settings.topic_prefix}.agent.resource-events")
     async def resource_events(stream: Any) -> None:
@@ -93,7 +98,8 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                     continue
                 metrics.EVENTS_CONSUMED.labels(AGENT, d.topic).inc()
                 if isinstance(e, ResourceRemoved):
-                    cache[e.resource_id] = None
+                    cache[e.resource_id] = (None, None)
+                    last_heartbeat.pop(e.resource_id, None)
                 else:
                     set_spec(load(cache, e.resource_id), e.spec, e.event_time.isoformat())  # type: ignore[attr-defined]
             store_rows(cache)
@@ -112,7 +118,8 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                     continue  # our own health.changed verdicts, already applied
                 row = load(cache, e.resource_id)
                 set_reported_free(row, e)
-                v = health.observe(row["health"], e, now, policy)
+                last_heartbeat[e.resource_id] = now
+                v = health.observe(row["health"], e, policy)
                 if v is not None:
                     verdicts.append(v)
             metrics.EVENTS_CONSUMED.labels(AGENT, "health").inc(len(decoded))
@@ -129,7 +136,8 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
         verdicts = []
         for key, raw in list(table.items()):
             row = decode_row(raw)
-            if row and health.expired(row["health"], now, policy, not_before=started):
+            if row and health.expired(row["health"], last_heartbeat.get(row["resource_id"]), now, policy,
+                                      not_before=started):
                 v = health.missing_heartbeat(row["resource_id"], utc_now(), policy)
                 health.apply_verdict(row["health"], v)
                 table[key] = encode_row(row)

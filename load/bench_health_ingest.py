@@ -8,7 +8,9 @@ consumers read the same input, one after the other, in this process:
 * ``baseline`` the textbook Faust agent: one event at a time, decode, update the row,
                one table write (and changelog message) per sample.
 
-Reports samples/s for each and the ratio. Run:  python -m load.bench_health_ingest [--samples N]
+For context it also measures two ceilings on the same input: a bare Faust agent that
+does nothing per event (Faust's own per-event cost) and a raw aiokafka ``getmany`` loop
+(what the broker and client can deliver). Reports samples/s for each and the ratio. Run:  python -m load.bench_health_ingest [--samples N]
 The broker is the local one (`tessera infra up`) or TESSERA_KAFKA_BOOTSTRAP.
 """
 
@@ -75,7 +77,7 @@ def register_baseline(app: Any, topics: Any, settings: Any, store: Any = None) -
             e = decode(event.value)
             row = decode_row(table.get(event.key)) or new_row(e.resource_id)
             set_reported_free(row, e)
-            health.observe(row["health"], e, time.time(), policy)
+            health.observe(row["health"], e, policy)
             table[event.key] = encode_row(row)
             seen["n"] += 1
 
@@ -111,6 +113,50 @@ async def measure(settings: Any, n: int, which: str) -> dict[str, float]:
     return {"samples": int(consumed()), "seconds": round(elapsed, 3), "samples_per_s": round(consumed() / elapsed, 1)}
 
 
+async def ceiling_faust(settings: Any, n: int) -> dict[str, float]:
+    from streams.app import create_app
+    from streams.topics import declare_topics
+
+    app = create_app(settings, app_id=f"{settings.app_id}-bare")
+    topics = declare_topics(app, settings)
+    app.tessera_settings = settings
+    seen = {"n": 0}
+
+    @app.agent(topics["health"], name=f"{settings.topic_prefix}.agent.bare")
+    async def bare(stream: Any) -> None:
+        async for _value in stream:
+            seen["n"] += 1
+
+    async with running(app):
+        t0 = None
+        deadline = time.monotonic() + 600
+        while seen["n"] < n and time.monotonic() < deadline:
+            if t0 is None and seen["n"]:
+                t0 = time.perf_counter()
+            await asyncio.sleep(0.02)
+        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    return {"samples": seen["n"], "seconds": round(elapsed, 3), "samples_per_s": round(seen["n"] / elapsed, 1)}
+
+
+async def ceiling_aiokafka(settings: Any, n: int) -> dict[str, float]:
+    from aiokafka import AIOKafkaConsumer
+
+    from schemas.topics import topic_spec
+
+    c = AIOKafkaConsumer(topic_spec("health").full_name(settings.topic_prefix),
+                         bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", group_id=None)
+    await c.start()
+    got, t0 = 0, time.perf_counter()
+    try:
+        while got < n:
+            for records in (await c.getmany(timeout_ms=500, max_records=5000)).values():
+                got += len(records)
+    finally:
+        await c.stop()
+    elapsed = time.perf_counter() - t0
+    return {"samples": got, "seconds": round(elapsed, 3), "samples_per_s": round(got / elapsed, 1)}
+
+
 async def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=200_000)
@@ -124,7 +170,9 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"publishing {args.samples} health samples for {args.resources} resources", file=sys.stderr)
     publish_rate = await publish(settings, args.samples, args.resources)
     results = {"tessera": await measure(settings, args.samples, "tessera"),
-               "baseline": await measure(settings, args.samples, "baseline")}
+               "baseline": await measure(settings, args.samples, "baseline"),
+               "ceiling_bare_faust_agent": await ceiling_faust(settings, args.samples),
+               "ceiling_raw_aiokafka_getmany": await ceiling_aiokafka(settings, args.samples)}
     report = {
         "benchmark": "health-sample ingest into the live resource table (real Kafka, in-process Faust worker)",
         "samples": args.samples, "resources": args.resources, "publish_rate_per_s": round(publish_rate, 1),

@@ -56,6 +56,7 @@ def aiokafka_security_kwargs(s: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None, *, app_id: str | None = None, **overrides: Any) -> faust.App:
     s = settings or load_settings()
+    (s.data_path / "faust").mkdir(parents=True, exist_ok=True)
     brokers = ";".join(f"kafka://{hp.strip()}" for hp in s.bootstrap_servers.split(",") if hp.strip())
     conf: dict[str, Any] = dict(
         broker=brokers,

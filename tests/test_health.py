@@ -17,7 +17,7 @@ def sample(good: bool) -> s.HealthSample:
 
 def feed(pattern, state=None, t0=0.0):
     state = state or health.new_state()
-    return state, [v for i, good in enumerate(pattern) if (v := health.observe(state, sample(good), t0 + i, P))]
+    return state, [v for good in pattern if (v := health.observe(state, sample(good), P))]
 
 
 def test_three_bad_then_three_good():
@@ -42,10 +42,18 @@ def test_verdicts_alternate_and_need_full_streaks(pattern):
 
 def test_heartbeat_expiry_once_and_restart_grace():
     state, _ = feed([True])
-    assert not health.expired(state, 5.0, P)
-    assert health.expired(state, 11.0, P)
-    assert not health.expired(state, 11.0, P, not_before=5.0)  # a worker that started at t=5 waits until 15
+    assert not health.expired(state, 0.0, 5.0, P)
+    assert health.expired(state, 0.0, 11.0, P)
+    assert not health.expired(state, None, 11.0, P, not_before=5.0)  # a worker started at t=5 waits until 15
+    assert health.expired(state, None, 16.0, P, not_before=5.0)
     v = health.missing_heartbeat("r", s.utc_now(), P)
     health.apply_verdict(state, v)
-    assert not health.expired(state, 100.0, P), "already unhealthy: no second verdict"
-    assert health.expired(health.new_state(), 1e9, P) is False, "never heartbeated: never expires"
+    assert not health.expired(state, 0.0, 100.0, P), "already unhealthy: no second verdict"
+    assert health.expired(health.new_state(), None, 1e9, P) is False, "never heartbeated: never expires"
+
+
+def test_steady_heartbeats_leave_the_state_unchanged():
+    state, _ = feed([True] * 5)
+    before = dict(state)
+    feed([True] * 50, state)
+    assert state == before, "no changelog write needed for identical heartbeats"

@@ -9,6 +9,10 @@ deterministic event id so a re-emitted verdict after a restart is recognizably t
 
 Resources that never heartbeat (catalog offers not yet launched) are never expired.
 The state is a small dict so it lives inside the resource table row and recovers with it.
+It holds only what must survive a restart (status, capped streaks, whether the resource
+heartbeats); the time of the last heartbeat is kept by the caller in memory, so a steady
+stream of identical heartbeats leaves the row unchanged and costs no changelog write.
+After a restart every heartbeating resource gets a full timeout (``not_before``).
 """
 
 from __future__ import annotations
@@ -28,8 +32,7 @@ class HealthPolicy:
 
 
 def new_state() -> dict[str, Any]:
-    # last_heartbeat: processing-time (monotonic-free wall clock, s) of the last sample; None = never
-    return {"status": HealthStatus.healthy.value, "bad": 0, "good": 0, "last_heartbeat": None, "since": None}
+    return {"status": HealthStatus.healthy.value, "bad": 0, "good": 0, "heartbeats": False, "since": None}
 
 
 def _good(sample: HealthSample) -> bool:
@@ -41,11 +44,11 @@ def _changed(resource_id: str, status: HealthStatus, reason: str, at: datetime) 
                          event_time=at, resource_id=resource_id, status=status, reason=reason)
 
 
-def observe(state: dict[str, Any], sample: HealthSample, now: float, policy: HealthPolicy) -> HealthChanged | None:
-    """Apply one sample (``now``: wall-clock seconds at receipt). Mutates ``state``."""
-    state["last_heartbeat"] = now
+def observe(state: dict[str, Any], sample: HealthSample, policy: HealthPolicy) -> HealthChanged | None:
+    """Apply one sample. Mutates ``state``; streaks are capped at their thresholds."""
+    state["heartbeats"] = True
     if _good(sample):
-        state["good"] += 1
+        state["good"] = min(state["good"] + 1, policy.healthy_after)
         state["bad"] = 0
         if state["status"] != HealthStatus.healthy.value and state["good"] >= policy.healthy_after:
             state["status"] = HealthStatus.healthy.value
@@ -53,7 +56,7 @@ def observe(state: dict[str, Any], sample: HealthSample, now: float, policy: Hea
             return _changed(sample.resource_id, HealthStatus.healthy,
                             f"{state['good']} consecutive good samples", sample.event_time)
     else:
-        state["bad"] += 1
+        state["bad"] = min(state["bad"] + 1, policy.unhealthy_after)
         state["good"] = 0
         if state["status"] == HealthStatus.healthy.value and state["bad"] >= policy.unhealthy_after:
             state["status"] = HealthStatus.unhealthy.value
@@ -64,15 +67,17 @@ def observe(state: dict[str, Any], sample: HealthSample, now: float, policy: Hea
     return None
 
 
-def expired(state: dict[str, Any], now: float, policy: HealthPolicy, not_before: float = 0.0) -> bool:
+def expired(state: dict[str, Any], last_heartbeat: float | None, now: float, policy: HealthPolicy,
+            not_before: float = 0.0) -> bool:
     """True when a heartbeating, healthy resource has been silent past the timeout.
 
-    ``not_before``: when this worker started watching (a restarted worker gives every
-    resource a full timeout before blaming it for heartbeats it could not see).
+    ``last_heartbeat``: wall-clock time this worker last heard from it (None: not since
+    it started). ``not_before``: when this worker started watching; a restarted worker
+    gives every resource a full timeout before blaming it for heartbeats it could not see.
     """
-    last = state.get("last_heartbeat")
-    return (last is not None and state["status"] == HealthStatus.healthy.value
-            and now - max(last, not_before) > policy.heartbeat_timeout_s)
+    if not state.get("heartbeats") or state["status"] != HealthStatus.healthy.value:
+        return False
+    return now - max(last_heartbeat or 0.0, not_before) > policy.heartbeat_timeout_s
 
 
 def missing_heartbeat(resource_id: str, at: datetime, policy: HealthPolicy) -> HealthChanged:
