@@ -13,6 +13,7 @@ import asyncio
 import sys
 import time
 import uuid
+from decimal import Decimal
 
 from schemas import HealthSample, utc_now
 
@@ -32,8 +33,8 @@ async def _run(settings: Settings) -> int:
 
     run = uuid.uuid4().hex[:8]
     started = utc_now()
-    _say(f"[2/5] starting the event-log agent (app tessera-demo, run {run})")
-    app, _topics = build_worker_app(settings, ["event-log"], app_id=f"{settings.app_id}-demo")
+    _say(f"[2/5] starting the event-log and resources agents (app tessera-demo, run {run})")
+    app, _topics = build_worker_app(settings, ["event-log", "resources"], app_id=f"{settings.app_id}-demo")
     store = app.tessera_store  # type: ignore[attr-defined]
     db = store.database
     async with running(app):
@@ -83,8 +84,20 @@ async def _run(settings: Settings) -> int:
                 _say("error: events did not all arrive within 120 s; see `tessera infra status`")
                 return 1
             await asyncio.sleep(0.5)
+        live = app.tessera_resources  # type: ignore[attr-defined]
+        placeable = live.available()
+        by_provider: dict[str, list] = {}
+        for v in placeable:
+            by_provider.setdefault(v.spec.provider, []).append(v)
 
-    _say("[5/5] results (SQL on ClickHouse)")
+    _say("[5/5] results")
+    print(f"Live resource table: {len(live)} resources, {len(placeable)} healthy and placeable")
+    for provider, vs in sorted(by_provider.items()):
+        vcpu = sum(v.spec.capacity.vcpu for v in vs)
+        price = sum(v.spec.price_per_hour for v in vs)
+        print(f"  {provider:<14} {len(vs):>4} resources {vcpu:>8.0f} vCPU  {price:>10.4f} USD/h"
+              f"  ({price / Decimal(str(vcpu)) if vcpu else 0:.5f} USD per vCPU-hour)")
+    print()
     print(store.query_raw(
         f"SELECT event_type, count() AS events, uniqExact(key) AS keys, min(event_time) AS first, "
         f"max(event_time) AS last FROM {db}.events FINAL WHERE startsWith(event_id, 'demo-{run}-') "

@@ -233,3 +233,28 @@ def test_cli_discover_kubernetes(capsys):
     assert lines["acme/n1"]["gpu"] == 2 and lines["acme/n1"]["healthy"] is True
     assert lines["acme/n2"]["healthy"] is False
     assert lines["acme/n1"]["price_per_hour"] == "2.1176"  # 3.92 x 0.03 + 2 x 1
+
+
+def test_discoverer_follows_a_kubernetes_watch():
+    published: list[s.Event] = []
+
+    async def publish(events):
+        published.extend(events)
+
+    with KubernetesAPI() as api:
+        api.nodes = {"n1": k8s_node("n1"), "n2": k8s_node("n2")}
+        api.watch_events = [{"type": "MODIFIED", "object": k8s_node("n1", cpu="2", rv="101")},
+                            {"type": "DELETED", "object": k8s_node("n2", rv="102")}]
+        d = Discoverer(KubernetesAdapter("p", api.url, token="secret-token", rate_card=RATES), publish)
+
+        async def go():
+            listing, rv = await d.adapter.list_nodes()
+            d.view, events = diff(d.view, listing)
+            await publish(events)
+            await d.follow_watch(rv, timeout_s=5)
+
+        run(go())
+    kinds = [(e.event_type, e.resource_id) for e in published if not isinstance(e, s.HealthSample)]
+    assert kinds == [("resource.discovered", "p/n1"), ("resource.discovered", "p/n2"),
+                     ("resource.updated", "p/n1"), ("resource.removed", "p/n2")]
+    assert set(d.view) == {"p/n1"} and d.view["p/n1"].spec.capacity.vcpu == 2.0

@@ -95,9 +95,41 @@ class Discoverer:
             await self.publish(events)
         return events
 
+    async def follow_watch(self, resource_version: str, timeout_s: int) -> int:
+        """Apply a watch stream (Kubernetes informer pattern) to the view; returns events published."""
+        sent = 0
+        async for kind, r in self.adapter.watch(resource_version, timeout_s=timeout_s):  # type: ignore[attr-defined]
+            new_view = dict(self.view)
+            if kind == "DELETED":
+                new_view.pop(r.resource_id, None)
+            else:
+                new_view[r.resource_id] = r
+            self.view, events = diff(self.view, new_view.values(), self.source or self.partner)
+            events = [*events, *readiness_samples([r] if kind != "DELETED" else [])]
+            if events:
+                await self.publish(events)
+                sent += len(events)
+        return sent
+
     async def run(self, stop: asyncio.Event) -> None:
+        """Poll every ``interval_s``; adapters that can watch are followed between polls."""
+        can_watch = hasattr(self.adapter, "watch") and hasattr(self.adapter, "list_nodes")
         while not stop.is_set():
-            await self.poll_once()
+            if can_watch:
+                try:
+                    listing, rv = await self.adapter.list_nodes()  # type: ignore[attr-defined]
+                    self.view, events = diff(self.view, listing, self.source or self.partner)
+                    events = [*events, *readiness_samples(listing)]
+                    if events:
+                        await self.publish(events)
+                    await self.follow_watch(rv, timeout_s=int(self.interval_s))
+                    continue  # the watch ended (server timeout): list again at once
+                except (AdapterError, ValueError) as exc:
+                    self.failures += 1
+                    DISCOVERY_FAILURES.labels(self.partner).inc()
+                    log.warning("watching partner %s failed (%s); keeping the last good view", self.partner, exc)
+            else:
+                await self.poll_once()
             try:
                 await asyncio.wait_for(stop.wait(), self.interval_s)
             except asyncio.TimeoutError:
