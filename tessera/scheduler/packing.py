@@ -1,0 +1,206 @@
+"""Batch packing: Python values in, the Numba kernel, Python values out.
+
+Builds the kernel's arrays (dimensions, constraint bitsets, integer micro-unit prices),
+orders the batch (tier first, then the larger request first, then arrival), runs the
+kernel (or its plain-Python twin), and explains rejections. Pure: no Kafka, no Faust.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from . import kernel
+
+TIER_RANK = {"platinum": 0, "gold": 1, "silver": 2, "bronze": 3}
+MICRO = Decimal(1_000_000)
+DEFAULT_DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
+
+
+@dataclass(frozen=True)
+class PackResource:
+    id: str
+    provider: str
+    region: str
+    free: tuple[float, ...]  # per dimension, same order as the batch's dims
+    capacity: tuple[float, ...]
+    price_per_hour: Decimal
+    tags: frozenset[str] = frozenset()
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    id: str
+    tier: str
+    replicas: int
+    demand: tuple[float, ...]  # per replica
+    tags_required: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    providers: frozenset[str] = frozenset()
+    spread_min_providers: int = 1
+    seq: int = 0  # arrival order (ties), or an aged priority computed by the queue
+
+
+@dataclass
+class PackResult:
+    placements: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    opened: list[str] = field(default_factory=list)
+    cost: Decimal = Decimal(0)
+    lower_bound: Decimal = Decimal(0)
+    kernel_seconds: float = 0.0
+    free_after: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        """Relative gap to the lower bound (0 = provably optimal opening cost)."""
+        if self.cost == 0:
+            return 0.0
+        return float((self.cost - self.lower_bound) / self.cost)
+
+
+class PackingError(ValueError):
+    pass
+
+
+def _bits(names: Iterable[str], index: dict[str, int]) -> int:
+    v = 0
+    for n in names:
+        v |= 1 << index[n]
+    return v
+
+
+def _index(values: Iterable[str], what: str) -> dict[str, int]:
+    idx: dict[str, int] = {}
+    for v in values:
+        if v not in idx:
+            idx[v] = len(idx)
+    if len(idx) > 63:
+        raise PackingError(f"more than 63 distinct {what} in one batch; split the batch by placement domain")
+    return idx
+
+
+def _arrays(requests: Sequence[PackRequest], resources: Sequence[PackResource], D: int):
+    tag_idx = _index(sorted({t for q in requests for t in q.tags_required}), "required tags")
+    region_idx = _index(sorted({r.region for r in resources}), "regions")
+    prov_idx = _index(sorted({r.provider for r in resources}), "providers")
+    R, S = len(requests), len(resources)
+    req_demand = np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D)
+    req_replicas = np.array([q.replicas for q in requests], dtype=np.int64)
+    req_tags = np.array([_bits(q.tags_required, tag_idx) for q in requests], dtype=np.uint64)
+    # A request naming only unknown regions/providers can go nowhere: give it an impossible bit.
+    impossible = 1 << 63
+    req_regions = np.array([(_bits([x for x in q.regions if x in region_idx], region_idx) or impossible)
+                            if q.regions else 0 for q in requests], dtype=np.uint64)
+    req_providers = np.array([(_bits([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
+                              if q.providers else 0 for q in requests], dtype=np.uint64)
+    req_spread = np.array([q.spread_min_providers for q in requests], dtype=np.int64)
+    res_free = np.array([r.free for r in resources], dtype=np.float64).reshape(S, D)
+    res_cap = np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D)
+    res_price = np.array([int((r.price_per_hour * MICRO).to_integral_value()) for r in resources], dtype=np.int64)
+    res_open = np.array([r.open for r in resources], dtype=np.bool_)
+    res_tags = np.array([_bits([t for t in r.tags if t in tag_idx], tag_idx) for r in resources], dtype=np.uint64)
+    res_region = np.array([region_idx[r.region] for r in resources], dtype=np.int64)
+    res_provider = np.array([prov_idx[r.provider] for r in resources], dtype=np.int64)
+    return (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
+            res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider)
+
+
+def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np.ndarray:
+    """Tier first; within a tier the larger request (dominant share of capacity) first; then arrival."""
+    def key(i: int) -> tuple:
+        q = requests[i]
+        share = max((q.demand[d] * q.replicas / total_cap[d]) if total_cap[d] > 0 else 0.0
+                    for d in range(len(q.demand))) if q.demand else 0.0
+        return (TIER_RANK.get(q.tier, 9), -share, q.seq, q.id)
+    return np.array(sorted(range(len(requests)), key=key), dtype=np.int64)
+
+
+def validate_request(q: PackRequest, D: int) -> str | None:
+    if q.tier not in TIER_RANK:
+        return f"unknown tier {q.tier!r}; use one of {', '.join(TIER_RANK)}"
+    if q.replicas < 1:
+        return "replicas must be at least 1"
+    if len(q.demand) != D:
+        return f"demand has {len(q.demand)} dimensions, expected {D}"
+    if any(x < 0 or x != x for x in q.demand):
+        return "demand must be non-negative numbers"
+    if not any(x > 0 for x in q.demand):
+        return "the request asks for nothing"
+    if q.spread_min_providers < 1 or q.spread_min_providers > q.replicas:
+        return "spread_min_providers must be between 1 and replicas"
+    return None
+
+
+def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
+               jit: bool = True, dims: int | None = None) -> PackResult:
+    D = dims or (len(resources[0].capacity) if resources else len(requests[0].demand) if requests else 1)
+    result = PackResult()
+    valid: list[PackRequest] = []
+    for q in requests:
+        problem = validate_request(q, D)
+        if problem:
+            result.rejected[q.id] = problem
+        else:
+            valid.append(q)
+    if not valid or not resources:
+        for q in valid:
+            result.rejected[q.id] = "no resources available"
+        return result
+    arrays = _arrays(valid, resources, D)
+    (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
+     res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider) = arrays
+    order = order_requests(valid, res_cap.sum(axis=0))
+    fn = kernel.pack if jit else kernel.pack.py_func
+    t0 = time.perf_counter()
+    placed, pl_req, pl_res, pl_count, free_after, open_after, cost = fn(
+        req_demand, req_replicas, order, req_tags, req_regions, req_providers, req_spread,
+        res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, improve)
+    result.kernel_seconds = time.perf_counter() - t0
+    for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
+        result.placements.setdefault(valid[r].id, []).append((resources[s].id, k))
+    # Merge repeated (request, resource) pairs left by the improvement passes.
+    for rid, pls in result.placements.items():
+        merged: dict[str, int] = {}
+        for res_id, k in pls:
+            merged[res_id] = merged.get(res_id, 0) + k
+        result.placements[rid] = sorted(merged.items())
+    for i, q in enumerate(valid):
+        if not placed[i]:
+            result.rejected[q.id] = _why(i, q, arrays)
+    result.opened = [resources[s].id for s in np.nonzero(open_after & ~res_open)[0].tolist()]
+    result.cost = sum((resources[s].price_per_hour for s in np.nonzero(open_after & ~res_open)[0].tolist()),
+                      Decimal(0))
+    demand_placed = (req_demand * (req_replicas * placed)[:, None]).sum(axis=0)
+    lb_fn = kernel.lower_bound if jit else kernel.lower_bound.py_func
+    lb_micro = lb_fn(demand_placed, res_free, res_cap, res_price.astype(np.float64), res_open)
+    result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
+    result.free_after = {resources[s].id: tuple(free_after[s].tolist()) for s in range(len(resources))}
+    return result
+
+
+def _why(i: int, q: PackRequest, arrays: tuple) -> str:
+    (req_demand, _rep, req_tags, req_regions, req_providers, _spread,
+     res_free, res_cap, _price, _open, res_tags, res_region, res_provider) = arrays
+    compat = [s for s in range(len(res_cap)) if kernel._compatible.py_func(
+        i, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider)]
+    if not compat:
+        parts = []
+        if q.tags_required:
+            parts.append(f"tags {sorted(q.tags_required)}")
+        if q.regions:
+            parts.append(f"regions {sorted(q.regions)}")
+        if q.providers:
+            parts.append(f"providers {sorted(q.providers)}")
+        return "no resource matches " + (" and ".join(parts) or "the constraints")
+    if not any(all(res_cap[s, d] + 1e-9 >= req_demand[i, d] for d in range(res_cap.shape[1])) for s in compat):
+        return "no compatible resource is large enough for one replica"
+    providers = {int(res_provider[s]) for s in compat}
+    if q.spread_min_providers > len(providers):
+        return f"spread over {q.spread_min_providers} providers impossible: only {len(providers)} compatible"
+    return "insufficient free capacity for all replicas (placed whole or not at all)"
