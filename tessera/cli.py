@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_resources(sub, fmt)
 
+    from .scheduler.cli import add_parser as add_pack
+
+    add_pack(sub, fmt)
+
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
     sp = add("demo", cmd_demo, "run the demo: local Kafka, agents, sample events, results from ClickHouse",

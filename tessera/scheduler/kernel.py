@@ -38,7 +38,6 @@ import numpy as np
 from numba import njit
 
 EPS = 1e-9
-MAX_ITEMS = 1 << 62
 
 
 @njit(cache=True)

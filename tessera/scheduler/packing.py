@@ -80,8 +80,8 @@ def _index(values: Iterable[str], what: str) -> dict[str, int]:
     for v in values:
         if v not in idx:
             idx[v] = len(idx)
-    if len(idx) > 63:
-        raise PackingError(f"more than 63 distinct {what} in one batch; split the batch by placement domain")
+    if len(idx) > 62:
+        raise PackingError(f"more than 62 distinct {what} in one batch; split the batch by placement domain")
     return idx
 
 
@@ -92,19 +92,19 @@ def _arrays(requests: Sequence[PackRequest], resources: Sequence[PackResource], 
     R, S = len(requests), len(resources)
     req_demand = np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D)
     req_replicas = np.array([q.replicas for q in requests], dtype=np.int64)
-    req_tags = np.array([_bits(q.tags_required, tag_idx) for q in requests], dtype=np.uint64)
+    req_tags = np.array([_bits(q.tags_required, tag_idx) for q in requests], dtype=np.int64)
     # A request naming only unknown regions/providers can go nowhere: give it an impossible bit.
-    impossible = 1 << 63
+    impossible = 1 << 62  # bitsets are int64; bit 62 is never a real region or provider
     req_regions = np.array([(_bits([x for x in q.regions if x in region_idx], region_idx) or impossible)
-                            if q.regions else 0 for q in requests], dtype=np.uint64)
+                            if q.regions else 0 for q in requests], dtype=np.int64)
     req_providers = np.array([(_bits([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
-                              if q.providers else 0 for q in requests], dtype=np.uint64)
+                              if q.providers else 0 for q in requests], dtype=np.int64)
     req_spread = np.array([q.spread_min_providers for q in requests], dtype=np.int64)
     res_free = np.array([r.free for r in resources], dtype=np.float64).reshape(S, D)
     res_cap = np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D)
     res_price = np.array([int((r.price_per_hour * MICRO).to_integral_value()) for r in resources], dtype=np.int64)
     res_open = np.array([r.open for r in resources], dtype=np.bool_)
-    res_tags = np.array([_bits([t for t in r.tags if t in tag_idx], tag_idx) for r in resources], dtype=np.uint64)
+    res_tags = np.array([_bits([t for t in r.tags if t in tag_idx], tag_idx) for r in resources], dtype=np.int64)
     res_region = np.array([region_idx[r.region] for r in resources], dtype=np.int64)
     res_provider = np.array([prov_idx[r.provider] for r in resources], dtype=np.int64)
     return (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
