@@ -23,6 +23,8 @@ Heuristic, in three passes:
    (both normalized by the resource's size), as many replicas as fit at once; if none
    fits, the compatible closed resource with the lowest price per normalized capacity
    is opened. A request is placed whole or not at all (rolled back otherwise).
+   With ``score_limit`` > 0 only the first that many feasible open resources (in opening
+   order) are scored, as kube-scheduler scores a share of feasible nodes in big clusters.
 2. Consolidation: resources opened in this batch, most expensive first, are emptied
    into other open resources when everything on them fits elsewhere; they close again.
 3. Downsizing: each resource still opened in this batch is swapped for the cheapest
@@ -67,18 +69,44 @@ def _fit_count(r, s, req_demand, res_free, limit):
 
 
 @njit(cache=True)
-def _alignment(r, s, req_demand, res_free, res_cap):
+def _fits_one(r, s, req_demand, res_free):
+    for d in range(req_demand.shape[1]):
+        if req_demand[r, d] > res_free[s, d] + EPS:
+            return False
+    return True
+
+
+@njit(cache=True)
+def _alignment(r, s, req_demand, res_free, inv_cap2):
+    # Dot product of demand and free capacity, both normalized by the resource's size.
     score = 0.0
     for d in range(req_demand.shape[1]):
-        c = res_cap[s, d]
-        if c > 0.0:
-            score += (req_demand[r, d] / c) * (res_free[s, d] / c)
+        score += req_demand[r, d] * res_free[s, d] * inv_cap2[s, d]
     return score
 
 
 @njit(cache=True)
+def _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread, memo_req, n_memo):
+    """True if an earlier request with the same constraints and no larger demand found no closed resource."""
+    for m in range(n_memo):
+        f = memo_req[m]
+        if (req_tags[f] != req_tags[r] or req_regions[f] != req_regions[r]
+                or req_providers[f] != req_providers[r] or req_spread[f] > 1):
+            continue
+        ok = True
+        for d in range(req_demand.shape[1]):
+            if req_demand[r, d] < req_demand[f, d]:
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+@njit(cache=True)
 def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_providers, req_spread,
-         res_free_in, res_cap, res_price, res_open_in, res_tags, res_region, res_provider, improve):
+         res_free_in, res_cap, res_price, res_open_in, res_tags, res_region, res_provider, res_type, improve,
+         score_limit):
     """Returns (placed[R] bool, pl_req[P], pl_res[P], pl_count[P], n_placements, res_free, res_open,
     opened_cost_micro)."""
     R, D = req_demand.shape
@@ -108,15 +136,66 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             if scale[d] > 0.0:
                 size += res_cap[s, d] / scale[d]
         unit_price[s] = res_price[s] / size if size > 0.0 else 1e300
-    closed_order = np.argsort(unit_price, kind="mergesort")
+    # Identical closed resources (same type: capacity, price, tags, region, provider) are
+    # interchangeable, so the search for one to open walks types, cheapest per unit first,
+    # and takes each type's lowest-index closed member.
+    n_types = 0
+    for s in range(S):
+        if res_type[s] + 1 > n_types:
+            n_types = res_type[s] + 1
+    type_count = np.zeros(n_types + 1, dtype=np.int64)
+    type_rep = np.full(n_types, -1, dtype=np.int64)
+    for s in range(S):
+        type_count[res_type[s] + 1] += 1
+        if type_rep[res_type[s]] < 0:
+            type_rep[res_type[s]] = s
+    for t in range(n_types):
+        type_count[t + 1] += type_count[t]
+    type_members = np.empty(S, dtype=np.int64)  # members of type t: type_members[type_count[t]:type_count[t+1]]
+    fill = type_count[:n_types].copy()
+    for s in range(S):
+        type_members[fill[res_type[s]]] = s
+        fill[res_type[s]] += 1
+    type_next = type_count[:n_types].copy()  # first member position that may still be closed
+    type_unit = np.empty(n_types)
+    for t in range(n_types):
+        type_unit[t] = 0.0
+    for t in range(n_types):
+        type_unit[t] = unit_price[type_rep[t]]
+    type_order = np.argsort(type_unit, kind="mergesort")
+    inv_cap2 = np.zeros((S, D))
+    for s in range(S):
+        for d in range(D):
+            if res_cap[s, d] > 0.0:
+                inv_cap2[s, d] = 1.0 / (res_cap[s, d] * res_cap[s, d])
+    memo_req = np.empty(64, dtype=np.int64)
+    n_memo = 0
+    # Upper bound of free capacity per dimension over all resources, refreshed every 64
+    # placements: a replica larger than it in any dimension cannot be placed anywhere.
+    max_free = np.zeros(D)
+    since_refresh = 1 << 30
 
-    # Open resources, kept as a compact list so the greedy scans only them.
-    open_list = np.empty(S, dtype=np.int64)
-    n_open = 0
+    # Open resources live in lists by "signature": the dimensions in which they still have
+    # at least the batch's smallest positive demand. A replica scans only the lists whose
+    # signature covers every dimension it needs, so a GPU pod never walks CPU-only nodes
+    # and full resources drop out. Lists keep opening order (ties break on position).
+    min_pos = np.full(D, 1e300)
+    for r in range(R):
+        for d in range(D):
+            if 0.0 < req_demand[r, d] < min_pos[d]:
+                min_pos[d] = req_demand[r, d]
+    n_sig = 1 << D
+    sig_list = np.empty((n_sig, S), dtype=np.int64)
+    sig_n = np.zeros(n_sig, dtype=np.int64)
+    res_sig = np.full(S, -1, dtype=np.int64)
     for s in range(S):
         if res_open[s]:
-            open_list[n_open] = s
-            n_open += 1
+            _relist(s, res_free, min_pos, sig_list, sig_n, res_sig)
+    need_mask = np.zeros(R, dtype=np.int64)
+    for r in range(R):
+        for d in range(D):
+            if req_demand[r, d] > 0.0:
+                need_mask[r] |= 1 << d
 
     used_providers = np.zeros(64, dtype=np.bool_)
     for oi in range(R):
@@ -128,47 +207,86 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             used_providers[p] = False
         n_prov = 0
         failed = False
+        need = need_mask[r]
         while left > 0:
             # Until the spread is met, each new replica must go to a provider not used yet.
             need_new = n_prov < spread
             cap_now = 1 if need_new else left
+            if since_refresh >= 64:
+                for d in range(D):
+                    max_free[d] = 0.0
+                for s in range(S):
+                    for d in range(D):
+                        if res_free[s, d] > max_free[d]:
+                            max_free[d] = res_free[s, d]
+                since_refresh = 0
+            too_big = False
+            for d in range(D):
+                if req_demand[r, d] > max_free[d] + EPS:
+                    too_big = True
+            if too_big:
+                failed = True
+                break
+            since_refresh += 1
             best = -1
             best_score = -1.0
-            for i in range(n_open):
-                s = open_list[i]
-                if need_new and used_providers[res_provider[s]]:
+            scored = 0
+            for m in range(n_sig):
+                if (m & need) != need:
                     continue
-                if not _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider):
-                    continue
-                if _fit_count(r, s, req_demand, res_free, 1) == 0:
-                    continue
-                sc = _alignment(r, s, req_demand, res_free, res_cap)
-                if sc > best_score:
-                    best_score = sc
-                    best = s
-            if best < 0:
-                for j in range(S):
-                    s = closed_order[j]
-                    if res_open[s]:
+                for i in range(sig_n[m]):
+                    if score_limit > 0 and scored >= score_limit:
+                        break  # like kube-scheduler's percentageOfNodesToScore: enough feasible candidates
+                    s = sig_list[m, i]
+                    if need_new and used_providers[res_provider[s]]:
                         continue
+                    if not _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region,
+                                       res_provider):
+                        continue
+                    if not _fits_one(r, s, req_demand, res_free):
+                        continue
+                    scored += 1
+                    sc = _alignment(r, s, req_demand, res_free, inv_cap2)
+                    if sc > best_score:
+                        best_score = sc
+                        best = s
+            if best < 0 and _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread,
+                                       memo_req, n_memo):
+                failed = True
+                break
+            if best < 0:
+                for j in range(n_types):
+                    t = type_order[j]
+                    s = type_rep[t]
                     if need_new and used_providers[res_provider[s]]:
                         continue
                     if not _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider):
                         continue
-                    if _fit_count(r, s, req_demand, res_free, 1) == 0:
+                    # advance to the type's first member still closed
+                    while type_next[t] < type_count[t + 1] and res_open[type_members[type_next[t]]]:
+                        type_next[t] += 1
+                    if type_next[t] >= type_count[t + 1]:
+                        continue
+                    s = type_members[type_next[t]]
+                    if not _fits_one(r, s, req_demand, res_free):
                         continue
                     best = s
                     break
                 if best < 0:
+                    # Remember a first-replica failure: free capacity only shrinks from here
+                    # (rollbacks restore earlier states), so any request with the same
+                    # constraints and no smaller demand will fail too.
+                    if n_pl == start and req_spread[r] == 1 and n_memo < 64:
+                        memo_req[n_memo] = r
+                        n_memo += 1
                     failed = True
                     break
                 res_open[best] = True
                 opened_here[best] = True
-                open_list[n_open] = best
-                n_open += 1
             k = _fit_count(r, best, req_demand, res_free, cap_now)
             for d in range(D):
                 res_free[best, d] -= k * req_demand[r, d]
+            _relist(best, res_free, min_pos, sig_list, sig_n, res_sig)
             pl_req[n_pl] = r
             pl_res[n_pl] = best
             pl_count[n_pl] = k
@@ -178,25 +296,33 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                 used_providers[res_provider[best]] = True
                 n_prov += 1
         if failed:
-            # Whole or nothing: give back what this request took, in reverse.
+            # Whole or nothing: give back what this request took, in reverse; resources
+            # opened only for it close again, the others return to their lists.
             for q in range(n_pl - 1, start - 1, -1):
                 s = pl_res[q]
                 for d in range(D):
                     res_free[s, d] += pl_count[q] * req_demand[r, d]
-            n_pl = start
-            # Resources opened only for it close again.
-            keep = 0
-            for i in range(n_open):
-                s = open_list[i]
+            for q in range(n_pl - 1, start - 1, -1):
+                s = pl_res[q]
                 if opened_here[s] and _is_empty(s, res_free, res_cap):
-                    res_open[s] = False
-                    opened_here[s] = False
-                else:
-                    open_list[keep] = s
-                    keep += 1
-            n_open = keep
+                    if res_open[s]:
+                        res_open[s] = False
+                        opened_here[s] = False
+                        _unlist(s, sig_list, sig_n, res_sig)
+                        type_next[res_type[s]] = type_count[res_type[s]]  # rescan this type from its start
+                elif res_open[s]:
+                    _relist(s, res_free, min_pos, sig_list, sig_n, res_sig)
+            n_pl = start
         else:
             placed[r] = True
+
+    # Flat list of open resources (signature order, then opening order) for the passes below.
+    open_list = np.empty(S, dtype=np.int64)
+    n_open = 0
+    for m in range(n_sig):
+        for i in range(sig_n[m]):
+            open_list[n_open] = sig_list[m, i]
+            n_open += 1
 
     if improve:
         # Items per resource as linked lists, so the passes touch only what they move.
@@ -207,16 +333,47 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             head[pl_res[q]] = q
         _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res, pl_count,
                      head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
-                     res_provider, open_list, n_open)
+                     res_provider, open_list, n_open, inv_cap2, score_limit)
         _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
                   head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
-                  res_provider)
+                  res_provider, type_rep, type_members, type_count)
 
     cost = 0
     for s in range(S):
         if opened_here[s]:
             cost += res_price[s]
     return placed, pl_req[:n_pl].copy(), pl_res[:n_pl].copy(), pl_count[:n_pl].copy(), res_free, res_open, cost
+
+
+@njit(cache=True)
+def _unlist(s, sig_list, sig_n, res_sig):
+    m = res_sig[s]
+    if m < 0:
+        return
+    keep = 0
+    for i in range(sig_n[m]):
+        if sig_list[m, i] != s:
+            sig_list[m, keep] = sig_list[m, i]
+            keep += 1
+    sig_n[m] = keep
+    res_sig[s] = -1
+
+
+@njit(cache=True)
+def _relist(s, res_free, min_pos, sig_list, sig_n, res_sig):
+    """Put s in the list of its current signature (none if it can host nothing more)."""
+    sig = 0
+    for d in range(res_free.shape[1]):
+        if min_pos[d] < 1e300 and res_free[s, d] + EPS >= min_pos[d]:
+            sig |= 1 << d
+    if sig == res_sig[s] or (sig == 0 and res_sig[s] < 0):
+        return
+    _unlist(s, sig_list, sig_n, res_sig)
+    if sig == 0:
+        return
+    sig_list[sig, sig_n[sig]] = s
+    sig_n[sig] += 1
+    res_sig[s] = sig
 
 
 @njit(cache=True)
@@ -230,21 +387,27 @@ def _is_empty(s, res_free, res_cap):
 @njit(cache=True)
 def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res, pl_count,
                  head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
-                 res_provider, open_list, n_open):
+                 res_provider, open_list, n_open, inv_cap2, score_limit):
     """Empty batch-opened resources (most expensive first) into other open resources."""
     S, D = res_free.shape
+    # Candidates: opened in this batch and at most half used in every dimension (fuller
+    # ones almost never empty into the rest, and trying costs a scan of the open list).
+    cand = np.empty(S, dtype=np.int64)
     n_c = 0
     for s in range(S):
-        if opened_here[s]:
+        if not opened_here[s]:
+            continue
+        light = True
+        for d in range(D):
+            if res_cap[s, d] > 0.0 and (res_cap[s, d] - res_free[s, d]) > 0.5 * res_cap[s, d]:
+                light = False
+                break
+        if light:
+            cand[n_c] = s
             n_c += 1
-    cand = np.empty(n_c, dtype=np.int64)
     prices = np.empty(n_c)
-    i = 0
-    for s in range(S):
-        if opened_here[s]:
-            cand[i] = s
-            prices[i] = -res_price[s]
-            i += 1
+    for i in range(n_c):
+        prices[i] = -res_price[cand[i]]
     order = np.argsort(prices, kind="mergesort")
     moved_q = np.empty(len(pl_req), dtype=np.int64)
     moved_to = np.empty(len(pl_req), dtype=np.int64)
@@ -269,7 +432,10 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
             r = pl_req[q]
             best = -1
             best_score = -1.0
+            scored = 0
             for i in range(n_open):
+                if score_limit > 0 and scored >= score_limit:
+                    break
                 s = open_list[i]
                 if s == src or not res_open[s]:
                     continue
@@ -277,7 +443,8 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
                     continue
                 if _fit_count(r, s, req_demand, res_free, pl_count[q]) < pl_count[q]:
                     continue
-                sc = _alignment(r, s, req_demand, res_free, res_cap)
+                scored += 1
+                sc = _alignment(r, s, req_demand, res_free, inv_cap2)
                 if sc > best_score:
                     best_score = sc
                     best = s
@@ -311,10 +478,15 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
 
 @njit(cache=True)
 def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
-              head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region, res_provider):
+              head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region, res_provider,
+              type_rep, type_members, type_count):
     """Swap each batch-opened resource for the cheapest closed one that holds all it hosts."""
     S, D = res_free.shape
-    by_price = np.argsort(res_price, kind="mergesort")
+    n_types = len(type_rep)
+    type_price = np.empty(n_types)
+    for t in range(n_types):
+        type_price[t] = res_price[type_rep[t]]
+    by_price = np.argsort(type_price, kind="mergesort")
     used = np.zeros(D)
     for src in range(S):
         if not opened_here[src]:
@@ -328,11 +500,20 @@ def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_r
                 spread = True
             q = nxt[q]
         best = -1
-        for j in range(S):
-            s = by_price[j]
+        for j in range(n_types):
+            t = by_price[j]
+            s = type_rep[t]
             if res_price[s] >= res_price[src]:
                 break
-            if res_open[s] or (spread and res_provider[s] != res_provider[src]):
+            if spread and res_provider[s] != res_provider[src]:
+                continue
+            # the type's first closed member (members of a type are interchangeable)
+            s = -1
+            for i in range(type_count[t], type_count[t + 1]):
+                if not res_open[type_members[i]]:
+                    s = type_members[i]
+                    break
+            if s < 0:
                 continue
             fits = True
             for d in range(D):

@@ -107,8 +107,13 @@ def _arrays(requests: Sequence[PackRequest], resources: Sequence[PackResource], 
     res_tags = np.array([_bits([t for t in r.tags if t in tag_idx], tag_idx) for r in resources], dtype=np.int64)
     res_region = np.array([region_idx[r.region] for r in resources], dtype=np.int64)
     res_provider = np.array([prov_idx[r.provider] for r in resources], dtype=np.int64)
+    # Interchangeable resources share a type id (the kernel opens the lowest index first).
+    types: dict[tuple, int] = {}
+    res_type = np.array([types.setdefault((r.free, r.capacity, int(res_price[i]), int(res_tags[i]), r.region,
+                                           r.provider, r.open), len(types))
+                         for i, r in enumerate(resources)], dtype=np.int64)
     return (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
-            res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider)
+            res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type)
 
 
 def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np.ndarray:
@@ -137,8 +142,12 @@ def validate_request(q: PackRequest, D: int) -> str | None:
     return None
 
 
+#: Feasible open resources scored per replica (0 = all). Small batches never reach it.
+SCORE_LIMIT = 128
+
+
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
-               jit: bool = True, dims: int | None = None) -> PackResult:
+               jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT) -> PackResult:
     D = dims or (len(resources[0].capacity) if resources else len(requests[0].demand) if requests else 1)
     result = PackResult()
     valid: list[PackRequest] = []
@@ -154,13 +163,14 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
         return result
     arrays = _arrays(valid, resources, D)
     (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
-     res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider) = arrays
+     res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type) = arrays
     order = order_requests(valid, res_cap.sum(axis=0))
     fn = kernel.pack if jit else kernel.pack.py_func
     t0 = time.perf_counter()
     placed, pl_req, pl_res, pl_count, free_after, open_after, cost = fn(
         req_demand, req_replicas, order, req_tags, req_regions, req_providers, req_spread,
-        res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, improve)
+        res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type, improve,
+        score_limit)
     result.kernel_seconds = time.perf_counter() - t0
     for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
         result.placements.setdefault(valid[r].id, []).append((resources[s].id, k))
@@ -186,7 +196,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
 
 def _why(i: int, q: PackRequest, arrays: tuple) -> str:
     (req_demand, _rep, req_tags, req_regions, req_providers, _spread,
-     res_free, res_cap, _price, _open, res_tags, res_region, res_provider) = arrays
+     res_free, res_cap, _price, _open, res_tags, res_region, res_provider, _type) = arrays
     compat = [s for s in range(len(res_cap)) if kernel._compatible.py_func(
         i, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider)]
     if not compat:
