@@ -123,19 +123,6 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
     pl_count = np.empty(total_rep, dtype=np.int64)
     n_pl = 0
 
-    # Closed resources in order of price per normalized capacity (ties: index).
-    scale = np.zeros(D)
-    for s in range(S):
-        for d in range(D):
-            if res_cap[s, d] > scale[d]:
-                scale[d] = res_cap[s, d]
-    unit_price = np.empty(S)
-    for s in range(S):
-        size = 0.0
-        for d in range(D):
-            if scale[d] > 0.0:
-                size += res_cap[s, d] / scale[d]
-        unit_price[s] = res_price[s] / size if size > 0.0 else 1e300
     # Identical closed resources (same type: capacity, price, tags, region, provider) are
     # interchangeable, so the search for one to open walks types, cheapest per unit first,
     # and takes each type's lowest-index closed member.
@@ -157,12 +144,38 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
         type_members[fill[res_type[s]]] = s
         fill[res_type[s]] += 1
     type_next = type_count[:n_types].copy()  # first member position that may still be closed
+    # Which type to open: the lowest price per unit of the batch's demand mix, measured in
+    # the dimensions the request needs. A type's "units" are how many copies of the batch's
+    # total demand vector (restricted to those dimensions) it holds, i.e. its bottleneck
+    # dimension; a GPU node is not cheap per unit for a CPU-only request just because it
+    # also has GPUs. One order per need signature present in the batch (ties: type id).
+    w = np.zeros(D)
+    for r in range(R):
+        for d in range(D):
+            w[d] += req_replicas[r] * req_demand[r, d]
+    n_sig_all = 1 << D
+    sig_present = np.zeros(n_sig_all, dtype=np.bool_)
+    for r in range(R):
+        m = 0
+        for d in range(D):
+            if req_demand[r, d] > 0.0:
+                m |= 1 << d
+        sig_present[m] = True
+    type_order = np.zeros((n_sig_all, n_types), dtype=np.int64)
     type_unit = np.empty(n_types)
-    for t in range(n_types):
-        type_unit[t] = 0.0
-    for t in range(n_types):
-        type_unit[t] = unit_price[type_rep[t]]
-    type_order = np.argsort(type_unit, kind="mergesort")
+    for m in range(n_sig_all):
+        if not sig_present[m]:
+            continue
+        for t in range(n_types):
+            s = type_rep[t]
+            units = 1e300
+            for d in range(D):
+                if (m >> d) & 1 and w[d] > 0.0:
+                    u = res_cap[s, d] / w[d]
+                    if u < units:
+                        units = u
+            type_unit[t] = res_price[s] / units if 0.0 < units < 1e300 else 1e300
+        type_order[m] = np.argsort(type_unit, kind="mergesort")
     inv_cap2 = np.zeros((S, D))
     for s in range(S):
         for d in range(D):
@@ -197,6 +210,13 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             if req_demand[r, d] > 0.0:
                 need_mask[r] |= 1 << d
 
+    # Demand not yet placed (this request's remaining replicas and all later requests).
+    rem = w.copy()
+    max_cap = np.zeros(D)
+    for s in range(S):
+        for d in range(D):
+            if res_cap[s, d] > max_cap[d]:
+                max_cap[d] = res_cap[s, d]
     used_providers = np.zeros(64, dtype=np.bool_)
     for oi in range(R):
         r = req_order[oi]
@@ -255,8 +275,17 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                 failed = True
                 break
             if best < 0:
+                # Cheapest per unit of the batch's mix, unless a type that is no dearer can hold
+                # everything still to place ("last bin": near the end, cover what is left).
+                cover = -1
+                # Only near the end of the batch can one resource hold all that is left.
+                can_cover = True
+                for d in range(D):
+                    if rem[d] > max_cap[d] + EPS:
+                        can_cover = False
+                        break
                 for j in range(n_types):
-                    t = type_order[j]
+                    t = type_order[need, j]
                     s = type_rep[t]
                     if need_new and used_providers[res_provider[s]]:
                         continue
@@ -270,8 +299,19 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                     s = type_members[type_next[t]]
                     if not _fits_one(r, s, req_demand, res_free):
                         continue
-                    best = s
-                    break
+                    holds_rest = True
+                    for d in range(D):
+                        if res_free[s, d] + EPS < rem[d]:
+                            holds_rest = False
+                            break
+                    if holds_rest and (cover < 0 or res_price[s] < res_price[cover]):
+                        cover = s
+                    if best < 0:
+                        best = s
+                    if not can_cover:
+                        break
+                if cover >= 0 and res_price[cover] <= res_price[best]:
+                    best = cover
                 if best < 0:
                     # Remember a first-replica failure: free capacity only shrinks from here
                     # (rollbacks restore earlier states), so any request with the same
@@ -286,6 +326,7 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             k = _fit_count(r, best, req_demand, res_free, cap_now)
             for d in range(D):
                 res_free[best, d] -= k * req_demand[r, d]
+                rem[d] -= k * req_demand[r, d]
             _relist(best, res_free, min_pos, sig_list, sig_n, res_sig)
             pl_req[n_pl] = r
             pl_res[n_pl] = best
@@ -302,6 +343,8 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                 s = pl_res[q]
                 for d in range(D):
                     res_free[s, d] += pl_count[q] * req_demand[r, d]
+            for d in range(D):
+                rem[d] -= left * req_demand[r, d]  # its unplaced replicas leave the remaining demand
             for q in range(n_pl - 1, start - 1, -1):
                 s = pl_res[q]
                 if opened_here[s] and _is_empty(s, res_free, res_cap):

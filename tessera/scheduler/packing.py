@@ -144,6 +144,45 @@ def validate_request(q: PackRequest, D: int) -> str | None:
 
 #: Feasible open resources scored per replica (0 = all). Small batches never reach it.
 SCORE_LIMIT = 128
+#: Batches up to this many request x resource pairs also get the exclusion search.
+SMALL_BATCH = 50_000
+#: Shuffled restarts tried on small batches.
+RESTARTS = 24
+
+
+def req_tier_rank(requests: Sequence[PackRequest]) -> np.ndarray:
+    return np.array([TIER_RANK[q.tier] for q in requests], dtype=np.int64)
+
+
+def _placed_profile(placed: np.ndarray, tiers: np.ndarray) -> tuple[int, ...]:
+    """Placed requests per tier, best tier first: a candidate must not place fewer anywhere."""
+    return tuple(int(((tiers == t) & placed).sum()) for t in range(4))
+
+
+def _exclusion_search(best, run, res_free: np.ndarray, res_open: np.ndarray, res_price: np.ndarray,
+                      tiers: np.ndarray, res_type: np.ndarray, rounds: int = 4):
+    """Re-pack with the type of one newly opened resource forbidden (all its closed
+    instances: forbidding one would just open its twin), dearest first; keep any result that
+    is cheaper and places at least as many requests of every tier. Forbidden types
+    accumulate while they help. Small batches only: each try is a full kernel run."""
+    base_profile = _placed_profile(best[0], tiers)
+    forbidden = np.zeros(len(res_free), dtype=bool)
+    for _ in range(rounds):
+        improved = False
+        opened = np.nonzero(best[5] & ~res_open)[0]
+        for s in sorted(opened.tolist(), key=lambda i: (-int(res_price[i]), i)):
+            trial = forbidden | ((res_type == res_type[s]) & ~res_open)
+            free = res_free.copy()
+            free[trial, :] = 0.0
+            cand = run(free)
+            profile = _placed_profile(cand[0], tiers)
+            if cand[6] < best[6] and all(a >= b for a, b in zip(profile, base_profile)):
+                cand[4][trial, :] = res_free[trial, :]  # report real free capacity of forbidden ones
+                best, forbidden, improved = cand, trial, True
+                break
+        if not improved:
+            break
+    return best
 
 
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
@@ -166,11 +205,28 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
      res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type) = arrays
     order = order_requests(valid, res_cap.sum(axis=0))
     fn = kernel.pack if jit else kernel.pack.py_func
+
+    def run(free: np.ndarray, order: np.ndarray = order):
+        return fn(req_demand, req_replicas, order, req_tags, req_regions, req_providers, req_spread,
+                  free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type, improve,
+                  score_limit)
+
     t0 = time.perf_counter()
-    placed, pl_req, pl_res, pl_count, free_after, open_after, cost = fn(
-        req_demand, req_replicas, order, req_tags, req_regions, req_providers, req_spread,
-        res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type, improve,
-        score_limit)
+    out = run(res_free)
+    if improve and len(valid) * len(resources) <= SMALL_BATCH:
+        # Small batches can afford more search: restarts with the order shuffled within each
+        # tier (fixed seeds, so still deterministic), then the exclusion search on the best.
+        tiers = req_tier_rank(valid)
+        base = _placed_profile(out[0], tiers)
+        for seed in range(RESTARTS):
+            rng = np.random.default_rng(seed)
+            keys = [(int(tiers[i]), float(rng.random())) for i in order]
+            shuffled = np.array([i for _, i in sorted(zip(keys, order.tolist()))], dtype=np.int64)
+            cand = run(res_free, shuffled)
+            if cand[6] < out[6] and all(a >= b for a, b in zip(_placed_profile(cand[0], tiers), base)):
+                out, order = cand, shuffled
+        out = _exclusion_search(out, lambda free: run(free, order), res_free, res_open, res_price, tiers, res_type)
+    placed, pl_req, pl_res, pl_count, free_after, open_after, cost = out
     result.kernel_seconds = time.perf_counter() - t0
     for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
         result.placements.setdefault(valid[r].id, []).append((resources[s].id, k))

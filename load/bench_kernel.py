@@ -1,0 +1,151 @@
+"""Benchmark: the Numba packing kernel — speed against its plain-Python twin, quality
+against an exact MIP (HiGHS) on small instances, gap to the lower bound on large ones.
+
+Instances come from data/ (Alibaba v2023 pods as requests; Alibaba nodes priced at
+amortized capex + opex as the own data center; GCP europe-west4 and DigitalOcean catalog
+offers as partners). Run:  python -m load.bench_kernel   (needs `pip install highspy`
+for the quality part; it is a benchmark-only dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from load import instances
+from load.machine import machine
+from tessera.scheduler import kernel
+from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def speed(n_req: int, n_res: int, repeats: int) -> dict:
+    reqs, res = instances.requests(n_req), instances.resources(n_res)
+    t0 = time.perf_counter()
+    pack_batch(reqs[:2], res[:2])
+    compile_s = time.perf_counter() - t0
+    times, result = [], None
+    for _ in range(repeats):
+        result = pack_batch(reqs, res)
+        times.append(result.kernel_seconds)
+    print(f"  jit: median {statistics.median(times) * 1000:.1f} ms over {repeats} runs", file=sys.stderr)
+    t0 = time.perf_counter()
+    twin = pack_batch(reqs, res, jit=False)
+    py_s = twin.kernel_seconds
+    print(f"  plain Python twin: {py_s:.1f} s", file=sys.stderr)
+    jit_med = statistics.median(times)
+    return {
+        "requests": n_req, "resources": n_res, "dimensions": 4,
+        "jit_compile_or_cache_load_s": round(compile_s, 3),
+        "kernel_ms_median": round(jit_med * 1000, 2), "kernel_ms_min": round(min(times) * 1000, 2),
+        "kernel_ms_max": round(max(times) * 1000, 2), "runs": repeats,
+        "python_twin_s": round(py_s, 3), "speedup_vs_python": round(py_s / jit_med, 1),
+        "identical_placements": twin.placements == result.placements and twin.rejected == result.rejected,
+        "placed": len(result.placements), "rejected": len(result.rejected), "opened": len(result.opened),
+        "cost_of_opened_per_hour": format(result.cost, "f"),
+        "lower_bound_per_hour": format(result.lower_bound, "f"), "gap_to_lower_bound": round(result.gap, 4),
+    }
+
+
+def mip_optimum(reqs: list[PackRequest], res: list[PackResource], placed: set[str]) -> Decimal:
+    """Least opening cost that places exactly the requests the heuristic placed (HiGHS MIP)."""
+    import highspy
+
+    h = highspy.Highs()
+    h.silent()
+    y = {s.id: (h.addBinary() if not s.open else None) for s in res}
+    D = len(res[0].capacity)
+    load = {(s.id, d): [] for s in res for d in range(D)}
+    for q in reqs:
+        if q.id not in placed:
+            continue
+        xs = []
+        for s in res:
+            ok = q.tags_required <= s.tags and (not q.regions or s.region in q.regions)
+            if not ok:
+                continue
+            x = h.addVariable(lb=0, ub=q.replicas, type=highspy.HighsVarType.kInteger)
+            xs.append(x)
+            for d in range(D):
+                if q.demand[d]:
+                    load[(s.id, d)].append(q.demand[d] * x)
+        h.addConstr(sum(xs) == q.replicas)
+    for s in res:
+        for d in range(D):
+            if load[(s.id, d)]:
+                cap = s.free[d]
+                h.addConstr(sum(load[(s.id, d)]) <= (cap if s.open else cap * y[s.id]))
+    obj = sum(float(s.price_per_hour) * y[s.id] for s in res if not s.open)
+    h.minimize(obj)
+    return Decimal(str(round(h.getObjectiveValue(), 6)))
+
+
+def quality(n_instances: int, seed: int = 42) -> dict:
+    rng = random.Random(seed)
+    all_req, all_res = instances.requests(8152), instances.resources(1800)
+    cpu_req = [q for q in all_req if q.demand[2] == 0]
+    gaps = []
+    rows = []
+    for i in range(n_instances):
+        res = rng.sample(all_res[1523:], 14) + rng.sample(all_res[:1523], 6)
+        res = [PackResource(r.id, r.provider, r.region, r.free, r.capacity, r.price_per_hour, r.tags,
+                            open=(j < 2)) for j, r in enumerate(res)]
+        n_rep = 0
+        reqs = []
+        while n_rep < 40:
+            q = rng.choice(cpu_req)
+            k = rng.randint(1, 3)
+            reqs.append(PackRequest(f"{q.id}/{len(reqs)}", q.tier, k, q.demand, seq=len(reqs)))
+            n_rep += k
+        h = pack_batch(reqs, res)
+        opt = mip_optimum(reqs, res, set(h.placements))
+        gap = float((h.cost - opt) / opt) if opt > 0 else 0.0
+        gaps.append(gap)
+        rows.append({"heuristic": format(h.cost, "f"), "optimum": format(opt, "f"), "gap": round(gap, 4),
+                     "lower_bound": format(h.lower_bound, "f"), "placed": len(h.placements), "requests": len(reqs)})
+        print(f"\r  quality instance {i + 1}/{n_instances}: heuristic {h.cost} vs optimum {opt}", end="",
+              file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return {"instances": n_instances, "replicas_per_instance": "~40", "resources_per_instance": 20,
+            "median_gap_to_optimum": round(statistics.median(gaps), 4), "mean_gap": round(statistics.mean(gaps), 4),
+            "worst_gap": round(max(gaps), 4), "share_optimal": round(sum(g <= 1e-9 for g in gaps) / len(gaps), 3),
+            "detail": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--resources", type=int, default=5_000)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--quality-instances", type=int, default=30)
+    ap.add_argument("--out", default=str(RESULTS / "kernel.json"))
+    args = ap.parse_args(argv)
+    print(f"speed: {args.requests} requests onto {args.resources} resources", file=sys.stderr)
+    report = {"benchmark": "packing kernel (numba.njit) vs its plain-Python twin; quality vs exact MIP (HiGHS)",
+              "speed": speed(args.requests, args.resources, args.repeats)}
+    try:
+        report["quality"] = quality(args.quality_instances)
+    except ImportError:
+        report["quality"] = "skipped: pip install highspy"
+    report["machine"] = machine()
+    report["numba_threads"] = 1
+    report["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    summary = {k: v for k, v in report.items() if k != "quality"}
+    if isinstance(report["quality"], dict):
+        summary["quality"] = {k: v for k, v in report["quality"].items() if k != "detail"}
+    print(json.dumps(summary, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()
+    _ = kernel  # the module under test
