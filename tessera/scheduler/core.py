@@ -1,0 +1,212 @@
+"""The scheduler's state machine (pure): capacity view, queue, decisions, releases.
+
+It owns the free capacity of one placement domain (docs/design.md, question 1): every
+change of that capacity goes through ``run_batch`` and ``release`` here, one at a time.
+
+Idempotency, so that restarts and redeliveries neither double-place nor lose:
+
+* a request id that is already decided (placed or rejected) or queued is ignored;
+* the state can be rebuilt from the scheduler's own output (``replay``): placed minus
+  released allocations give the capacity in use, decided request ids the dedup set;
+* the worker commits input offsets only below the oldest request still queued, so a
+  queued request is redelivered after a crash, and recognized if it was decided.
+
+Free capacity is never negative: the kernel only places what fits, and the view applies
+placements by subtracting exactly what the kernel subtracted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Iterable
+
+from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
+                     HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
+                     WorkloadRequest)
+
+from .packing import PackRequest, PackResource, pack_batch
+from .queue import SchedulingQueue
+
+GIB = float(1 << 30)
+DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
+
+
+def _vec(c: Capacity) -> tuple[float, ...]:
+    return (c.vcpu, c.memory_bytes / GIB, float(c.gpu), c.storage_bytes / GIB)
+
+
+@dataclass
+class ResourceState:
+    resource_id: str
+    provider: str
+    region: str
+    capacity: tuple[float, ...]
+    price: Decimal
+    tags: frozenset[str]
+    healthy: bool = True
+    used: list[float] = field(default_factory=lambda: [0.0] * len(DIMS))
+
+    @property
+    def free(self) -> tuple[float, ...]:
+        return tuple(max(c - u, 0.0) for c, u in zip(self.capacity, self.used))
+
+    @property
+    def open(self) -> bool:
+        return any(u > 1e-9 for u in self.used)
+
+
+@dataclass
+class Allocation:
+    allocation_id: str
+    request_id: str
+    demand: tuple[float, ...]
+    placements: list[tuple[str, int]]
+
+
+@dataclass
+class Scheduler:
+    batch_max: int = 1000
+    aging_s: float = 60.0
+    resources: dict[str, ResourceState] = field(default_factory=dict)
+    allocations: dict[str, Allocation] = field(default_factory=dict)
+    decided: set[str] = field(default_factory=set)
+    queue: SchedulingQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = SchedulingQueue(self.batch_max, self.aging_s)
+
+    # -- inputs ----------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Resource lifecycle and health verdicts update the capacity view."""
+        if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
+            sp = event.spec
+            old = self.resources.get(event.resource_id)
+            st = ResourceState(event.resource_id, sp.provider, sp.region, _vec(sp.capacity), sp.price_per_hour,
+                               frozenset(t for t in sp.tags if not t.startswith("taint:")),
+                               healthy=old.healthy if old else True,
+                               used=old.used if old else [0.0] * len(DIMS))
+            if any(t.startswith("taint:") for t in sp.tags):
+                st.healthy = False  # tainted nodes take no new work
+            self.resources[event.resource_id] = st
+        elif isinstance(event, ResourceRemoved):
+            self.resources.pop(event.resource_id, None)
+        elif isinstance(event, HealthChanged):
+            st = self.resources.get(event.resource_id)
+            if st is not None:
+                st.healthy = event.status == HealthStatus.healthy
+
+    def submit(self, request: WorkloadRequest, now: float, now_dt: datetime) -> list[Event]:
+        if request.request_id in self.decided or request.request_id in self.queue:
+            return []  # a redelivery: already decided or waiting
+        if request.deadline is not None and request.deadline < now_dt:
+            self.decided.add(request.request_id)
+            return [self._rejected(request, "deadline passed before the request arrived")]
+        self.queue.push(request, now)
+        return []
+
+    # -- decisions --------------------------------------------------------------
+    def run_batch(self, now: float, now_dt: datetime, batch_id: str = "") -> list[Event]:
+        out: list[Event] = []
+        for q in self.queue.expired(now_dt):
+            self.decided.add(q.request.request_id)
+            out.append(self._rejected(q.request, "deadline passed while queued"))
+        batch = self.queue.next_batch(now)
+        if not batch:
+            return out
+        # Unhealthy resources take no work (no free capacity) but still count as existing,
+        # so a request that only they could host waits for their recovery instead of failing.
+        zero = tuple(0.0 for _ in DIMS)
+        pack_res = [PackResource(r.resource_id, r.provider, r.region, r.free if r.healthy else zero, r.capacity,
+                                 r.price, r.tags, r.open) for r in self.resources.values()]
+        pack_req = []
+        for q in batch:
+            rq = q.request
+            pack_req.append(PackRequest(rq.request_id, q.aged_tier(now, self.aging_s), rq.replicas,
+                                        _vec(rq.per_replica), frozenset(rq.required_tags),
+                                        frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
+                                        rq.spread_min, seq=q.seq))
+        result = pack_batch(pack_req, pack_res)
+        by_id = {q.request.request_id: q for q in batch}
+        for rid, placements in result.placements.items():
+            q = by_id[rid]
+            out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id))
+        for rid, reason in result.rejected.items():
+            q = by_id[rid]
+            if _permanent(reason):
+                self.queue.remove(rid)
+                self.decided.add(rid)
+                out.append(self._rejected(q.request, reason))
+            elif not q.notified:
+                q.notified = True
+                out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
+                                            sla_tier=q.request.sla_tier, position=0, reason=reason))
+        positions = self.queue.positions(now)
+        return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
+                if isinstance(e, AllocationQueued) else e for e in out]
+
+    def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
+               batch_id: str) -> AllocationPlaced:
+        demand = _vec(request.per_replica)
+        for res_id, k in placements:
+            st = self.resources[res_id]
+            for d in range(len(DIMS)):
+                st.used[d] += k * demand[d]
+        alloc_id = f"alloc:{request.request_id}"
+        self.allocations[alloc_id] = Allocation(alloc_id, request.request_id, demand, list(placements))
+        self.queue.remove(request.request_id)
+        self.decided.add(request.request_id)
+        return AllocationPlaced(
+            event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
+            sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
+            queued_seconds=max(waited, 0.0), batch_id=batch_id,
+            placements=[Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
+                                  price_per_hour=self.resources[r].price) for r, k in placements])
+
+    def _rejected(self, request: WorkloadRequest, reason: str) -> AllocationRejected:
+        return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
+                                  tenant=request.tenant, sla_tier=request.sla_tier, reason=reason)
+
+    def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
+        a = self.allocations.pop(allocation_id, None)
+        if a is None:
+            return []  # unknown or already released: idempotent
+        self._unuse(a)
+        return [AllocationReleased(event_id=f"released:{allocation_id}", request_id=a.request_id,
+                                   allocation_id=allocation_id, reason=reason)]
+
+    def _unuse(self, a: Allocation) -> None:
+        for res_id, k in a.placements:
+            st = self.resources.get(res_id)
+            if st is not None:
+                for d in range(len(DIMS)):
+                    st.used[d] = max(st.used[d] - k * a.demand[d], 0.0)
+
+    # -- recovery ---------------------------------------------------------------
+    def replay(self, outputs: Iterable[Event]) -> None:
+        """Rebuild decisions and capacity in use from this scheduler's own output events."""
+        for e in outputs:
+            if isinstance(e, AllocationPlaced):
+                if e.allocation_id in self.allocations or e.request_id in self.decided:
+                    continue
+                demand = _vec(e.per_replica)
+                a = Allocation(e.allocation_id, e.request_id, demand, [(p.resource_id, p.replicas) for p in e.placements])
+                self.allocations[a.allocation_id] = a
+                self.decided.add(e.request_id)
+                for res_id, k in a.placements:
+                    st = self.resources.get(res_id)
+                    if st is not None:
+                        for d in range(len(DIMS)):
+                            st.used[d] += k * demand[d]
+            elif isinstance(e, AllocationRejected):
+                self.decided.add(e.request_id)
+            elif isinstance(e, AllocationReleased):
+                a = self.allocations.pop(e.allocation_id, None)
+                if a is not None:
+                    self._unuse(a)
+
+
+def _permanent(reason: str) -> bool:
+    """Rejections no later capacity change can fix (bad input, impossible constraints)."""
+    return not reason.startswith("insufficient free capacity") and reason != "no resources available"

@@ -1,0 +1,121 @@
+"""The scheduler state machine: priority and aging, deadlines, bad requests, releases,
+idempotency under redelivery, and recovery from its own output."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from hypothesis import given, settings, strategies as st
+
+import schemas as s
+from tessera.scheduler.core import Scheduler
+from tessera.scheduler.queue import SchedulingQueue
+from tests.samples import T0
+
+GIB = 1 << 30
+
+
+def resource(i, vcpu=8.0, mem_gib=32, price="1.00", provider="own", tags=(), region="eu"):
+    spec = s.ResourceSpec(provider=provider, region=region, capacity=s.Capacity(vcpu=vcpu, memory_bytes=mem_gib * GIB),
+                          tags=list(tags), price_per_hour=Decimal(price))
+    return s.ResourceDiscovered(resource_id=f"{provider}/n{i}", spec=spec)
+
+
+def request(rid, tier="silver", vcpu=2.0, mem_gib=4, replicas=1, deadline=None, tags=()):
+    return s.WorkloadRequest(request_id=rid, tenant="t", sla_tier=tier, replicas=replicas,
+                             per_replica=s.Capacity(vcpu=vcpu, memory_bytes=mem_gib * GIB), deadline=deadline,
+                             required_tags=list(tags))
+
+
+def kinds(events):
+    return [(e.event_type, e.request_id) for e in events]
+
+
+def test_aging_promotes_waiting_requests():
+    q = SchedulingQueue(batch_max=1, aging_s=10.0)
+    q.push(request("old-bronze", "bronze"), now=0.0)
+    q.push(request("new-gold", "gold"), now=25.0)
+    assert [x.request.request_id for x in q.next_batch(25.0)] == ["old-bronze"]  # 3 - 2.5 < 1
+    q2 = SchedulingQueue(batch_max=1, aging_s=10.0)
+    q2.push(request("old-bronze", "bronze"), now=0.0)
+    q2.push(request("new-gold", "gold"), now=5.0)
+    assert [x.request.request_id for x in q2.next_batch(5.0)] == ["new-gold"]
+
+
+def test_priority_when_capacity_is_short_and_lower_tier_waits():
+    sch = Scheduler()
+    sch.apply(resource(0, vcpu=4))
+    for rid, tier in (("b", "bronze"), ("p", "platinum")):
+        sch.submit(request(rid, tier, vcpu=4), 0.0, T0)
+    out = sch.run_batch(0.0, T0)
+    assert ("allocation.placed", "p") in kinds(out)
+    queued = [e for e in out if isinstance(e, s.AllocationQueued)]
+    assert [e.request_id for e in queued] == ["b"] and "insufficient" in queued[0].reason
+    assert sch.run_batch(1.0, T0) == [], "queued is said once, not every batch"
+    rel = sch.release("alloc:p")
+    assert kinds(rel) == [("allocation.released", "p")] and sch.release("alloc:p") == []
+    assert kinds(sch.run_batch(2.0, T0)) == [("allocation.placed", "b")]
+
+
+def test_deadlines_reject_with_a_reason():
+    sch = Scheduler()
+    late = sch.submit(request("late", deadline=T0 - timedelta(seconds=1)), 0.0, T0)
+    assert kinds(late) == [("allocation.rejected", "late")] and "deadline" in late[0].reason
+    sch.submit(request("waits", vcpu=64, deadline=T0 + timedelta(seconds=5)), 0.0, T0)
+    sch.apply(resource(0, vcpu=8))
+    sch.apply(resource(1, vcpu=128, price="9"))
+    sch.apply(s.HealthChanged(resource_id="own/n1", status=s.HealthStatus.unhealthy))
+    assert [e.event_type for e in sch.run_batch(1.0, T0)] == ["allocation.queued"]
+    out = sch.run_batch(10.0, T0 + timedelta(seconds=10))
+    assert kinds(out) == [("allocation.rejected", "waits")] and "deadline passed while queued" in out[0].reason
+
+
+def test_impossible_constraints_are_rejected_not_queued():
+    sch = Scheduler()
+    sch.apply(resource(0))
+    sch.submit(request("pci", tags=("pci",)), 0.0, T0)
+    out = sch.run_batch(0.0, T0)
+    assert kinds(out) == [("allocation.rejected", "pci")] and "no resource matches" in out[0].reason
+
+
+def test_redelivered_requests_are_ignored_and_recovery_from_output_is_exact():
+    sch = Scheduler()
+    for i in range(3):
+        sch.apply(resource(i, vcpu=8))
+    outputs = []
+    for i in range(10):
+        outputs += sch.submit(request(f"r{i}", vcpu=2), 0.0, T0)
+    outputs += sch.run_batch(0.0, T0)
+    for i in range(10):  # every request delivered again
+        assert sch.submit(request(f"r{i}", vcpu=2), 1.0, T0) == []
+    assert sch.run_batch(1.0, T0) == []
+    placed = [e for e in outputs if isinstance(e, s.AllocationPlaced)]
+    assert len(placed) == 10
+
+    # A new scheduler sees the resources again and its own output: same capacity in use.
+    fresh = Scheduler()
+    for i in range(3):
+        fresh.apply(resource(i, vcpu=8))
+    fresh.replay(outputs)
+    assert {k: v.used for k, v in fresh.resources.items()} == {k: v.used for k, v in sch.resources.items()}
+    assert all(fresh.submit(request(f"r{i}"), 2.0, T0) == [] for i in range(10))
+
+
+@given(st.lists(st.tuples(st.sampled_from(["platinum", "gold", "silver", "bronze"]), st.sampled_from([1.0, 2.0, 3.0]),
+                          st.integers(1, 3), st.booleans()), min_size=1, max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_never_over_committed_across_batches_and_releases(ops):
+    sch = Scheduler(batch_max=7)
+    for i in range(4):
+        sch.apply(resource(i, vcpu=8, mem_gib=16, provider=["own", "gcp"][i % 2]))
+    live = []
+    for n, (tier, vcpu, replicas, release) in enumerate(ops):
+        sch.submit(request(f"q{n}", tier, vcpu=vcpu, mem_gib=2, replicas=replicas), float(n), T0)
+        for e in sch.run_batch(float(n), T0):
+            if isinstance(e, s.AllocationPlaced):
+                live.append(e.allocation_id)
+        if release and live:
+            sch.release(live.pop(0))
+        for st_ in sch.resources.values():
+            assert all(u <= c + 1e-6 for u, c in zip(st_.used, st_.capacity)), "over-committed"
