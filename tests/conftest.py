@@ -92,10 +92,12 @@ def consume() -> Callable[..., Any]:
     """``consume(settings, topic, n)`` -> the first n records of a topic (all partitions)."""
     from aiokafka import AIOKafkaConsumer
 
-    async def _consume(settings: Settings, topic: str, n: int, timeout: float = 30.0) -> list[Any]:
+    async def _consume(settings: Settings, topic: str, n: int, timeout: float = 30.0,
+                       committed_only: bool = False) -> list[Any]:
         c = AIOKafkaConsumer(
             topic, bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest",
             enable_auto_commit=False, group_id=None,
+            isolation_level="read_committed" if committed_only else "read_uncommitted",
         )
         await c.start()
         out: list[Any] = []

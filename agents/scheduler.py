@@ -1,0 +1,190 @@
+"""The scheduler worker: requests in, allocation events out, one writer per domain.
+
+Why a plain aiokafka loop and not a Faust agent: the scheduler must (1) commit a request's
+input offset only once that request is decided (a request waiting in the queue must be
+redelivered after a crash), and (2) publish its decisions and those offsets atomically.
+It does both with a Kafka transaction per batch, and its ``transactional_id`` (one per
+placement domain) fences any older instance: if two schedulers for one domain run, the
+older one can no longer write. Exactly one writer decides that capacity is taken.
+
+On start it rebuilds its state: resources and health verdicts from their topics (read in
+full, then tailed), decisions and capacity in use from its own committed output on the
+allocations topic (``read_committed``). Redelivered requests that were already decided
+are recognized by request id and skipped, so nothing is placed twice or lost.
+
+Releases: an allocation is released when its ``expected_duration_seconds`` has elapsed, or
+when an ``allocation.released`` event for it appears on the allocations topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, HealthChanged, ResourceDiscovered,
+                     ResourceRemoved, ResourceUpdated, WorkloadRequest, encode, utc_now)
+from schemas.topics import topic_spec
+from streams.app import aiokafka_security_kwargs
+from streams.edge import decode_message
+from tessera import metrics
+from tessera.config import Settings
+from tessera.scheduler.core import Scheduler
+
+log = logging.getLogger(__name__)
+AGENT = "scheduler"
+
+
+@dataclass
+class SchedulerWorker:
+    settings: Settings
+    domain: str = "global"
+    batch_max: int = 1000
+    batch_wait_ms: int = 20
+    aging_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.group = f"{s.app_id}-scheduler-{self.domain}"
+        self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s)
+        self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
+                      for n in ("requests", "resources", "health", "allocations", "dead-letters")}
+        self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
+        self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
+        self._durations: dict[str, float] = {}  # request id -> expected duration (s)
+        self.batches = 0
+
+    # -- recovery ---------------------------------------------------------------
+    async def _read_all(self, topic: str, committed_only: bool = False) -> list[Event]:
+        c = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                             enable_auto_commit=False,
+                             isolation_level="read_committed" if committed_only else "read_uncommitted",
+                             **aiokafka_security_kwargs(self.settings))
+        await c.start()
+        events: list[Event] = []
+        try:
+            tps = [TopicPartition(topic, p) for p in range(topic_spec(topic.split(".")[-2]).partitions)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            end = await c.end_offsets(tps)
+            while any([await c.position(tp) < end[tp] for tp in tps]):
+                for recs in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
+                    for rec in recs:
+                        d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                           key=rec.key, spec=topic_spec(topic.split(".")[-2]), consumer=AGENT)
+                        if d.event is not None:
+                            events.append(d.event)
+        finally:
+            await c.stop()
+        return events
+
+    async def recover(self) -> None:
+        for e in await self._read_all(self.topic["resources"]) + await self._read_all(self.topic["health"]):
+            self.core.apply(e)
+        own = await self._read_all(self.topic["allocations"], committed_only=True)
+        self.core.replay(own)
+        log.info("scheduler %s recovered: %d resources, %d live allocations, %d decided requests",
+                 self.domain, len(self.core.resources), len(self.core.allocations), len(self.core.decided))
+
+    # -- the loop ---------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        sec = aiokafka_security_kwargs(s)
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, transactional_id=self.group,
+                                    enable_idempotence=True, acks="all", linger_ms=2, **sec)
+        await producer.start()  # fences any older scheduler of this domain
+        await self.recover()
+        requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,
+                                    group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
+                                    isolation_level="read_committed", **sec)
+        tail = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                isolation_level="read_committed", **sec)
+        await requests.start()
+        await tail.start()
+        tail_tps = [TopicPartition(self.topic[n], p) for n in ("resources", "health", "allocations")
+                    for p in range(topic_spec(n).partitions)]
+        tail.assign(tail_tps)
+        await tail.seek_to_end(*tail_tps)
+        try:
+            while not stop.is_set():
+                await self._tail(tail)
+                batch = await requests.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_max)
+                await self._step(producer, requests, [r for recs in batch.values() for r in recs])
+        finally:
+            await requests.stop()
+            await tail.stop()
+            await producer.stop()
+
+    async def _tail(self, tail: AIOKafkaConsumer) -> None:
+        for recs in (await tail.getmany(timeout_ms=0, max_records=10_000)).values():
+            for rec in recs:
+                name = rec.topic.split(".")[-2]
+                d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                   key=rec.key, spec=topic_spec(name), consumer=AGENT)
+                e = d.event
+                if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
+                    self.core.apply(e)
+                elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
+                    self.core.release(e.allocation_id, e.reason)
+
+    async def _step(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, records: list[Any]) -> None:
+        now, now_dt = time.time(), utc_now()
+        out: list[tuple[str, Event]] = []
+        for rec in records:
+            d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
+                               spec=topic_spec("requests"), consumer=AGENT)
+            if d.dead_letter is not None:
+                metrics.DEAD_LETTERS.labels(AGENT, rec.topic).inc()
+                out.append(("dead-letters", d.dead_letter))
+                continue
+            req: WorkloadRequest = d.event  # type: ignore[assignment]
+            metrics.EVENTS_CONSUMED.labels(AGENT, rec.topic).inc()
+            tp = TopicPartition(rec.topic, rec.partition)
+            if req.expected_duration_seconds:
+                self._durations[req.request_id] = req.expected_duration_seconds
+            decided = self.core.submit(req, now, now_dt)
+            if req.request_id in self.core.queue:
+                self.pending_offsets.setdefault(req.request_id, (tp, rec.offset))
+            out += [("allocations", e) for e in decided]
+        for alloc_id, due in list(self.release_at.items()):
+            if due <= now:
+                del self.release_at[alloc_id]
+                out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed")]
+        if len(self.core.queue):
+            self.batches += 1
+            for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
+                out.append(("allocations", e))
+                if isinstance(e, AllocationPlaced):
+                    req_dur = self._duration(e.request_id)
+                    if req_dur:
+                        self.release_at[e.allocation_id] = now + req_dur
+        for e in out:
+            if not isinstance(e[1], DeadLetter) and e[1].request_id not in self.core.queue:
+                self.pending_offsets.pop(e[1].request_id, None)
+        if not out and not records:
+            return
+        await self._commit(producer, consumer, records, out)
+
+    def _duration(self, request_id: str) -> float | None:
+        return self._durations.pop(request_id, None)
+
+    async def _commit(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, records: list[Any],
+                      out: list[tuple[str, Event]]) -> None:
+        """Publish the batch's decisions and advance input offsets, atomically."""
+        # Offsets: past every record read, except not past a request still waiting.
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, 0), rec.offset + 1)
+        for tp_, off in self.pending_offsets.values():
+            if tp_ in offsets:
+                offsets[tp_] = min(offsets[tp_], off)
+        async with producer.transaction():
+            for name, e in out:
+                await producer.send(self.topic[name], encode(e), key=e.key())
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group)
