@@ -91,6 +91,32 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     return run_worker(s, agents, loglevel=args.loglevel)
 
 
+# --------------------------------------------------------------------------- scheduler
+def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
+    from agents.scheduler import SchedulerWorker
+    from streams.admin import ensure_topics
+
+    from . import metrics
+
+    async def main() -> None:
+        await ensure_topics(s)
+        metrics.serve(s.metrics_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
+                                 aging_s=args.aging_s)
+        print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"
+              " (Ctrl-C to stop)", file=sys.stderr)
+        await worker.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
 # --------------------------------------------------------------------------- sql
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
     from .ddl import apply_migrations
@@ -203,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("topic", help="logical topic name, e.g. requests (see `tessera topics`)")
     sp.add_argument("file", nargs="?", default="-")
     sp.add_argument("--no-validate", action="store_true", help="send lines as they are (to test the dead-letter path)")
+
+    sp = add("scheduler", cmd_scheduler, "run the scheduler: requests in, allocation events out",
+             "Consume workload requests, place them with the packing kernel onto the live\n"
+             "resources, and publish allocation events, in Kafka transactions. One scheduler\n"
+             "runs per placement domain: a second one with the same domain fences the first.\n"
+             "Consumers of the allocations topic should read with isolation.level=read_committed.")
+    sp.add_argument("--domain", default="global", help="placement domain this scheduler owns (default: global)")
+    sp.add_argument("--batch-max", type=int, default=1000, help="requests per batch at most (default 1000)")
+    sp.add_argument("--batch-wait-ms", type=int, default=20, help="max wait to fill a batch (default 20 ms)")
+    sp.add_argument("--aging-s", type=float, default=60.0,
+                    help="seconds of waiting that promote a request by one tier (default 60)")
 
     from .resources.cli import add_parser as add_resources
 
