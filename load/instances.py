@@ -5,12 +5,8 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 
-from tessera.datasets import DATA_DIR, QOS_TIER
-from tessera.resources.pricing import OwnCost
+from tessera.datasets import DATA_DIR, OWN_COST, QOS_TIER
 from tessera.scheduler.packing import PackRequest, PackResource
-
-OWN_COST = OwnCost(capex=Decimal("12000"), amortization_months=48, opex_per_hour=Decimal("0.15"),
-                   capex_per_gpu=Decimal("9000"))
 
 
 def _rows(rel: str) -> list[dict[str, str]]:

@@ -10,13 +10,22 @@ import csv
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
-from schemas import Capacity, PricingModel, ResourceDiscovered, ResourceSpec, SlaTier, WorkloadRequest
+from schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
+
+from .resources.adapters.catalog import CatalogAdapter
+from .resources.adapters.own import OwnInventoryAdapter
+from .resources.model import DiscoveredResource
+from .resources.pricing import OwnCost
+
+#: The demo's and benchmarks' own data-center cost per node: $12,000 capex (+$9,000 per GPU)
+#: over 48 months, plus $0.15/h opex (power, space, staff).
+OWN_COST = OwnCost(capex=Decimal("12000"), amortization_months=48, opex_per_hour=Decimal("0.15"),
+                   capex_per_gpu=Decimal("9000"))
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MIB = 1 << 20
-GIB = 1 << 30
 
 #: Alibaba v2023 QoS class -> SLA tier. LS (latency-sensitive) pods get the top tier;
 #: best-effort pods the bottom one.
@@ -31,77 +40,32 @@ def _rows(relpath: str) -> Iterator[dict[str, str]]:
         yield from csv.DictReader(f)
 
 
-def own_nodes(limit: int | None = None, cost_per_node_hour: Decimal = Decimal("0.49"), region: str = "own-dc-1"
+def _events(listing: Iterable[DiscoveredResource], source: str) -> Iterator[ResourceDiscovered]:
+    for r in listing:
+        yield ResourceDiscovered(resource_id=r.resource_id, spec=r.spec, source=source)
+
+
+def own_nodes(limit: int | None = None, cost: OwnCost = OWN_COST, region: str = "own-dc-1"
               ) -> Iterator[ResourceDiscovered]:
-    """Alibaba GPU-cluster nodes as the provider's own data center."""
-    for i, r in enumerate(_rows("alibaba_clusterdata_gpu_v2023/openb_node_list_all_node.csv")):
-        if limit is not None and i >= limit:
-            return
-        gpus = int(r["gpu"] or 0)
-        yield ResourceDiscovered(
-            resource_id=f"own/{r['sn']}",
-            source="catalog://alibaba-v2023",
-            spec=ResourceSpec(
-                provider="own",
-                kind="node",
-                instance_type=r["model"] or "cpu-node",
-                region=region,
-                capacity=Capacity(vcpu=int(r["cpu_milli"]) / 1000, memory_bytes=int(r["memory_mib"]) * MIB, gpu=gpus),
-                gpu_model=r["model"] if gpus else "",
-                tags=["hipaa", "pci", "residency:own"],
-                pricing_model=PricingModel.own,
-                price_per_hour=cost_per_node_hour,
-            ),
-        )
+    """Alibaba GPU-cluster nodes as the provider's own data center (amortized capex + opex)."""
+    adapter = OwnInventoryAdapter(str(DATA_DIR / "alibaba_clusterdata_gpu_v2023/openb_node_list_all_node.csv"),
+                                  cost, region=region, limit=limit)
+    return _events(adapter.listing(), "catalog://alibaba-v2023")
 
 
 def digitalocean_vms(limit: int | None = None) -> Iterator[ResourceDiscovered]:
     """SkyPilot-format DigitalOcean catalog rows as partner resources (one per type/region)."""
-    for i, r in enumerate(_rows("digitalocean_skypilot_catalog/do_vms.csv")):
-        if limit is not None and i >= limit:
-            return
-        yield ResourceDiscovered(
-            resource_id=f"digitalocean/{r['Region']}/{r['InstanceType']}",
-            source="catalog://skypilot/do",
-            spec=ResourceSpec(
-                provider="digitalocean",
-                kind="vm",
-                instance_type=r["InstanceType"],
-                region=r["Region"],
-                capacity=Capacity(vcpu=float(r["vCPUs"]), memory_bytes=int(float(r["MemoryGiB"]) * GIB),
-                                  gpu=int(float(r["AcceleratorCount"] or 0))),
-                gpu_model=r["AcceleratorName"],
-                price_per_hour=Decimal(r["Price"]),
-            ),
-        )
+    path = DATA_DIR / "digitalocean_skypilot_catalog/do_vms.csv"
+    listing = list(CatalogAdapter("digitalocean", str(path)).parse(path.read_text()))
+    return _events(listing[:limit], "catalog://skypilot/do")
 
 
 def gcp_instances(limit: int | None = None, region: str | None = None) -> Iterator[ResourceDiscovered]:
-    n = 0
-    for r in _rows("gcp_cyclenerd_pricing/gcp_compute_instance_prices.csv"):
-        if region and r["region"] != region:
-            continue
-        if limit is not None and n >= limit:
-            return
-        if not r["price_hour_usd"]:
-            continue
-        n += 1
-        yield ResourceDiscovered(
-            resource_id=f"gcp/{r['region']}/{r['instance_type']}",
-            source="catalog://cyclenerd/gcp",
-            spec=ResourceSpec(
-                provider="gcp",
-                kind="vm",
-                instance_type=r["instance_type"],
-                region=r["region"],
-                capacity=Capacity(vcpu=float(r["vcpus"]), memory_bytes=int(float(r["memory_gib"]) * GIB),
-                                  storage_bytes=int(float(r["local_ssd_gib"] or 0) * GIB),
-                                  gpu=int(float(r["accelerator_count"] or 0))),
-                gpu_model=r["accelerator"],
-                tags=["hipaa"],
-                price_per_hour=Decimal(r["price_hour_usd"]),
-            ),
-        )
+    """GCP catalog rows (Cyclenerd format) as partner resources, on-demand prices."""
+    path = DATA_DIR / "gcp_cyclenerd_pricing/gcp_compute_instance_prices.csv"
+    adapter = CatalogAdapter("gcp", str(path), format="gcp", regions=frozenset({region}) if region else frozenset(),
+                             tags=("hipaa",))
+    return _events(list(adapter.parse(path.read_text()))[:limit], "catalog://cyclenerd/gcp")
 
 
 def alibaba_pod_requests(start: datetime, limit: int | None = None, time_scale: float = 1.0, id_prefix: str = ""

@@ -28,6 +28,9 @@ class OwnInventoryAdapter:
     _cache: list[DiscoveredResource] | None = field(default=None, repr=False)
 
     async def snapshot(self) -> list[DiscoveredResource]:
+        return self.listing()
+
+    def listing(self) -> list[DiscoveredResource]:
         p = Path(self.path)
         if not p.is_file():
             raise AdapterError(f"own inventory {p} does not exist")
