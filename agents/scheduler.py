@@ -12,6 +12,9 @@ full, then tailed), decisions and capacity in use from its own committed output 
 allocations topic (``read_committed``). Redelivered requests that were already decided
 are recognized by request id and skipped, so nothing is placed twice or lost.
 
+Forecasts (``forecast`` events with ``tier=`` and ``dim=vcpu`` in the series) set the
+headroom held back for higher tiers (tessera.scheduler.reservation).
+
 Releases: an allocation is released when its ``expected_duration_seconds`` has elapsed, or
 when an ``allocation.released`` event for it appears on the allocations topic.
 """
@@ -26,7 +29,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, HealthChanged, ResourceDiscovered,
+from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, Forecast, HealthChanged,
+                     ResourceDiscovered,
                      ResourceRemoved, ResourceUpdated, WorkloadRequest, encode, utc_now)
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
@@ -52,7 +56,7 @@ class SchedulerWorker:
         self.group = f"{s.app_id}-scheduler-{self.domain}"
         self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s)
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
-                      for n in ("requests", "resources", "health", "allocations", "dead-letters")}
+                      for n in ("requests", "resources", "health", "allocations", "forecasts", "dead-letters")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
         self._durations: dict[str, float] = {}  # request id -> expected duration (s)
@@ -105,7 +109,7 @@ class SchedulerWorker:
                                 isolation_level="read_committed", **sec)
         await requests.start()
         await tail.start()
-        tail_tps = [TopicPartition(self.topic[n], p) for n in ("resources", "health", "allocations")
+        tail_tps = [TopicPartition(self.topic[n], p) for n in ("resources", "health", "allocations", "forecasts")
                     for p in range(topic_spec(n).partitions)]
         tail.assign(tail_tps)
         await tail.seek_to_end(*tail_tps)
@@ -126,7 +130,7 @@ class SchedulerWorker:
                 d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                    key=rec.key, spec=topic_spec(name), consumer=AGENT)
                 e = d.event
-                if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
+                if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast)):
                     self.core.apply(e)
                 elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
                     self.core.release(e.allocation_id, e.reason)

@@ -119,3 +119,36 @@ def test_never_over_committed_across_batches_and_releases(ops):
             sch.release(live.pop(0))
         for st_ in sch.resources.values():
             assert all(u <= c + 1e-6 for u, c in zip(st_.used, st_.capacity)), "over-committed"
+
+
+def _forecast(tier, p05, p50, p95):
+    return s.Forecast(series=f"pool=default/tier={tier}/dim=vcpu", interval_seconds=300, model="test",
+                      horizons=[s.HorizonForecast(step=1, interval_start=T0,
+                                                  quantiles={"0.05": p05, "0.5": p50, "0.95": p95})])
+
+
+def test_forecast_headroom_holds_capacity_for_higher_tiers():
+    def scheduler(with_forecast):
+        sch = Scheduler()
+        sch.apply(resource(0, vcpu=16, mem_gib=64))
+        if with_forecast:
+            sch.apply(_forecast("platinum", 4.0, 8.0, 12.0))  # platinum expects up to ~12 vCPU soon
+        for i in range(8):
+            sch.submit(request(f"b{i}", "bronze", vcpu=2), 0.0, T0)
+        return sch, sch.run_batch(0.0, T0)
+
+    _, reactive = scheduler(False)
+    _, predictive = scheduler(True)
+    placed = lambda out: sum(isinstance(e, s.AllocationPlaced) for e in out)  # noqa: E731
+    assert placed(reactive) == 8, "without forecasts nothing is held back"
+    assert placed(predictive) == 2, "bronze gets only what the platinum headroom leaves (16 - ~12.1)"
+
+
+def test_newsvendor_levels():
+    from tessera.scheduler.reservation import Reservations, critical_ratio
+
+    assert critical_ratio(Decimal("1"), Decimal("0.03")) > critical_ratio(Decimal("0.4"), Decimal("0.03")) > 0.9
+    r = Reservations()
+    r.observe(_forecast("gold", 1.0, 2.0, 4.0))
+    assert r.headroom("gold", in_use=0.0) > r.headroom("gold", in_use=3.0) >= 0.0
+    assert r.headroom("bronze", in_use=0.0) == 0.0

@@ -23,11 +23,12 @@ from decimal import Decimal
 from typing import Iterable
 
 from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
-                     HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
+                     Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
                      WorkloadRequest)
 
 from .packing import PackRequest, PackResource, pack_batch
-from .queue import SchedulingQueue
+from .queue import RANK, SchedulingQueue
+from .reservation import Reservations
 
 GIB = float(1 << 30)
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
@@ -63,6 +64,7 @@ class Allocation:
     request_id: str
     demand: tuple[float, ...]
     placements: list[tuple[str, int]]
+    tier: str = "silver"
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Scheduler:
     resources: dict[str, ResourceState] = field(default_factory=dict)
     allocations: dict[str, Allocation] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
+    reservations: Reservations = field(default_factory=Reservations)
     queue: SchedulingQueue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +95,8 @@ class Scheduler:
             self.resources[event.resource_id] = st
         elif isinstance(event, ResourceRemoved):
             self.resources.pop(event.resource_id, None)
+        elif isinstance(event, Forecast):
+            self.reservations.observe(event)
         elif isinstance(event, HealthChanged):
             st = self.resources.get(event.resource_id)
             if st is not None:
@@ -127,7 +132,7 @@ class Scheduler:
                                         _vec(rq.per_replica), frozenset(rq.required_tags),
                                         frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
                                         rq.spread_min, seq=q.seq))
-        result = pack_batch(pack_req, pack_res)
+        result = self._pack_with_reservations(pack_req, pack_res)
         by_id = {q.request.request_id: q for q in batch}
         for rid, placements in result.placements.items():
             q = by_id[rid]
@@ -146,6 +151,48 @@ class Scheduler:
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
                 if isinstance(e, AllocationQueued) else e for e in out]
 
+    def vcpu_in_use_by_tier(self) -> dict[str, float]:
+        use: dict[str, float] = {}
+        for a in self.allocations.values():
+            use[a.tier] = use.get(a.tier, 0.0) + a.demand[0] * sum(k for _, k in a.placements)
+        return use
+
+    def _pack_with_reservations(self, reqs: list[PackRequest], res: list[PackResource]):
+        """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
+        use = self.vcpu_in_use_by_tier()
+        if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in RANK):
+            return pack_batch(reqs, res)
+        merged = None
+        current = list(res)
+        for rank in range(4):
+            group = [q for q in reqs if RANK.get(q.tier, 9) == rank]
+            if not group:
+                continue
+            held = self.reservations.reserved_above(rank, use)
+            total_free = sum(r.free[0] for r in current)
+            scale = max(0.0, 1.0 - held / total_free) if total_free > 0 else 0.0
+            view = [PackResource(r.id, r.provider, r.region, (r.free[0] * scale, *r.free[1:]), r.capacity,
+                                 r.price_per_hour, r.tags, r.open) for r in current]
+            part = pack_batch(group, view)
+            # carry the real free capacity forward: subtract what this tier took
+            taken = {r.id: tuple(a - b for a, b in zip(v.free, part.free_after.get(r.id, v.free)))
+                     for r, v in zip(current, view)}
+            current = [PackResource(r.id, r.provider, r.region,
+                                    tuple(max(f - t, 0.0) for f, t in zip(r.free, taken[r.id])), r.capacity,
+                                    r.price_per_hour, r.tags, r.open or r.id in part.opened) for r in current]
+            if merged is None:
+                merged = part
+            else:
+                merged.placements.update(part.placements)
+                merged.rejected.update(part.rejected)
+                merged.opened += part.opened
+                merged.cost += part.cost
+                merged.lower_bound += part.lower_bound
+        for q in reqs:  # invalid tiers never reach a group
+            if merged is not None and q.id not in merged.placements and q.id not in merged.rejected:
+                merged.rejected[q.id] = f"unknown tier {q.tier!r}"
+        return merged if merged is not None else pack_batch(reqs, res)
+
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
                batch_id: str) -> AllocationPlaced:
         demand = _vec(request.per_replica)
@@ -154,7 +201,8 @@ class Scheduler:
             for d in range(len(DIMS)):
                 st.used[d] += k * demand[d]
         alloc_id = f"alloc:{request.request_id}"
-        self.allocations[alloc_id] = Allocation(alloc_id, request.request_id, demand, list(placements))
+        self.allocations[alloc_id] = Allocation(alloc_id, request.request_id, demand, list(placements),
+                                                request.sla_tier.value)
         self.queue.remove(request.request_id)
         self.decided.add(request.request_id)
         return AllocationPlaced(
@@ -191,7 +239,8 @@ class Scheduler:
                 if e.allocation_id in self.allocations or e.request_id in self.decided:
                     continue
                 demand = _vec(e.per_replica)
-                a = Allocation(e.allocation_id, e.request_id, demand, [(p.resource_id, p.replicas) for p in e.placements])
+                a = Allocation(e.allocation_id, e.request_id, demand, [(p.resource_id, p.replicas) for p in e.placements],
+                               e.sla_tier.value)
                 self.allocations[a.allocation_id] = a
                 self.decided.add(e.request_id)
                 for res_id, k in a.placements:

@@ -1,0 +1,78 @@
+"""Predictive reservation: hold back headroom for the higher tiers' forecast demand.
+
+Newsvendor: for a tier whose shortage costs ``cu`` per unit-hour and whose idle capacity
+costs ``co`` per unit-hour, the capacity to keep available is the forecast quantile at the
+critical ratio ``cu / (cu + co)``. The headroom reserved for a tier is that quantile of
+its demand over the next horizons, less what it already uses. Lower tiers are placed on
+what is left. Without forecasts nothing is reserved (the scheduler is purely reactive).
+
+>>> critical_ratio(Decimal("1.0"), Decimal("0.03"))
+0.9709
+>>> quantile_at({"0.05": 10.0, "0.5": 20.0, "0.95": 40.0}, 0.725)
+30.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Mapping
+
+from schemas import Forecast
+
+#: Shortage cost per vCPU-hour by tier (what running short costs: SLA credits, lost work).
+DEFAULT_SHORTAGE_COST = {"platinum": Decimal("1.00"), "gold": Decimal("0.40"), "silver": Decimal("0.05"),
+                         "bronze": Decimal("0")}
+
+
+def critical_ratio(shortage_cost: Decimal, idle_cost: Decimal) -> float:
+    if shortage_cost <= 0:
+        return 0.0
+    return round(float(shortage_cost / (shortage_cost + idle_cost)), 4)
+
+
+def quantile_at(quantiles: Mapping[str, float], level: float) -> float:
+    """Linear interpolation between forecast quantile levels; clamped outside their range."""
+    pts = sorted((float(k), v) for k, v in quantiles.items())
+    if not pts or level <= 0:
+        return 0.0
+    if level <= pts[0][0]:
+        return pts[0][1]
+    for (l0, v0), (l1, v1) in zip(pts, pts[1:]):
+        if level <= l1:
+            return v0 + (v1 - v0) * (level - l0) / (l1 - l0)
+    return pts[-1][1]
+
+
+def parse_series(series: str) -> dict[str, str]:
+    """``pool=default/tier=gold/dim=vcpu`` -> {"pool": "default", "tier": "gold", "dim": "vcpu"}."""
+    return dict(part.split("=", 1) for part in series.split("/") if "=" in part)
+
+
+@dataclass
+class Reservations:
+    idle_cost_per_vcpu_hour: Decimal = Decimal("0.03")
+    shortage_cost: Mapping[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_SHORTAGE_COST))
+    horizons: int = 3
+    _forecasts: dict[str, Forecast] = field(default_factory=dict)  # tier -> latest vcpu forecast
+
+    def observe(self, forecast: Forecast) -> None:
+        labels = parse_series(forecast.series)
+        if labels.get("dim", "vcpu") == "vcpu" and "tier" in labels:
+            self._forecasts[labels["tier"]] = forecast
+
+    def headroom(self, tier: str, in_use: float) -> float:
+        """vCPU to keep free for ``tier`` beyond what it already uses."""
+        f = self._forecasts.get(tier)
+        if f is None:
+            return 0.0
+        level = critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
+        if level <= 0:
+            return 0.0
+        peak = max(quantile_at(h.quantiles, level) for h in f.horizons[: self.horizons])
+        return max(peak - in_use, 0.0)
+
+    def reserved_above(self, tier_rank: int, in_use_by_tier: Mapping[str, float]) -> float:
+        """Total headroom held for tiers strictly above ``tier_rank`` (0 = platinum)."""
+        tiers = ("platinum", "gold", "silver", "bronze")
+        return sum(self.headroom(t, in_use_by_tier.get(t, 0.0)) for t in tiers[:tier_rank])
