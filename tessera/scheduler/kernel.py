@@ -42,7 +42,7 @@ from numba import njit
 EPS = 1e-9
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider):
     if (res_tags[s] & req_tags[r]) != req_tags[r]:
         return False
@@ -53,7 +53,7 @@ def _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fit_count(r, s, req_demand, res_free, limit):
     """How many replicas of r fit on s (at most ``limit``)."""
     n = limit
@@ -68,7 +68,7 @@ def _fit_count(r, s, req_demand, res_free, limit):
     return n
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _fits_one(r, s, req_demand, res_free):
     for d in range(req_demand.shape[1]):
         if req_demand[r, d] > res_free[s, d] + EPS:
@@ -76,7 +76,7 @@ def _fits_one(r, s, req_demand, res_free):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _alignment(r, s, req_demand, res_free, inv_cap2):
     # Dot product of demand and free capacity, both normalized by the resource's size.
     score = 0.0
@@ -85,7 +85,7 @@ def _alignment(r, s, req_demand, res_free, inv_cap2):
     return score
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread, memo_req, n_memo):
     """True if an earlier request with the same constraints and no larger demand found no closed resource."""
     for m in range(n_memo):
@@ -103,7 +103,7 @@ def _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread, 
     return False
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_providers, req_spread,
          res_free_in, res_cap, res_price, res_open_in, res_tags, res_region, res_provider, res_type, improve,
          score_limit):
@@ -388,7 +388,7 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
     return placed, pl_req[:n_pl].copy(), pl_res[:n_pl].copy(), pl_count[:n_pl].copy(), res_free, res_open, cost
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _unlist(s, sig_list, sig_n, res_sig):
     m = res_sig[s]
     if m < 0:
@@ -402,7 +402,7 @@ def _unlist(s, sig_list, sig_n, res_sig):
     res_sig[s] = -1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _relist(s, res_free, min_pos, sig_list, sig_n, res_sig):
     """Put s in the list of its current signature (none if it can host nothing more)."""
     sig = 0
@@ -419,7 +419,7 @@ def _relist(s, res_free, min_pos, sig_list, sig_n, res_sig):
     res_sig[s] = sig
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _is_empty(s, res_free, res_cap):
     for d in range(res_free.shape[1]):
         if res_free[s, d] < res_cap[s, d] - 1e-6:
@@ -427,7 +427,7 @@ def _is_empty(s, res_free, res_cap):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res, pl_count,
                  head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
                  res_provider, open_list, n_open, inv_cap2, score_limit):
@@ -519,7 +519,7 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
         opened_here[src] = False
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
               head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region, res_provider,
               type_rep, type_members, type_count):
@@ -592,7 +592,7 @@ def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_r
         opened_here[src] = False
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def lower_bound(demand_total, res_free, res_cap, res_price, res_open):
     """Per-dimension fractional bound on the cost of newly opened resources.
 

@@ -236,9 +236,13 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
         for res_id, k in pls:
             merged[res_id] = merged.get(res_id, 0) + k
         result.placements[rid] = sorted(merged.items())
+    reasons: dict[tuple, str] = {}  # rejections often share a shape: explain each shape once
     for i, q in enumerate(valid):
         if not placed[i]:
-            result.rejected[q.id] = _why(i, q, arrays)
+            shape = (q.demand, q.tags_required, q.regions, q.providers, q.spread_min_providers)
+            if shape not in reasons:
+                reasons[shape] = _why(i, q, arrays)
+            result.rejected[q.id] = reasons[shape]
     result.opened = [resources[s].id for s in np.nonzero(open_after & ~res_open)[0].tolist()]
     result.cost = sum((resources[s].price_per_hour for s in np.nonzero(open_after & ~res_open)[0].tolist()),
                       Decimal(0))
@@ -251,11 +255,16 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
 
 
 def _why(i: int, q: PackRequest, arrays: tuple) -> str:
+    """Why request i was not placed (vectorized over resources: rejections can be many)."""
     (req_demand, _rep, req_tags, req_regions, req_providers, _spread,
      res_free, res_cap, _price, _open, res_tags, res_region, res_provider, _type) = arrays
-    compat = [s for s in range(len(res_cap)) if kernel._compatible.py_func(
-        i, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider)]
-    if not compat:
+    one = np.int64(1)
+    compat = (res_tags & req_tags[i]) == req_tags[i]
+    if req_regions[i]:
+        compat &= ((req_regions[i] >> res_region) & one) == 1
+    if req_providers[i]:
+        compat &= ((req_providers[i] >> res_provider) & one) == 1
+    if not compat.any():
         parts = []
         if q.tags_required:
             parts.append(f"tags {sorted(q.tags_required)}")
@@ -264,9 +273,10 @@ def _why(i: int, q: PackRequest, arrays: tuple) -> str:
         if q.providers:
             parts.append(f"providers {sorted(q.providers)}")
         return "no resource matches " + (" and ".join(parts) or "the constraints")
-    if not any(all(res_cap[s, d] + 1e-9 >= req_demand[i, d] for d in range(res_cap.shape[1])) for s in compat):
+    big_enough = compat & (res_cap + 1e-9 >= req_demand[i]).all(axis=1)
+    if not big_enough.any():
         return "no compatible resource is large enough for one replica"
-    providers = {int(res_provider[s]) for s in compat}
+    providers = np.unique(res_provider[compat])
     if q.spread_min_providers > len(providers):
         return f"spread over {q.spread_min_providers} providers impossible: only {len(providers)} compatible"
     return "insufficient free capacity for all replicas (placed whole or not at all)"
