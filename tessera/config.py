@@ -126,6 +126,16 @@ def _coerce(name: str, raw: Any, target: type | str) -> Any:
     return str(raw)
 
 
+def read_toml(path: Path, what: str, hint: str = "") -> dict[str, Any]:
+    """A TOML document, or a ConfigError that says which file and what is wrong with it."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist{hint}")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {str(path)!r} is not valid TOML: {exc}") from None
+
+
 def load_settings(
     config_file: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -144,12 +154,7 @@ def load_settings(
     path = config_file or env.get(ENV_PREFIX + "CONFIG")
     if path:
         p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"config file {str(p)!r} does not exist (set by --config or TESSERA_CONFIG)")
-        try:
-            doc = tomllib.loads(p.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(p)!r} is not valid TOML: {exc}") from None
+        doc = read_toml(p, "config file", hint=" (set by --config or TESSERA_CONFIG)")
         doc = doc.get("tessera", doc)
         for key, raw in doc.items():
             if key not in known:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tessera.config import ConfigError
+from tessera.config import ConfigError, read_toml
 
 from .adapters.catalog import CatalogAdapter
 from .adapters.kubernetes import KubernetesAdapter
@@ -36,12 +35,7 @@ def _relative(base: Path, p: str) -> str:
 def load_partners(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, int]]:
     """Adapters for every partner (and the own inventory), and each one's poll interval (s)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"partners file {p} does not exist")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"partners file {p} is not valid TOML: {exc}") from None
+    doc = read_toml(p, "partners file")
     base = p.parent
     fx = FxTable(doc.get("base_currency", "USD"), {k.upper(): Decimal(str(v)) for k, v in (doc.get("fx") or {}).items()})
     adapters: list[Any] = []
