@@ -258,3 +258,23 @@ def test_discoverer_follows_a_kubernetes_watch():
     assert kinds == [("resource.discovered", "p/n1"), ("resource.discovered", "p/n2"),
                      ("resource.updated", "p/n1"), ("resource.removed", "p/n2")]
     assert set(d.view) == {"p/n1"} and d.view["p/n1"].spec.capacity.vcpu == 2.0
+
+
+def test_partners_file_builds_every_adapter(tmp_path):
+    from pathlib import Path
+
+    from tessera.config import ConfigError
+    from tessera.resources.partners import load_partners
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "partners.example.toml"
+    adapters, intervals = load_partners(example)
+    by_name = {a.partner: a for a in adapters}
+    assert set(by_name) == {"own", "digitalocean", "gcp"} and intervals["digitalocean"] == 300
+    own = run(by_name["own"].snapshot())
+    assert len(own) == 50 and all(r.spec.price_per_hour > 0 for r in own), "own capacity is never free"
+    gcp = run(by_name["gcp"].snapshot())
+    assert gcp and {r.spec.region for r in gcp} == {"europe-west4"} and all("hipaa" in r.spec.tags for r in gcp)
+    bad = tmp_path / "p.toml"
+    bad.write_text('[[partner]]\nname = "x"\nadapter = "ftp"\n')
+    with pytest.raises(ConfigError, match="adapter = catalog"):
+        load_partners(bad)
