@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from schemas import HealthChanged, HealthSample, ResourceRemoved, utc_now
+from schemas import AllocationPlaced, AllocationReleased, HealthChanged, HealthSample, ResourceRemoved, encode, utc_now
 from schemas.topics import topic_spec
 from streams.deadletter import publish_dead_letters, publish_events
 from streams.edge import decode_faust_event
@@ -30,7 +30,8 @@ from streams.topics import Topics
 from tessera import metrics
 from tessera.config import Settings
 from tessera.resources import health
-from tessera.resources.table import LiveResourceTable, decode_row, encode_row, new_row, set_reported_free, set_spec
+from tessera.resources.table import (LiveResourceTable, apply_allocation, decode_row, encode_row, new_row,
+                                     set_reported_free, set_spec)
 from tessera.storage import AnalyticsStore
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,37 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
             store_rows(cache)
             if verdicts:
                 await publish_events(health_topic, verdicts)
+
+    # Allocated capacity per resource: allocation events (keyed by request id) are re-keyed
+    # by each placement's resource id onto an internal topic co-partitioned with the table.
+    by_resource = topics["resource-allocations"]
+
+    @app.agent(topics["allocations"], name=f"{settings.topic_prefix}.agent.allocations-by-resource")
+    async def allocations_by_resource(stream: Any) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            futures = []
+            for fe in batch:
+                d = decode_faust_event(fe, topics.specs["allocations"], AGENT)
+                e = d.event
+                if isinstance(e, (AllocationPlaced, AllocationReleased)):
+                    for p in e.placements:
+                        futures.append(await by_resource.send(key=p.resource_id.encode(), value=encode(e)))
+            for f in futures:
+                await f
+
+    @app.agent(by_resource, name=f"{settings.topic_prefix}.agent.resource-allocations")
+    async def resource_allocations(stream: Any) -> None:
+        async for batch in stream.take_events(1000, within=0.2):
+            cache: dict[str, Any] = {}
+            for fe in batch:
+                d = decode_faust_event(fe, topics.specs["resource-allocations"], AGENT)
+                e = d.event
+                if e is None or d.key is None:
+                    continue
+                rid = d.key.decode()
+                row = load(cache, rid)
+                apply_allocation(row, rid, e)  # type: ignore[arg-type]
+            store_rows(cache)
 
     @app.timer(interval=settings.health_check_interval_s, name=f"{settings.topic_prefix}.timer.heartbeat-expiry")
     async def heartbeat_expiry() -> None:

@@ -199,6 +199,8 @@ class AllocationReleased(_AllocationEvent):
     event_type: Literal["allocation.released"] = "allocation.released"
     allocation_id: Identifier
     reason: str = "completed"
+    placements: list[Placement] = Field(default_factory=list, description="what is freed (as placed)")
+    per_replica: Capacity | None = None
 
 
 # ---------------------------------------------------------------------------

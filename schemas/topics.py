@@ -59,6 +59,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("billing-lines", 1, "partner_id", 3, (ev.BillingLine,), "rated partner usage"),
     TopicSpec("alerts", 1, "partner_id", 1, (ev.UsageLimitAlert,), "usage-limit threshold crossings"),
     TopicSpec("dead-letters", 1, "source_topic", 1, (ev.DeadLetter,), "inputs that failed validation"),
+    # Internal: allocation events re-keyed by each placement's resource id, so that the
+    # resources agent (co-partitioned by resource id) keeps allocated capacity per resource.
+    TopicSpec("resource-allocations", 1, "resource_id", 6, (ev.AllocationPlaced, ev.AllocationReleased),
+              "internal: allocation events re-keyed by resource id (one message per placement)"),
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}

@@ -38,6 +38,31 @@ def set_spec(row: dict[str, Any], spec: ResourceSpec, at: str) -> None:
     row["updated_at"] = at
 
 
+def apply_allocation(row: dict[str, Any], resource_id: str, event: Any) -> None:
+    """Add (placed) or remove (released) one allocation's share of this resource.
+
+    Idempotent: the row remembers which allocations it holds, so a redelivered event
+    changes nothing.
+    """
+    held = row.setdefault("allocations", {})
+    alloc_id = event.allocation_id
+    per = event.per_replica
+    replicas = sum(p.replicas for p in event.placements if p.resource_id == resource_id)
+    if per is None or replicas == 0:
+        return
+    sign = 0
+    if event.event_type == "allocation.placed" and alloc_id not in held:
+        held[alloc_id] = replicas
+        sign = 1
+    elif event.event_type == "allocation.released" and alloc_id in held:
+        replicas = held.pop(alloc_id)
+        sign = -1
+    if sign:
+        alloc = row["allocated"]
+        for d in DIMS:
+            alloc[d] = max(alloc.get(d, 0) + sign * replicas * getattr(per, d), 0)
+
+
 def set_reported_free(row: dict[str, Any], sample: HealthSample) -> None:
     if sample.free is not None:
         row["reported_free"] = sample.free.model_dump()
@@ -58,7 +83,10 @@ class ResourceView:
         if not row.get("spec"):
             return None
         spec = ResourceSpec.model_validate(row["spec"])
-        allocated = Capacity.model_validate(row.get("allocated") or {})
+        alloc = row.get("allocated") or {}
+        allocated = Capacity(vcpu=float(alloc.get("vcpu", 0)), memory_bytes=int(alloc.get("memory_bytes", 0)),
+                             storage_bytes=int(alloc.get("storage_bytes", 0)),
+                             network_gbps=float(alloc.get("network_gbps", 0)), gpu=int(alloc.get("gpu", 0)))
         cap = spec.capacity
         free = {d: max(getattr(cap, d) - getattr(allocated, d), 0) for d in DIMS}
         rep = row.get("reported_free")

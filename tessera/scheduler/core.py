@@ -221,8 +221,14 @@ class Scheduler:
         if a is None:
             return []  # unknown or already released: idempotent
         self._unuse(a)
+        per_replica = Capacity(vcpu=a.demand[0], memory_bytes=int(a.demand[1] * GIB), gpu=int(a.demand[2]),
+                               storage_bytes=int(a.demand[3] * GIB))
+        placements = [Placement(resource_id=r, provider=self.resources[r].provider if r in self.resources else "own",
+                                replicas=k, price_per_hour=self.resources[r].price if r in self.resources else 0)
+                      for r, k in a.placements]
         return [AllocationReleased(event_id=f"released:{allocation_id}", request_id=a.request_id,
-                                   allocation_id=allocation_id, reason=reason)]
+                                   allocation_id=allocation_id, reason=reason, placements=placements,
+                                   per_replica=per_replica)]
 
     def _unuse(self, a: Allocation) -> None:
         for res_id, k in a.placements:
