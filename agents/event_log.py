@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from streams.deadletter import publish_dead_letters
 from streams.edge import Decoded, decode_faust_event

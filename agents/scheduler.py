@@ -35,6 +35,7 @@ from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, Fo
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
+from streams.reader import read_to_end
 from tessera import metrics
 from tessera.config import Settings
 from tessera.scheduler.core import Scheduler
@@ -63,33 +64,17 @@ class SchedulerWorker:
         self.batches = 0
 
     # -- recovery ---------------------------------------------------------------
-    async def _read_all(self, topic: str, committed_only: bool = False) -> list[Event]:
-        c = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-                             enable_auto_commit=False,
-                             isolation_level="read_committed" if committed_only else "read_uncommitted",
-                             **aiokafka_security_kwargs(self.settings))
-        await c.start()
-        events: list[Event] = []
-        try:
-            tps = [TopicPartition(topic, p) for p in range(topic_spec(topic.split(".")[-2]).partitions)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            end = await c.end_offsets(tps)
-            while any([await c.position(tp) < end[tp] for tp in tps]):
-                for recs in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
-                    for rec in recs:
-                        d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                           key=rec.key, spec=topic_spec(topic.split(".")[-2]), consumer=AGENT)
-                        if d.event is not None:
-                            events.append(d.event)
-        finally:
-            await c.stop()
-        return events
+    async def _read_all(self, name: str, committed_only: bool = False) -> list[Event]:
+        records = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions,
+                                    committed_only=committed_only)
+        decoded = (decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                                  spec=topic_spec(name), consumer=AGENT) for r in records)
+        return [d.event for d in decoded if d.event is not None]
 
     async def recover(self) -> None:
-        for e in await self._read_all(self.topic["resources"]) + await self._read_all(self.topic["health"]):
+        for e in await self._read_all("resources") + await self._read_all("health"):
             self.core.apply(e)
-        own = await self._read_all(self.topic["allocations"], committed_only=True)
+        own = await self._read_all("allocations", committed_only=True)
         self.core.replay(own)
         log.info("scheduler %s recovered: %d resources, %d live allocations, %d decided requests",
                  self.domain, len(self.core.resources), len(self.core.allocations), len(self.core.decided))

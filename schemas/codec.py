@@ -32,7 +32,8 @@ class SchemaError(ValueError):
         super().__init__(f"{field}: {problem}" if field else problem)
 
 
-def _default(obj: object) -> object:
+def json_default(obj: object) -> object:
+    """orjson ``default``: Decimal as an exact decimal string (money never becomes a float)."""
     if isinstance(obj, Decimal):
         return format(obj, "f")
     raise TypeError(f"cannot encode {type(obj).__name__}")
@@ -42,7 +43,7 @@ def encode(event: Event) -> bytes:
     """Event -> JSON bytes. Datetimes as RFC 3339 UTC ('Z'), Decimals as strings."""
     return orjson.dumps(
         event.model_dump(mode="python"),
-        default=_default,
+        default=json_default,
         option=orjson.OPT_UTC_Z | orjson.OPT_PASSTHROUGH_SUBCLASS,
     )
 

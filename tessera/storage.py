@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 import orjson
 
+from schemas.codec import json_default
+
 from .config import Settings
 
 
@@ -26,17 +28,9 @@ class StorageError(RuntimeError):
     """A query or insert failed; carries the backend's message."""
 
 
-def _json_default(obj: object) -> object:
-    from decimal import Decimal
-
-    if isinstance(obj, Decimal):
-        return format(obj, "f")
-    raise TypeError(f"cannot encode {type(obj).__name__}")
-
-
 def rows_to_jsoneachrow(rows: Iterable[Mapping[str, Any]]) -> bytes:
     opts = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NAIVE_UTC
-    return b"".join(orjson.dumps(r, default=_json_default, option=opts) for r in rows)
+    return b"".join(orjson.dumps(r, default=json_default, option=opts) for r in rows)
 
 
 def parse_jsoneachrow(data: bytes) -> list[dict[str, Any]]:

@@ -149,49 +149,22 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
 
 def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     """The live table, rebuilt from the resources agent's changelog (last value per key)."""
-    from aiokafka import AIOKafkaConsumer
-    from aiokafka.structs import TopicPartition
-
     from agents.resources import changelog_topic
     from schemas.topics import topic_spec
-    from streams.app import aiokafka_security_kwargs
+    from streams.reader import read_to_end
 
     from .table import decode_row
 
-    topic = changelog_topic(s)
-
-    async def go() -> dict[str, dict[str, Any]]:
-        c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, enable_auto_commit=False, group_id=None,
-                             **aiokafka_security_kwargs(s))
-        await c.start()
-        rows: dict[str, dict[str, Any]] = {}
-        try:
-            if topic not in await c.topics():
-                return rows
-            # The changelog has the table's partition count, which is the resources topic's.
-            tps = [TopicPartition(topic, p) for p in range(topic_spec("resources").partitions)]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            end = await c.end_offsets(tps)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            async def behind() -> bool:
-                return any([await c.position(tp) < end[tp] for tp in tps])
-
-            while await behind() and loop.time() < deadline:
-                for records in (await c.getmany(timeout_ms=500)).values():
-                    for rec in records:
-                        key = rec.key.decode()
-                        row = decode_row(rec.value)
-                        if row is None:
-                            rows.pop(key, None)
-                        else:
-                            rows[key] = row
-        finally:
-            await c.stop()
-        return rows
-
-    return asyncio.run(go())
+    # The changelog has the table's partition count, which is the resources topic's.
+    records = asyncio.run(read_to_end(s, changelog_topic(s), topic_spec("resources").partitions, timeout=timeout))
+    rows: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        row = decode_row(rec.value)
+        if row is None:
+            rows.pop(rec.key.decode(), None)
+        else:
+            rows[rec.key.decode()] = row
+    return rows
 
 
 def run(args: argparse.Namespace, s: Settings) -> int:

@@ -8,12 +8,12 @@ orjson (the Faust table stores bytes), so they survive the changelog unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
 from schemas import Capacity, HealthSample, ResourceSpec
+from schemas.codec import json_default
 
 from . import health
 
@@ -26,7 +26,7 @@ def new_row(resource_id: str) -> dict[str, Any]:
 
 
 def encode_row(row: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(row, default=lambda o: format(o, "f") if isinstance(o, Decimal) else str(o))
+    return orjson.dumps(row, default=json_default)
 
 
 def decode_row(data: bytes | None) -> dict[str, Any] | None:

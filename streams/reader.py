@@ -1,0 +1,46 @@
+"""Read a topic from its beginning up to its current end (state rebuilds, table reads)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from tessera.config import Settings
+
+from .app import aiokafka_security_kwargs
+
+
+async def read_to_end(settings: Settings, topic: str, partitions: int, *, committed_only: bool = False,
+                      timeout: float | None = None) -> list[Any]:
+    """Every record of ``topic`` (all ``partitions``) up to the end offsets seen at the start.
+
+    Outside any consumer group. ``committed_only`` reads with read_committed (aborted
+    transactions stay invisible). A missing topic reads as empty. With a ``timeout`` the
+    read stops there, possibly short of the end; without one it reads to the end.
+    """
+    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                         isolation_level="read_committed" if committed_only else "read_uncommitted",
+                         **aiokafka_security_kwargs(settings))
+    await c.start()
+    records: list[Any] = []
+    try:
+        if topic not in await c.topics():
+            return records
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        end = await c.end_offsets(tps)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+
+        async def behind() -> bool:
+            return any([await c.position(tp) < end[tp] for tp in tps])
+
+        while await behind() and (deadline is None or loop.time() < deadline):
+            for recs in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
+                records.extend(recs)
+    finally:
+        await c.stop()
+    return records
