@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pack(sub, fmt)
 
+    from .forecast.cli import add_parser as add_forecast
+
+    add_forecast(sub, fmt)
+
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
     sp = add("demo", cmd_demo, "run the demo: local Kafka, agents, sample events, results from ClickHouse",
