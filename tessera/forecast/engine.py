@@ -167,7 +167,9 @@ class SeriesForecaster:
                 self._learn_models(self.last_ts + k * c.interval_s, self.last_z)
                 self.step += 1
         if self.scale is None:
-            self.scale = abs(value) if value > 0 else 1.0
+            # Models work in units of the first real value, so learning rates mean the same
+            # for CPU fractions and for thousands of vCPU; degenerate first values use 1.
+            self.scale = value if value >= 1e-6 else 1.0
         z = value / self.scale
         self.step += 1
         spike = self._score(ts, z)
@@ -216,6 +218,9 @@ class SeriesForecaster:
         preds = np.empty((len(self.models), H))
         for i, m in enumerate(self.models):
             preds[i] = m.forecast(self.last_z, cal[0], cal[1:])
+        bad = ~np.isfinite(preds)
+        if bad.any():      # a diverged model answers 'last value' (and its error shows it)
+            preds[bad] = self.last_z
         uplift = np.array([self._uplift_of(self.events.active(s, c.interval_s)) for s in starts]) \
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))

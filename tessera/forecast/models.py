@@ -229,7 +229,7 @@ class DirectAR:
         self.W = np.zeros((horizon, self.F))
         self.P = np.repeat(np.eye(self.F)[None] * prior, horizon, axis=0)
         self.L = 2 * season + horizon + self.LAGS + 2
-        self.hist = np.zeros(self.L, dtype=np.float32)   # normalised values; float32 halves the state
+        self.hist = np.zeros(self.L)
         self.t = -1
         self.fast = _Ewma(12.0)
         self.slow = _Ewma(float(season))

@@ -1,0 +1,181 @@
+"""The Predictive Demand Engine's core: accuracy on known structure, calibration, event
+uplift and spikes, non-crossing quantiles, checkpoints, bad input, the evaluate CLI."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from tessera.cli import main
+from tessera.forecast.engine import ForecastConfig, ForecastInputError, SeriesForecaster
+from tessera.forecast.evaluate import prequential
+from tessera.forecast.models import SnarimaxModel
+
+SEASON = 24
+
+
+def seasonal_series(n: int, noise: float, seed: int = 1, trend: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 100 + 20 * np.sin(2 * np.pi * t / SEASON) + trend * t + rng.normal(0, noise, n)
+
+
+def cfg(**kw) -> ForecastConfig:
+    base = dict(horizon=6, season=SEASON, interval_s=3600)
+    base.update(kw)
+    return ForecastConfig(**base)
+
+
+def test_learns_seasonality_and_trend_beyond_the_naive_forecasts():
+    ys = seasonal_series(24 * 40, noise=1.0, trend=0.05)
+    ev = prequential(np.arange(len(ys)) * 3600.0, ys, cfg(), skip=24 * 10)
+    # Noise alone (sd 1) makes the best possible ratio about 0.7 here.
+    assert ev.mae_vs_best_naive < 0.75, ev.as_dict()
+
+
+def test_band_is_calibrated_on_known_noise():
+    ys = seasonal_series(24 * 60, noise=3.0, seed=5)
+    ev = prequential(np.arange(len(ys)) * 3600.0, ys, cfg(quantiles=(0.05, 0.5, 0.95)), skip=24 * 5)
+    assert 0.87 <= ev.overall_coverage <= 0.93, ev.coverage
+
+
+def test_band_stays_calibrated_when_the_noise_level_drifts():
+    rng = np.random.default_rng(3)
+    n = 24 * 60
+    noise = np.where(np.arange(n) < n // 2, 1.0, 6.0)   # the noise level jumps mid-way
+    ys = 200 + 30 * np.sin(2 * np.pi * np.arange(n) / SEASON) + rng.normal(0, 1, n) * noise
+    ev = prequential(np.arange(n) * 3600.0, ys, cfg(), skip=24 * 5)
+    assert 0.86 <= ev.overall_coverage <= 0.94, ev.coverage
+
+
+def feed(fc: SeriesForecaster, ys, start: int = 0):
+    spikes = []
+    for i, y in enumerate(ys, start=start):
+        s = fc.learn(i * 3600.0, float(y))
+        fc.forecast()
+        if s:
+            spikes.append(s)
+    return spikes
+
+
+def test_learns_the_uplift_of_an_event_kind_and_links_spikes_to_events():
+    n = 24 * 30
+    ys = seasonal_series(n, noise=1.0, seed=9)
+    fc = SeriesForecaster(cfg())
+    # A 'sale' of 6 hours every 3 days adds 40 to demand.
+    for k, start in enumerate(range(24 * 3, n, 24 * 3)):
+        fc.add_event(f"sale-{k}", "sale", start * 3600.0, (start + 6) * 3600.0)
+        ys[start:start + 6] += 40
+    spikes = feed(fc, ys)
+    uplift = fc.uplifts()["sale"]
+    assert 30 <= uplift <= 50, uplift
+    # The first sales surprised the engine: those spikes name the event.
+    assert spikes and spikes[0].external_ids == ("sale-0",)
+    # Announced and learned, later sales are forecast: the h=1 forecast inside one is high.
+    fc2 = SeriesForecaster.from_bytes(fc.to_bytes())
+    assert fc2.uplifts()["sale"] == pytest.approx(uplift)
+
+
+def test_spike_without_an_event_is_flagged_with_no_link():
+    ys = seasonal_series(24 * 20, noise=1.0, seed=2)
+    ys[24 * 15] += 60
+    spikes = feed(SeriesForecaster(cfg()), ys)
+    assert [s.interval_start for s in spikes] == [24 * 15 * 3600.0]
+    assert spikes[0].external_ids == () and spikes[0].observed > spikes[0].expected + 40
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(st.lists(st.floats(min_value=0, max_value=1e6, allow_nan=False), min_size=2, max_size=80),
+       st.lists(st.floats(min_value=0.01, max_value=0.99), min_size=1, max_size=5))
+def test_quantiles_never_cross(values, levels):
+    fc = SeriesForecaster(cfg(quantiles=tuple(levels), models=("last", "holt_winters", "direct_ar")))
+    for i, v in enumerate(values):
+        fc.learn(i * 3600.0, v)
+        f = fc.forecast()
+        assert np.all(np.diff(f.values, axis=1) >= 0)
+        assert np.all(f.values >= 0)
+
+
+def test_restart_from_a_checkpoint_continues_exactly_and_refuses_a_replayed_interval():
+    ys = seasonal_series(24 * 12, noise=2.0, seed=4)
+    whole = SeriesForecaster(cfg())
+    feed(whole, ys)
+    first = SeriesForecaster(cfg())
+    feed(first, ys[:150])
+    blob = first.to_bytes()
+    assert len(blob) < 50_000
+    resumed = SeriesForecaster.from_bytes(blob)
+    # A redelivered interval is refused, never learned twice.
+    with pytest.raises(ForecastInputError, match="not after"):
+        resumed.learn(149 * 3600.0, float(ys[149]))
+    feed(resumed, ys[150:], start=150)
+    np.testing.assert_allclose(resumed.forecast().values, whole.forecast().values)
+
+
+@pytest.mark.parametrize("value, problem", [(math.nan, "finite"), (math.inf, "finite"), (-1.0, "negative")])
+def test_bad_values_are_refused_with_a_reason(value, problem):
+    fc = SeriesForecaster(cfg())
+    fc.learn(0.0, 5.0)
+    with pytest.raises(ForecastInputError, match=problem):
+        fc.learn(3600.0, value)
+    fc.learn(3600.0, 6.0)    # the engine is unharmed
+    assert fc.step == 1
+
+
+def test_out_of_order_interval_is_refused():
+    fc = SeriesForecaster(cfg())
+    fc.learn(7200.0, 1.0)
+    with pytest.raises(ForecastInputError, match="in order"):
+        fc.learn(3600.0, 1.0)
+
+
+def test_gap_is_filled_so_steps_stay_aligned():
+    fc = SeriesForecaster(cfg())
+    fc.learn(0.0, 1.0)
+    fc.learn(3 * 3600.0, 2.0)
+    assert fc.step == 3
+
+
+def test_fast_snarimax_forecast_equals_rivers():
+    m = SnarimaxModel(SEASON)
+    for y in seasonal_series(24 * 5, noise=1.0):
+        m.learn(float(y) / 100, None)
+    np.testing.assert_allclose(m.fast_forecast(8), m.model.forecast(horizon=8), rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_model_and_bad_levels_are_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        SeriesForecaster(cfg(models=("last", "prophet")))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        cfg(quantiles=(0.5, 1.5))
+
+
+def test_evaluate_cli_emits_one_line_per_issued_forecast(tmp_path, capsys):
+    ys = seasonal_series(24 * 8, noise=1.0)
+    csv = tmp_path / "s.csv"
+    csv.write_text("y\n" + "\n".join(f"{v:.4f}" for v in ys) + "\n")
+    out = tmp_path / "f.jsonl"
+    rc = main(["forecast", "evaluate", "--csv", str(csv), "--value-col", "y", "--interval-s", "3600",
+               "--season", "24", "--horizon", "4", "--quantiles", "0.1,0.5,0.9", "--emit", str(out), "--json"])
+    assert rc == 0
+    report = orjson.loads(capsys.readouterr().out)
+    assert report["horizon"] == 4 and len(report["per_horizon"]) == 4
+    assert {"mae", "mase", "pinball", "coverage"} <= set(report["per_horizon"][0])
+    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+    n = len(ys)
+    assert len(lines) == sum(min(4, n - 1 - i) for i in range(n))
+    first = lines[0]
+    assert first["i"] == 1 and first["h"] == 1 and set(first["q"]) == {"0.1", "0.5", "0.9"}
+    assert all(l["q"]["0.1"] <= l["q"]["0.5"] <= l["q"]["0.9"] for l in lines)
+
+
+def test_evaluate_cli_names_a_missing_column(tmp_path, capsys):
+    csv = tmp_path / "s.csv"
+    csv.write_text("a,b\n1,2\n")
+    rc = main(["forecast", "evaluate", "--csv", str(csv), "--value-col", "cpu", "--horizon", "3"])
+    assert rc == 2
+    assert "column 'cpu' not in" in capsys.readouterr().err
