@@ -57,8 +57,8 @@ def by_partition(decoded: Iterable[Decoded]) -> dict[tuple[str, int], list[Decod
 
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore) -> None:
     db = store.database
-    # Internal re-keyed copies (resource-allocations) would only duplicate allocation events.
-    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations")]
+    # Internal re-keyed copies (resource-allocations, demand) would only duplicate their sources.
+    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand")]
     source = app.topic(*[t for n in inputs for t in topics[n].topics], key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     dlq = topics["dead-letters"]

@@ -263,6 +263,38 @@ class DemandSpike(Event):
     external_ids: list[str] = Field(default_factory=list)
 
 
+class DemandObservation(Event):
+    """Internal: one input's demand, re-keyed by its series group so one worker owns the
+    group's intervals. ``source_*`` name the input message, which makes replays idempotent."""
+
+    event_type: Literal["demand.observation"] = "demand.observation"
+    KEY: ClassVar[str] = "group"
+    group: NonEmptyStr = Field(description="series group, e.g. tier=gold or source=usage")
+    observed_at: UtcTime
+    amounts: dict[str, float] = Field(description="dimension -> demand, e.g. {'vcpu': 8.0}")
+    source_topic: str
+    source_partition: int = Field(ge=0)
+    source_offset: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _finite_amounts(self) -> "DemandObservation":
+        for dim, v in self.amounts.items():
+            if not (v == v and abs(v) != float("inf")) or v < 0:
+                raise ValueError(f"amount for {dim!r} must be a finite number >= 0")
+        return self
+
+
+class DemandInterval(Event):
+    """The realised demand of one series in one closed interval (what forecasts are scored on)."""
+
+    event_type: Literal["demand.interval"] = "demand.interval"
+    KEY: ClassVar[str] = "series"
+    series: NonEmptyStr
+    interval_start: UtcTime
+    interval_seconds: int = Field(gt=0)
+    value: float = Field(ge=0)
+
+
 # ---------------------------------------------------------------------------
 # Migration
 # ---------------------------------------------------------------------------
@@ -362,6 +394,8 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     Forecast,
     ExternalEvent,
     DemandSpike,
+    DemandObservation,
+    DemandInterval,
     MigrationPlanned,
     MigrationProgress,
     MigrationDone,

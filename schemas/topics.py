@@ -51,7 +51,8 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("allocations", 1, "request_id", 6,
               (ev.AllocationPlaced, ev.AllocationQueued, ev.AllocationRejected, ev.AllocationReleased),
               "one outcome per request, then its release"),
-    TopicSpec("forecasts", 1, "series", 3, (ev.Forecast, ev.DemandSpike), "demand quantiles per series"),
+    TopicSpec("forecasts", 1, "series", 3, (ev.Forecast, ev.DemandSpike, ev.DemandInterval),
+              "demand quantiles per series, realised demand per interval, spikes"),
     TopicSpec("external-events", 1, "scope", 1, (ev.ExternalEvent,), "campaigns, releases, holidays"),
     TopicSpec("migrations", 1, "migration_id", 3,
               (ev.MigrationPlanned, ev.MigrationProgress, ev.MigrationDone, ev.MigrationFailed),
@@ -63,6 +64,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     # resources agent (co-partitioned by resource id) keeps allocated capacity per resource.
     TopicSpec("resource-allocations", 1, "resource_id", 6, (ev.AllocationPlaced, ev.AllocationReleased),
               "internal: allocation events re-keyed by resource id (one message per placement)"),
+    # Internal: requests and usage turned into demand, re-keyed by series group so that one
+    # forecast worker owns each group's intervals whatever the number of workers.
+    TopicSpec("demand", 1, "group", 3, (ev.DemandObservation,),
+              "internal: demand observations keyed by series group"),
 )
 
 BY_NAME: dict[str, TopicSpec] = {t.name: t for t in TOPICS}

@@ -18,7 +18,7 @@ from .admin import ensure_topics
 from .app import create_app
 from .topics import Topics, declare_topics
 
-AGENT_MODULES = {"event-log": "agents.event_log", "resources": "agents.resources"}
+AGENT_MODULES = {"event-log": "agents.event_log", "resources": "agents.resources", "forecast": "agents.forecast"}
 
 
 def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",), app_id: str | None = None

@@ -68,6 +68,18 @@ class Settings:
     #: Partner discovery config (TOML); see docs/partners.example.toml.
     partners_file: str = ""
 
+    # --- Predictive Demand Engine -------------------------------------------
+    #: Length of a demand interval (seconds) and of a season in intervals (288 x 5 min = a day).
+    forecast_interval_s: int = 300
+    forecast_season: int = 288
+    #: Intervals ahead to forecast, and the quantile levels issued for each.
+    forecast_horizon: int = 12
+    forecast_quantiles: str = "0.05,0.5,0.95"
+    #: Late events up to this many seconds after an interval's end still count in it.
+    forecast_grace_s: float = 60.0
+    #: Models blended per series (comma-separated); empty = all.
+    forecast_models: str = ""
+
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
     clickhouse_url: str = ""
@@ -190,6 +202,15 @@ def _check(s: Settings) -> None:
         raise ConfigError("SASL needs TESSERA_KAFKA_SASL_USERNAME and TESSERA_KAFKA_SASL_PASSWORD")
     if s.processing_guarantee not in {"exactly_once", "at_least_once"}:
         raise ConfigError("TESSERA_PROCESSING_GUARANTEE must be 'exactly_once' or 'at_least_once'")
+    if s.forecast_interval_s < 1 or s.forecast_horizon < 1 or s.forecast_season < 1:
+        raise ConfigError("TESSERA_FORECAST_INTERVAL_S, _HORIZON and _SEASON must be >= 1")
+    try:
+        levels = [float(q) for q in s.forecast_quantiles.split(",") if q.strip()]
+    except ValueError:
+        levels = []
+    if not levels or any(not 0 < q < 1 for q in levels):
+        raise ConfigError(f"TESSERA_FORECAST_QUANTILES={s.forecast_quantiles!r}: give levels in (0, 1), "
+                          "e.g. 0.05,0.5,0.95")
     if s.topic_partitions < 1:
         raise ConfigError("TESSERA_TOPIC_PARTITIONS must be >= 1")
     if s.clickhouse_url and not s.clickhouse_url.startswith(("http://", "https://")):

@@ -27,3 +27,8 @@ def serve(port: int) -> None:
     """Start the /metrics endpoint (no-op when port is 0)."""
     if port:
         start_http_server(port, addr="127.0.0.1")
+
+FORECAST_INTERVALS = Counter("tessera_forecast_intervals_total", "Closed demand intervals learned", ["group"])
+FORECAST_OBSERVATIONS = Counter(
+    "tessera_forecast_observations_total", "Demand observations by outcome (applied, duplicate, late)", ["outcome"])
+FORECAST_SPIKES = Counter("tessera_forecast_spikes_total", "Demand spikes detected", ["group"])

@@ -179,3 +179,30 @@ def test_evaluate_cli_names_a_missing_column(tmp_path, capsys):
     rc = main(["forecast", "evaluate", "--csv", str(csv), "--value-col", "cpu", "--horizon", "3"])
     assert rc == 2
     assert "column 'cpu' not in" in capsys.readouterr().err
+
+
+def _obs(minute: float, offset: int, partition: int = 0, vcpu: float = 1.0):
+    from tests.samples import T0
+    from datetime import timedelta
+    import schemas as s
+
+    return s.DemandObservation(group="tier=gold", observed_at=T0 + timedelta(seconds=60 * minute),
+                               amounts={"vcpu": vcpu}, source_topic="req", source_partition=partition,
+                               source_offset=offset)
+
+
+def test_intervals_close_on_the_watermark_count_each_input_once_and_refuse_late_ones():
+    from tessera.forecast.demand import GroupIntervals
+
+    g = GroupIntervals("tier=gold", 60, grace_s=30)
+    # Out of event-time order across partitions: the earliest interval still opens first.
+    assert g.observe(_obs(2.2, 0, partition=1)) == "applied"
+    assert g.observe(_obs(0.5, 0, partition=0)) == "applied"
+    assert g.observe(_obs(0.5, 0, partition=0)) == "duplicate"      # a replayed message
+    assert g.observe(_obs(0.9, 1, partition=0, vcpu=2.0)) == "applied"
+    assert g.observe(_obs(3.6, 1, partition=1)) == "applied"        # watermark 3.1 min
+    closed = g.close_ready()
+    assert [(start, v["vcpu"]) for start, v in closed][-3:] == [
+        (closed[0][0], 3.0), (closed[0][0] + 60, 0.0), (closed[0][0] + 120, 1.0)]
+    assert g.observe(_obs(1.5, 2, partition=0)) == "late"
+    assert g.close_ready() == []

@@ -24,6 +24,7 @@ whole state pickles to a few tens of kB (``to_bytes``), which is the checkpoint.
 
 from __future__ import annotations
 
+import logging
 import math
 import pickle
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from river import linear_model, optim
 from tessera.forecast import kernels
 from tessera.forecast.calendar import CalendarTable
 from tessera.forecast.models import MODEL_NAMES, build_models
+
+log = logging.getLogger(__name__)
 
 
 class ForecastInputError(ValueError):
@@ -128,6 +131,7 @@ class SeriesForecaster:
         self.models = build_models(c.models, c.season, self.n_features, c.horizon)
         M = len(self.models)
         self.events = EventCalendar()
+        self.model_failures: dict[str, int] = {}
         self.uplift = linear_model.LinearRegression(optimizer=optim.SGD(0.2), intercept_lr=0.0, l2=0.0)
         self.scale: float | None = None
         self.step = -1                     # index of the last learned interval
@@ -183,7 +187,11 @@ class SeriesForecaster:
     def _learn_models(self, ts: float, z: float) -> None:
         cal = self._calendar().rows_from(ts, 1)[0]
         for m in self.models:
-            m.learn(z, cal)
+            try:
+                m.learn(z, cal)
+            except (ArithmeticError, ValueError, IndexError) as exc:   # one model's failure is not the series'
+                self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
+                log.warning("model %s failed to learn (%s); it answers 'last value' until it recovers", m.name, exc)
 
     def _score(self, ts: float, z: float) -> Spike | None:
         c = self.config
@@ -217,7 +225,11 @@ class SeriesForecaster:
         cal = self._calendar().rows_from(self.last_ts, H + 1)
         preds = np.empty((len(self.models), H))
         for i, m in enumerate(self.models):
-            preds[i] = m.forecast(self.last_z, cal[0], cal[1:])
+            try:
+                preds[i] = m.forecast(self.last_z, cal[0], cal[1:])
+            except (ArithmeticError, ValueError, IndexError):
+                self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
+                preds[i] = self.last_z
         bad = ~np.isfinite(preds)
         if bad.any():      # a diverged model answers 'last value' (and its error shows it)
             preds[bad] = self.last_z

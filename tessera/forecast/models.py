@@ -59,28 +59,34 @@ class HoltWintersModel:
     """River ``HoltWinters``, additive; falls back to the last value during its first season.
 
     River initialises an *additive* season with ratios ``y / level`` (right only for the
-    multiplicative form); we replace them with differences ``y - level`` once, at warm-up.
+    multiplicative form, and a division by zero for an all-zero first season), so this
+    adapter collects the first season itself and initialises the components the additive
+    way (``y - level``); River's update equations run from then on.
     """
 
     name = "holt_winters"
 
     def __init__(self, season: int, alpha: float = 0.4, beta: float = 0.005, gamma: float = 0.15):
         self.model = time_series.HoltWinters(alpha=alpha, beta=beta, gamma=gamma, seasonality=season)
-        self._fixed = False
+        self._first: list[float] | None = []
 
     def learn(self, z, cal):
         m = self.model
-        m.learn_one(z)
-        if m._initialized and not self._fixed:
-            first = m._first_values
-            level = m.level[-1]
-            m.season.clear()
-            m.season.extend(v - level for v in first)
-            m._first_values = []  # not needed any more; keeps the checkpoint small
-            self._fixed = True
+        if self._first is None:
+            m.learn_one(z)
+            return
+        self._first.append(z)
+        if len(self._first) < max(2, m.seasonality):
+            return
+        first, self._first = self._first, None
+        level = sum(first) / len(first)
+        m.level.append(level)
+        m.trend.append(sum(b - a for a, b in zip(first, first[1:])) / (len(first) - 1))
+        m.season.extend(v - level for v in first)
+        m._initialized = True
 
     def forecast(self, z_last, cal_now, cal_future):
-        if not self._fixed:
+        if self._first is not None:
             return np.full(len(cal_future), z_last)
         return np.asarray(self.model.forecast(horizon=len(cal_future)))
 
