@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_pack(sub, fmt)
 
+    from .billing.cli import add_parser as add_bill
+
+    add_bill(sub, fmt)
+
     from .forecast.cli import add_parser as add_forecast
 
     add_forecast(sub, fmt)

@@ -1,0 +1,152 @@
+"""Partner agreements: what each partner charges, loaded from JSON and validated.
+
+Rates are decimal strings (or integers) with at most 6 decimal places (micro-units of the
+currency); floats are refused because binary floats cannot hold prices exactly. Tiers are
+graduated: each band's rate applies to the quantity inside the band of cumulative
+unit-hours in the billing period. Limits carry alert thresholds (percent) and soft or hard
+enforcement (hard: the scheduler stops placing on the partner for the rest of the period).
+
+>>> a = parse_agreement({"partner": "gcp", "currency": "EUR", "rates": {"vcpu_hour": "0.031"}})
+>>> a.rates["vcpu_hour"], a.minor_unit
+(31000, 2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+#: The units usage is rated in, and how one unit is named on an invoice.
+UNITS = {"vcpu_hour": "vCPU-hour", "memory_gib_hour": "GiB-hour", "gpu_hour": "GPU-hour",
+         "instance_hour": "instance-hour"}
+#: Decimal places of each currency's minor unit (ISO 4217); others default to 2.
+MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
+MICRO = 1_000_000
+
+
+class AgreementError(ValueError):
+    """An agreement field that cannot be used; the message names it."""
+
+
+def to_micro(value: Any, where: str) -> int:
+    """A decimal string / integer amount as integer micro-units; floats and >6 places refused."""
+    if isinstance(value, bool) or isinstance(value, float):
+        raise AgreementError(f"{where}: give money as a decimal string like \"0.031\", not the float {value!r}")
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation:
+        raise AgreementError(f"{where}: {value!r} is not a decimal number") from None
+    if not d.is_finite() or d < 0:
+        raise AgreementError(f"{where}: {value!r} must be a finite number >= 0")
+    micro = d * MICRO
+    if micro != micro.to_integral_value():
+        raise AgreementError(f"{where}: {value!r} has more than 6 decimal places")
+    return int(micro)
+
+
+@dataclass(frozen=True)
+class Tier:
+    from_units: Decimal   # unit-hours in the period where this band starts
+    rate: int             # micro-units per unit-hour
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str             # "spend" or a unit such as "vcpu_hour"
+    amount: Decimal       # currency for spend, unit-hours otherwise
+    thresholds: tuple[int, ...] = (80, 100)
+    enforcement: str = "soft"
+
+
+@dataclass(frozen=True)
+class Agreement:
+    partner: str
+    currency: str
+    rates: dict[str, int]                                   # unit -> micro-units per unit-hour
+    instance_rates: dict[str, int] = field(default_factory=dict)   # instance type -> micro per hour
+    tiers: dict[str, tuple[Tier, ...]] = field(default_factory=dict)
+    monthly_commit: int = 0                                 # micro-units
+    limits: tuple[Limit, ...] = ()
+    provider_name: str = ""
+
+    @property
+    def minor_unit(self) -> int:
+        return MINOR_UNITS.get(self.currency, 2)
+
+
+def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
+    if not isinstance(doc, dict):
+        raise AgreementError(f"{where}: must be a JSON object")
+    partner = doc.get("partner")
+    if not isinstance(partner, str) or not partner:
+        raise AgreementError(f"{where}.partner: required, a non-empty string")
+    where = f"agreement[{partner}]"
+    currency = doc.get("currency")
+    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+        raise AgreementError(f"{where}.currency: {currency!r} is not an ISO 4217 code like \"USD\"")
+    raw_rates = doc.get("rates")
+    if not isinstance(raw_rates, dict) or not raw_rates:
+        raise AgreementError(f"{where}.rates: required, e.g. {{\"vcpu_hour\": \"0.031\"}}")
+    rates: dict[str, int] = {}
+    instance_rates: dict[str, int] = {}
+    for unit, value in raw_rates.items():
+        if unit == "instance_hour":
+            if not isinstance(value, dict):
+                raise AgreementError(f"{where}.rates.instance_hour: map instance types to rates")
+            instance_rates = {t: to_micro(v, f"{where}.rates.instance_hour.{t}") for t, v in value.items()}
+        elif unit in UNITS:
+            rates[unit] = to_micro(value, f"{where}.rates.{unit}")
+        else:
+            raise AgreementError(f"{where}.rates.{unit}: unknown unit; use {', '.join(UNITS)}")
+    tiers: dict[str, tuple[Tier, ...]] = {}
+    for unit, bands in (doc.get("tiers") or {}).items():
+        w = f"{where}.tiers.{unit}"
+        if unit not in UNITS or unit == "instance_hour":
+            raise AgreementError(f"{w}: tiers apply to vcpu_hour, memory_gib_hour or gpu_hour")
+        if not isinstance(bands, list) or not bands:
+            raise AgreementError(f"{w}: a list of {{\"from\": unit-hours, \"rate\": \"...\"}}")
+        parsed = []
+        for i, b in enumerate(bands):
+            if not isinstance(b, dict) or "from" not in b or "rate" not in b:
+                raise AgreementError(f"{w}[{i}]: needs \"from\" and \"rate\"")
+            start = Decimal(to_micro(b["from"], f"{w}[{i}].from")) / MICRO
+            parsed.append(Tier(start, to_micro(b["rate"], f"{w}[{i}].rate")))
+        if parsed[0].from_units != 0:
+            raise AgreementError(f"{w}[0].from: the first band must start at 0")
+        if any(a.from_units >= b.from_units for a, b in zip(parsed, parsed[1:])):
+            raise AgreementError(f"{w}: bands must start at increasing \"from\" values")
+        tiers[unit] = tuple(parsed)
+    commit = to_micro(doc.get("monthly_commit", "0"), f"{where}.monthly_commit")
+    limits = []
+    for name, spec in (doc.get("limits") or {}).items():
+        w = f"{where}.limits.{name}"
+        if name != "spend" and name not in UNITS:
+            raise AgreementError(f"{w}: limit 'spend' or a unit ({', '.join(UNITS)})")
+        if not isinstance(spec, dict) or "amount" not in spec:
+            raise AgreementError(f"{w}: needs \"amount\" (and optional \"thresholds\", \"enforcement\")")
+        amount = Decimal(to_micro(spec["amount"], f"{w}.amount")) / MICRO
+        thresholds = spec.get("thresholds", [80, 100])
+        if (not isinstance(thresholds, list) or not thresholds
+                or any(not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= 1000 for t in thresholds)):
+            raise AgreementError(f"{w}.thresholds: percentages as integers 1..1000, e.g. [80, 100]")
+        enforcement = spec.get("enforcement", "soft")
+        if enforcement not in ("soft", "hard"):
+            raise AgreementError(f"{w}.enforcement: 'soft' or 'hard', not {enforcement!r}")
+        limits.append(Limit(name, amount, tuple(sorted(set(thresholds))), enforcement))
+    return Agreement(partner, currency, rates, instance_rates, tiers, commit, tuple(limits),
+                     str(doc.get("provider_name") or partner))
+
+
+def parse_agreements(doc: Any) -> dict[str, Agreement]:
+    if isinstance(doc, dict):
+        doc = doc.get("agreements", [doc])
+    if not isinstance(doc, list):
+        raise AgreementError("agreements: a JSON list of agreement objects")
+    out: dict[str, Agreement] = {}
+    for i, item in enumerate(doc):
+        a = parse_agreement(item, f"agreements[{i}]")
+        if a.partner in out:
+            raise AgreementError(f"agreements[{i}].partner: {a.partner!r} appears twice")
+        out[a.partner] = a
+    return out

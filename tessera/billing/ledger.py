@@ -1,0 +1,258 @@
+"""The rating engine: usage in, exact invoice lines and limit alerts out.
+
+Accounting is in integers. Usage accumulates as *unit-microseconds x 1000* (``N``) per
+partner, period and unit; a line's exact amount is ``rate_micro x N / D`` currency, with
+``D = 3.6e18`` (hour in microseconds x 1000 x micro-units). Numerators add exactly, so the
+sum of any split of the usage (per allocation, per resource) equals the whole exactly.
+Rounding happens once, on the invoice: the total is the exact amount rounded half-up to
+the currency's minor unit, and line amounts are apportioned by largest remainder so that
+they add up to that total to the cent.
+
+Periods are calendar months (UTC). Usage spanning a month boundary is split there. Each
+event id is rated once. A period can be *closed* (after its grace window, by the live
+agent); usage that still arrives for it is rated into the next open period as an
+adjustment line.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Iterable
+
+from .agreements import MICRO, UNITS, Agreement
+from .usage import UsageError, UsageRecord, month_segments, period_bounds, period_of
+
+#: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
+D = 3_600_000_000 * 1000 * MICRO
+N_PER_UNIT_HOUR = 3_600_000_000 * 1000
+QUANTITY_PLACES = Decimal("0.000000001")
+
+
+def _dec(num: int, den: int, places: int = 12) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return (Decimal(num) / Decimal(den)).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+
+
+def round_half_up(num: int, den: int, minor: int) -> int:
+    """num/den currency rounded half-up to ``minor`` places, as an integer of minor units."""
+    scale = 10 ** minor
+    q, r = divmod(num * scale, den)
+    return q + (1 if 2 * r >= den else 0)
+
+
+def apportion(total: int, weights: list[int]) -> list[int]:
+    """Split an integer total in proportion to non-negative integer weights, exactly
+    (largest remainder); ties go to the earlier item."""
+    s = sum(weights)
+    if s == 0:
+        return [total] + [0] * (len(weights) - 1) if weights else []
+    base = [total * w // s for w in weights]
+    rems = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % s), i))
+    for i in rems[: total - sum(base)]:
+        base[i] += 1
+    return base
+
+
+@dataclass
+class Line:
+    partner: str
+    period: str
+    sku: str
+    unit: str                      # e.g. vcpu_hour
+    charge_category: str           # usage | commitment_shortfall | adjustment
+    n: int                         # unit-microseconds x 1000 (0 for a shortfall)
+    rate_micro: int
+    numerator: int                 # exact amount = numerator / D
+    amount_minor: int = 0          # apportioned, minor units of the currency
+    adjusts: str = ""              # period an adjustment line corrects
+
+    @property
+    def line_id(self) -> str:
+        suffix = f"/adj-{self.adjusts}" if self.adjusts else ""
+        return f"{self.partner}/{self.period}/{self.sku}{suffix}"
+
+    @property
+    def quantity(self) -> Decimal:
+        return _dec(self.n, N_PER_UNIT_HOUR, 9) if self.n else Decimal(0)
+
+
+@dataclass
+class Invoice:
+    partner: str
+    period: str
+    currency: str
+    minor: int
+    lines: list[Line]
+    exact_numerator: int           # sum of line numerators (including any shortfall)
+
+    @property
+    def total_minor(self) -> int:
+        return sum(l.amount_minor for l in self.lines)
+
+    def money(self, minor_units: int) -> str:
+        return str(Decimal(minor_units).scaleb(-self.minor)) if self.minor else str(minor_units)
+
+    @property
+    def total(self) -> str:
+        return self.money(self.total_minor)
+
+    @property
+    def exact_total(self) -> Decimal:
+        return _dec(self.exact_numerator, D, 12)
+
+
+@dataclass(frozen=True)
+class Alert:
+    partner: str
+    period: str
+    limit_name: str
+    threshold_pct: int
+    used: Decimal
+    limit: Decimal
+    enforcement: str
+
+
+@dataclass
+class Ledger:
+    agreements: dict[str, Agreement]
+    seen: set[str] = field(default_factory=set)
+    # (partner, period, unit key) -> N ; unit key: vcpu_hour | memory_gib_hour | gpu_hour | instance_hour:<type>
+    usage: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    # adjustments: (partner, period rated into, period corrected, unit key) -> N
+    adjustments: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    # finer split for exports: (partner, period, unit key, resource id, region) -> N
+    by_resource: dict[tuple[str, str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    closed: set[tuple[str, str]] = field(default_factory=set)
+    alerted: set[tuple[str, str, str, int]] = field(default_factory=set)
+    blocked: dict[str, str] = field(default_factory=dict)   # partner -> period its hard limit was hit
+
+    def add(self, r: UsageRecord) -> bool:
+        """Rate one record; False if its event id was already rated."""
+        if r.event_id in self.seen:
+            return False
+        a = self.agreements.get(r.partner)
+        if a is None:
+            raise UsageError(f"usage[{r.event_id}].partner: no agreement for partner {r.partner!r}")
+        if r.instance_type and r.instance_type not in a.instance_rates and not a.rates:
+            raise UsageError(f"usage[{r.event_id}].instance_type: {r.instance_type!r} has no rate "
+                             f"in the agreement with {r.partner!r}")
+        self.seen.add(r.event_id)
+        for period, s, e in month_segments(r.start_us, r.end_us):
+            dur = e - s
+            if not dur:
+                continue
+            target, corrected = period, ""
+            if (r.partner, period) in self.closed:
+                target, corrected = self._next_open(r.partner, period), period
+            for key, qty in (("vcpu_hour", r.vcpu_milli), ("memory_gib_hour", r.memory_milli),
+                             ("gpu_hour", r.gpu_milli)):
+                if qty:
+                    self._account(r, target, corrected, key, qty * dur)
+            if r.instance_type:
+                self._account(r, target, corrected, f"instance_hour:{r.instance_type}", 1000 * dur)
+        return True
+
+    def _account(self, r: UsageRecord, period: str, corrected: str, key: str, n: int) -> None:
+        if corrected:
+            self.adjustments[(r.partner, period, corrected, key)] += n
+        else:
+            self.usage[(r.partner, period, key)] += n
+        self.by_resource[(r.partner, period, key, r.resource_id, r.region)] += n
+
+    def _next_open(self, partner: str, period: str) -> str:
+        p = period
+        while (partner, p) in self.closed:
+            _, hi = period_bounds(p)
+            p = period_of(hi)
+        return p
+
+    def close_period(self, partner: str, period: str) -> None:
+        self.closed.add((partner, period))
+
+    def add_all(self, records: Iterable[UsageRecord]) -> int:
+        return sum(self.add(r) for r in records)
+
+    # ------------------------------------------------------------------ rating
+    def _rate_unit(self, a: Agreement, key: str, n: int) -> list[tuple[str, int, int, int]]:
+        """(sku, n in band, rate, numerator) per band for one unit's period quantity."""
+        if key.startswith("instance_hour:"):
+            t = key.split(":", 1)[1]
+            rate = a.instance_rates.get(t)
+            return [] if rate is None else [(key, n, rate, rate * n)]
+        tiers = a.tiers.get(key)
+        if not tiers:
+            rate = a.rates.get(key)
+            return [] if rate is None else [(key, n, rate, rate * n)]
+        out = []
+        bounds = [int(t.from_units * N_PER_UNIT_HOUR) for t in tiers] + [None]
+        for i, t in enumerate(tiers):
+            lo, hi = bounds[i], bounds[i + 1]
+            inside = max(0, (n if hi is None else min(n, hi)) - lo)
+            if inside:
+                out.append((f"{key}/tier{i + 1}", inside, t.rate, t.rate * inside))
+        return out
+
+    def invoice(self, partner: str, period: str) -> Invoice:
+        a = self.agreements[partner]
+        lines: list[Line] = []
+        for (p, per, key), n in sorted(self.usage.items()):
+            if p == partner and per == period:
+                for sku, nb, rate, num in self._rate_unit(a, key, n):
+                    lines.append(Line(partner, period, sku, key.split(":")[0], "usage", nb, rate, num))
+        for (p, per, corrected, key), n in sorted(self.adjustments.items()):
+            if p == partner and per == period:
+                # Late usage is rated at the corrected period's marginal (last-band) rate.
+                full = self.usage.get((partner, corrected, key), 0)
+                before = self._rate_unit(a, key, full)
+                after = self._rate_unit(a, key, full + n)
+                num = sum(x[3] for x in after) - sum(x[3] for x in before)
+                rate = after[-1][2] if after else 0
+                lines.append(Line(partner, period, key, key.split(":")[0], "adjustment", n, rate, num,
+                                  adjusts=corrected))
+        subtotal = sum(l.numerator for l in lines)
+        commit_num = a.monthly_commit * N_PER_UNIT_HOUR   # micro-units -> numerator units
+        if commit_num and subtotal < commit_num:
+            lines.append(Line(partner, period, "commitment-shortfall", "commitment", "commitment_shortfall", 0,
+                              0, commit_num - subtotal))
+        exact = sum(l.numerator for l in lines)
+        total_minor = round_half_up(exact, D, a.minor_unit)
+        for l, m in zip(lines, apportion(total_minor, [l.numerator for l in lines])):
+            l.amount_minor = m
+        return Invoice(partner, period, a.currency, a.minor_unit, lines, exact)
+
+    def periods(self, partner: str | None = None) -> list[tuple[str, str]]:
+        keys = {(p, per) for (p, per, _k) in self.usage} | {(p, per) for (p, per, _c, _k) in self.adjustments}
+        return sorted(k for k in keys if partner is None or k[0] == partner)
+
+    # ------------------------------------------------------------------ limits
+    def check_limits(self, partner: str, period: str) -> list[Alert]:
+        """Alerts for thresholds newly crossed in this period (each at most once)."""
+        a = self.agreements[partner]
+        if not a.limits:
+            return []
+        out = []
+        inv = None
+        for lim in a.limits:
+            if lim.name == "spend":
+                inv = inv or self.invoice(partner, period)
+                used = _dec(sum(l.numerator for l in inv.lines if l.charge_category != "commitment_shortfall"), D, 6)
+            else:
+                n = self.usage.get((partner, period, lim.name), 0)
+                used = _dec(n, N_PER_UNIT_HOUR, 6)
+            for t in lim.thresholds:
+                key = (partner, period, lim.name, t)
+                if key in self.alerted or used * 100 < lim.amount * t:
+                    continue
+                self.alerted.add(key)
+                hard = lim.enforcement == "hard" and t >= 100
+                if hard:
+                    self.blocked[partner] = period
+                out.append(Alert(partner, period, lim.name, t, used, lim.amount, "hard" if hard else "soft"))
+        return out
+
+
+def unit_label(key: str) -> str:
+    return UNITS.get(key.split(":")[0], key)

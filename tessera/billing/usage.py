@@ -1,0 +1,112 @@
+"""Usage records: who used how much of which partner's capacity, from when to when.
+
+Quantities are normalised once, here: time to integer microseconds (UTC), vCPU / GiB / GPU
+to integer thousandths. Their product, *unit-microseconds x 1000*, is an exact integer, so
+rating never rounds until the invoice does.
+
+>>> r = parse_usage({"event_id": "u1", "partner": "gcp", "allocation_id": "a", "resource_id": "r",
+...                  "start": "2026-01-31T23:00:00Z", "end": "2026-02-01T01:00:00Z", "vcpu": 2})
+>>> [(p, e - s) for p, s, e in month_segments(r.start_us, r.end_us)]
+[('2026-01', 3600000000), ('2026-02', 3600000000)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+US = 1_000_000
+
+
+class UsageError(ValueError):
+    """A usage record that cannot be rated; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    event_id: str
+    partner: str
+    allocation_id: str
+    resource_id: str
+    start_us: int
+    end_us: int
+    vcpu_milli: int
+    memory_milli: int      # GiB x 1000
+    gpu_milli: int
+    instance_type: str = ""
+    region: str = ""
+
+
+def _time_us(value: Any, field: str, where: str) -> int:
+    if not isinstance(value, str):
+        raise UsageError(f"{where}.{field}: an ISO-8601 UTC time like 2026-01-31T23:00:00Z")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{where}.{field}: {value!r} is not an ISO-8601 time") from None
+    if dt.tzinfo is None:
+        raise UsageError(f"{where}.{field}: {value!r} has no time zone; give UTC (Z)")
+    delta = dt - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+
+
+def _milli(value: Any, field: str, where: str) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{where}.{field}: a number, not {value!r}")
+    m = round(value * 1000)
+    if m < 0 or abs(value * 1000 - m) > 1e-6:
+        raise UsageError(f"{where}.{field}: {value!r} must be >= 0 with at most 3 decimal places")
+    return m
+
+
+def parse_usage(doc: Any, where: str = "usage") -> UsageRecord:
+    if not isinstance(doc, dict):
+        raise UsageError(f"{where}: each line must be a JSON object")
+    for key in ("event_id", "partner", "allocation_id", "resource_id"):
+        v = doc.get(key)
+        if not isinstance(v, str) or not v:
+            raise UsageError(f"{where}.{key}: required, a non-empty string")
+    start = _time_us(doc.get("start"), "start", where)
+    end = _time_us(doc.get("end"), "end", where)
+    if end < start:
+        raise UsageError(f"{where}.end: before start")
+    return UsageRecord(doc["event_id"], doc["partner"], doc["allocation_id"], doc["resource_id"], start, end,
+                       _milli(doc.get("vcpu"), "vcpu", where), _milli(doc.get("memory_gib"), "memory_gib", where),
+                       _milli(doc.get("gpu"), "gpu", where), str(doc.get("instance_type") or ""),
+                       str(doc.get("region") or ""))
+
+
+def month_start_us(year: int, month: int) -> int:
+    delta = datetime(year, month, 1, tzinfo=timezone.utc) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * US
+
+
+def period_of(us: int) -> str:
+    dt = datetime.fromtimestamp(us / US, tz=timezone.utc)
+    return f"{dt.year:04d}-{dt.month:02d}"
+
+
+def period_bounds(period: str) -> tuple[int, int]:
+    y, m = int(period[:4]), int(period[5:7])
+    ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
+    return month_start_us(y, m), month_start_us(ny, nm)
+
+
+def month_segments(start_us: int, end_us: int) -> Iterator[tuple[str, int, int]]:
+    """Split [start, end) at calendar-month boundaries (UTC): (period, start, end) pieces."""
+    period = period_of(start_us)
+    lo, hi = period_bounds(period)
+    if end_us <= hi:
+        yield period, start_us, end_us
+        return
+    s = start_us
+    while s < end_us:
+        period = period_of(s)
+        _, hi = period_bounds(period)
+        e = min(hi, end_us)
+        yield period, s, e
+        s = e
