@@ -1,0 +1,211 @@
+"""The rating engine: hand-computed invoices, exactness under any split, replays,
+limits and alerts, and errors that name the field."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from tessera.billing.agreements import AgreementError, parse_agreements
+from tessera.billing.export import FOCUS_COLUMNS, focus_rows, invoice_json
+from tessera.billing.ledger import Ledger
+from tessera.billing.usage import UsageError, parse_usage
+from tessera.cli import main
+
+
+def agreements(**extra):
+    base = {"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04", "memory_gib_hour": "0.005",
+                                                            "gpu_hour": "2.50"}}
+    base.update(extra)
+    return parse_agreements([base, {"partner": "sakura", "currency": "JPY", "rates": {"vcpu_hour": "4.4"}}])
+
+
+def usage(eid, start, end, partner="gcp", alloc="a1", res="gcp/r1", **q):
+    return parse_usage({"event_id": eid, "partner": partner, "allocation_id": alloc, "resource_id": res,
+                        "start": start, "end": end, **q})
+
+
+def test_graduated_tiers_split_at_the_boundary():
+    led = Ledger(agreements(tiers={"vcpu_hour": [{"from": "0", "rate": "0.04"}, {"from": "100", "rate": "0.03"},
+                                                 {"from": "200", "rate": "0.02"}]}))
+    # 10 vCPU for 25 h = 250 vCPU-hours: 100 @ 0.04 + 100 @ 0.03 + 50 @ 0.02 = 4 + 3 + 1 = 8.00
+    led.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-02T01:00:00Z", vcpu=10))
+    inv = led.invoice("gcp", "2026-03")
+    assert [(l.sku, str(l.quantity), inv.money(l.amount_minor)) for l in inv.lines] == [
+        ("vcpu_hour/tier1", "100.000000000", "4.00"), ("vcpu_hour/tier2", "100.000000000", "3.00"),
+        ("vcpu_hour/tier3", "50.000000000", "1.00")]
+    assert inv.total == "8.00"
+
+
+def test_commitment_shortfall_brings_the_bill_up_to_the_commitment():
+    led = Ledger(agreements(monthly_commit="100.00"))
+    led.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T10:00:00Z", vcpu=4))   # 40 h x 0.04 = 1.60
+    inv = led.invoice("gcp", "2026-03")
+    assert [(l.charge_category, inv.money(l.amount_minor)) for l in inv.lines] == [
+        ("usage", "1.60"), ("commitment_shortfall", "98.40")]
+    assert inv.total == "100.00"
+
+
+def test_usage_spanning_two_months_is_split_at_midnight_utc():
+    led = Ledger(agreements())
+    led.add(usage("u1", "2026-01-31T22:00:00Z", "2026-02-01T03:00:00Z", gpu=1))    # 2 h + 3 h
+    assert led.invoice("gcp", "2026-01").total == "5.00"
+    assert led.invoice("gcp", "2026-02").total == "7.50"
+
+
+def test_duplicates_count_once():
+    led = Ledger(agreements())
+    rec = usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", vcpu=1)
+    assert led.add(rec) and not led.add(rec)
+    assert led.invoice("gcp", "2026-03").total == "0.04"
+
+
+def test_late_usage_after_the_period_closed_is_an_adjustment_in_the_next():
+    led = Ledger(agreements())
+    led.add(usage("u1", "2026-03-31T00:00:00Z", "2026-03-31T10:00:00Z", vcpu=1))
+    led.close_period("gcp", "2026-03")
+    led.add(usage("u2", "2026-03-30T00:00:00Z", "2026-03-30T05:00:00Z", vcpu=2))    # late: 10 h
+    assert led.invoice("gcp", "2026-03").total == "0.40"                          # unchanged
+    april = led.invoice("gcp", "2026-04")
+    (line,) = april.lines
+    assert (line.charge_category, line.adjusts, april.total) == ("adjustment", "2026-03", "0.40")
+    assert line.line_id == "gcp/2026-04/vcpu_hour/adj-2026-03"
+
+
+def test_two_currencies_round_to_their_own_minor_unit():
+    led = Ledger(agreements())
+    # 1 vCPU for 20 minutes: 0.04/3 USD = 0.0133.. -> 0.01 ; 4.4/3 JPY = 1.466.. -> 1 yen
+    led.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T00:20:00Z", vcpu=1))
+    led.add(usage("u2", "2026-03-01T00:00:00Z", "2026-03-01T00:20:00Z", partner="sakura", res="sk/1", vcpu=1))
+    assert led.invoice("gcp", "2026-03").total == "0.01"
+    yen = led.invoice("sakura", "2026-03")
+    assert (yen.currency, yen.total) == ("JPY", "1")
+    # Half-up: 4.4 yen x 75 min / 60 = 5.5 -> 6
+    led.add(usage("u3", "2026-03-02T00:00:00Z", "2026-03-02T01:15:00Z", partner="sakura", res="sk/1", vcpu=1))
+    assert led.invoice("sakura", "2026-03").total == "7"   # 1.4666 + 5.5 = 6.9666 -> 7
+
+
+records = st.lists(
+    st.tuples(st.integers(0, 5), st.integers(0, 60 * 24 * 40), st.integers(1, 60 * 24 * 3),
+              st.integers(0, 16000), st.integers(0, 64000), st.integers(0, 2)),
+    min_size=1, max_size=40)
+
+
+def _records(raw):
+    from datetime import datetime, timedelta, timezone
+    t0 = datetime(2026, 1, 20, tzinfo=timezone.utc)
+    out = []
+    for i, (alloc, start_min, dur_min, vcpu_milli, mem_milli, gpu) in enumerate(raw):
+        s = t0 + timedelta(minutes=start_min, seconds=i)
+        out.append(usage(f"u{i}", s.isoformat(), (s + timedelta(minutes=dur_min)).isoformat(), alloc=f"a{alloc}",
+                         res=f"gcp/r{alloc % 3}", vcpu=vcpu_milli / 1000, memory_gib=mem_milli / 1000, gpu=gpu))
+    return out
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(records)
+def test_sum_over_allocations_equals_the_invoice_and_replays_change_nothing(raw):
+    recs = _records(raw)
+    whole = Ledger(agreements())
+    whole.add_all(recs)
+    for partner, period in whole.periods("gcp"):
+        inv = whole.invoice(partner, period)
+        per_alloc = 0
+        for alloc in {r.allocation_id for r in recs}:
+            part = Ledger(agreements())
+            part.add_all(r for r in recs if r.allocation_id == alloc)
+            per_alloc += part.invoice(partner, period).exact_numerator
+        assert per_alloc == inv.exact_numerator                     # exact, no rounding drift
+        assert inv.total_minor == sum(l.amount_minor for l in inv.lines)
+        rows = focus_rows(whole, inv, whole.agreements["gcp"])
+        assert sum(Decimal(r["BilledCost"]) for r in rows) == Decimal(inv.total)
+    # Replay everything (duplicates) and a 'restart': a new ledger fed the same stream twice.
+    again = Ledger(agreements())
+    again.add_all(recs[: len(recs) // 2])
+    again.add_all(recs)
+    again.add_all(recs)
+    for partner, period in whole.periods():
+        assert again.invoice(partner, period).total == whole.invoice(partner, period).total
+
+
+def test_each_threshold_alerts_once_and_a_hard_limit_blocks_the_partner():
+    led = Ledger(agreements(limits={"spend": {"amount": "10.00", "thresholds": [50, 80, 100],
+                                              "enforcement": "hard"},
+                                    "vcpu_hour": {"amount": "1000", "thresholds": [90]}}))
+    led.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T10:00:00Z", vcpu=15))    # 6.00 spend
+    first = led.check_limits("gcp", "2026-03")
+    assert [(a.limit_name, a.threshold_pct, a.enforcement) for a in first] == [("spend", 50, "soft")]
+    assert led.check_limits("gcp", "2026-03") == []                                # no storm
+    led.add(usage("u2", "2026-03-02T00:00:00Z", "2026-03-02T10:00:00Z", vcpu=15))    # 12.00 spend
+    second = led.check_limits("gcp", "2026-03")
+    assert [(a.threshold_pct, a.enforcement) for a in second] == [(80, "soft"), (100, "hard")]
+    assert second[-1].used == Decimal("12.000000") and led.blocked == {"gcp": "2026-03"}
+    assert led.check_limits("gcp", "2026-03") == []
+
+
+@pytest.mark.parametrize("doc, field", [
+    ({"partner": "x", "currency": "usd", "rates": {"vcpu_hour": "1"}}, "currency"),
+    ({"partner": "x", "currency": "USD", "rates": {"vcpu_hour": 0.031}}, "rates.vcpu_hour"),
+    ({"partner": "x", "currency": "USD", "rates": {"vcpu_hour": "0.0000001"}}, "rates.vcpu_hour"),
+    ({"partner": "x", "currency": "USD", "rates": {"cpu": "1"}}, "rates.cpu"),
+    ({"partner": "x", "currency": "USD", "rates": {"vcpu_hour": "1"},
+      "tiers": {"vcpu_hour": [{"from": "5", "rate": "1"}]}}, "tiers.vcpu_hour[0].from"),
+    ({"partner": "x", "currency": "USD", "rates": {"vcpu_hour": "1"},
+      "limits": {"spend": {"amount": "5", "enforcement": "strict"}}}, "limits.spend.enforcement"),
+    ({"currency": "USD", "rates": {}}, "partner"),
+])
+def test_malformed_agreements_name_the_field(doc, field):
+    with pytest.raises(AgreementError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        parse_agreements([doc])
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"start": "2026-03-01T00:00:00"}, "start"), ({"end": "yesterday"}, "end"),
+    ({"vcpu": -1}, "vcpu"), ({"vcpu": 0.0001}, "vcpu"), ({"partner": ""}, "partner"),
+    ({"end": "2026-02-01T00:00:00Z"}, "end"),
+])
+def test_malformed_usage_names_the_field(change, field):
+    doc = {"event_id": "u", "partner": "gcp", "allocation_id": "a", "resource_id": "r",
+           "start": "2026-03-01T00:00:00Z", "end": "2026-03-01T01:00:00Z", "vcpu": 1}
+    doc.update(change)
+    with pytest.raises(UsageError, match=rf"\.{field}:"):
+        parse_usage(doc)
+
+
+def test_usage_for_an_unknown_partner_is_refused():
+    with pytest.raises(UsageError, match="no agreement for partner 'nope'"):
+        Ledger(agreements()).add(usage("u", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", partner="nope", vcpu=1))
+
+
+def test_bill_cli_invoice_and_focus(tmp_path, capsys):
+    agr = tmp_path / "agr.json"
+    agr.write_bytes(orjson.dumps([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"},
+                                   "monthly_commit": "1.00"}]))
+    use = tmp_path / "usage.jsonl"
+    use.write_bytes(b"\n".join(orjson.dumps(d) for d in [
+        {"event_id": "u1", "partner": "gcp", "allocation_id": "a", "resource_id": "gcp/r1",
+         "start": "2026-03-01T00:00:00Z", "end": "2026-03-01T05:00:00Z", "vcpu": 2, "memory_gib": 8, "gpu": 0},
+        {"event_id": "u1", "partner": "gcp", "allocation_id": "a", "resource_id": "gcp/r1",
+         "start": "2026-03-01T00:00:00Z", "end": "2026-03-01T05:00:00Z", "vcpu": 2, "memory_gib": 8, "gpu": 0}]))
+    assert main(["bill", "--agreements", str(agr), "--usage", str(use), "--period", "2026-03"]) == 0
+    (inv,) = orjson.loads(capsys.readouterr().out)
+    assert inv["total"] == "1.00" and [l["amount"] for l in inv["lines"]] == ["0.40", "0.60"]
+    out = tmp_path / "focus.csv"
+    assert main(["bill", "--agreements", str(agr), "--usage", str(use), "--period", "2026-03",
+                 "--format", "focus-csv", "--out", str(out)]) == 0
+    header, *rows = out.read_text().splitlines()
+    assert header.split(",") == FOCUS_COLUMNS and len(rows) == 2
+    assert main(["bill", "--agreements", str(agr), "--usage", str(use), "--period", "March"]) == 2
+    assert "YYYY-MM" in capsys.readouterr().err
+
+
+def test_invoice_json_lines_add_up_to_the_total():
+    led = Ledger(agreements())
+    for i in range(7):
+        led.add(usage(f"u{i}", "2026-03-01T00:00:00Z", f"2026-03-01T00:{10 + i * 7:02d}:00Z", vcpu=1.5,
+                      memory_gib=3.25))
+    doc = invoice_json(led.invoice("gcp", "2026-03"))
+    assert sum(Decimal(l["amount"]) for l in doc["lines"]) == Decimal(doc["total"])
