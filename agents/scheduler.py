@@ -13,7 +13,9 @@ allocations topic (``read_committed``). Redelivered requests that were already d
 are recognized by request id and skipped, so nothing is placed twice or lost.
 
 Forecasts (``forecast`` events with ``tier=`` and ``dim=vcpu`` in the series) set the
-headroom held back for higher tiers (tessera.scheduler.reservation).
+headroom held back for higher tiers (tessera.scheduler.reservation). Hard usage-limit
+alerts from the billing agent stop placement on that partner until its billing period
+ends (read in full at start, then tailed).
 
 Releases: an allocation is released when its ``expected_duration_seconds`` has elapsed, or
 when an ``allocation.released`` event for it appears on the allocations topic.
@@ -30,8 +32,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, Forecast, HealthChanged,
-                     ResourceDiscovered,
-                     ResourceRemoved, ResourceUpdated, WorkloadRequest, encode, utc_now)
+                     ResourceDiscovered, ResourceRemoved, ResourceUpdated, UsageLimitAlert, WorkloadRequest, encode,
+                     utc_now)
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
@@ -57,7 +59,8 @@ class SchedulerWorker:
         self.group = f"{s.app_id}-scheduler-{self.domain}"
         self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s)
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
-                      for n in ("requests", "resources", "health", "allocations", "forecasts", "dead-letters")}
+                      for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
+                                "dead-letters")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
         self._durations: dict[str, float] = {}  # request id -> expected duration (s)
@@ -72,7 +75,8 @@ class SchedulerWorker:
         return [d.event for d in decoded if d.event is not None]
 
     async def recover(self) -> None:
-        for e in await self._read_all("resources") + await self._read_all("health"):
+        for e in (await self._read_all("resources") + await self._read_all("health")
+                  + await self._read_all("alerts", committed_only=True)):
             self.core.apply(e)
         own = await self._read_all("allocations", committed_only=True)
         self.core.replay(own)
@@ -94,7 +98,8 @@ class SchedulerWorker:
                                 isolation_level="read_committed", **sec)
         await requests.start()
         await tail.start()
-        tail_tps = [TopicPartition(self.topic[n], p) for n in ("resources", "health", "allocations", "forecasts")
+        tail_tps = [TopicPartition(self.topic[n], p)
+                    for n in ("resources", "health", "allocations", "forecasts", "alerts")
                     for p in range(topic_spec(n).partitions)]
         tail.assign(tail_tps)
         await tail.seek_to_end(*tail_tps)
@@ -115,7 +120,8 @@ class SchedulerWorker:
                 d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                    key=rec.key, spec=topic_spec(name), consumer=AGENT)
                 e = d.event
-                if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast)):
+                if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast,
+                                  UsageLimitAlert)):
                     self.core.apply(e)
                 elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
                     self.core.release(e.allocation_id, e.reason)

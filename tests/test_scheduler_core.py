@@ -152,3 +152,31 @@ def test_newsvendor_levels():
     r.observe(_forecast("gold", 1.0, 2.0, 4.0))
     assert r.headroom("gold", in_use=0.0) > r.headroom("gold", in_use=3.0) >= 0.0
     assert r.headroom("bronze", in_use=0.0) == 0.0
+
+
+def test_hard_usage_limit_stops_placement_on_that_partner_until_the_period_ends():
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    import schemas as s
+    from tessera.scheduler.core import Scheduler
+
+    spec = dict(region="eu", capacity=s.Capacity(vcpu=8, memory_bytes=32 << 30), tags=[])
+    sched = Scheduler()
+    sched.apply(s.ResourceDiscovered(resource_id="cheap/1", spec=s.ResourceSpec(
+        provider="cheap", price_per_hour=Decimal("0.10"), **spec)))
+    sched.apply(s.ResourceDiscovered(resource_id="dear/1", spec=s.ResourceSpec(
+        provider="dear", price_per_hour=Decimal("0.90"), **spec)))
+    march = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    sched.apply(s.UsageLimitAlert(partner_id="cheap", period_start=march, limit_name="spend", threshold_pct=100,
+                                  used=Decimal("10"), limit=Decimal("10"), enforcement="hard"))
+
+    def place(rid, when, vcpu=2):
+        req = s.WorkloadRequest(request_id=rid, tenant="t", per_replica=s.Capacity(vcpu=vcpu))
+        sched.submit(req, when.timestamp(), when)
+        (out,) = [e for e in sched.run_batch(when.timestamp(), when) if e.request_id == rid]
+        return {p.provider for p in out.placements}
+
+    assert place("r1", datetime(2026, 3, 20, tzinfo=timezone.utc)) == {"dear"}
+    # Next period: 'cheap' takes work again (7 vCPU no longer fit on the open 'dear' node).
+    assert place("r2", datetime(2026, 4, 1, 0, 1, tzinfo=timezone.utc), vcpu=7) == {"cheap"}

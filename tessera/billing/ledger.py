@@ -119,12 +119,7 @@ class Alert:
 class Ledger:
     agreements: dict[str, Agreement]
     seen: set[str] = field(default_factory=set)
-    # (partner, period, unit key) -> N ; unit key: vcpu_hour | memory_gib_hour | gpu_hour | instance_hour:<type>
-    usage: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    # adjustments: (partner, period rated into, period corrected, unit key) -> N
-    adjustments: dict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    # finer split for exports: (partner, period, unit key, resource id, region) -> N
-    by_resource: dict[tuple[str, str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    cells: dict[tuple, list[int]] = field(default_factory=dict)
     closed: set[tuple[str, str]] = field(default_factory=set)
     alerted: set[tuple[str, str, str, int]] = field(default_factory=set)
     blocked: dict[str, str] = field(default_factory=dict)   # partner -> period its hard limit was hit
@@ -144,23 +139,54 @@ class Ledger:
             dur = e - s
             if not dur:
                 continue
-            target, corrected = period, ""
-            if (r.partner, period) in self.closed:
-                target, corrected = self._next_open(r.partner, period), period
-            for key, qty in (("vcpu_hour", r.vcpu_milli), ("memory_gib_hour", r.memory_milli),
-                             ("gpu_hour", r.gpu_milli)):
-                if qty:
-                    self._account(r, target, corrected, key, qty * dur)
+            corrected = ""
+            if self.closed and (r.partner, period) in self.closed:
+                period, corrected = self._next_open(r.partner, period), period
+            key = (r.partner, period, corrected, r.resource_id, r.region, r.instance_type)
+            acc = self.cells.get(key)
+            if acc is None:
+                acc = self.cells[key] = [0, 0, 0, 0]
+            acc[0] += r.vcpu_milli * dur
+            acc[1] += r.memory_milli * dur
+            acc[2] += r.gpu_milli * dur
             if r.instance_type:
-                self._account(r, target, corrected, f"instance_hour:{r.instance_type}", 1000 * dur)
+                acc[3] += 1000 * dur
         return True
 
-    def _account(self, r: UsageRecord, period: str, corrected: str, key: str, n: int) -> None:
-        if corrected:
-            self.adjustments[(r.partner, period, corrected, key)] += n
-        else:
-            self.usage[(r.partner, period, key)] += n
-        self.by_resource[(r.partner, period, key, r.resource_id, r.region)] += n
+    # Usage cells: (partner, period rated into, period corrected or "", resource, region,
+    # instance type) -> [vcpu N, memory N, gpu N, instance N]. One dict update per record;
+    # the per-unit views below are sums over cells.
+    def _units(self, key: tuple, acc: list[int]) -> list[tuple[str, int]]:
+        out = [(u, n) for u, n in zip(("vcpu_hour", "memory_gib_hour", "gpu_hour"), acc) if n]
+        if acc[3]:
+            out.append((f"instance_hour:{key[5]}", acc[3]))
+        return out
+
+    @property
+    def usage(self) -> dict[tuple[str, str, str], int]:
+        out: dict[tuple[str, str, str], int] = defaultdict(int)
+        for key, acc in self.cells.items():
+            if not key[2]:
+                for unit, n in self._units(key, acc):
+                    out[(key[0], key[1], unit)] += n
+        return out
+
+    @property
+    def adjustments(self) -> dict[tuple[str, str, str, str], int]:
+        out: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        for key, acc in self.cells.items():
+            if key[2]:
+                for unit, n in self._units(key, acc):
+                    out[(key[0], key[1], key[2], unit)] += n
+        return out
+
+    @property
+    def by_resource(self) -> dict[tuple[str, str, str, str, str], int]:
+        out: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
+        for key, acc in self.cells.items():
+            for unit, n in self._units(key, acc):
+                out[(key[0], key[1], unit, key[3], key[4])] += n
+        return out
 
     def _next_open(self, partner: str, period: str) -> str:
         p = period

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from bisect import bisect_right
+from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 US = 1_000_000
@@ -53,6 +54,8 @@ def _time_us(value: Any, field: str, where: str) -> int:
 
 
 def _milli(value: Any, field: str, where: str) -> int:
+    if type(value) is int and value >= 0:      # the common case, exact
+        return value * 1000
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -80,14 +83,26 @@ def parse_usage(doc: Any, where: str = "usage") -> UsageRecord:
                        str(doc.get("region") or ""))
 
 
+def _month_starts() -> list[int]:
+    out = []
+    for y in range(1970, 2200):
+        for m in range(1, 13):
+            delta = datetime(y, m, 1, tzinfo=timezone.utc) - EPOCH
+            out.append((delta.days * 86_400 + delta.seconds) * US)
+    return out
+
+
+#: Start of every month 1970-01 .. 2199-12 (UTC) in microseconds: periods by bisection.
+MONTH_STARTS = _month_starts()
+
+
 def month_start_us(year: int, month: int) -> int:
     delta = datetime(year, month, 1, tzinfo=timezone.utc) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * US
 
 
 def period_of(us: int) -> str:
-    dt = datetime.fromtimestamp(us / US, tz=timezone.utc)
-    return f"{dt.year:04d}-{dt.month:02d}"
+    return _period_name(bisect_right(MONTH_STARTS, us) - 1)
 
 
 def period_bounds(period: str) -> tuple[int, int]:
@@ -96,17 +111,22 @@ def period_bounds(period: str) -> tuple[int, int]:
     return month_start_us(y, m), month_start_us(ny, nm)
 
 
-def month_segments(start_us: int, end_us: int) -> Iterator[tuple[str, int, int]]:
+def _period_name(i: int) -> str:
+    return f"{1970 + i // 12:04d}-{i % 12 + 1:02d}"
+
+
+def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
     """Split [start, end) at calendar-month boundaries (UTC): (period, start, end) pieces."""
-    period = period_of(start_us)
-    lo, hi = period_bounds(period)
+    i = bisect_right(MONTH_STARTS, start_us) - 1
+    if i < 0 or i + 1 >= len(MONTH_STARTS):
+        raise UsageError("usage must lie between 1970 and 2199")
+    hi = MONTH_STARTS[i + 1]
     if end_us <= hi:
-        yield period, start_us, end_us
-        return
+        return [(_period_name(i), start_us, end_us)]
+    out = []
     s = start_us
     while s < end_us:
-        period = period_of(s)
-        _, hi = period_bounds(period)
-        e = min(hi, end_us)
-        yield period, s, e
-        s = e
+        e = min(MONTH_STARTS[i + 1], end_us)
+        out.append((_period_name(i), s, e))
+        s, i = e, i + 1
+    return out

@@ -18,13 +18,13 @@ placements by subtracting exactly what the kernel subtracted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Iterable
 
 from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
-                     WorkloadRequest)
+                     UsageLimitAlert, WorkloadRequest)
 
 from .packing import PackRequest, PackResource, pack_batch
 from .queue import RANK, SchedulingQueue
@@ -32,6 +32,13 @@ from .reservation import Reservations
 
 GIB = float(1 << 30)
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
+
+
+def _period_end(period_start: datetime) -> float:
+    """End of the calendar month (UTC) that starts at or contains ``period_start``."""
+    y, m = period_start.year, period_start.month
+    y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return datetime(y, m, 1, tzinfo=timezone.utc).timestamp()
 
 
 def _vec(c: Capacity) -> tuple[float, ...]:
@@ -75,6 +82,8 @@ class Scheduler:
     allocations: dict[str, Allocation] = field(default_factory=dict)
     decided: set[str] = field(default_factory=set)
     reservations: Reservations = field(default_factory=Reservations)
+    #: provider -> end of the billing period (epoch s) until which a hard usage limit blocks it
+    blocked_until: dict[str, float] = field(default_factory=dict)
     queue: SchedulingQueue = field(init=False)
 
     def __post_init__(self) -> None:
@@ -101,6 +110,10 @@ class Scheduler:
             st = self.resources.get(event.resource_id)
             if st is not None:
                 st.healthy = event.status == HealthStatus.healthy
+        elif isinstance(event, UsageLimitAlert) and event.enforcement == "hard":
+            # A partner over its hard limit takes no new work until its billing period ends.
+            end = _period_end(event.period_start)
+            self.blocked_until[event.partner_id] = max(self.blocked_until.get(event.partner_id, 0.0), end)
 
     def submit(self, request: WorkloadRequest, now: float, now_dt: datetime) -> list[Event]:
         if request.request_id in self.decided or request.request_id in self.queue:
@@ -123,7 +136,10 @@ class Scheduler:
         # Unhealthy resources take no work (no free capacity) but still count as existing,
         # so a request that only they could host waits for their recovery instead of failing.
         zero = tuple(0.0 for _ in DIMS)
-        pack_res = [PackResource(r.resource_id, r.provider, r.region, r.free if r.healthy else zero, r.capacity,
+        wall = now_dt.timestamp()
+        blocked = {p for p, until in self.blocked_until.items() if until > wall}
+        pack_res = [PackResource(r.resource_id, r.provider, r.region,
+                                 r.free if r.healthy and r.provider not in blocked else zero, r.capacity,
                                  r.price, r.tags, r.open) for r in self.resources.values()]
         pack_req = []
         for q in batch:
