@@ -117,6 +117,41 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     return 0
 
 
+def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
+    from agents.billing import BillingWorker, load_agreements
+    from streams.admin import ensure_topics
+
+    from .billing.agreements import AgreementError
+    from . import metrics
+
+    path = args.agreements or s.billing_agreements
+    if not path:
+        print("error: give --agreements AGR.json (or set TESSERA_BILLING_AGREEMENTS)", file=sys.stderr)
+        return 2
+    try:
+        agreements = load_agreements(path)
+    except (OSError, AgreementError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        await ensure_topics(s)
+        metrics.serve(s.metrics_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = BillingWorker(s, agreements)
+        print(f"billing {len(agreements)} partner(s): {worker.topic['allocations']} -> "
+              f"{worker.topic['billing-lines']}, {worker.topic['alerts']} (Ctrl-C to stop)", file=sys.stderr)
+        await worker.run(stop)
+
+    asyncio.run(main())
+    return 0
+
+
 # --------------------------------------------------------------------------- sql
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
     from .ddl import apply_migrations
@@ -240,6 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-wait-ms", type=int, default=20, help="max wait to fill a batch (default 20 ms)")
     sp.add_argument("--aging-s", type=float, default=60.0,
                     help="seconds of waiting that promote a request by one tier (default 60)")
+
+    sp = add("billing", cmd_billing, "run the billing agent: allocations in, billing lines and alerts out",
+             "Rate partner usage live from the allocations topic (read_committed) at the agreed\n"
+             "rates, publish month-to-date billing lines and usage-limit alerts (a hard limit\n"
+             "stops the scheduler placing on that partner until the period ends). On start it\n"
+             "rebuilds its ledger from the allocations topic. The offline twin is `tessera bill`.")
+    sp.add_argument("--agreements", metavar="AGR.json", help="agreements file (default: $TESSERA_BILLING_AGREEMENTS)")
 
     from .resources.cli import add_parser as add_resources
 

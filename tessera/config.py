@@ -80,6 +80,10 @@ class Settings:
     #: Models blended per series (comma-separated); empty = all.
     forecast_models: str = ""
 
+    # --- Billing --------------------------------------------------------------
+    #: Partner agreements (JSON list; see `tessera bill --help`) the billing agent rates with.
+    billing_agreements: str = ""
+
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
     clickhouse_url: str = ""

@@ -32,3 +32,6 @@ FORECAST_INTERVALS = Counter("tessera_forecast_intervals_total", "Closed demand 
 FORECAST_OBSERVATIONS = Counter(
     "tessera_forecast_observations_total", "Demand observations by outcome (applied, duplicate, late)", ["outcome"])
 FORECAST_SPIKES = Counter("tessera_forecast_spikes_total", "Demand spikes detected", ["group"])
+BILLING_UNRATED = Counter("tessera_billing_unrated_total", "Usage records for partners without an agreement",
+                          ["partner"])
+BILLING_EVENTS = Counter("tessera_billing_events_total", "Billing lines and alerts published", ["topic"])

@@ -9,7 +9,7 @@ import pytest
 
 from tessera.cli import build_parser, main
 
-SUBCOMMANDS = ["infra", "topics", "worker", "sql", "schemas", "produce", "resources", "pack", "forecast", "bill", "scheduler", "config", "demo"]
+SUBCOMMANDS = ["infra", "topics", "worker", "sql", "schemas", "produce", "resources", "pack", "forecast", "bill", "billing", "scheduler", "config", "demo"]
 
 
 def test_top_level_help_lists_every_command(capsys):

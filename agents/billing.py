@@ -1,0 +1,194 @@
+"""The billing agent: allocation lifecycle in, month-to-date billing lines and limit alerts out.
+
+It reads the allocations topic with ``read_committed`` (the scheduler writes it in Kafka
+transactions; an aborted placement is never billed). On start it rebuilds the ledger by
+replaying the allocations topic from the beginning (rating is deterministic, so the same
+events give the same ledger) and learns from the alerts topic which thresholds were
+already announced, so a restart neither loses usage, nor bills it twice, nor repeats an
+alert. Then it tails new allocation events and, per batch, publishes the billing lines of
+every partner and period that changed (``revision`` grows with the usage included, so a
+consumer keeps the highest revision of each ``line_id``) and any newly crossed threshold.
+
+Running allocations count provisionally (up to the latest event time) in the lines and in
+the limits, so a hard limit stops placement before the allocations end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import BillingLine, Event, UsageLimitAlert, encode
+from schemas.topics import topic_spec
+from streams.app import aiokafka_security_kwargs
+from streams.edge import decode_message
+from streams.reader import read_to_end
+from tessera import metrics
+from tessera.billing.agreements import Agreement, parse_agreements
+from tessera.billing.ledger import Ledger
+from tessera.billing.lifecycle import Lifecycle
+from tessera.billing.usage import US, month_segments, period_bounds
+from tessera.config import Settings
+
+log = logging.getLogger(__name__)
+AGENT = "billing"
+
+
+def load_agreements(path: str) -> dict[str, Agreement]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"agreements file {path!r} not found (set TESSERA_BILLING_AGREEMENTS)")
+    return parse_agreements(orjson.loads(p.read_bytes()))
+
+
+def _utc(us: int) -> datetime:
+    return datetime.fromtimestamp(us / US, tz=timezone.utc)
+
+
+@dataclass
+class BillingState:
+    """Pure: ledger + lifecycle + what was published; the worker only moves bytes."""
+
+    agreements: dict[str, Agreement]
+    ledger: Ledger = field(init=False)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    revisions: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.agreements)
+
+    def apply(self, e: Event) -> set[tuple[str, str]]:
+        """Apply one allocation event; returns the (partner, period)s it touched."""
+        touched = set()
+        for r in self.lifecycle.apply(e):
+            if r.partner not in self.agreements:
+                metrics.BILLING_UNRATED.labels(r.partner).inc()
+                continue
+            if self.ledger.add(r):
+                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        for r in self.lifecycle.provisional():
+            if r.partner in self.agreements:
+                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        return touched
+
+    def view(self) -> Ledger:
+        """The ledger plus still-running allocations up to the watermark (month to date)."""
+        view = Ledger(self.agreements, seen=set(self.ledger.seen),
+                      cells={k: list(v) for k, v in self.ledger.cells.items()},
+                      closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
+        for r in self.lifecycle.provisional():
+            if r.partner in self.agreements:
+                view.add(r)
+        return view
+
+    def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
+        view = self.view()
+        out: list[Event] = []
+        for partner, period in sorted(touched):
+            inv = view.invoice(partner, period)
+            lo, hi = period_bounds(period)
+            rev = self.revisions.get((partner, period), 0) + 1
+            self.revisions[(partner, period)] = rev
+            for line in inv.lines:
+                out.append(BillingLine(
+                    line_id=line.line_id, partner_id=partner, period_start=_utc(lo), period_end=_utc(hi),
+                    charge_category=line.charge_category, sku=line.sku, unit=line.unit,
+                    quantity=line.quantity, rate=Decimal(line.rate_micro).scaleb(-6),
+                    amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev))
+            for a in view.check_limits(partner, period):
+                out.append(UsageLimitAlert(partner_id=partner, period_start=_utc(lo), limit_name=a.limit_name,
+                                           threshold_pct=a.threshold_pct, used=a.used, limit=a.limit,
+                                           enforcement=a.enforcement))
+        return out
+
+    def remember_alert(self, a: UsageLimitAlert) -> None:
+        period = f"{a.period_start.year:04d}-{a.period_start.month:02d}"
+        self.ledger.alerted.add((a.partner_id, period, a.limit_name, a.threshold_pct))
+        if a.enforcement == "hard":
+            self.ledger.blocked[a.partner_id] = period
+
+
+@dataclass
+class BillingWorker:
+    settings: Settings
+    agreements: dict[str, Agreement]
+
+    def __post_init__(self) -> None:
+        self.state = BillingState(self.agreements)
+        self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
+                      for n in ("allocations", "billing-lines", "alerts")}
+
+    async def _read(self, name: str) -> list[tuple[Event, int, int]]:
+        recs = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions, committed_only=True)
+        out = []
+        for r in recs:
+            d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                               spec=topic_spec(name), consumer=AGENT)
+            if d.event is not None:
+                out.append((d.event, r.partition, r.offset))
+        return out
+
+    async def recover(self) -> dict[int, int]:
+        for e, _, _ in await self._read("alerts"):
+            if isinstance(e, UsageLimitAlert):
+                self.state.remember_alert(e)
+        positions: dict[int, int] = {}
+        touched: set[tuple[str, str]] = set()
+        events = await self._read("allocations")
+        events.sort(key=lambda x: x[0].event_time)        # lifecycle order across partitions
+        for e, part, off in events:
+            touched |= self.state.apply(e)
+            positions[part] = max(positions.get(part, -1), off)
+        self._pending = touched
+        log.info("billing recovered: %d allocation events, %d partner-periods", len(events), len(touched))
+        return positions
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        sec = aiokafka_security_kwargs(s)
+        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, enable_idempotence=True, acks="all",
+                                    linger_ms=5, **sec)
+        await producer.start()
+        positions = await self.recover()
+        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                    isolation_level="read_committed", **sec)
+        await consumer.start()
+        tps = [TopicPartition(self.topic["allocations"], p) for p in range(topic_spec("allocations").partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            if tp.partition in positions:
+                consumer.seek(tp, positions[tp.partition] + 1)
+            else:
+                await consumer.seek_to_beginning(tp)
+        try:
+            await self._publish(producer, self.state.outputs(self._pending))
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+                records = sorted((r for recs in batch.values() for r in recs), key=lambda r: r.timestamp)
+                touched: set[tuple[str, str]] = set()
+                for r in records:
+                    d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                                       spec=topic_spec("allocations"), consumer=AGENT)
+                    if d.event is not None:
+                        touched |= self.state.apply(d.event)
+                if touched:
+                    await self._publish(producer, self.state.outputs(touched))
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
+        futures = []
+        for e in events:
+            name = "alerts" if isinstance(e, UsageLimitAlert) else "billing-lines"
+            futures.append(await producer.send(self.topic[name], encode(e), key=e.key()))
+            metrics.BILLING_EVENTS.labels(name).inc()
+        for f in futures:
+            await f

@@ -1,0 +1,72 @@
+"""The billing agent on the real broker: allocation lifecycle -> billing lines and alerts;
+a restart rebuilds the same ledger and repeats no alert."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+import schemas as s
+from agents.billing import BillingWorker
+from streams.admin import ensure_topics
+from tessera.billing.agreements import parse_agreements
+from tessera.produce import producer_for, send_events
+from tests.conftest import run
+
+pytestmark = pytest.mark.kafka
+
+T = datetime(2026, 3, 10, tzinfo=timezone.utc)
+AGREEMENTS = parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.05"},
+                                "limits": {"spend": {"amount": "2.00", "thresholds": [50, 100],
+                                                     "enforcement": "hard"}}}])
+
+
+def placed(i: int, provider: str = "gcp", vcpu: float = 2.0, replicas: int = 2) -> s.AllocationPlaced:
+    return s.AllocationPlaced(event_time=T, request_id=f"bq-{i}", allocation_id=f"ba-{i}",
+                              per_replica=s.Capacity(vcpu=vcpu),
+                              placements=[s.Placement(resource_id=f"{provider}/n{i}", provider=provider,
+                                                      replicas=replicas, price_per_hour=Decimal("0.1"))])
+
+
+def released(i: int, hours: float) -> s.AllocationReleased:
+    return s.AllocationReleased(event_time=T + timedelta(hours=hours), request_id=f"bq-{i}", allocation_id=f"ba-{i}")
+
+
+async def run_for(worker: BillingWorker, seconds: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume):
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            # 4 vCPU x 5 h = 20 vCPU-h = 1.00 USD (50 %); an own placement is not billed.
+            await send_events(producer, settings, "allocations", [placed(1), released(1, 5), placed(2, "own")])
+            await run_for(BillingWorker(settings, AGREEMENTS), 8)
+            # Another 4 vCPU x 6 h = 1.20 USD: 2.20 in total crosses 100 % (hard).
+            await send_events(producer, settings, "allocations", [placed(3), released(3, 6)])
+            await run_for(BillingWorker(settings, AGREEMENTS), 8)
+        finally:
+            await producer.stop()
+        lines = await consume(settings, s.topic_spec("billing-lines").full_name(settings.topic_prefix), 100,
+                              timeout=5)
+        alerts = await consume(settings, s.topic_spec("alerts").full_name(settings.topic_prefix), 10, timeout=5)
+        return [s.decode(r.value) for r in lines], [s.decode(r.value) for r in alerts]
+
+    lines, alerts = run(scenario(), timeout=180)
+    assert [(a.threshold_pct, a.enforcement) for a in alerts] == [(50, "soft"), (100, "hard")]
+    latest: dict[str, s.BillingLine] = {}
+    for line in lines:
+        if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
+            latest[line.line_id] = line
+    assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("2.20")}
+    assert latest["gcp/2026-03/vcpu_hour"].quantity == Decimal("44")
