@@ -92,21 +92,28 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
 
 
 # --------------------------------------------------------------------------- scheduler
-def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
-    from agents.scheduler import SchedulerWorker
+async def _prepare_service(s: Settings) -> asyncio.Event:
+    """Topics created, metrics served, SIGINT/SIGTERM wired to the returned stop event."""
+    import signal
+
     from streams.admin import ensure_topics
 
     from . import metrics
 
-    async def main() -> None:
-        await ensure_topics(s)
-        metrics.serve(s.metrics_port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
+    await ensure_topics(s)
+    metrics.serve(s.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+
+def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
+    from agents.scheduler import SchedulerWorker
+
+    async def main() -> None:
+        stop = await _prepare_service(s)
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
                                  aging_s=args.aging_s)
         print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"
@@ -119,10 +126,8 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
 def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
     from agents.billing import BillingWorker, load_agreements
-    from streams.admin import ensure_topics
 
     from .billing.agreements import AgreementError
-    from . import metrics
 
     path = args.agreements or s.billing_agreements
     if not path:
@@ -135,14 +140,7 @@ def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
         return 2
 
     async def main() -> None:
-        await ensure_topics(s)
-        metrics.serve(s.metrics_port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = await _prepare_service(s)
         worker = BillingWorker(s, agreements)
         print(f"billing {len(agreements)} partner(s): {worker.topic['allocations']} -> "
               f"{worker.topic['billing-lines']}, {worker.topic['alerts']} (Ctrl-C to stop)", file=sys.stderr)

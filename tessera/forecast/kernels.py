@@ -98,10 +98,10 @@ def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, due_tar
 
 
 @njit(cache=True)
-def rls_update(t, z, W, P, hist, lags, season, fast_at, slow_at, lam):
+def rls_update(t, z, W, P, hist, lags, season, levels_at, lam):
     """Recursive least squares with forgetting: one step per horizon ``h`` whose origin
     ``t - h`` is known. The origin's features are rebuilt from the history (cheaper to keep
-    than the issued feature rows); ``fast_at`` / ``slow_at`` hold the levels per origin."""
+    than the issued feature rows); ``levels_at`` holds the smoothed levels per origin."""
     H, F = W.shape
     L = hist.shape[0]
     Px = np.empty(F)
@@ -110,7 +110,7 @@ def rls_update(t, z, W, P, hist, lags, season, fast_at, slow_at, lam):
         o = t - h - 1
         if o < 0:
             continue
-        direct_features(o, hist, lags, season, fast_at[o % H], slow_at[o % H], X)
+        direct_features(o, hist, lags, season, levels_at[o % H], X)
         x = X[h]
         y = z - hist[o % L]
         denom = lam
@@ -132,27 +132,31 @@ def rls_update(t, z, W, P, hist, lags, season, fast_at, slow_at, lam):
 
 
 @njit(cache=True)
-def direct_features(t, hist, lags, season, fast, slow, X):
-    """Features of the direct model at origin ``t`` for each horizon (see models.DirectAR)."""
+def direct_features(t, hist, lags, season, levels, X):
+    """Features of the direct model at origin ``t`` for each horizon (see models.DirectAR):
+    1, recent changes, distance from each smoothed level, and the same span's change one
+    and two days earlier plus the distance to yesterday's value at the target time."""
     H, F = X.shape
     L = hist.shape[0]
+    nl = levels.shape[0]
     z = hist[t % L]
+    s0 = 1 + lags + nl
     for h in range(H):
         X[h, 0] = 1.0
         for k in range(lags):
             X[h, 1 + k] = (hist[(t - k - 1) % L] - z) if t > k else 0.0
-        X[h, 1 + lags] = z - fast
-        X[h, 2 + lags] = z - slow
+        for k in range(nl):
+            X[h, 1 + lags + k] = z - levels[k]
         if t >= 2 * season:
             d1 = hist[(t + h + 1 - season) % L]
             d2 = hist[(t + h + 1 - 2 * season) % L]
-            X[h, 3 + lags] = d1 - hist[(t - season) % L]
-            X[h, 4 + lags] = d2 - hist[(t - 2 * season) % L]
-            X[h, 5 + lags] = d1 - z
+            X[h, s0] = d1 - hist[(t - season) % L]
+            X[h, s0 + 1] = d2 - hist[(t - 2 * season) % L]
+            X[h, s0 + 2] = d1 - z
         else:
-            X[h, 3 + lags] = 0.0
-            X[h, 4 + lags] = 0.0
-            X[h, 5 + lags] = 0.0
+            X[h, s0] = 0.0
+            X[h, s0 + 1] = 0.0
+            X[h, s0 + 2] = 0.0
 
 
 @njit(cache=True)

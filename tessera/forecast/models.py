@@ -228,38 +228,41 @@ class CalendarMLP:
 class DirectAR:
     name = "direct_ar"
     LAGS = 6
+    #: Half-lives (intervals) of the levels the value's distance from is a feature; the
+    #: last one is replaced by the season length (a daily level).
+    HALFLIVES = (3.0, 12.0, 0.0)
 
     def __init__(self, season: int, horizon: int, forgetting: float = 0.9995, prior: float = 100.0):
         self.S, self.H, self.lam = season, horizon, forgetting
-        self.F = 1 + self.LAGS + 2 + 3
+        halflives = np.array([h or float(season) for h in self.HALFLIVES])
+        self.rates = 1.0 - 0.5 ** (1.0 / np.maximum(halflives, 1.0))
+        self.F = 1 + self.LAGS + len(halflives) + 3
         self.W = np.zeros((horizon, self.F))
         self.P = np.repeat(np.eye(self.F)[None] * prior, horizon, axis=0)
         self.L = 2 * season + horizon + self.LAGS + 2
         self.hist = np.zeros(self.L)
         self.t = -1
-        self.fast = _Ewma(12.0)
-        self.slow = _Ewma(float(season))
-        # The short and daily levels at each of the last H origins (their features are
-        # rebuilt from the history when the outcome arrives).
-        self._fast_at = np.zeros(horizon)
-        self._slow_at = np.zeros(horizon)
+        self.levels = np.zeros(len(halflives))
+        # The levels at each of the last H origins (features are rebuilt from the history
+        # and these when the outcome arrives).
+        self._levels_at = np.zeros((horizon, len(halflives)))
 
     def learn(self, z, cal):
         self.t += 1
         self.hist[self.t % self.L] = z
-        self.fast.update(z)
-        self.slow.update(z)
-        kernels.rls_update(self.t, z, self.W, self.P, self.hist, self.LAGS, self.S, self._fast_at, self._slow_at,
-                           self.lam)
+        if self.t == 0:
+            self.levels[:] = z
+        else:
+            self.levels += self.rates * (z - self.levels)
+        kernels.rls_update(self.t, z, self.W, self.P, self.hist, self.LAGS, self.S, self._levels_at, self.lam)
 
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
             return np.full(len(cal_future), z_last)
         X = np.empty((self.H, self.F))
-        kernels.direct_features(self.t, self.hist, self.LAGS, self.S, self.fast.value, self.slow.value, X)
+        kernels.direct_features(self.t, self.hist, self.LAGS, self.S, self.levels, X)
         z = self.hist[self.t % self.L]
-        self._fast_at[self.t % self.H] = self.fast.value
-        self._slow_at[self.t % self.H] = self.slow.value
+        self._levels_at[self.t % self.H] = self.levels
         return (z + np.einsum("hf,hf->h", self.W, X))[: len(cal_future)]
 
 
