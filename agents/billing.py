@@ -57,6 +57,7 @@ class BillingState:
     """Pure: ledger + lifecycle + what was published; the worker only moves bytes."""
 
     agreements: dict[str, Agreement]
+    grace_s: float = 3 * 86400.0
     ledger: Ledger = field(init=False)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     revisions: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -67,7 +68,9 @@ class BillingState:
     def apply(self, e: Event) -> set[tuple[str, str]]:
         """Apply one allocation event; returns the (partner, period)s it touched."""
         touched = set()
-        for r in self.lifecycle.apply(e):
+        records = self.lifecycle.apply(e)
+        self._close_periods()
+        for r in records:
             if r.partner not in self.agreements:
                 metrics.BILLING_UNRATED.labels(r.partner).inc()
                 continue
@@ -77,6 +80,15 @@ class BillingState:
             if r.partner in self.agreements:
                 touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
         return touched
+
+    def _close_periods(self) -> None:
+        """Months that ended more than the grace period before the latest event time are
+        closed: usage for them from now on is an adjustment in the next open month."""
+        horizon = self.lifecycle.watermark_us - int(self.grace_s * US)
+        for partner in self.agreements:
+            for p, period in self.ledger.periods(partner):
+                if (p, period) not in self.ledger.closed and period_bounds(period)[1] <= horizon:
+                    self.ledger.close_period(p, period)
 
     def view(self) -> Ledger:
         """The ledger plus still-running allocations up to the watermark (month to date)."""
@@ -121,7 +133,7 @@ class BillingWorker:
     agreements: dict[str, Agreement]
 
     def __post_init__(self) -> None:
-        self.state = BillingState(self.agreements)
+        self.state = BillingState(self.agreements, self.settings.billing_grace_s)
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
                       for n in ("allocations", "billing-lines", "alerts")}
 

@@ -279,6 +279,8 @@ class DemandObservation(Event):
     @model_validator(mode="after")
     def _finite_amounts(self) -> "DemandObservation":
         for dim, v in self.amounts.items():
+            if dim not in ("vcpu", "memory_gib", "gpu"):
+                raise ValueError(f"unknown dimension {dim!r}; use vcpu, memory_gib or gpu")
             if not (v == v and abs(v) != float("inf")) or v < 0:
                 raise ValueError(f"amount for {dim!r} must be a finite number >= 0")
         return self

@@ -83,6 +83,9 @@ class Settings:
     # --- Billing --------------------------------------------------------------
     #: Partner agreements (JSON list; see `tessera bill --help`) the billing agent rates with.
     billing_agreements: str = ""
+    #: Usage arriving this long after its month ended is still rated into that month;
+    #: later, it becomes an adjustment line in the next open month.
+    billing_grace_s: float = 3 * 86400.0
 
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.

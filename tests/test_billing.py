@@ -209,3 +209,30 @@ def test_invoice_json_lines_add_up_to_the_total():
                       memory_gib=3.25))
     doc = invoice_json(led.invoice("gcp", "2026-03"))
     assert sum(Decimal(l["amount"]) for l in doc["lines"]) == Decimal(doc["total"])
+
+
+def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage():
+    from agents.billing import BillingState
+    import schemas as s
+
+    def placed(i, at):
+        return s.AllocationPlaced(event_time=at, request_id=f"q{i}", allocation_id=f"a{i}",
+                                  per_replica=s.Capacity(vcpu=1),
+                                  placements=[s.Placement(resource_id=f"gcp/n{i}", provider="gcp", replicas=1,
+                                                          price_per_hour=Decimal("0.1"))])
+
+    def released(i, at):
+        return s.AllocationReleased(event_time=at, request_id=f"q{i}", allocation_id=f"a{i}")
+
+    from datetime import datetime, timedelta, timezone
+    march = datetime(2026, 3, 30, tzinfo=timezone.utc)
+    st = BillingState(agreements(), grace_s=86400)
+    for e in [placed(1, march), released(1, march + timedelta(hours=10)),   # March: 10 vCPU-h
+              placed(2, march + timedelta(hours=1))]:                          # still running
+        st.apply(e)
+    st.apply(placed(3, datetime(2026, 4, 3, tzinfo=timezone.utc)))            # watermark: March closed
+    st.apply(released(2, datetime(2026, 4, 3, 1, tzinfo=timezone.utc)))       # late for March
+    assert st.ledger.invoice("gcp", "2026-03").total == "0.40"
+    april = st.ledger.invoice("gcp", "2026-04")
+    cats = {(l.charge_category, l.adjusts) for l in april.lines}
+    assert ("adjustment", "2026-03") in cats and ("usage", "") in cats
