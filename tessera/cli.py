@@ -155,6 +155,8 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
     from .ddl import apply_migrations
     from .storage import StorageError, open_store
 
+    if args.query == "serve":
+        return _sql_serve(args, s)
     fmt = {"pretty": "PrettyCompactMonoBlock", "csv": "CSVWithNames", "json": "JSONEachRow", "tsv": "TabSeparatedWithNames"}
     try:
         store = open_store(s)
@@ -164,6 +166,37 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write(out.decode())
+    return 0
+
+
+def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
+    from .ddl import apply_migrations
+    from .sqlserver import SqlServer
+    from .storage import ChdbStore, StorageError, open_store
+
+    if s.clickhouse_url:
+        print("error: TESSERA_CLICKHOUSE_URL points at a ClickHouse server already; `sql serve` serves the "
+              "embedded store. Unset it (or query that server directly).", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.password:
+        print(f"warning: listening on {args.host} without a password; anyone who can reach it can read and "
+              "write the store (give --user/--password)", file=sys.stderr)
+    try:
+        store = open_store(s)
+        apply_migrations(store)
+        assert isinstance(store, ChdbStore)
+        server = SqlServer(store, args.host, args.port, args.user, args.password)
+    except (StorageError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ClickHouse HTTP interface over the embedded store {s.chdb_path} on {server.url} (database "
+          f"{s.clickhouse_database}); e.g. curl '{server.url}/?query=SELECT+1'. Ctrl-C to stop.", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
     return 0
 
 
@@ -248,9 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("sql", cmd_sql, "run a SQL query on Tessera's ClickHouse",
              "Run SQL on the configured ClickHouse: embedded chdb in $TESSERA_DATA_DIR/chdb by\n"
              "default, or the server in TESSERA_CLICKHOUSE_URL. Tables live in the database\n"
-             "`tessera` (TESSERA_CLICKHOUSE_DATABASE); qualify them, e.g. tessera.events.")
-    sp.add_argument("query", help='e.g. "SELECT event_type, count() FROM tessera.events GROUP BY 1"')
+             "`tessera` (TESSERA_CLICKHOUSE_DATABASE); qualify them, e.g. tessera.events.\n\n"
+             "`tessera sql serve [--host 127.0.0.1] [--port 8123]` serves the ClickHouse HTTP\n"
+             "interface over the embedded store, for clickhouse-connect, curl, Grafana and the like.")
+    sp.add_argument("query", help='e.g. "SELECT event_type, count() FROM tessera.events GROUP BY 1", '
+                                  'or `serve` to serve the ClickHouse HTTP interface over the embedded store')
     sp.add_argument("--format", choices=["pretty", "csv", "json", "tsv"], default="pretty")
+    sp.add_argument("--host", default="127.0.0.1", help="with serve: address to listen on (default loopback)")
+    sp.add_argument("--port", type=int, default=8123, help="with serve: port (default 8123)")
+    sp.add_argument("--user", help="with serve: user name clients must give (default: any / 'default')")
+    sp.add_argument("--password", help="with serve: password clients must give (default: none)")
 
     sp = add("schemas", cmd_schemas, "export or check the JSON Schema files for producers")
     sp.add_argument("action", choices=["export", "check"])

@@ -113,3 +113,30 @@ def consume() -> Callable[..., Any]:
         return out
 
     return _consume
+
+
+@pytest.fixture(scope="session")
+def sql_server(session_data_dir: Path) -> Iterator[Any]:
+    """``tessera sql serve`` in this process, over the session's embedded store: the
+    ClickHouse HTTP interface that clickhouse-connect (the server backend) talks to."""
+    from tessera.sqlserver import SqlServer
+    from tessera.storage import ChdbStore
+
+    settings = load_settings(env={}, data_dir=str(session_data_dir), clickhouse_database="default")
+    server = SqlServer(ChdbStore(settings.chdb_path, "default"), port=0).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["embedded", "http"])
+def any_backend_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """The same storage tests on both backends: embedded chdb, and clickhouse-connect over
+    HTTP (against ``tessera sql serve``, or the real server in TESSERA_CLICKHOUSE_URL)."""
+    if request.param == "embedded":
+        return base_settings.replace(clickhouse_url="")
+    if base_settings.clickhouse_url:
+        return base_settings
+    server = request.getfixturevalue("sql_server")
+    return base_settings.replace(clickhouse_url=server.url)

@@ -1,4 +1,6 @@
-"""The embedded ClickHouse backend: DDL migrations, batch writes, reads, dedup of retried batches."""
+"""Both ClickHouse backends (embedded chdb; clickhouse-connect over HTTP, against
+`tessera sql serve` or a real server): DDL migrations, batch writes, reads, dedup of
+retried batches, exact decimals, errors, raw formats."""
 
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ from tests.samples import SAMPLES
 
 
 @pytest.fixture
-def store(base_settings):
-    st = open_store(base_settings)
+def store(any_backend_settings):
+    st = open_store(any_backend_settings)
     apply_migrations(st)
     return st
 
 
-def test_migrations_are_idempotent_and_recorded(base_settings):
-    st = open_store(base_settings)
+def test_migrations_are_idempotent_and_recorded(any_backend_settings):
+    st = open_store(any_backend_settings)
     assert apply_migrations(st) == [m.version for m in MIGRATIONS]
     assert apply_migrations(st) == []
     rows = st.query(f"SELECT version FROM {st.database}.schema_migrations FINAL ORDER BY version")
