@@ -73,6 +73,141 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        2,
+        "analytics views over the event log",
+        (
+            # Every view reads `events FINAL`, so a redelivered event counted twice in the
+            # table (before a merge) is still counted once in every answer.
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_placements AS
+            SELECT
+                JSONExtractString(payload, 'allocation_id')             AS allocation_id,
+                JSONExtractString(payload, 'request_id')                AS request_id,
+                JSONExtractString(payload, 'tenant')                    AS tenant,
+                JSONExtractString(payload, 'sla_tier')                  AS sla_tier,
+                event_time                                              AS placed_at,
+                JSONExtractFloat(payload, 'queued_seconds')             AS queued_seconds,
+                JSONExtractFloat(payload, 'per_replica', 'vcpu')        AS vcpu_per_replica,
+                JSONExtractString(p, 'resource_id')                     AS resource_id,
+                JSONExtractString(p, 'provider')                        AS provider,
+                JSONExtractUInt(p, 'replicas')                          AS replicas,
+                toDecimal128OrZero(JSONExtractString(p, 'price_per_hour'), 9) AS price_per_hour
+            FROM {db}.events FINAL
+            ARRAY JOIN JSONExtractArrayRaw(payload, 'placements') AS p
+            WHERE event_type = 'allocation.placed'
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS
+            SELECT pl.*, r.released_at,
+                   dateDiff('microsecond', pl.placed_at, if(r.released_at IS NULL, now64(6), r.released_at))
+                       / 3600e6 AS hours,
+                   toDecimal128(hours, 9) * pl.price_per_hour AS cost,
+                   hours * pl.vcpu_per_replica * pl.replicas AS vcpu_hours
+            FROM {db}.v_placements AS pl
+            LEFT JOIN (
+                SELECT JSONExtractString(payload, 'allocation_id') AS allocation_id,
+                       toNullable(min(event_time)) AS released_at
+                FROM {db}.events FINAL WHERE event_type = 'allocation.released' GROUP BY allocation_id
+            ) AS r USING (allocation_id)
+            SETTINGS join_use_nulls = 1
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_cost_per_partner_day AS
+            SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
+                   count() AS placements
+            FROM {db}.v_allocation_usage GROUP BY day, provider ORDER BY day, provider
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_cost_per_tenant_day AS
+            SELECT toDate(placed_at) AS day, tenant, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours
+            FROM {db}.v_allocation_usage GROUP BY day, tenant ORDER BY day, tenant
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_blended_cost_per_vcpu_hour AS
+            SELECT if(provider = 'own', 'own', 'partners') AS source, sum(cost) AS total_cost,
+                   sum(vcpu_hours) AS total_vcpu_hours, total_cost / nullIf(total_vcpu_hours, 0) AS cost_per_vcpu_hour
+            FROM {db}.v_allocation_usage GROUP BY source
+            UNION ALL
+            SELECT 'blended', sum(cost), sum(vcpu_hours), sum(cost) / nullIf(sum(vcpu_hours), 0)
+            FROM {db}.v_allocation_usage
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_resources AS
+            SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
+                   argMax(vcpu, event_time) AS vcpu, argMax(removed, event_time) AS removed
+            FROM (
+                SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
+                       JSONExtractString(payload, 'spec', 'provider') AS provider,
+                       JSONExtractString(payload, 'spec', 'region') AS region,
+                       JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
+                       event_type = 'resource.removed' AS removed
+                FROM {db}.events FINAL
+                WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
+            ) GROUP BY resource_id
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_pool_utilization AS
+            SELECT c.provider AS provider, c.region AS region, c.vcpu AS vcpu_capacity,
+                   ifNull(u.vcpu_in_use, 0) AS vcpu_in_use, vcpu_in_use / nullIf(vcpu_capacity, 0) AS utilization
+            FROM (SELECT provider, region, sum(vcpu) AS vcpu FROM {db}.v_resources WHERE NOT removed
+                  GROUP BY provider, region) AS c
+            LEFT JOIN (SELECT r.provider AS provider, r.region AS region,
+                              sum(a.vcpu_per_replica * a.replicas) AS vcpu_in_use
+                       FROM {db}.v_allocation_usage AS a INNER JOIN {db}.v_resources AS r USING (resource_id)
+                       WHERE a.released_at IS NULL GROUP BY provider, region) AS u
+            ON c.provider = u.provider AND c.region = u.region
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_queue_wait_by_tier AS
+            SELECT sla_tier, count() AS placed,
+                   quantile(0.5)(queued_seconds) AS p50_s, quantile(0.9)(queued_seconds) AS p90_s,
+                   quantile(0.99)(queued_seconds) AS p99_s, max(queued_seconds) AS max_s
+            FROM (SELECT DISTINCT allocation_id, sla_tier, queued_seconds FROM {db}.v_placements)
+            GROUP BY sla_tier
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_forecast_accuracy AS
+            WITH f AS (
+                SELECT JSONExtractString(payload, 'series') AS series,
+                       JSONExtractUInt(h, 'step') AS step,
+                       parseDateTime64BestEffort(JSONExtractString(h, 'interval_start'), 6, 'UTC') AS interval_start,
+                       JSONExtractKeysAndValues(JSONExtractRaw(h, 'quantiles'), 'Float64') AS q
+                FROM {db}.events FINAL
+                ARRAY JOIN JSONExtractArrayRaw(payload, 'horizons') AS h
+                WHERE event_type = 'forecast'
+            ),
+            a AS (
+                SELECT JSONExtractString(payload, 'series') AS series,
+                       parseDateTime64BestEffort(JSONExtractString(payload, 'interval_start'), 6, 'UTC')
+                           AS interval_start,
+                       argMax(JSONExtractFloat(payload, 'value'), event_time) AS actual
+                FROM {db}.events FINAL WHERE event_type = 'demand.interval' GROUP BY series, interval_start
+            )
+            SELECT f.series AS series, f.step AS step, count() AS forecasts,
+                   avg(abs(a.actual - arrayFirst(x -> x.1 = '0.5', f.q).2)) AS mae,
+                   avg(a.actual >= arrayReduce('min', arrayMap(x -> x.2, f.q))
+                       AND a.actual <= arrayReduce('max', arrayMap(x -> x.2, f.q))) AS band_coverage
+            FROM f INNER JOIN a ON f.series = a.series AND f.interval_start = a.interval_start
+            GROUP BY series, step ORDER BY series, step
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_alerts_over_time AS
+            SELECT toStartOfHour(event_time) AS hour, JSONExtractString(payload, 'partner_id') AS partner,
+                   JSONExtractString(payload, 'limit_name') AS limit_name,
+                   max(JSONExtractUInt(payload, 'threshold_pct')) AS max_threshold_pct,
+                   countIf(JSONExtractString(payload, 'enforcement') = 'hard') AS hard, count() AS alerts
+            FROM {db}.events FINAL WHERE event_type = 'usage_limit.alert'
+            GROUP BY hour, partner, limit_name ORDER BY hour
+            """,
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_dead_letters_over_time AS
+            SELECT toStartOfHour(event_time) AS hour, source_topic, consumer, count() AS dead_letters,
+                   any(reason) AS example_reason
+            FROM {db}.dead_letters FINAL GROUP BY hour, source_topic, consumer ORDER BY hour
+            """,
+        ),
+    ),
 )
 
 
