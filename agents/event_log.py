@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, Iterable
 
 from streams.deadletter import publish_dead_letters
@@ -34,12 +36,17 @@ async def write_until_durable(store: AnalyticsStore, table: str, rows: list[dict
     """Insert, retrying with capped exponential backoff; returns only once written."""
     delay = 0.2
     metrics.SINK_PENDING.labels(table).inc(len(rows))
+    times = [r["event_time"] for r in rows if isinstance(r.get("event_time"), datetime)]
+    oldest = min(times).timestamp() if times else time.time()
     while True:
+        # Lag: how old the oldest event waiting for ClickHouse is (grows during an outage).
+        metrics.SINK_LAG_SECONDS.labels(table).set(max(time.time() - oldest, 0.0))
         try:
             with metrics.SINK_BATCH_SECONDS.labels(table).time():
                 await asyncio.to_thread(store.insert, table, rows, dedup_token=token)
             metrics.SINK_ROWS.labels(table).inc(len(rows))
             metrics.SINK_PENDING.labels(table).dec(len(rows))
+            metrics.SINK_LAG_SECONDS.labels(table).set(0.0)
             return
         except StorageError as exc:
             metrics.SINK_FAILURES.labels(table).inc()

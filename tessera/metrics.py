@@ -35,3 +35,6 @@ FORECAST_SPIKES = Counter("tessera_forecast_spikes_total", "Demand spikes detect
 BILLING_UNRATED = Counter("tessera_billing_unrated_total", "Usage records for partners without an agreement",
                           ["partner"])
 BILLING_EVENTS = Counter("tessera_billing_events_total", "Billing lines and alerts published", ["topic"])
+SINK_LAG_SECONDS = Gauge("tessera_sink_lag_seconds",
+                         "Age of the oldest event consumed but not yet written to ClickHouse (0 when caught up)",
+                         ["table"])

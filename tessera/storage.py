@@ -145,17 +145,22 @@ class ServerStore:
             )
         except Exception as exc:
             raise StorageError(f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {exc}") from exc
+        # A clickhouse-connect client carries one HTTP session, which refuses concurrent
+        # queries; agents insert from worker threads while others query, so calls are serialised.
+        self._lock = threading.Lock()
         self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
 
     def command(self, sql: str) -> None:
         try:
-            self._client.command(sql)
+            with self._lock:
+                self._client.command(sql)
         except Exception as exc:
             raise StorageError(str(exc)) from exc
 
     def query_raw(self, sql: str, fmt: str = "TabSeparatedWithNames") -> bytes:
         try:
-            return self._client.raw_query(sql, fmt=fmt)
+            with self._lock:
+                return self._client.raw_query(sql, fmt=fmt)
         except Exception as exc:
             raise StorageError(str(exc)) from exc
 
@@ -167,8 +172,9 @@ class ServerStore:
         if not body:
             return 0
         try:
-            self._client.raw_insert(table, insert_block=body, settings=_insert_settings(dedup_token),
-                                    fmt="JSONEachRow")
+            with self._lock:
+                self._client.raw_insert(table, insert_block=body, settings=_insert_settings(dedup_token),
+                                        fmt="JSONEachRow")
         except Exception as exc:
             raise StorageError(str(exc)) from exc
         return body.count(b"\n")
