@@ -70,7 +70,7 @@ def gcp_instances(limit: int | None = None, region: str | None = None) -> Iterat
 
 def alibaba_pod_requests(start: datetime, limit: int | None = None, time_scale: float = 1.0, id_prefix: str = ""
                          ) -> Iterator[WorkloadRequest]:
-    """Alibaba v2023 pods as workload requests, arrival times compressed by ``time_scale``."""
+    """Alibaba v2023 pods as workload requests, arrival times and lifetimes compressed by ``time_scale``."""
     for i, r in enumerate(_rows("alibaba_clusterdata_gpu_v2023/openb_pod_list_default.csv")):
         if limit is not None and i >= limit:
             return
@@ -84,5 +84,5 @@ def alibaba_pod_requests(start: datetime, limit: int | None = None, time_scale: 
             sla_tier=QOS_TIER.get(r["qos"], SlaTier.silver),
             per_replica=Capacity(vcpu=int(r["cpu_milli"]) / 1000, memory_bytes=int(r["memory_mib"]) * MIB,
                                  gpu=int(r["num_gpu"] or 0)),
-            expected_duration_seconds=max(deleted - created, 1.0) if deleted else None,
+            expected_duration_seconds=max((deleted - created) / time_scale, 1.0) if deleted else None,
         )

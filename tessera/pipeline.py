@@ -1,0 +1,75 @@
+"""The whole Tessera pipeline in one process: what the demo and the end-to-end test run.
+
+Faust agents (event log -> ClickHouse, live resource table, demand forecasts), the
+transactional scheduler and the billing agent, all on one event loop against one broker.
+In production these are separate processes (``tessera worker``, ``tessera scheduler``,
+``tessera billing``); the code paths are the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from tessera.billing.agreements import Agreement
+from tessera.config import Settings
+
+log = logging.getLogger(__name__)
+
+#: Agreements for the demo partners: per-unit rates close to their catalogs' list prices
+#: per vCPU-hour (GCP europe-west4 n2, DigitalOcean basic droplets), one with a tier and a
+#: commitment, one with a spend limit.
+DEMO_AGREEMENTS: list[dict[str, Any]] = [
+    {"partner": "gcp", "currency": "USD", "provider_name": "Google Cloud",
+     "rates": {"vcpu_hour": "0.034", "memory_gib_hour": "0.0046", "gpu_hour": "2.48"},
+     "tiers": {"vcpu_hour": [{"from": "0", "rate": "0.034"}, {"from": "500", "rate": "0.029"}]},
+     "monthly_commit": "0.50"},
+    {"partner": "digitalocean", "currency": "USD", "provider_name": "DigitalOcean",
+     "rates": {"vcpu_hour": "0.018", "memory_gib_hour": "0.0045", "gpu_hour": "2.99"},
+     "limits": {"spend": {"amount": "5.00", "thresholds": [50, 80, 100], "enforcement": "hard"}}},
+]
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    app: Any
+    scheduler: Any
+    billing: Any
+    stop: asyncio.Event
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @property
+    def store(self) -> Any:
+        return self.app.tessera_store
+
+
+@contextlib.asynccontextmanager
+async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
+                   aging_s: float = 30.0) -> AsyncIterator[Pipeline]:
+    from agents.billing import BillingWorker
+    from agents.scheduler import SchedulerWorker
+    from streams.admin import ensure_topics
+    from streams.runner import build_worker_app, running
+
+    await ensure_topics(settings)
+    app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
+    scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s)
+    billing = BillingWorker(settings, agreements)
+    stop = asyncio.Event()
+    async with running(app, ready_timeout=120):
+        p = Pipeline(settings, app, scheduler, billing, stop)
+        p.tasks = [asyncio.create_task(scheduler.run(stop), name="scheduler"),
+                   asyncio.create_task(billing.run(stop), name="billing")]
+        try:
+            yield p
+        finally:
+            stop.set()
+            for t in p.tasks:
+                try:
+                    await asyncio.wait_for(t, 30)
+                except Exception:   # a worker's failure is reported, the others still stop
+                    log.exception("%s did not stop cleanly", t.get_name())

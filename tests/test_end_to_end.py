@@ -1,0 +1,134 @@
+"""The whole pipeline on a slice of the Alibaba trace through the real broker: resources,
+health, requests -> forecasts, placements, releases, billing, ClickHouse; then the
+invariants: one outcome per request, no resource over-committed, billing equal to the
+usage at the agreed rates, ClickHouse views equal to the events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_UP, Decimal
+
+import pytest
+
+import schemas as s
+from schemas import HealthSample
+from tessera import datasets
+from tessera.billing.agreements import parse_agreements
+from tessera.pipeline import DEMO_AGREEMENTS, pipeline
+from tessera.produce import producer_for, send_events
+from tests.conftest import run
+
+pytestmark = pytest.mark.kafka
+
+N = 150
+GIB = 1024 ** 3
+
+
+def test_pipeline_invariants_on_a_trace_slice(settings, consume):
+    st = settings.replace(forecast_interval_s=2, forecast_season=10, forecast_horizon=3, forecast_grace_s=1.0)
+    agreements = parse_agreements(DEMO_AGREEMENTS)
+    # Most Alibaba v2023 pods ask for GPUs: the own data center contributes GPU nodes.
+    own_gpu = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:12]
+    resources = [*datasets.own_nodes(limit=2), *own_gpu, *datasets.digitalocean_vms(limit=8),
+                 *datasets.gcp_instances(limit=6, region="europe-west4")]
+    capacity = {r.resource_id: r.spec.capacity for r in resources}
+
+    async def scenario():
+        async with pipeline(st, agreements, batch_wait_ms=30) as p:
+            producer = producer_for(st)
+            await producer.start()
+            try:
+                await send_events(producer, st, "resources", resources)
+                await send_events(producer, st, "health", [HealthSample(resource_id=r.resource_id)
+                                                           for r in resources])
+                await asyncio.sleep(2)     # the scheduler tails resources before requests arrive
+                start = datetime.now(timezone.utc)
+                reqs = list(datasets.alibaba_pod_requests(start, limit=N, time_scale=2e4, id_prefix="e2e-"))
+                await send_events(producer, st, "requests", reqs)
+            finally:
+                await producer.stop()
+            name = s.topic_spec("allocations").full_name(st.topic_prefix)
+            deadline = time.monotonic() + 120
+            answered: set[str] = set()
+            while time.monotonic() < deadline and len(answered) < N:
+                recs = await consume(st, name, 10_000, timeout=3, committed_only=True)
+                answered = {s.decode(r.value).request_id for r in recs
+                            if s.decode(r.value).event_type in ("allocation.placed", "allocation.rejected",
+                                                                "allocation.queued")}
+            await asyncio.sleep(4)         # billing and the sink catch up
+            store = p.store
+        allocs = [s.decode(r.value) for r in await consume(st, name, 100_000, timeout=5, committed_only=True)]
+        lines = [s.decode(r.value) for r in await consume(
+            st, s.topic_spec("billing-lines").full_name(st.topic_prefix), 100_000, timeout=5)]
+        return reqs, allocs, lines, store
+
+    reqs, allocs, lines, store = run(scenario(), timeout=300)
+
+    # 1. Every request answered: exactly one final outcome (placed or rejected), or queued
+    #    (waiting for capacity: GPU pods beyond the GPU capacity) with no final outcome yet.
+    finals: dict[str, int] = defaultdict(int)
+    queued = {e.request_id for e in allocs if e.event_type == "allocation.queued"}
+    for e in allocs:
+        if e.event_type in ("allocation.placed", "allocation.rejected"):
+            finals[e.request_id] += 1
+    assert set(finals) | queued == {r.request_id for r in reqs}
+    assert set(finals.values()) == {1}
+    placed = [e for e in allocs if isinstance(e, s.AllocationPlaced)]
+    assert len(placed) > N // 3
+
+    # 2. No resource over-committed at any point (releases applied after placements of the
+    #    same instant: the conservative order).
+    used: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0])
+    live = {}
+    seq = sorted(allocs, key=lambda e: (e.event_time, isinstance(e, s.AllocationReleased)))
+    for e in seq:
+        if isinstance(e, s.AllocationPlaced):
+            live[e.allocation_id] = e
+            sign = 1
+        elif isinstance(e, s.AllocationReleased) and e.allocation_id in live:
+            e, sign = live.pop(e.allocation_id), -1
+        else:
+            continue
+        c = e.per_replica
+        for pl in e.placements:
+            u = used[pl.resource_id]
+            u[0] += sign * c.vcpu * pl.replicas
+            u[1] += sign * c.memory_bytes * pl.replicas
+            u[2] += sign * c.gpu * pl.replicas
+            cap = capacity[pl.resource_id]
+            assert u[0] <= cap.vcpu + 1e-9 and u[1] <= cap.memory_bytes and u[2] <= cap.gpu, pl.resource_id
+
+    # 3. Billing equals the usage at the agreed rates (DigitalOcean: flat rates, to the cent).
+    latest: dict[str, s.BillingLine] = {}
+    for line in lines:
+        if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
+            latest[line.line_id] = line
+    watermark = max(e.event_time for e in allocs if isinstance(e, (s.AllocationPlaced, s.AllocationReleased)))
+    released = {e.allocation_id: e.event_time for e in allocs if isinstance(e, s.AllocationReleased)}
+    rates = {k: Decimal(v) for k, v in DEMO_AGREEMENTS[1]["rates"].items()}
+    exact = Decimal(0)
+    for e in placed:
+        end = released.get(e.allocation_id, watermark)
+        d = end - e.event_time
+        hours = Decimal((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) / Decimal(3_600_000_000)
+        for pl in e.placements:
+            if pl.provider == "digitalocean":
+                c = e.per_replica
+                exact += hours * pl.replicas * (rates["vcpu_hour"] * Decimal(str(c.vcpu))
+                                                + rates["memory_gib_hour"] * Decimal(c.memory_bytes) / GIB
+                                                + rates["gpu_hour"] * c.gpu)
+    do_total = sum((l.amount for l in latest.values() if l.partner_id == "digitalocean"), Decimal(0))
+    assert do_total == exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    gcp_total = sum((l.amount for l in latest.values() if l.partner_id == "gcp"), Decimal(0))
+    assert gcp_total >= Decimal("0.50")                     # the commitment is always billed
+
+    # 4. ClickHouse views agree with the events.
+    db = store.database
+    n_placed = int(store.query(f"SELECT uniqExact(allocation_id) AS n FROM {db}.v_placements "
+                               f"WHERE startsWith(request_id, 'e2e-')")[0]["n"])
+    assert n_placed == len(placed)
+    by_tier = {r["sla_tier"]: int(r["placed"]) for r in store.query(f"SELECT sla_tier, placed FROM {db}.v_queue_wait_by_tier")}
+    assert sum(by_tier.values()) == len(placed)
