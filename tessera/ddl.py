@@ -98,11 +98,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             WHERE event_type = 'allocation.placed'
             """,
             """
+            CREATE VIEW IF NOT EXISTS {db}.v_resources AS
+            SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
+                   argMax(vcpu, event_time) AS vcpu, argMax(price, event_time) AS price_per_hour,
+                   argMax(removed, event_time) AS removed
+            FROM (
+                SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
+                       JSONExtractString(payload, 'spec', 'provider') AS provider,
+                       JSONExtractString(payload, 'spec', 'region') AS region,
+                       JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
+                       toDecimal128OrZero(JSONExtractString(payload, 'spec', 'price_per_hour'), 9) AS price,
+                       event_type = 'resource.removed' AS removed
+                FROM {db}.events FINAL
+                WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
+            ) GROUP BY resource_id
+            """,
+            """
             CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS
-            SELECT pl.*, r.released_at,
+            -- Cost is the placement's share of its resource's price (by vCPU; the whole
+            -- price when the resource has no vCPU count) over the hours it ran, so it adds up
+            -- to what the capacity in use costs, own or partner.
+            SELECT pl.allocation_id AS allocation_id, pl.request_id AS request_id, pl.tenant AS tenant,
+                   pl.sla_tier AS sla_tier, pl.placed_at AS placed_at, pl.queued_seconds AS queued_seconds,
+                   pl.vcpu_per_replica AS vcpu_per_replica, pl.resource_id AS resource_id, pl.provider AS provider,
+                   pl.replicas AS replicas, pl.price_per_hour AS price_per_hour, r.released_at AS released_at,
+                   res.vcpu AS resource_vcpu, res.price_per_hour AS resource_price_per_hour,
                    dateDiff('microsecond', pl.placed_at, if(r.released_at IS NULL, now64(6), r.released_at))
                        / 3600e6 AS hours,
-                   toDecimal128(hours, 9) * pl.price_per_hour AS cost,
+                   if(res.vcpu > 0, least(pl.vcpu_per_replica * pl.replicas / res.vcpu, 1.0), 1.0) AS capacity_share,
+                   toDecimal128(hours * capacity_share, 9) * ifNull(res.price_per_hour, pl.price_per_hour) AS cost,
                    hours * pl.vcpu_per_replica * pl.replicas AS vcpu_hours
             FROM {db}.v_placements AS pl
             LEFT JOIN (
@@ -110,6 +134,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                        toNullable(min(event_time)) AS released_at
                 FROM {db}.events FINAL WHERE event_type = 'allocation.released' GROUP BY allocation_id
             ) AS r USING (allocation_id)
+            LEFT JOIN {db}.v_resources AS res USING (resource_id)
             SETTINGS join_use_nulls = 1
             """,
             """
@@ -131,20 +156,6 @@ MIGRATIONS: tuple[Migration, ...] = (
             UNION ALL
             SELECT 'blended', sum(cost), sum(vcpu_hours), sum(cost) / nullIf(sum(vcpu_hours), 0)
             FROM {db}.v_allocation_usage
-            """,
-            """
-            CREATE VIEW IF NOT EXISTS {db}.v_resources AS
-            SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
-                   argMax(vcpu, event_time) AS vcpu, argMax(removed, event_time) AS removed
-            FROM (
-                SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
-                       JSONExtractString(payload, 'spec', 'provider') AS provider,
-                       JSONExtractString(payload, 'spec', 'region') AS region,
-                       JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
-                       event_type = 'resource.removed' AS removed
-                FROM {db}.events FINAL
-                WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
-            ) GROUP BY resource_id
             """,
             """
             CREATE VIEW IF NOT EXISTS {db}.v_pool_utilization AS

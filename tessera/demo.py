@@ -1,10 +1,16 @@
-"""``tessera demo``: the whole foundation in one command.
+"""``tessera demo``: an own data center blended with partner clouds on a real workload.
 
-Brings up the local Kafka broker (unless TESSERA_KAFKA_BOOTSTRAP names one), runs the
-event-log agent in this process, publishes real resources (own data center nodes from
-the Alibaba v2023 node list, DigitalOcean and GCP catalog rows) and workload requests
-(Alibaba v2023 pods), plus two deliberately broken messages, then shows what arrived
-in ClickHouse and in the dead-letter topic.
+1. brings up the local Kafka broker (unless TESSERA_KAFKA_BOOTSTRAP names one);
+2. starts the whole pipeline in this process: event log -> ClickHouse, the live resource
+   table, demand forecasts, the transactional scheduler and the billing agent;
+3. registers the own data center (Alibaba v2023 nodes at amortized capex + opex) and two
+   partners (GCP europe-west4 and DigitalOcean catalogs) with agreements;
+4. replays Alibaba v2023 pod arrivals, time-compressed, as workload requests (SLA tier
+   from the QoS class), paced in real time, plus two malformed messages;
+5. lets placements, releases, forecasts and billing run, then drains;
+6. prints a summary from ClickHouse SQL and writes an HTML report with plots.
+
+Every run uses its own topics and database (``demo-<run>``), so running it twice works.
 """
 
 from __future__ import annotations
@@ -13,120 +19,256 @@ import asyncio
 import sys
 import time
 import uuid
-from decimal import Decimal
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from schemas import HealthSample, utc_now
+from schemas import HealthSample
 
 from . import datasets
 from .config import Settings
 from .produce import producer_for, send_events, send_raw
 
-N_REQUESTS = 200
+STEPS = 6
 
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-async def _run(settings: Settings) -> int:
-    from streams.runner import build_worker_app, running
+def _pretty(store, sql: str) -> str:
+    return store.query_raw(sql, "PrettyCompactMonoBlock").decode()
 
-    run = uuid.uuid4().hex[:8]
-    started = utc_now()
-    _say(f"[2/5] starting the event-log and resources agents (app tessera-demo, run {run})")
-    app, _topics = build_worker_app(settings, ["event-log", "resources"], app_id=f"{settings.app_id}-demo")
-    store = app.tessera_store  # type: ignore[attr-defined]
-    db = store.database
-    async with running(app):
-        _say("[3/5] publishing real resources, health samples and Alibaba v2023 pod requests")
-        resources = [
-            *datasets.own_nodes(limit=20),
-            *datasets.digitalocean_vms(limit=10),
-            *datasets.gcp_instances(limit=10, region="europe-west4"),
-        ]
-        resources = [r.model_copy(update={"event_id": f"demo-{run}-{r.resource_id}"}) for r in resources]
-        health = [HealthSample(event_id=f"demo-{run}-hb-{r.resource_id}", resource_id=r.resource_id)
-                  for r in resources]
-        requests = list(datasets.alibaba_pod_requests(started, limit=N_REQUESTS, time_scale=1e4,
-                                                      id_prefix=f"demo-{run}-"))
+
+async def _replay(p, settings: Settings, requests, seconds: float, run: str) -> int:
+    """Publish requests at their (compressed) arrival times; show progress."""
+    producer = producer_for(settings, linger_ms=5)
+    await producer.start()
+    db = p.store.database
+    sent = 0
+    t0 = time.monotonic()
+    start = requests[0].event_time if requests else datetime.now(timezone.utc)
+    try:
+        i = 0
+        last_print = 0.0
+        while i < len(requests):
+            now = time.monotonic() - t0
+            due = [r for r in requests[i:] if (r.event_time - start).total_seconds() <= now]
+            if due:
+                await send_events(producer, settings, "requests", due)
+                i += len(due)
+                sent += len(due)
+            if now - last_print >= 1.0 or i == len(requests):
+                last_print = now
+                counts = _outcomes(p.store, db)
+                print(f"\r      {now:5.0f}s  sent {sent:>5}/{len(requests)}  placed {counts['placed']:>5}  "
+                      f"queued {counts['queued']:>4}  rejected {counts['rejected']:>4}  "
+                      f"released {counts['released']:>5}", end="", file=sys.stderr, flush=True)
+            await asyncio.sleep(0.2)
+        await send_raw(producer, settings, "requests", [
+            f"demo {run}: this is not JSON".encode(),
+            b'{"schema_version":1,"event_type":"workload.request","event_id":"bad","event_time":'
+            b'"2026-01-01T00:00:00Z","request_id":"r","tenant":"t","per_replica":{"vcpu":"lots"}}'],
+            key=b"demo-broken")
+    finally:
+        await producer.stop()
+        print(file=sys.stderr)
+    return sent
+
+
+def _trace_window(t0: datetime, n: int, seconds: float, run: str) -> tuple[list, float]:
+    """``n`` consecutive pod arrivals from the middle of the trace (the file is not in
+    arrival order, and its start is sparse), rebased to ``t0`` and compressed to last
+    ``seconds``; lifetimes are compressed by the same factor."""
+    pods = sorted(datasets.alibaba_pod_requests(t0, id_prefix=f"{run}-"), key=lambda r: r.event_time)
+    window = pods[max(0, len(pods) // 2 - n // 2):][:n]
+    first, last = window[0].event_time, window[-1].event_time
+    span = max((last - first).total_seconds(), 1.0)
+    scale = span / seconds
+    out = []
+    for r in window:
+        at = t0 + (r.event_time - first) / scale
+        dur = r.expected_duration_seconds / scale if r.expected_duration_seconds else None
+        out.append(r.model_copy(update={"event_time": at, "expected_duration_seconds": max(dur, 1.0) if dur else None}))
+    return out, span
+
+
+def _outcomes(store, db: str) -> dict[str, int]:
+    rows = store.query(f"SELECT event_type, uniqExact(event_id) AS n FROM {db}.events "
+                       f"WHERE event_type LIKE 'allocation.%' GROUP BY event_type")
+    got = {r["event_type"].split(".")[1]: int(r["n"]) for r in rows}
+    return {k: got.get(k, 0) for k in ("placed", "queued", "rejected", "released")}
+
+
+def _timeline(store, db: str, t0: datetime, value: str) -> dict[str, list[tuple[float, float]]]:
+    """Per provider, the sum of ``value`` over allocations live at each moment."""
+    rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
+                       f"toUnixTimestamp64Micro(ifNull(released_at, now64(6))) AS b, {value} AS v "
+                       f"FROM {db}.v_allocation_usage")
+    if not rows:
+        return {}
+    start = t0.timestamp()
+    end = max(int(r["b"]) for r in rows) / 1e6
+    grid = [start + (end - start) * k / 120 for k in range(121)]
+    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    spans = defaultdict(list)
+    for r in rows:
+        spans[r["provider"]].append((int(r["a"]) / 1e6, int(r["b"]) / 1e6, float(r["v"])))
+    for provider, ss in sorted(spans.items()):
+        for g in grid:
+            out[provider].append((g - start, sum(v for a, b, v in ss if a <= g < b)))
+    return out
+
+
+def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]], path: Path) -> Path:
+    from .report import svg_chart, write_report
+
+    cost = _timeline(store, db, t0, "toFloat64(price_per_hour)")
+    vcpu = _timeline(store, db, t0, "vcpu_per_replica * replicas")
+    caps = {r["provider"]: float(r["c"]) for r in store.query(
+        f"SELECT provider, sum(vcpu) AS c FROM {db}.v_resources WHERE NOT removed GROUP BY provider")}
+    util = {p: [(x, y / caps[p]) for x, y in s] for p, s in vcpu.items() if caps.get(p)}
+    series = store.query(f"SELECT series, count() AS n FROM {db}.v_forecast_accuracy GROUP BY series "
+                         f"ORDER BY sum(forecasts) DESC, series LIMIT 1")
+    band_svg = "<p>(no forecasts yet)</p>"
+    if series:
+        name = series[0]["series"]
+        rows = store.query(f"""
+            SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(h, 'interval_start'), 6)) AS t,
+                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.05') AS lo,
+                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.5') AS mid,
+                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.95') AS hi
+            FROM {db}.events FINAL ARRAY JOIN JSONExtractArrayRaw(payload, 'horizons') AS h
+            WHERE event_type = 'forecast' AND JSONExtractString(payload, 'series') = '{name}'
+              AND JSONExtractUInt(h, 'step') = 1 ORDER BY t""")
+        actual = store.query(f"""
+            SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(payload, 'interval_start'), 6))
+                   AS t, JSONExtractFloat(payload, 'value') AS v
+            FROM {db}.events FINAL WHERE event_type = 'demand.interval'
+              AND JSONExtractString(payload, 'series') = '{name}' ORDER BY t""")
+        s0 = t0.timestamp()
+        xs = [int(r["t"]) / 1e6 - s0 for r in rows]
+        band_svg = svg_chart(f"{name}: one-step forecast band vs realised demand",
+                             {"realised": [(int(r["t"]) / 1e6 - s0, float(r["v"])) for r in actual],
+                              "median forecast": list(zip(xs, [float(r["mid"]) for r in rows]))},
+                             band=(xs, [float(r["lo"]) for r in rows], [float(r["hi"]) for r in rows]),
+                             y_label="demand per interval")
+    sections = [
+        ("Cost over time by provider", svg_chart("Cost rate of live placements (USD per hour)", cost,
+                                                 y_label="USD/h")),
+        ("Utilization", svg_chart("vCPU in use / vCPU offered, by provider", util, y_label="share")),
+        ("Forecast bands vs actual demand", band_svg),
+    ]
+    return write_report(path, f"Tessera demo run {run}", sections, tables)
+
+
+async def _run(base: Settings, n_requests: int, seconds: float, report_path: Path | None) -> int:
+    from tessera.billing.agreements import parse_agreements
+
+    from .pipeline import DEMO_AGREEMENTS, pipeline
+
+    run = uuid.uuid4().hex[:6]
+    settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
+                            clickhouse_database=f"demo_{run}", forecast_interval_s=3, forecast_season=20,
+                            forecast_horizon=6, forecast_grace_s=1.0, metrics_port=0)
+    agreements = parse_agreements(DEMO_AGREEMENTS)
+    _say(f"[2/{STEPS}] starting the pipeline: event log, live resource table, forecasts, scheduler, billing "
+         f"(topics demo-{run}.*, database demo_{run})")
+    t_start = time.monotonic()
+    async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0) as p:
+        store, db = p.store, p.store.database
+        # A small own data center (most Alibaba pods want GPUs), so bursts spill to partners.
+        own_gpu = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:16]
+        resources = [*datasets.own_nodes(limit=10), *own_gpu, *datasets.digitalocean_vms(limit=40),
+                     *datasets.gcp_instances(limit=60, region="europe-west4")]
+        _say(f"[3/{STEPS}] registering {len(resources)} resources: {10 + len(own_gpu)} own nodes (Alibaba v2023, "
+             f"amortized capex + opex), DigitalOcean and GCP offers with agreements")
         producer = producer_for(settings)
         await producer.start()
         try:
-            sent = await send_events(producer, settings, "resources", resources)
-            sent += await send_events(producer, settings, "health", health)
-            sent += await send_events(producer, settings, "requests", requests)
-            broken = [
-                f"demo {run}: this is not JSON".encode(),
-                (b'{"schema_version":1,"event_type":"workload.request","event_id":"demo-' + run.encode()
-                 + b'-bad","event_time":"2026-01-01T00:00:00Z","request_id":"r","tenant":"t",'
-                 b'"per_replica":{"vcpu":"lots"}}'),
-            ]
-            await send_raw(producer, settings, "requests", broken, key=b"demo-broken")
+            await send_events(producer, settings, "resources", resources)
+            await send_events(producer, settings, "health", [HealthSample(resource_id=r.resource_id)
+                                                              for r in resources])
         finally:
             await producer.stop()
-        _say(f"      sent {sent} valid events and {len(broken)} broken messages")
-
-        _say("[4/5] waiting for the agent to write them to ClickHouse")
-        deadline = time.monotonic() + 120
-        while True:
-            got = int(store.query(f"SELECT uniqExact(event_id) AS n FROM {db}.events "
-                                  f"WHERE startsWith(event_id, 'demo-{run}-') AND event_id != 'demo-{run}-bad'")[0]["n"])
-            dead = int(store.query(f"SELECT count() AS n FROM {db}.dead_letters FINAL "
-                                   f"WHERE event_time >= toDateTime64('{started:%Y-%m-%d %H:%M:%S}', 6, 'UTC') "
-                                   f"AND consumer = 'event-log'")[0]["n"])
-            print(f"\r      events in ClickHouse: {got}/{sent}   dead letters: {dead}/{len(broken)}   ",
-                  end="", file=sys.stderr, flush=True)
-            if got >= sent and dead >= len(broken):
-                print(file=sys.stderr)
+        await asyncio.sleep(2)
+        t0 = datetime.now(timezone.utc) + timedelta(seconds=1)
+        requests, span = _trace_window(t0, n_requests, seconds, run)
+        scale = span / seconds
+        _say(f"[4/{STEPS}] replaying {len(requests)} Alibaba v2023 pods ({span / 3600:.0f} h of arrivals "
+             f"compressed {scale:,.0f}x into {seconds:.0f} s)")
+        await _replay(p, settings, requests, seconds, run)
+        _say(f"[5/{STEPS}] draining: outcomes, releases, forecasts and billing catching up")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            c = _outcomes(store, db)
+            if c["placed"] + c["rejected"] + c["queued"] >= len(requests):
                 break
-            if time.monotonic() > deadline:
-                print(file=sys.stderr)
-                _say("error: events did not all arrive within 120 s; see `tessera infra status`")
-                return 1
-            await asyncio.sleep(0.5)
-        live = app.tessera_resources  # type: ignore[attr-defined]
-        placeable = live.available()
-        by_provider: dict[str, list] = {}
-        for v in placeable:
-            by_provider.setdefault(v.spec.provider, []).append(v)
-
-    _say("[5/5] results")
-    print(f"Live resource table: {len(live)} resources, {len(placeable)} healthy and placeable")
-    for provider, vs in sorted(by_provider.items()):
-        vcpu = sum(v.spec.capacity.vcpu for v in vs)
-        price = sum(v.spec.price_per_hour for v in vs)
-        print(f"  {provider:<14} {len(vs):>4} resources {vcpu:>8.0f} vCPU  {price:>10.4f} USD/h"
-              f"  ({price / Decimal(str(vcpu)) if vcpu else 0:.5f} USD per vCPU-hour)")
-    print()
-    print(store.query_raw(
-        f"SELECT event_type, count() AS events, uniqExact(key) AS keys, min(event_time) AS first, "
-        f"max(event_time) AS last FROM {db}.events FINAL WHERE startsWith(event_id, 'demo-{run}-') "
-        f"GROUP BY event_type ORDER BY event_type", "PrettyCompactMonoBlock").decode())
-    print(store.query_raw(
-        f"SELECT JSONExtractString(payload, 'spec', 'provider') AS provider, count() AS resources, "
-        f"sum(JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu')) AS vcpu, "
-        f"sum(toDecimal64(JSONExtractString(payload, 'spec', 'price_per_hour'), 6)) AS price_per_hour "
-        f"FROM {db}.events FINAL WHERE startsWith(event_id, 'demo-{run}-') AND event_type = 'resource.discovered' "
-        f"GROUP BY provider ORDER BY provider", "PrettyCompactMonoBlock").decode())
-    print(store.query_raw(
-        f"SELECT source_topic, source_partition, source_offset, field, reason FROM {db}.dead_letters FINAL "
-        f"WHERE event_time >= toDateTime64('{started:%Y-%m-%d %H:%M:%S}', 6, 'UTC') AND consumer = 'event-log' "
-        f"ORDER BY source_offset", "PrettyCompactMonoBlock").decode())
-    print(f"Query more with: tessera sql \"SELECT event_type, count() FROM {db}.events GROUP BY 1\"")
-    print("Stop the broker with: tessera infra down")
+            await asyncio.sleep(1)
+        await asyncio.sleep(8)
+        _say(f"[6/{STEPS}] results (ClickHouse SQL over the run's events)")
+        tables = [
+            ("Placements by provider", _pretty(store, f"""
+                SELECT provider, uniqExact(allocation_id) AS allocations, sum(replicas) AS total_replicas,
+                       round(sum(vcpu_per_replica * replicas)) AS total_vcpu,
+                       round(sum(toFloat64(cost)), 4) AS cost_usd
+                FROM {db}.v_allocation_usage GROUP BY provider ORDER BY provider""")),
+            ("Cost per vCPU-hour: blended vs own-only vs cheapest partner only", _pretty(store, f"""
+                SELECT 'blended (this run)' AS option, round(toFloat64(sum(cost)) / sum(vcpu_hours), 5) AS usd_per_vcpu_hour
+                FROM {db}.v_allocation_usage
+                UNION ALL
+                SELECT 'own data center only', round(sum(p) / sum(v), 5) FROM (
+                    SELECT toFloat64OrZero(JSONExtractString(payload, 'spec', 'price_per_hour')) AS p,
+                           JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS v
+                    FROM {db}.events FINAL WHERE event_type = 'resource.discovered'
+                      AND JSONExtractString(payload, 'spec', 'provider') = 'own')
+                UNION ALL
+                SELECT concat('cheapest partner only (', argMin(pr, p / v), ')'), round(min(p / v), 5) FROM (
+                    SELECT JSONExtractString(payload, 'spec', 'provider') AS pr,
+                           toFloat64OrZero(JSONExtractString(payload, 'spec', 'price_per_hour')) AS p,
+                           JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS v
+                    FROM {db}.events FINAL WHERE event_type = 'resource.discovered' AND pr != 'own' AND v > 0)""")),
+            ("Queue waits by SLA tier (seconds)", _pretty(store, f"SELECT * FROM {db}.v_queue_wait_by_tier ORDER BY sla_tier")),
+            ("Forecast accuracy (one-step and longer horizons)", _pretty(store, f"""
+                SELECT step, sum(forecasts) AS scored_forecasts, round(avg(mae), 2) AS mean_mae,
+                       round(sum(band_coverage * forecasts) / scored_forecasts, 3) AS band_coverage_5_95
+                FROM {db}.v_forecast_accuracy GROUP BY step ORDER BY step""")),
+            ("Partner bills, month to date (latest revision of each line)", _pretty(store, f"""
+                SELECT partner, currency, sum(amount) AS total_usd, groupArray(concat(sku, '=', toString(amount))) AS bill_lines
+                FROM (SELECT JSONExtractString(payload, 'line_id') AS line_id,
+                             argMax(JSONExtractString(payload, 'partner_id'), JSONExtractUInt(payload, 'revision')) AS partner,
+                             argMax(JSONExtractString(payload, 'currency'), JSONExtractUInt(payload, 'revision')) AS currency,
+                             argMax(JSONExtractString(payload, 'sku'), JSONExtractUInt(payload, 'revision')) AS sku,
+                             argMax(toDecimal64(JSONExtractString(payload, 'amount'), 2), JSONExtractUInt(payload, 'revision')) AS amount
+                      FROM {db}.events FINAL WHERE event_type = 'billing.line' GROUP BY line_id)
+                GROUP BY partner, currency ORDER BY partner""")),
+            ("Usage-limit alerts", _pretty(store, f"SELECT * FROM {db}.v_alerts_over_time")),
+            ("Dead letters", _pretty(store, f"SELECT * FROM {db}.v_dead_letters_over_time")),
+        ]
+        for heading, text in tables:
+            print(f"\n{heading}\n{text}", end="")
+        path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
+        _report(store, db, t0, run, tables, Path(path))
+    print(f"\nHTML report with plots: {Path(path).resolve()}")
+    print(f"Finished in {time.monotonic() - t_start:.0f} s. Query more with: "
+          f"tessera sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
+          f"or serve it: tessera sql serve. Stop the broker: tessera infra down")
     return 0
 
 
-def run_demo(settings: Settings, keep_running: bool = True) -> int:
+def run_demo(settings: Settings, keep_running: bool = True, requests: int = 1500, seconds: float = 90.0,
+             report: str | None = None) -> int:
     from infra.kafka_broker import BrokerError, broker_from_settings
 
     if settings.kafka_bootstrap:
-        _say(f"[1/5] using the Kafka broker at {settings.kafka_bootstrap}")
+        _say(f"[1/{STEPS}] using the Kafka broker at {settings.kafka_bootstrap}")
     else:
-        _say("[1/5] bringing up the local Kafka broker")
+        _say(f"[1/{STEPS}] bringing up the local Kafka broker")
         try:
             broker_from_settings(settings).start(progress=lambda m: _say(f"      {m}"))
         except BrokerError as exc:
             _say(f"error: {exc}")
             return 1
-    return asyncio.run(_run(settings))
+    return asyncio.run(_run(settings, requests, seconds, Path(report) if report else None))
+
+

@@ -74,6 +74,10 @@ class AnalyticsStore(Protocol):
     def close(self) -> None: ...
 
 
+_sessions: dict[str, tuple[Any, threading.Lock]] = {}
+_sessions_lock = threading.Lock()
+
+
 class ChdbStore:
     backend = "chdb"
 
@@ -85,14 +89,21 @@ class ChdbStore:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.database = database
-        try:
-            self._session = chdb_session.Session(str(self.path))
-        except Exception as exc:
-            raise StorageError(
-                f"cannot open embedded ClickHouse at {self.path}: {exc}. One process can open only one "
-                "chdb path; stop the other Tessera process using it or set TESSERA_DATA_DIR."
-            ) from exc
-        self._lock = threading.Lock()
+        key = str(self.path.resolve())
+        with _sessions_lock:
+            shared = _sessions.get(key)
+            if shared is None:
+                try:
+                    shared = _sessions[key] = (chdb_session.Session(key), threading.Lock())
+                except Exception as exc:
+                    raise StorageError(
+                        f"cannot open embedded ClickHouse at {self.path}: {exc}. One process can open only one "
+                        "chdb path; stop the other Tessera process using it or set TESSERA_DATA_DIR."
+                    ) from exc
+        # One engine session per path and process, shared by every store on it (and by
+        # `tessera sql serve`): chdb's engine is a process-wide singleton, and several
+        # sessions on one path crash it at exit.
+        self._session, self._lock = shared
         self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
 
     def _run(self, sql: str, fmt: str = "CSV") -> bytes:

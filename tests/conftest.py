@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
@@ -140,3 +141,22 @@ def any_backend_settings(request: pytest.FixtureRequest, base_settings: Settings
         return base_settings
     server = request.getfixturevalue("sql_server")
     return base_settings.replace(clickhouse_url=server.url)
+
+
+_EXIT_STATUS = {"code": 0}
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS["code"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave without running chdb's C++ global shutdown. The embedded engine sometimes
+    crashes there (after every test ran and reported: "ShutdownTablesThreadPool is not
+    initialized", then SIGSEGV), which would turn a green run red. Its data is already on
+    disk (MergeTree writes parts at insert), so skipping the teardown loses nothing."""
+    if "chdb" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS["code"])

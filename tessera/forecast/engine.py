@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+from statistics import NormalDist
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -38,6 +39,9 @@ from tessera.forecast.calendar import CalendarTable
 from tessera.forecast.models import MODEL_NAMES, build_models
 
 log = logging.getLogger(__name__)
+
+#: Scored residuals per horizon before the tracked quantiles are trusted fully.
+WARM_RESIDUALS = 30
 
 
 class ForecastInputError(ValueError):
@@ -138,6 +142,7 @@ class SeriesForecaster:
         self.last_ts: float | None = None
         self.last_z = 0.0
         self.taus = np.asarray(c.quantiles)
+        self._prior_z = np.array([NormalDist().inv_cdf(q) for q in c.quantiles])
         self._blend_rate = 1.0 - 0.5 ** (1.0 / c.blend_halflife)
         self._scale_rate = 1.0 - 0.5 ** (1.0 / c.scale_halflife)
         self.model_error = np.ones((H, M))          # EW mean |error| per horizon and model
@@ -237,6 +242,7 @@ class SeriesForecaster:
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))
         best = kernels.issue_forecast(self.step, preds, uplift, self.model_error, c.blend_sharpness, self.tracked,
+                                      self._scored, self.resid_scale, self._prior_z, float(WARM_RESIDUALS),
                                       self._due_target, self._due_models, self._due_point, self._due_offsets,
                                       self.scale, out)
         return QuantileForecast(self.last_ts, starts, out, c.quantiles, self.models[best].name)

@@ -64,10 +64,14 @@ def blend_weights(model_error, sharpness):
 
 
 @njit(cache=True)
-def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, due_target, due_models,
-                   due_point, due_offsets, scale, out):
+def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, scored, resid_scale, prior_z, warm_n,
+                   due_target, due_models, due_point, due_offsets, scale, out):
     """Blend the models' forecasts, add the sorted tracked quantiles, file them for scoring.
 
+    Until a horizon has ``warm_n`` scored residuals its offsets lean on a Gaussian prior
+    (``prior_z`` x 1.25 x mean absolute residual, the normal's sigma), moving to the
+    tracked quantiles as they accumulate evidence; a cold series gets a sensible band
+    instead of a zero-width one.
     ``out`` (H, K) receives the quantiles in the series' units (never below zero).
     Returns the index of the model with the largest weight at horizon 1.
     """
@@ -79,7 +83,9 @@ def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, due_tar
         point = uplift[h]
         for m in range(M):
             point += w[h, m] * preds[m, h]
-        offsets[:] = tracked[h]
+        trust = min(scored[h] / warm_n, 1.0)
+        for k in range(K):
+            offsets[k] = trust * tracked[h, k] + (1.0 - trust) * prior_z[k] * 1.2533 * resid_scale[h]
         offsets.sort()                      # monotone rearrangement: levels never cross
         target = step + h + 1
         row = target % H
