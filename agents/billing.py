@@ -1,6 +1,9 @@
 """The billing agent: allocation lifecycle in, month-to-date billing lines and limit alerts out.
 
-It reads the allocations topic with ``read_committed`` (the scheduler writes it in Kafka
+Agreements come from a file at start and then from the compacted ``agreements`` topic
+(``agreement.updated``, latest per partner): new terms re-rate the partner's open periods;
+an invalid document goes to the dead-letter topic with the field named, and the old terms
+stay. It reads the allocations topic with ``read_committed`` (the scheduler writes it in Kafka
 transactions; an aborted placement is never billed). On start it rebuilds the ledger by
 replaying the allocations topic from the beginning (rating is deterministic, so the same
 events give the same ledger) and learns from the alerts topic which thresholds were
@@ -16,6 +19,7 @@ the limits, so a hard limit stops placement before the allocations end.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,13 +29,13 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import BillingLine, Event, UsageLimitAlert, encode
+from schemas import AgreementUpdated, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
 from streams.reader import read_to_end
 from tessera import metrics
-from tessera.billing.agreements import Agreement, parse_agreements
+from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.lifecycle import Lifecycle
 from tessera.billing.usage import US, month_segments, period_bounds
@@ -120,6 +124,12 @@ class BillingState:
                                            enforcement=a.enforcement))
         return out
 
+    def update_agreement(self, a: Agreement) -> set[tuple[str, str]]:
+        """New terms for a partner: its open periods are re-rated at them on the next output."""
+        self.agreements[a.partner] = a
+        self.ledger.agreements[a.partner] = a
+        return {(p, period) for p, period in self.ledger.periods(a.partner) if (p, period) not in self.ledger.closed}
+
     def remember_alert(self, a: UsageLimitAlert) -> None:
         period = f"{a.period_start.year:04d}-{a.period_start.month:02d}"
         self.ledger.alerted.add((a.partner_id, period, a.limit_name, a.threshold_pct))
@@ -135,7 +145,7 @@ class BillingWorker:
     def __post_init__(self) -> None:
         self.state = BillingState(self.agreements, self.settings.billing_grace_s)
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
-                      for n in ("allocations", "billing-lines", "alerts")}
+                      for n in ("allocations", "billing-lines", "alerts", "agreements", "dead-letters")}
 
     async def _read(self, name: str) -> list[tuple[Event, int, int]]:
         recs = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions, committed_only=True)
@@ -147,7 +157,25 @@ class BillingWorker:
                 out.append((d.event, r.partition, r.offset))
         return out
 
+    def _apply_agreement(self, e: AgreementUpdated, partition: int, offset: int) -> tuple[set, DeadLetter | None]:
+        try:
+            a = parse_agreement(e.agreement)
+        except AgreementError as exc:
+            metrics.DEAD_LETTERS.labels(AGENT, self.topic["agreements"]).inc()
+            return set(), DeadLetter(reason=str(exc), field=str(exc).split(":")[0], consumer=AGENT,
+                                     source_topic=self.topic["agreements"], source_partition=partition,
+                                     source_offset=offset, original_b64=base64.b64encode(encode(e)).decode())
+        return self.state.update_agreement(a), None
+
     async def recover(self) -> dict[int, int]:
+        self._agreement_pos = -1
+        self._dead: list[DeadLetter] = []
+        for e, part, off in await self._read("agreements"):
+            if isinstance(e, AgreementUpdated):
+                _, dl = self._apply_agreement(e, part, off)
+                if dl is not None:
+                    self._dead.append(dl)
+            self._agreement_pos = max(self._agreement_pos, off)
         for e, _, _ in await self._read("alerts"):
             if isinstance(e, UsageLimitAlert):
                 self.state.remember_alert(e)
@@ -173,25 +201,40 @@ class BillingWorker:
                                     isolation_level="read_committed", **sec)
         await consumer.start()
         tps = [TopicPartition(self.topic["allocations"], p) for p in range(topic_spec("allocations").partitions)]
-        consumer.assign(tps)
+        agreements_tp = TopicPartition(self.topic["agreements"], 0)
+        consumer.assign([*tps, agreements_tp])
         for tp in tps:
             if tp.partition in positions:
                 consumer.seek(tp, positions[tp.partition] + 1)
             else:
                 await consumer.seek_to_beginning(tp)
+        if self._agreement_pos >= 0:
+            consumer.seek(agreements_tp, self._agreement_pos + 1)
+        else:
+            await consumer.seek_to_beginning(agreements_tp)
         try:
             await self._publish(producer, self.state.outputs(self._pending))
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=5000)
                 records = sorted((r for recs in batch.values() for r in recs), key=lambda r: r.timestamp)
                 touched: set[tuple[str, str]] = set()
+                dead: list[DeadLetter] = self._dead
+                self._dead = []
                 for r in records:
+                    name = "agreements" if r.topic == self.topic["agreements"] else "allocations"
                     d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                       spec=topic_spec("allocations"), consumer=AGENT)
-                    if d.event is not None:
+                                       spec=topic_spec(name), consumer=AGENT)
+                    if isinstance(d.event, AgreementUpdated):
+                        changed, dl = self._apply_agreement(d.event, r.partition, r.offset)
+                        touched |= changed
+                        if dl is not None:
+                            dead.append(dl)
+                    elif d.event is not None:
                         touched |= self.state.apply(d.event)
-                if touched:
-                    await self._publish(producer, self.state.outputs(touched))
+                    elif d.dead_letter is not None and name == "agreements":
+                        dead.append(d.dead_letter)
+                if touched or dead:
+                    await self._publish(producer, [*self.state.outputs(touched), *dead])
         finally:
             await consumer.stop()
             await producer.stop()
@@ -199,8 +242,10 @@ class BillingWorker:
     async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
         futures = []
         for e in events:
-            name = "alerts" if isinstance(e, UsageLimitAlert) else "billing-lines"
-            futures.append(await producer.send(self.topic[name], encode(e), key=e.key()))
+            name = ("alerts" if isinstance(e, UsageLimitAlert)
+                    else "dead-letters" if isinstance(e, DeadLetter) else "billing-lines")
+            key = e.source_topic.encode() if isinstance(e, DeadLetter) else e.key()
+            futures.append(await producer.send(self.topic[name], encode(e), key=key))
             metrics.BILLING_EVENTS.labels(name).inc()
         for f in futures:
             await f

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import Enum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -351,6 +351,22 @@ class BillingLine(Event):
     revision: int = Field(0, ge=0, description="higher revision of the same line_id supersedes")
 
 
+class AgreementUpdated(Event):
+    """A partner agreement, new or changed (the same document `tessera bill` reads; see
+    tessera.billing.agreements). The latest per partner applies from when it is read."""
+
+    event_type: Literal["agreement.updated"] = "agreement.updated"
+    KEY: ClassVar[str] = "partner_id"
+    partner_id: Identifier
+    agreement: dict[str, Any] = Field(description="the agreement document; its 'partner' must equal partner_id")
+
+    @model_validator(mode="after")
+    def _same_partner(self) -> "AgreementUpdated":
+        if self.agreement.get("partner") != self.partner_id:
+            raise ValueError("agreement.partner must equal partner_id")
+        return self
+
+
 class UsageLimitAlert(Event):
     event_type: Literal["usage_limit.alert"] = "usage_limit.alert"
     KEY: ClassVar[str] = "partner_id"
@@ -403,6 +419,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     MigrationDone,
     MigrationFailed,
     BillingLine,
+    AgreementUpdated,
     UsageLimitAlert,
     DeadLetter,
 )

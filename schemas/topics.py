@@ -59,6 +59,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "migration state machine steps"),
     TopicSpec("billing-lines", 1, "partner_id", 3, (ev.BillingLine,), "rated partner usage"),
     TopicSpec("alerts", 1, "partner_id", 1, (ev.UsageLimitAlert,), "usage-limit threshold crossings"),
+    TopicSpec("agreements", 1, "partner_id", 1, (ev.AgreementUpdated,), "partner agreements, latest per partner",
+              compacted=True),
     TopicSpec("dead-letters", 1, "source_topic", 1, (ev.DeadLetter,), "inputs that failed validation"),
     # Internal: allocation events re-keyed by each placement's resource id, so that the
     # resources agent (co-partitioned by resource id) keeps allocated capacity per resource.

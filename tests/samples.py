@@ -42,6 +42,8 @@ _EVENTS = [
     s.ExternalEvent(event_id="e13", event_time=T0, external_id="bf-2026", kind="sale", starts_at=T0, ends_at=T0),
     s.DemandSpike(event_id="e14", event_time=T0, series="pool=default/dim=vcpu", interval_start=T0, observed=9.0,
                   expected=3.0, score=4.2, external_ids=["bf-2026"]),
+    s.AgreementUpdated(event_id="e14d", event_time=T0, partner_id="gcp",
+                       agreement={"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.031611"}}),
     s.DemandObservation(event_id="e14b", event_time=T0, group="tier=gold", observed_at=T0,
                         amounts={"vcpu": 6.0, "memory_gib": 24.0, "gpu": 0.0}, source_topic="tessera.requests.v1",
                         source_partition=2, source_offset=41),

@@ -70,3 +70,30 @@ def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settin
             latest[line.line_id] = line
     assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("2.20")}
     assert latest["gcp/2026-03/vcpu_hour"].quantity == Decimal("44")
+
+
+def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(settings, consume):
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            await send_events(producer, settings, "allocations", [placed(1), released(1, 5)])   # 20 vCPU-h
+            # New terms: 0.10 per vCPU-hour; then a broken update (a float rate) that must not apply.
+            await send_events(producer, settings, "agreements", [
+                s.AgreementUpdated(partner_id="gcp", agreement={"partner": "gcp", "currency": "USD",
+                                                                "rates": {"vcpu_hour": "0.10"}}),
+                s.AgreementUpdated(partner_id="gcp", agreement={"partner": "gcp", "currency": "USD",
+                                                                "rates": {"vcpu_hour": 0.2}})])
+            await run_for(BillingWorker(settings, dict(AGREEMENTS)), 8)
+        finally:
+            await producer.stop()
+        lines = await consume(settings, s.topic_spec("billing-lines").full_name(settings.topic_prefix), 100,
+                              timeout=5)
+        dead = await consume(settings, s.topic_spec("dead-letters").full_name(settings.topic_prefix), 10, timeout=5)
+        return [s.decode(r.value) for r in lines], [s.decode(r.value) for r in dead]
+
+    lines, dead = run(scenario(), timeout=120)
+    last = max((l for l in lines if l.line_id == "gcp/2026-03/vcpu_hour"), key=lambda l: l.revision)
+    assert last.amount == Decimal("2.00") and last.rate == Decimal("0.1")
+    assert len(dead) == 1 and "rates.vcpu_hour" in dead[0].reason and "float" in dead[0].reason
