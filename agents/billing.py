@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import AgreementUpdated, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
+from schemas import AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
@@ -38,7 +38,7 @@ from tessera import metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.lifecycle import Lifecycle
-from tessera.billing.usage import US, month_segments, period_bounds
+from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,11 @@ class BillingState:
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.agreements)
+        self._closed_through = ""
 
     def apply(self, e: Event) -> set[tuple[str, str]]:
-        """Apply one allocation event; returns the (partner, period)s it touched."""
+        """Apply one allocation event; returns the (partner, period)s it touched. (Running
+        allocations add their provisional usage in ``outputs``, once per batch.)"""
         touched = set()
         records = self.lifecycle.apply(e)
         self._close_periods()
@@ -80,15 +82,20 @@ class BillingState:
                 continue
             if self.ledger.add(r):
                 touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
-        for r in self.lifecycle.provisional():
-            if r.partner in self.agreements:
-                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        if isinstance(e, AllocationPlaced):
+            period = period_of(self.lifecycle.watermark_us)
+            touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
         return touched
 
     def _close_periods(self) -> None:
         """Months that ended more than the grace period before the latest event time are
-        closed: usage for them from now on is an adjustment in the next open month."""
+        closed: usage for them from now on is an adjustment in the next open month.
+        (Checked when the horizon enters a new month, not per event.)"""
         horizon = self.lifecycle.watermark_us - int(self.grace_s * US)
+        month = period_of(max(horizon, 0))
+        if month == self._closed_through:
+            return
+        self._closed_through = month
         for partner in self.agreements:
             for p, period in self.ledger.periods(partner):
                 if (p, period) not in self.ledger.closed and period_bounds(period)[1] <= horizon:
@@ -105,6 +112,11 @@ class BillingState:
         return view
 
     def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
+        for r in self.lifecycle.provisional():     # running allocations accrue month to date
+            if r.partner in self.agreements:
+                touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        if not touched:
+            return []
         view = self.view()
         out: list[Event] = []
         for partner, period in sorted(touched):
