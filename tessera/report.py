@@ -13,7 +13,7 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 
 def svg_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], *, y_label: str = "",
               band: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None,
-              width: int = 860, height: int = 300) -> str:
+              width: int = 860, height: int = 300, x_unit: str = "s") -> str:
     """Line chart; ``band`` = (xs, lows, highs) draws a shaded interval under the lines."""
     pts = [p for s in series.values() for p in s]
     if band:
@@ -43,7 +43,7 @@ def svg_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], *, y
         out.append(f'<line x1="{L}" y1="{sy(yv):.1f}" x2="{width - R}" y2="{sy(yv):.1f}" stroke="#eee"/>')
     for k in range(5):
         xv = x0 + (x1 - x0) * k / 4
-        out.append(f'<text x="{sx(xv):.1f}" y="{height - B + 16}" text-anchor="middle">{xv:.0f}s</text>')
+        out.append(f'<text x="{sx(xv):.1f}" y="{height - B + 16}" text-anchor="middle">{xv:.0f}{html.escape(x_unit)}</text>')
     if y_label:
         out.append(f'<text x="14" y="{T + (height - T - B) / 2}" transform="rotate(-90 14 {T + (height - T - B) / 2})" '
                    f'text-anchor="middle">{html.escape(y_label)}</text>')

@@ -1,0 +1,158 @@
+"""Open-loop load generation against Tessera through Kafka, with latency from intended time.
+
+Each request has an *intended* send time on a fixed schedule (rate r: one every 1/r s);
+a sender that falls behind does not slow the schedule, and latency is measured from the
+intended time to the moment its placed/rejected event is read (``read_committed``), so
+time spent queued behind a slow producer counts (no coordinated omission). Health and
+usage events can ride along at a fixed ratio to requests. Requests are synthetic (four
+sizes over the four tiers) or replayed from the Alibaba v2023 trace (sizes and tiers from
+the pods, arrivals re-paced to the rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterator
+
+from aiokafka import AIOKafkaConsumer
+
+from schemas import Capacity, HealthSample, UsageSample, WorkloadRequest, decode, encode
+from schemas.topics import topic_spec
+from tessera.produce import producer_for
+
+GIB = 1 << 30
+TIERS = ("platinum", "gold", "silver", "bronze")
+
+
+def percentile(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+def synthetic_requests(run: str, duration_s: float = 2.0) -> Callable[[int], WorkloadRequest]:
+    def make(i: int) -> WorkloadRequest:
+        return WorkloadRequest(request_id=f"{run}-{i}", tenant="load", sla_tier=TIERS[i % 4],
+                               expected_duration_seconds=duration_s,
+                               per_replica=Capacity(vcpu=0.5 + (i % 4) * 0.5, memory_bytes=(1 + i % 4) * GIB))
+    return make
+
+
+def trace_requests(run: str, duration_s: float = 2.0) -> Callable[[int], WorkloadRequest]:
+    """Alibaba v2023 pods in arrival order (cycled), each living ``duration_s``."""
+    from tessera import datasets
+
+    pods = sorted(datasets.alibaba_pod_requests(datetime.now(timezone.utc)), key=lambda r: r.event_time)
+
+    def make(i: int) -> WorkloadRequest:
+        p = pods[i % len(pods)]
+        return p.model_copy(update={"request_id": f"{run}-{i}", "event_id": f"{run}-{i}",
+                                    "event_time": datetime.now(timezone.utc), "expected_duration_seconds": duration_s})
+    return make
+
+
+@dataclass
+class ProcessSample:
+    cpu_s: float
+    rss_bytes: int
+
+
+def sample_process(pid: int) -> ProcessSample | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        with open(f"/proc/{pid}/statm") as f:
+            rss_pages = int(f.read().split()[1])
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return ProcessSample((int(fields[11]) + int(fields[12])) / ticks, rss_pages * os.sysconf("SC_PAGE_SIZE"))
+
+
+async def run_rate(settings, rate: int, seconds: float, make_request: Callable[[int], WorkloadRequest], *,
+                   health_ratio: float = 0.0, usage_ratio: float = 0.0, resource_ids: list[str] | None = None,
+                   processes: dict[str, int] | None = None, tail_s: float = 30.0) -> dict:
+    """Offer ``rate`` requests/s for ``seconds``; return throughput, latency and per-process CPU / RSS."""
+    requests_topic = topic_spec("requests").full_name(settings.topic_prefix)
+    health_topic = topic_spec("health").full_name(settings.topic_prefix)
+    usage_topic = topic_spec("usage").full_name(settings.topic_prefix)
+    allocs = topic_spec("allocations").full_name(settings.topic_prefix)
+    consumer = AIOKafkaConsumer(allocs, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                                auto_offset_reset="latest", isolation_level="read_committed")
+    await consumer.start()
+    await consumer.seek_to_end()
+    producer = producer_for(settings, linger_ms=2)
+    await producer.start()
+    intended: dict[str, float] = {}
+    latencies: list[float] = []
+    n = int(rate * seconds)
+    done = asyncio.Event()
+    rids = resource_ids or []
+    before = {name: sample_process(pid) for name, pid in (processes or {}).items()}
+    wall0 = time.perf_counter()
+
+    async def read() -> None:
+        while len(latencies) < n:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for recs in batch.values():
+                for rec in recs:
+                    e = decode(rec.value)
+                    if e.event_type in ("allocation.placed", "allocation.rejected") and e.request_id in intended:
+                        latencies.append(now - intended.pop(e.request_id))
+            if done.is_set() and time.perf_counter() > deadline:
+                break
+
+    start = time.perf_counter() + 0.2
+    deadline = start + seconds + tail_s
+    reader = asyncio.create_task(read())
+    extra_h = extra_u = 0.0
+    for i in range(n):
+        t = start + i / rate
+        delay = t - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        req = make_request(i)
+        intended[req.request_id] = t
+        await producer.send(requests_topic, encode(req), key=req.key())
+        extra_h += health_ratio
+        extra_u += usage_ratio
+        while rids and extra_h >= 1:
+            extra_h -= 1
+            rid = rids[i % len(rids)]
+            await producer.send(health_topic, encode(HealthSample(resource_id=rid)), key=rid.encode())
+        while rids and extra_u >= 1:
+            extra_u -= 1
+            rid = rids[(i * 7) % len(rids)]
+            u = UsageSample(resource_id=rid, interval_seconds=10, used=Capacity(vcpu=1.0, memory_bytes=2 * GIB))
+            await producer.send(usage_topic, encode(u), key=rid.encode())
+    await producer.flush()
+    sent_s = time.perf_counter() - start
+    done.set()
+    await reader
+    await producer.stop()
+    await consumer.stop()
+    wall = time.perf_counter() - wall0
+    procs = {}
+    for name, pid in (processes or {}).items():
+        a, b = before.get(name), sample_process(pid)
+        if a and b:
+            procs[name] = {"cpu_percent": round((b.cpu_s - a.cpu_s) / wall * 100, 1),
+                           "rss_mib": round(b.rss_bytes / (1 << 20), 1)}
+    answered = len(latencies)
+    return {"offered_per_s": rate, "sent": n, "send_seconds": round(sent_s, 2), "answered": answered,
+            "achieved_per_s": round(answered / max(sent_s, 1e-9), 1),
+            "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            "p999_ms": round(percentile(latencies, 0.999) * 1000, 1),
+            "max_ms": round(max(latencies or [0]) * 1000, 1), "processes": procs}
+
+
+def batches(xs: list, n: int) -> Iterator[list]:
+    for i in range(0, len(xs), n):
+        yield xs[i:i + n]
