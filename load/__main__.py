@@ -87,13 +87,14 @@ async def main(argv: list[str] | None = None) -> dict:
         "sink (event-log worker)": subprocess.Popen([*cli, "worker", "--agent", "event-log", "--loglevel", "warn"],
                                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
     }
-    make = trace_requests(run) if args.trace else synthetic_requests(run)
     results = []
     try:
         print(f"starting {', '.join(procs)} (topics load-{run}.*) ...", file=sys.stderr)
         await asyncio.sleep(20.0)   # process start, JIT cache load, recovery, consumer-group join
         for rate in [int(x) for x in args.rates.split(",")]:
             print(f"offering {rate} requests/s for {args.seconds:.0f} s ...", file=sys.stderr)
+            # Request ids are unique per rate: the scheduler answers a redelivered id only once.
+            make = (trace_requests if args.trace else synthetic_requests)(f"{run}-{rate}")
             r = await run_rate(settings, rate, args.seconds, make, health_ratio=args.health_ratio,
                                usage_ratio=args.usage_ratio, resource_ids=[x.resource_id for x in res],
                                processes={k: v.pid for k, v in procs.items()}, tail_s=20.0)
