@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,10 @@ class SchedulerWorker:
             self.core.apply(e)
         own = await self._read_all("allocations", committed_only=True)
         self.core.replay(own)
+        # Release timers of live allocations come back from their placed events.
+        for e in own:
+            if isinstance(e, AllocationPlaced) and e.expires_at is not None and e.allocation_id in self.core.allocations:
+                self.release_at[e.allocation_id] = e.expires_at.timestamp()
         log.info("scheduler %s recovered: %d resources, %d live allocations, %d decided requests",
                  self.domain, len(self.core.resources), len(self.core.allocations), len(self.core.decided))
 
@@ -152,11 +157,13 @@ class SchedulerWorker:
         if len(self.core.queue):
             self.batches += 1
             for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
-                out.append(("allocations", e))
                 if isinstance(e, AllocationPlaced):
                     req_dur = self._duration(e.request_id)
                     if req_dur:
                         self.release_at[e.allocation_id] = now + req_dur
+                        # Written into the event so a restarted scheduler restores the timer.
+                        e = e.model_copy(update={"expires_at": now_dt + timedelta(seconds=req_dur)})
+                out.append(("allocations", e))
         for e in out:
             if not isinstance(e[1], DeadLetter) and e[1].request_id not in self.core.queue:
                 self.pending_offsets.pop(e[1].request_id, None)

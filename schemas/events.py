@@ -182,6 +182,7 @@ class AllocationPlaced(_AllocationEvent):
     per_replica: Capacity
     queued_seconds: float = Field(0.0, ge=0)
     batch_id: str = ""
+    expires_at: UtcTime | None = Field(None, description="when the scheduler releases it (placed + expected duration)")
 
 
 class AllocationQueued(_AllocationEvent):

@@ -92,3 +92,44 @@ def test_restart_mid_stream_no_double_placement_no_loss(settings, consume):
     dead = run(consume(settings, s.topic_spec("dead-letters").full_name(settings.topic_prefix), 1, timeout=5,
                        committed_only=True))
     assert dead and s.decode(dead[0].value).consumer == "scheduler"
+
+
+def test_release_timers_come_back_after_a_restart(settings, consume):
+    """An allocation with an expected duration is released on time even when the scheduler
+    that placed it died: the deadline travels in the placed event (expires_at)."""
+
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            await send_events(producer, settings, "resources", _resources(3))
+            req = s.WorkloadRequest(request_id="timed-1", tenant="t", per_replica=s.Capacity(vcpu=1),
+                                    expected_duration_seconds=4.0)
+            await send_events(producer, settings, "requests", [req])
+            stop = asyncio.Event()
+            task = asyncio.create_task(SchedulerWorker(settings).run(stop))
+            await asyncio.sleep(2.5)
+            task.cancel()                     # dies before the allocation expires
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            stop2 = asyncio.Event()
+            w2 = SchedulerWorker(settings)
+            task2 = asyncio.create_task(w2.run(stop2))
+            await asyncio.sleep(5.0)
+            stop2.set()
+            await task2
+        finally:
+            await producer.stop()
+        records = await consume(settings, s.topic_spec("allocations").full_name(settings.topic_prefix), 100,
+                                timeout=5, committed_only=True)
+        return [s.decode(r.value) for r in records]
+
+    events = run(scenario(), timeout=120)
+    placed = [e for e in events if isinstance(e, s.AllocationPlaced)]
+    released = [e for e in events if isinstance(e, s.AllocationReleased)]
+    assert len(placed) == 1 and placed[0].expires_at is not None
+    assert [e.allocation_id for e in released] == [placed[0].allocation_id]
+    assert released[0].event_time >= placed[0].expires_at
