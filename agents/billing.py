@@ -130,10 +130,10 @@ class BillingState:
                     charge_category=line.charge_category, sku=line.sku, unit=line.unit,
                     quantity=line.quantity, rate=Decimal(line.rate_micro).scaleb(-6),
                     amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev))
-            for a in view.check_limits(partner, period):
+            for a in [*view.lift_block(partner, period), *view.check_limits(partner, period)]:
                 out.append(UsageLimitAlert(partner_id=partner, period_start=_utc(lo), limit_name=a.limit_name,
                                            threshold_pct=a.threshold_pct, used=a.used, limit=a.limit,
-                                           enforcement=a.enforcement))
+                                           enforcement=a.enforcement, lifted=a.lifted))
         return out
 
     def update_agreement(self, a: Agreement) -> set[tuple[str, str]]:
@@ -144,6 +144,12 @@ class BillingState:
 
     def remember_alert(self, a: UsageLimitAlert) -> None:
         period = f"{a.period_start.year:04d}-{a.period_start.month:02d}"
+        if a.lifted:
+            self.ledger.blocked.pop(a.partner_id, None)
+            for key in [k for k in self.ledger.alerted if k[:3] == (a.partner_id, period, a.limit_name)
+                        and k[3] > a.threshold_pct]:
+                self.ledger.alerted.discard(key)
+            return
         self.ledger.alerted.add((a.partner_id, period, a.limit_name, a.threshold_pct))
         if a.enforcement == "hard":
             self.ledger.blocked[a.partner_id] = period

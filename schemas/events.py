@@ -378,6 +378,7 @@ class UsageLimitAlert(Event):
     used: Money
     limit: Money
     enforcement: Literal["soft", "hard"] = "soft"
+    lifted: bool = Field(False, description="a hard block for this partner and period is lifted (limit raised)")
 
 
 # ---------------------------------------------------------------------------

@@ -236,3 +236,24 @@ def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage
     april = st.ledger.invoice("gcp", "2026-04")
     cats = {(l.charge_category, l.adjusts) for l in april.lines}
     assert ("adjustment", "2026-03") in cats and ("usage", "") in cats
+
+
+def test_raising_a_hard_limit_lifts_the_block_and_rearms_the_thresholds():
+    from agents.billing import BillingState
+
+    st = BillingState(agreements(limits={"spend": {"amount": "10.00", "thresholds": [80, 100],
+                                                   "enforcement": "hard"}}))
+    st.ledger.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T10:00:00Z", vcpu=30))    # 12.00 spend
+    first = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    assert [(a.threshold_pct, a.enforcement, a.lifted) for a in first] == [(80, "soft", False), (100, "hard", False)]
+    assert st.ledger.blocked == {"gcp": "2026-03"}
+    raised = parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"},
+                                "limits": {"spend": {"amount": "50.00", "thresholds": [80, 100],
+                                                     "enforcement": "hard"}}}])["gcp"]
+    touched = st.update_agreement(raised)
+    events = [e for e in st.outputs(touched) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    assert [(a.threshold_pct, a.lifted, a.limit) for a in events] == [(24, True, Decimal("50.000000"))]
+    assert st.ledger.blocked == {}
+    st.ledger.add(usage("u2", "2026-03-02T00:00:00Z", "2026-03-02T10:00:00Z", vcpu=75))    # +30.00 = 42.00
+    again = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    assert [(a.threshold_pct, a.enforcement) for a in again] == [(80, "soft")]

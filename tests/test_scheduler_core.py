@@ -180,3 +180,28 @@ def test_hard_usage_limit_stops_placement_on_that_partner_until_the_period_ends(
     assert place("r1", datetime(2026, 3, 20, tzinfo=timezone.utc)) == {"dear"}
     # Next period: 'cheap' takes work again (7 vCPU no longer fit on the open 'dear' node).
     assert place("r2", datetime(2026, 4, 1, 0, 1, tzinfo=timezone.utc), vcpu=7) == {"cheap"}
+
+
+def test_a_lifted_alert_unblocks_the_partner_within_the_period():
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    import schemas as s
+    from tessera.scheduler.core import Scheduler
+
+    sched = Scheduler()
+    sched.apply(s.ResourceDiscovered(resource_id="cheap/1", spec=s.ResourceSpec(
+        provider="cheap", price_per_hour=Decimal("0.10"), region="eu", capacity=s.Capacity(vcpu=8), tags=[])))
+    march = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    alert = dict(partner_id="cheap", period_start=march, limit_name="spend", used=Decimal("10"))
+    sched.apply(s.UsageLimitAlert(threshold_pct=100, limit=Decimal("10"), enforcement="hard", **alert))
+    when = datetime(2026, 3, 20, tzinfo=timezone.utc)
+
+    def outcome(rid):
+        sched.submit(s.WorkloadRequest(request_id=rid, tenant="t", per_replica=s.Capacity(vcpu=2)),
+                     when.timestamp(), when)
+        return [e.event_type for e in sched.run_batch(when.timestamp(), when) if e.request_id == rid]
+
+    assert outcome("blocked") == ["allocation.queued"]          # nothing else can host it
+    sched.apply(s.UsageLimitAlert(threshold_pct=20, limit=Decimal("50"), lifted=True, **alert))
+    assert outcome("after-raise") == ["allocation.placed"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Iterable
 
-from .agreements import MICRO, UNITS, Agreement
+from .agreements import MICRO, UNITS, Agreement, Limit
 from .usage import UsageError, UsageRecord, month_segments, period_bounds, period_of
 
 #: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
@@ -113,6 +113,7 @@ class Alert:
     used: Decimal
     limit: Decimal
     enforcement: str
+    lifted: bool = False
 
 
 @dataclass
@@ -254,11 +255,8 @@ class Ledger:
         return sorted(k for k in keys if partner is None or k[0] == partner)
 
     # ------------------------------------------------------------------ limits
-    def check_limits(self, partner: str, period: str) -> list[Alert]:
-        """Alerts for thresholds newly crossed in this period (each at most once)."""
+    def _usage_against(self, partner: str, period: str) -> list[tuple[Limit, Decimal]]:
         a = self.agreements[partner]
-        if not a.limits:
-            return []
         out = []
         inv = None
         for lim in a.limits:
@@ -266,8 +264,16 @@ class Ledger:
                 inv = inv or self.invoice(partner, period)
                 used = _dec(sum(l.numerator for l in inv.lines if l.charge_category != "commitment_shortfall"), D, 6)
             else:
-                n = self.usage.get((partner, period, lim.name), 0)
-                used = _dec(n, N_PER_UNIT_HOUR, 6)
+                used = _dec(self.usage.get((partner, period, lim.name), 0), N_PER_UNIT_HOUR, 6)
+            out.append((lim, used))
+        return out
+
+    def check_limits(self, partner: str, period: str) -> list[Alert]:
+        """Alerts for thresholds newly crossed in this period (each at most once)."""
+        if not self.agreements[partner].limits:
+            return []
+        out = []
+        for lim, used in self._usage_against(partner, period):
             for t in lim.thresholds:
                 key = (partner, period, lim.name, t)
                 if key in self.alerted or used * 100 < lim.amount * t:
@@ -277,6 +283,25 @@ class Ledger:
                 if hard:
                     self.blocked[partner] = period
                 out.append(Alert(partner, period, lim.name, t, used, lim.amount, "hard" if hard else "soft"))
+        return out
+
+    def lift_block(self, partner: str, period: str) -> list[Alert]:
+        """A partner blocked by a hard limit in this period whose (raised) hard limits are all
+        below 100 % again is unblocked: one ``lifted`` alert per hard limit, and thresholds
+        above the new usage may alert again."""
+        if self.blocked.get(partner) != period:
+            return []
+        hard = [(lim, used) for lim, used in self._usage_against(partner, period) if lim.enforcement == "hard"]
+        if any(used >= lim.amount for lim, used in hard):
+            return []
+        del self.blocked[partner]
+        out = []
+        for lim, used in hard:
+            pct = int(used * 100 / lim.amount) if lim.amount else 0
+            for t in lim.thresholds:
+                if t > pct:
+                    self.alerted.discard((partner, period, lim.name, t))
+            out.append(Alert(partner, period, lim.name, max(pct, 1), used, lim.amount, "soft", lifted=True))
         return out
 
 

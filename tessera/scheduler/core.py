@@ -110,6 +110,8 @@ class Scheduler:
             st = self.resources.get(event.resource_id)
             if st is not None:
                 st.healthy = event.status == HealthStatus.healthy
+        elif isinstance(event, UsageLimitAlert) and event.lifted:
+            self.blocked_until.pop(event.partner_id, None)     # the limit was raised
         elif isinstance(event, UsageLimitAlert) and event.enforcement == "hard":
             # A partner over its hard limit takes no new work until its billing period ends.
             end = _period_end(event.period_start)
