@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -151,8 +151,3 @@ async def run_rate(settings, rate: int, seconds: float, make_request: Callable[[
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
             "p999_ms": round(percentile(latencies, 0.999) * 1000, 1),
             "max_ms": round(max(latencies or [0]) * 1000, 1), "processes": procs}
-
-
-def batches(xs: list, n: int) -> Iterator[list]:
-    for i in range(0, len(xs), n):
-        yield xs[i:i + n]

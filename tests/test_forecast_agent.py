@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import orjson
 import pytest
 
 import schemas as s

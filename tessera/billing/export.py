@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from .agreements import Agreement
@@ -27,7 +28,6 @@ CATEGORY = {"usage": "Usage", "adjustment": "Adjustment", "commitment_shortfall"
 
 
 def _iso(us: int) -> str:
-    from datetime import datetime, timezone
     return datetime.fromtimestamp(us // US, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -54,15 +54,18 @@ def invoice_json(inv: Invoice) -> dict:
 def focus_rows(ledger: Ledger, inv: Invoice, agreement: Agreement) -> list[dict[str, str]]:
     lo, hi = period_bounds(inv.period)
     rows = []
-    list_rates = {k: v for k, v in agreement.rates.items()}
+    # This invoice's usage per unit and resource, gathered once (not per line).
+    by_unit: dict[str, list[tuple[str, str, int]]] = {}
+    for (p, per, k, rid, region), n in sorted(ledger.by_resource.items()):
+        if p == inv.partner and per == inv.period:
+            by_unit.setdefault(k, []).append((rid, region, n))
     for line in inv.lines:
         if line.charge_category == "commitment_shortfall":
             parts = [("", "", 0)]
             shares = [line.amount_minor]
         else:
             key = line.sku.split("/")[0]
-            parts = [(rid, region, n) for (p, per, k, rid, region), n in sorted(ledger.by_resource.items())
-                     if p == inv.partner and per == inv.period and k == key]
+            parts = by_unit.get(key, [])
             if not parts:
                 parts = [("", "", line.n)]
             # Tiered lines share out the line's own quantity; by-resource usage sets the weights.
@@ -71,7 +74,7 @@ def focus_rows(ledger: Ledger, inv: Invoice, agreement: Agreement) -> list[dict[
         for (rid, region, n), amount in zip(parts, shares):
             qty_n = line.n * n // total_n if line.n else 0
             qty = str((Decimal(qty_n) / Decimal(3_600_000_000_000)).quantize(Decimal("0.000000001")))
-            list_rate = list_rates.get(line.unit, line.rate_micro)
+            list_rate = agreement.rates.get(line.unit, line.rate_micro)
             cost = inv.money(amount)
             rows.append({
                 "BillingAccountId": inv.partner, "BillingPeriodStart": _iso(lo), "BillingPeriodEnd": _iso(hi),
@@ -80,7 +83,7 @@ def focus_rows(ledger: Ledger, inv: Invoice, agreement: Agreement) -> list[dict[
                 "ChargeDescription": (f"{unit_label(line.unit)} at contracted rate" if line.n
                                       else "monthly commitment shortfall"),
                 "BilledCost": cost, "EffectiveCost": cost,
-                "ListCost": str((Decimal(list_rate) * Decimal(qty_n) / Decimal(D) * 1).quantize(
+                "ListCost": str((Decimal(list_rate) * Decimal(qty_n) / Decimal(D)).quantize(
                     Decimal(1).scaleb(-inv.minor))) if line.n else cost,
                 "ContractedCost": cost,
                 "ListUnitPrice": _micro(list_rate) if line.n else "", "ContractedUnitPrice": _micro(line.rate_micro)

@@ -225,14 +225,15 @@ class Ledger:
     def invoice(self, partner: str, period: str) -> Invoice:
         a = self.agreements[partner]
         lines: list[Line] = []
-        for (p, per, key), n in sorted(self.usage.items()):
+        usage = self.usage          # derived from the cells: build it once per invoice
+        for (p, per, key), n in sorted(usage.items()):
             if p == partner and per == period:
                 for sku, nb, rate, num in self._rate_unit(a, key, n):
                     lines.append(Line(partner, period, sku, key.split(":")[0], "usage", nb, rate, num))
         for (p, per, corrected, key), n in sorted(self.adjustments.items()):
             if p == partner and per == period:
                 # Late usage is rated at the corrected period's marginal (last-band) rate.
-                full = self.usage.get((partner, corrected, key), 0)
+                full = usage.get((partner, corrected, key), 0)
                 before = self._rate_unit(a, key, full)
                 after = self._rate_unit(a, key, full + n)
                 num = sum(x[3] for x in after) - sum(x[3] for x in before)
@@ -251,7 +252,7 @@ class Ledger:
         return Invoice(partner, period, a.currency, a.minor_unit, lines, exact)
 
     def periods(self, partner: str | None = None) -> list[tuple[str, str]]:
-        keys = {(p, per) for (p, per, _k) in self.usage} | {(p, per) for (p, per, _c, _k) in self.adjustments}
+        keys = {(key[0], key[1]) for key, acc in self.cells.items() if self._units(key, acc)}
         return sorted(k for k in keys if partner is None or k[0] == partner)
 
     # ------------------------------------------------------------------ limits
@@ -259,12 +260,14 @@ class Ledger:
         a = self.agreements[partner]
         out = []
         inv = None
+        usage = None
         for lim in a.limits:
             if lim.name == "spend":
                 inv = inv or self.invoice(partner, period)
                 used = _dec(sum(l.numerator for l in inv.lines if l.charge_category != "commitment_shortfall"), D, 6)
             else:
-                used = _dec(self.usage.get((partner, period, lim.name), 0), N_PER_UNIT_HOUR, 6)
+                usage = usage if usage is not None else self.usage
+                used = _dec(usage.get((partner, period, lim.name), 0), N_PER_UNIT_HOUR, 6)
             out.append((lim, used))
         return out
 

@@ -58,10 +58,11 @@ def run_evaluate(args: argparse.Namespace, _settings: object = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out = open(args.emit, "wb") if args.emit else None
-    emit = None
-    if out is not None:
-        def emit(i: int, h: int, q: dict[str, float]) -> None:
-            out.write(orjson.dumps({"i": i, "h": h, "q": q}) + b"\n")
+
+    def write_line(i: int, h: int, q: dict[str, float]) -> None:
+        out.write(orjson.dumps({"i": i, "h": h, "q": q}) + b"\n")
+
+    emit = write_line if out is not None else None
 
     tty = sys.stderr.isatty()
 

@@ -29,7 +29,7 @@ import math
 import pickle
 from statistics import NormalDist
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 from river import linear_model, optim
@@ -274,8 +274,3 @@ class SeriesForecaster:
         if not isinstance(obj, SeriesForecaster):
             raise ValueError("checkpoint does not hold a SeriesForecaster")
         return obj
-
-
-def learn_all(forecaster: SeriesForecaster, points: Iterable[tuple[float, float]]) -> None:
-    for ts, v in points:
-        forecaster.learn(ts, v)
