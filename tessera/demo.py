@@ -23,8 +23,6 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from schemas import HealthSample
-
 from . import datasets
 from .config import Settings
 from .produce import producer_for, send_events, send_raw
@@ -165,7 +163,7 @@ def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]
 async def _run(base: Settings, n_requests: int, seconds: float, report_path: Path | None) -> int:
     from tessera.billing.agreements import parse_agreements
 
-    from .pipeline import DEMO_AGREEMENTS, pipeline
+    from .pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
 
     run = uuid.uuid4().hex[:6]
     settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
@@ -177,20 +175,12 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     t_start = time.monotonic()
     async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0) as p:
         store, db = p.store, p.store.database
-        # A small own data center (most Alibaba pods want GPUs), so bursts spill to partners.
-        own_gpu = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:16]
-        resources = [*datasets.own_nodes(limit=10), *own_gpu, *datasets.digitalocean_vms(limit=40),
-                     *datasets.gcp_instances(limit=60, region="europe-west4")]
-        _say(f"[3/{STEPS}] registering {len(resources)} resources: {10 + len(own_gpu)} own nodes (Alibaba v2023, "
+        # A small own data center, so bursts spill to partners.
+        resources = blended_fleet(own_cpu=10, own_gpu=16, digitalocean=40, gcp=60)
+        own = sum(r.spec.provider == "own" for r in resources)
+        _say(f"[3/{STEPS}] registering {len(resources)} resources: {own} own nodes (Alibaba v2023, "
              f"amortized capex + opex), DigitalOcean and GCP offers with agreements")
-        producer = producer_for(settings)
-        await producer.start()
-        try:
-            await send_events(producer, settings, "resources", resources)
-            await send_events(producer, settings, "health", [HealthSample(resource_id=r.resource_id)
-                                                              for r in resources])
-        finally:
-            await producer.stop()
+        await register(settings, resources)
         await asyncio.sleep(2)
         t0 = datetime.now(timezone.utc) + timedelta(seconds=1)
         requests, span = _trace_window(t0, n_requests, seconds, run)

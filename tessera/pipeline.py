@@ -33,6 +33,31 @@ DEMO_AGREEMENTS: list[dict[str, Any]] = [
 ]
 
 
+def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> list[Any]:
+    """An own data center (Alibaba v2023 nodes: CPU-only and GPU ones, at amortized capex +
+    opex) beside DigitalOcean and GCP europe-west4 catalog offers. Most Alibaba pods want
+    GPUs, so the own GPU nodes decide how much spills to partners."""
+    from tessera import datasets
+
+    gpu_nodes = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:own_gpu]
+    return [*datasets.own_nodes(limit=own_cpu), *gpu_nodes, *datasets.digitalocean_vms(limit=digitalocean),
+            *datasets.gcp_instances(limit=gcp, region="europe-west4")]
+
+
+async def register(settings: Settings, resources: list[Any]) -> None:
+    """Publish the resources and a first heartbeat for each (healthy from the start)."""
+    from schemas import HealthSample
+    from tessera.produce import producer_for, send_events
+
+    producer = producer_for(settings)
+    await producer.start()
+    try:
+        await send_events(producer, settings, "resources", resources)
+        await send_events(producer, settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
+    finally:
+        await producer.stop()
+
+
 @dataclass
 class Pipeline:
     settings: Settings

@@ -116,6 +116,30 @@ def consume() -> Callable[..., Any]:
     return _consume
 
 
+@pytest.fixture
+def consume_events(consume: Callable[..., Any]) -> Callable[..., Any]:
+    """``consume_events(settings, "billing-lines", n)`` -> the first n events of a logical
+    topic (this test's prefix), decoded."""
+    from schemas import decode, topic_spec
+
+    async def _events(settings: Settings, topic: str, n: int, timeout: float = 30.0,
+                      committed_only: bool = False) -> list[Any]:
+        records = await consume(settings, topic_spec(topic).full_name(settings.topic_prefix), n, timeout=timeout,
+                                committed_only=committed_only)
+        return [decode(r.value) for r in records]
+
+    return _events
+
+
+def latest_revisions(lines: list[Any]) -> dict[str, Any]:
+    """Billing lines by line_id, keeping the highest revision (what a consumer keeps)."""
+    latest: dict[str, Any] = {}
+    for line in lines:
+        if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
+            latest[line.line_id] = line
+    return latest
+
+
 @pytest.fixture(scope="session")
 def sql_server(session_data_dir: Path) -> Iterator[Any]:
     """``tessera sql serve`` in this process, over the session's embedded store: the

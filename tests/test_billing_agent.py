@@ -14,7 +14,7 @@ from agents.billing import BillingWorker
 from streams.admin import ensure_topics
 from tessera.billing.agreements import parse_agreements
 from tessera.produce import producer_for, send_events
-from tests.conftest import run
+from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka
 
@@ -43,7 +43,7 @@ async def run_for(worker: BillingWorker, seconds: float) -> None:
     await asyncio.wait_for(task, 30)
 
 
-def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume):
+def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume_events):
     async def scenario():
         await ensure_topics(settings)
         producer = producer_for(settings)
@@ -57,22 +57,17 @@ def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settin
             await run_for(BillingWorker(settings, AGREEMENTS), 8)
         finally:
             await producer.stop()
-        lines = await consume(settings, s.topic_spec("billing-lines").full_name(settings.topic_prefix), 100,
-                              timeout=5)
-        alerts = await consume(settings, s.topic_spec("alerts").full_name(settings.topic_prefix), 10, timeout=5)
-        return [s.decode(r.value) for r in lines], [s.decode(r.value) for r in alerts]
+        return (await consume_events(settings, "billing-lines", 100, timeout=5),
+                await consume_events(settings, "alerts", 10, timeout=5))
 
     lines, alerts = run(scenario(), timeout=180)
     assert [(a.threshold_pct, a.enforcement) for a in alerts] == [(50, "soft"), (100, "hard")]
-    latest: dict[str, s.BillingLine] = {}
-    for line in lines:
-        if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
-            latest[line.line_id] = line
+    latest = latest_revisions(lines)
     assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("2.20")}
     assert latest["gcp/2026-03/vcpu_hour"].quantity == Decimal("44")
 
 
-def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(settings, consume):
+def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(settings, consume_events):
     async def scenario():
         await ensure_topics(settings)
         producer = producer_for(settings)
@@ -88,10 +83,8 @@ def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(
             await run_for(BillingWorker(settings, dict(AGREEMENTS)), 8)
         finally:
             await producer.stop()
-        lines = await consume(settings, s.topic_spec("billing-lines").full_name(settings.topic_prefix), 100,
-                              timeout=5)
-        dead = await consume(settings, s.topic_spec("dead-letters").full_name(settings.topic_prefix), 10, timeout=5)
-        return [s.decode(r.value) for r in lines], [s.decode(r.value) for r in dead]
+        return (await consume_events(settings, "billing-lines", 100, timeout=5),
+                await consume_events(settings, "dead-letters", 10, timeout=5))
 
     lines, dead = run(scenario(), timeout=120)
     last = max((l for l in lines if l.line_id == "gcp/2026-03/vcpu_hour"), key=lambda l: l.revision)

@@ -14,12 +14,11 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 import schemas as s
-from schemas import HealthSample
 from tessera import datasets
 from tessera.billing.agreements import parse_agreements
-from tessera.pipeline import DEMO_AGREEMENTS, pipeline
+from tessera.pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
 from tessera.produce import producer_for, send_events
-from tests.conftest import run
+from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka
 
@@ -27,42 +26,34 @@ N = 150
 GIB = 1024 ** 3
 
 
-def test_pipeline_invariants_on_a_trace_slice(settings, consume):
+def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
     st = settings.replace(forecast_interval_s=2, forecast_season=10, forecast_horizon=3, forecast_grace_s=1.0)
     agreements = parse_agreements(DEMO_AGREEMENTS)
-    # Most Alibaba v2023 pods ask for GPUs: the own data center contributes GPU nodes.
-    own_gpu = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:12]
-    resources = [*datasets.own_nodes(limit=2), *own_gpu, *datasets.digitalocean_vms(limit=8),
-                 *datasets.gcp_instances(limit=6, region="europe-west4")]
+    resources = blended_fleet(own_cpu=2, own_gpu=12, digitalocean=8, gcp=6)
     capacity = {r.resource_id: r.spec.capacity for r in resources}
 
     async def scenario():
         async with pipeline(st, agreements, batch_wait_ms=30) as p:
+            await register(st, resources)
+            await asyncio.sleep(2)     # the scheduler tails resources before requests arrive
+            start = datetime.now(timezone.utc)
+            reqs = list(datasets.alibaba_pod_requests(start, limit=N, time_scale=2e4, id_prefix="e2e-"))
             producer = producer_for(st)
             await producer.start()
             try:
-                await send_events(producer, st, "resources", resources)
-                await send_events(producer, st, "health", [HealthSample(resource_id=r.resource_id)
-                                                           for r in resources])
-                await asyncio.sleep(2)     # the scheduler tails resources before requests arrive
-                start = datetime.now(timezone.utc)
-                reqs = list(datasets.alibaba_pod_requests(start, limit=N, time_scale=2e4, id_prefix="e2e-"))
                 await send_events(producer, st, "requests", reqs)
             finally:
                 await producer.stop()
-            name = s.topic_spec("allocations").full_name(st.topic_prefix)
             deadline = time.monotonic() + 120
             answered: set[str] = set()
             while time.monotonic() < deadline and len(answered) < N:
-                recs = await consume(st, name, 10_000, timeout=3, committed_only=True)
-                answered = {s.decode(r.value).request_id for r in recs
-                            if s.decode(r.value).event_type in ("allocation.placed", "allocation.rejected",
-                                                                "allocation.queued")}
+                events = await consume_events(st, "allocations", 10_000, timeout=3, committed_only=True)
+                answered = {e.request_id for e in events
+                            if e.event_type in ("allocation.placed", "allocation.rejected", "allocation.queued")}
             await asyncio.sleep(4)         # billing and the sink catch up
             store = p.store
-        allocs = [s.decode(r.value) for r in await consume(st, name, 100_000, timeout=5, committed_only=True)]
-        lines = [s.decode(r.value) for r in await consume(
-            st, s.topic_spec("billing-lines").full_name(st.topic_prefix), 100_000, timeout=5)]
+        allocs = await consume_events(st, "allocations", 100_000, timeout=5, committed_only=True)
+        lines = await consume_events(st, "billing-lines", 100_000, timeout=5)
         return reqs, allocs, lines, store
 
     reqs, allocs, lines, store = run(scenario(), timeout=300)
@@ -102,10 +93,7 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume):
             assert u[0] <= cap.vcpu + 1e-9 and u[1] <= cap.memory_bytes and u[2] <= cap.gpu, pl.resource_id
 
     # 3. Billing equals the usage at the agreed rates (DigitalOcean: flat rates, to the cent).
-    latest: dict[str, s.BillingLine] = {}
-    for line in lines:
-        if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
-            latest[line.line_id] = line
+    latest = latest_revisions(lines)
     watermark = max(e.event_time for e in allocs if isinstance(e, (s.AllocationPlaced, s.AllocationReleased)))
     released = {e.allocation_id: e.event_time for e in allocs if isinstance(e, s.AllocationReleased)}
     rates = {k: Decimal(v) for k, v in DEMO_AGREEMENTS[1]["rates"].items()}

@@ -30,13 +30,7 @@ def _forecast_settings(settings):
                             forecast_grace_s=30.0)
 
 
-async def _collect(consume, settings, topic, want, timeout=60.0):
-    name = s.topic_spec(topic).full_name(settings.topic_prefix)
-    records = await consume(settings, name, want, timeout=timeout)
-    return [s.decode(r.value) for r in records]
-
-
-def test_requests_become_demand_intervals_and_forecasts_and_survive_a_restart(settings, consume):
+def test_requests_become_demand_intervals_and_forecasts_and_survive_a_restart(settings, consume_events):
     st = _forecast_settings(settings)
 
     async def scenario():
@@ -51,15 +45,15 @@ def test_requests_become_demand_intervals_and_forecasts_and_survive_a_restart(se
                         _req(6, 4.9)]
                 await send_events(producer, st, "requests", reqs)
                 await send_raw(producer, st, "requests", [b'{"event_type": "workload.request", "replicas": -1}'])
-                first = await _collect(consume, st, "forecasts", 4 * 3 * 2, timeout=60)
+                first = await consume_events(st, "forecasts", 4 * 3 * 2, timeout=60)
                 # Late: minute 0.2 after minute 0 closed.
                 await send_events(producer, st, "requests", [_req(7, 0.2)])
-                dead = await _collect(consume, st, "dead-letters", 2, timeout=30)
+                dead = await consume_events(st, "dead-letters", 2, timeout=30)
             # Restart: a new worker recovers both tables; new demand continues the series.
             app2, _ = build_worker_app(st, ["forecast"], app_id=st.app_id)
             async with running(app2):
                 await send_events(producer, st, "requests", [_req(8, 5.5), _req(9, 6.9)])
-                every = await _collect(consume, st, "forecasts", (4 + 2) * 3 * 2 + 1, timeout=25)
+                every = await consume_events(st, "forecasts", (4 + 2) * 3 * 2 + 1, timeout=25)
         finally:
             await producer.stop()
         return first, dead, every
