@@ -1,14 +1,17 @@
-"""The billing agent: allocation lifecycle in, month-to-date billing lines and limit alerts out.
+"""The billing agent: allocations, migrations and usage samples in; month-to-date billing lines
+and limit alerts out.
 
 Agreements come from a file at start and then from the compacted ``agreements`` topic
 (``agreement.updated``, latest per partner): new terms re-rate the partner's open periods;
 an invalid document goes to the dead-letter topic with the field named, and the old terms
 stay. It reads the allocations topic with ``read_committed`` (the scheduler writes it in Kafka
-transactions; an aborted placement is never billed). On start it rebuilds the ledger by
-replaying the allocations topic from the beginning (rating is deterministic, so the same
-events give the same ledger) and learns from the alerts topic which thresholds were
+transactions; an aborted placement is never billed), the migrations topic (a migration
+moves a placement's billing to the target partner, see ``tessera.billing.lifecycle``) and
+the usage topic (rated only for partners whose agreement has ``"basis": "measured"``). On
+start it rebuilds the ledger by replaying those topics from the beginning in event-time
+order (rating is deterministic, so the same events give the same ledger) and learns from the alerts topic which thresholds were
 already announced, so a restart neither loses usage, nor bills it twice, nor repeats an
-alert. Then it tails new allocation events and, per batch, publishes the billing lines of
+alert. Then it tails new events and, per batch, publishes the billing lines of
 every partner and period that changed (``revision`` grows with the usage included, so a
 consumer keeps the highest revision of each ``line_id``) and any newly crossed threshold.
 
@@ -29,7 +32,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
+from schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, UsageSample,
+                     encode)
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
@@ -37,12 +41,14 @@ from streams.reader import read_to_end
 from tessera import metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
 from tessera.billing.ledger import Ledger
-from tessera.billing.lifecycle import Lifecycle
+from tessera.billing.lifecycle import Lifecycle, sample_record
 from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
+#: Where usage comes from: the allocation lifecycle, migrations moving it, measured samples.
+USAGE_TOPICS = ("allocations", "migrations", "usage")
 
 
 def load_agreements(path: str) -> dict[str, Agreement]:
@@ -71,10 +77,14 @@ class BillingState:
         self._closed_through = ""
 
     def apply(self, e: Event) -> set[tuple[str, str]]:
-        """Apply one allocation event; returns the (partner, period)s it touched. (Running
-        allocations add their provisional usage in ``outputs``, once per batch.)"""
+        """Apply one allocation, migration or usage event; returns the (partner, period)s it
+        touched. (Open segments add their provisional usage in ``outputs``, once per batch.)"""
         touched = set()
         records = self.lifecycle.apply(e)
+        if isinstance(e, UsageSample):
+            records = self._measured(e)
+        else:
+            records = [r for r in records if self._basis(r.partner) != "measured"]
         self._close_periods()
         for r in records:
             if r.partner not in self.agreements:
@@ -86,6 +96,19 @@ class BillingState:
             period = period_of(self.lifecycle.watermark_us)
             touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
         return touched
+
+    def _basis(self, partner: str) -> str:
+        a = self.agreements.get(partner)
+        return "allocated" if a is None else a.basis
+
+    def _measured(self, e: UsageSample) -> list:
+        """A sample of one allocation's use on a partner that bills on measured use. Samples of
+        a whole resource (no allocation) include others' work and are not billed; samples on
+        partners billing reserved capacity feed forecasting only."""
+        partner = e.provider or self.lifecycle.providers.get(e.resource_id, "")
+        if not e.allocation_id or self._basis(partner) != "measured":
+            return []
+        return [sample_record(e, partner)]
 
     def _close_periods(self) -> None:
         """Months that ended more than the grace period before the latest event time are
@@ -107,13 +130,13 @@ class BillingState:
                       cells={k: list(v) for k, v in self.ledger.cells.items()},
                       closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
         for r in self.lifecycle.provisional():
-            if r.partner in self.agreements:
+            if r.partner in self.agreements and self._basis(r.partner) != "measured":
                 view.add(r)
         return view
 
     def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
         for r in self.lifecycle.provisional():     # running allocations accrue month to date
-            if r.partner in self.agreements:
+            if r.partner in self.agreements and self._basis(r.partner) != "measured":
                 touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
         if not touched:
             return []
@@ -163,7 +186,8 @@ class BillingWorker:
     def __post_init__(self) -> None:
         self.state = BillingState(self.agreements, self.settings.billing_grace_s)
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
-                      for n in ("allocations", "billing-lines", "alerts", "agreements", "dead-letters")}
+                      for n in (*USAGE_TOPICS, "billing-lines", "alerts", "agreements", "dead-letters")}
+        self.names = {v: k for k, v in self.topic.items()}
 
     async def _read(self, name: str) -> list[tuple[Event, int, int]]:
         recs = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions, committed_only=True)
@@ -185,27 +209,30 @@ class BillingWorker:
                                      source_offset=offset, original_b64=base64.b64encode(encode(e)).decode())
         return self.state.update_agreement(a), None
 
-    async def recover(self) -> dict[int, int]:
+    async def recover(self) -> dict[tuple[str, int], int]:
         self._agreement_pos = -1
         self._dead: list[DeadLetter] = []
-        for e, part, off in await self._read("agreements"):
+        # The five topics are read concurrently: each read is a consumer start-up and a fetch.
+        reads = dict(zip(("agreements", "alerts", *USAGE_TOPICS), await asyncio.gather(
+            *(self._read(n) for n in ("agreements", "alerts", *USAGE_TOPICS)))))
+        for e, part, off in reads["agreements"]:
             if isinstance(e, AgreementUpdated):
                 _, dl = self._apply_agreement(e, part, off)
                 if dl is not None:
                     self._dead.append(dl)
             self._agreement_pos = max(self._agreement_pos, off)
-        for e, _, _ in await self._read("alerts"):
+        for e, _, _ in reads["alerts"]:
             if isinstance(e, UsageLimitAlert):
                 self.state.remember_alert(e)
-        positions: dict[int, int] = {}
+        positions: dict[tuple[str, int], int] = {}
         touched: set[tuple[str, str]] = set()
-        events = await self._read("allocations")
-        events.sort(key=lambda x: x[0].event_time)        # lifecycle order across partitions
-        for e, part, off in events:
+        events = [(e, name, part, off) for name in USAGE_TOPICS for e, part, off in reads[name]]
+        events.sort(key=lambda x: x[0].event_time)        # lifecycle order across topics and partitions
+        for e, name, part, off in events:
             touched |= self.state.apply(e)
-            positions[part] = max(positions.get(part, -1), off)
+            positions[(name, part)] = max(positions.get((name, part), -1), off)
         self._pending = touched
-        log.info("billing recovered: %d allocation events, %d partner-periods", len(events), len(touched))
+        log.info("billing recovered: %d usage events, %d partner-periods", len(events), len(touched))
         return positions
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -218,18 +245,19 @@ class BillingWorker:
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
                                     isolation_level="read_committed", **sec)
         await consumer.start()
-        tps = [TopicPartition(self.topic["allocations"], p) for p in range(topic_spec("allocations").partitions)]
+        tps = [TopicPartition(self.topic[n], p) for n in USAGE_TOPICS for p in range(topic_spec(n).partitions)]
         agreements_tp = TopicPartition(self.topic["agreements"], 0)
         consumer.assign([*tps, agreements_tp])
-        for tp in tps:
-            if tp.partition in positions:
-                consumer.seek(tp, positions[tp.partition] + 1)
+        positions[("agreements", 0)] = self._agreement_pos
+        fresh = []
+        for tp in [*tps, agreements_tp]:
+            at = positions.get((self.names[tp.topic], tp.partition), -1)
+            if at >= 0:
+                consumer.seek(tp, at + 1)
             else:
-                await consumer.seek_to_beginning(tp)
-        if self._agreement_pos >= 0:
-            consumer.seek(agreements_tp, self._agreement_pos + 1)
-        else:
-            await consumer.seek_to_beginning(agreements_tp)
+                fresh.append(tp)
+        if fresh:
+            await consumer.seek_to_beginning(*fresh)      # one request for all, not one per partition
         try:
             await self._publish(producer, self.state.outputs(self._pending))
             while not stop.is_set():
@@ -239,7 +267,7 @@ class BillingWorker:
                 dead: list[DeadLetter] = self._dead
                 self._dead = []
                 for r in records:
-                    name = "agreements" if r.topic == self.topic["agreements"] else "allocations"
+                    name = self.names[r.topic]
                     d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                                        spec=topic_spec(name), consumer=AGENT)
                     if isinstance(d.event, AgreementUpdated):

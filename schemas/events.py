@@ -126,9 +126,10 @@ class UsageSample(Event):
     event_type: Literal["usage.sample"] = "usage.sample"
     KEY: ClassVar[str] = "resource_id"
     resource_id: Identifier
-    allocation_id: str = ""
-    interval_seconds: float = Field(gt=0)
-    used: Capacity
+    allocation_id: str = Field("", description="the allocation measured; empty = the whole resource")
+    provider: str = Field("", description="who owns the resource; billing learns it from placements if empty")
+    interval_seconds: float = Field(gt=0, description="the interval measured ends at event_time")
+    used: Capacity = Field(description="average use over the interval")
 
 
 # ---------------------------------------------------------------------------
@@ -302,11 +303,14 @@ class DemandInterval(Event):
 # Migration
 # ---------------------------------------------------------------------------
 class _MigrationEvent(Event):
+    """One step of moving an allocation's whole placement on the source resource to the target."""
+
     KEY: ClassVar[str] = "migration_id"
     migration_id: Identifier
     allocation_id: Identifier
     source_resource_id: Identifier
     target_resource_id: Identifier
+    target_provider: str = Field("", description="provider of the target resource (billing needs it)")
 
 
 class MigrationPlanned(_MigrationEvent):

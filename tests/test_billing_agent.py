@@ -90,3 +90,42 @@ def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(
     last = max((l for l in lines if l.line_id == "gcp/2026-03/vcpu_hour"), key=lambda l: l.revision)
     assert last.amount == Decimal("2.00") and last.rate == Decimal("0.1")
     assert len(dead) == 1 and "rates.vcpu_hour" in dead[0].reason and "float" in dead[0].reason
+
+
+def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings, consume_events):
+    agreements = parse_agreements([
+        {"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.05"}},
+        {"partner": "do", "currency": "USD", "rates": {"vcpu_hour": "0.03"}, "basis": "measured"}])
+
+    def step(kind, hours, **extra):
+        return kind(event_time=T + timedelta(hours=hours), migration_id="bm-1", allocation_id="ba-1",
+                    source_resource_id="gcp/n1", target_resource_id="do/n5", target_provider="do", **extra)
+
+    def sample(i, hours, vcpu):
+        return s.UsageSample(event_id=f"bs-{i}", event_time=T + timedelta(hours=hours), resource_id="do/n5",
+                             allocation_id="ba-1", interval_seconds=3600, used=s.Capacity(vcpu=vcpu))
+
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            # ba-1: 4 vCPU on gcp from 0 h, moved to do (billed on measured use) at 3 h.
+            await send_events(producer, settings, "allocations", [placed(1)])
+            await send_events(producer, settings, "migrations", [step(s.MigrationProgress, 2, step="reserve_target"),
+                                                                 step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
+            await send_events(producer, settings, "usage", [sample(1, 4, 3.5), sample(2, 5, 2.5)])
+            await run_for(BillingWorker(settings, agreements), 8)
+            # After the restart: a redelivered sample and migration, one new sample, the release.
+            await send_events(producer, settings, "usage", [sample(2, 5, 2.5), sample(3, 6, 1.0)])
+            await send_events(producer, settings, "migrations", [step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
+            await send_events(producer, settings, "allocations", [released(1, 6)])
+            await run_for(BillingWorker(settings, agreements), 8)
+        finally:
+            await producer.stop()
+        return await consume_events(settings, "billing-lines", 100, timeout=5)
+
+    latest = latest_revisions(run(scenario(), timeout=180))
+    # gcp: 4 vCPU x 3 h x 0.05 = 0.60 ; do: (3.5 + 2.5 + 1.0) vCPU-h x 0.03 = 0.21
+    assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("0.60"),
+                                                        "do/2026-03/vcpu_hour": Decimal("0.21")}

@@ -23,6 +23,8 @@ UNITS = {"vcpu_hour": "vCPU-hour", "memory_gib_hour": "GiB-hour", "gpu_hour": "G
 #: Decimal places of each currency's minor unit (ISO 4217); others default to 2.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
 MICRO = 1_000_000
+#: What usage a partner bills on: capacity held while placed, or measured use (usage samples).
+BASES = ("allocated", "measured")
 
 
 class AgreementError(ValueError):
@@ -69,6 +71,7 @@ class Agreement:
     monthly_commit: int = 0                                 # micro-units
     limits: tuple[Limit, ...] = ()
     provider_name: str = ""
+    basis: str = "allocated"     # or "measured": rated from usage samples, not reserved capacity
 
     @property
     def minor_unit(self) -> int:
@@ -134,8 +137,12 @@ def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
         if enforcement not in ("soft", "hard"):
             raise AgreementError(f"{w}.enforcement: 'soft' or 'hard', not {enforcement!r}")
         limits.append(Limit(name, amount, tuple(sorted(set(thresholds))), enforcement))
+    basis = doc.get("basis", "allocated")
+    if basis not in BASES:
+        raise AgreementError(f"{where}.basis: {basis!r}; use 'allocated' (reserved capacity while placed) "
+                             f"or 'measured' (usage samples)")
     return Agreement(partner, currency, rates, instance_rates, tiers, commit, tuple(limits),
-                     str(doc.get("provider_name") or partner))
+                     str(doc.get("provider_name") or partner), basis)
 
 
 def parse_agreements(doc: Any) -> dict[str, Agreement]:

@@ -1,21 +1,39 @@
 """Allocation lifecycle -> usage records: what the live billing agent rates.
 
-A placement on a partner's resource starts accruing when it is placed and stops when it
-is released; the record's id is ``<allocation id>/<resource id>`` so a replayed release
-rates nothing twice. Own resources ('own') are not billed by partners. Allocations still
-running count *provisionally* up to the latest event time seen, for month-to-date views
-and limits, and are rated for good on release.
+An allocation is billed as *segments*: a run of some replicas on one resource from a start
+time to an end time. Placement opens one segment per placement; release closes them all.
+A migration moves the allocation's whole placement on the source resource to the target:
+
+* ``migration.progress`` step ``reserve_target`` opens the target segment (the partner is
+  paid for capacity held while data syncs, as it would bill it);
+* ``migration.done`` closes the source segment at ``cut_over_at`` (and opens the target
+  segment there if no reservation was seen);
+* ``migration.failed`` closes a reserved target segment (rolled back: the source never
+  stopped).
+
+A closed segment becomes one final usage record whose id is ``<allocation>/<resource>``
+for a placement segment and ``<allocation>/<resource>/<migration>`` for a migration
+target, so a replayed event rates nothing twice. Segments on own resources ('own') are
+tracked (an allocation may migrate between own and partner capacity) but never billed.
+Open segments count *provisionally* up to the latest event time seen, for month-to-date
+views and limits, and are rated for good when they close.
+
+Partners that bill on measured use instead of reserved capacity are rated from usage
+samples (:func:`sample_record`), not from segments; the billing agent picks per agreement.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 
-from schemas import AllocationPlaced, AllocationReleased, Event
+from schemas import (AllocationPlaced, AllocationReleased, Event, MigrationDone, MigrationFailed,
+                     MigrationProgress, UsageSample)
 
 from .usage import EPOCH, US, UsageRecord
 
 GIB = 1024 ** 3
+OWN = "own"
 
 
 def _us(dt) -> int:
@@ -23,40 +41,116 @@ def _us(dt) -> int:
     return (d.days * 86_400 + d.seconds) * US + d.microseconds
 
 
+def _milli_per_replica(c) -> tuple[int, int, int]:
+    """Per-replica capacity in thousandths (vCPU, GiB, GPU): normalised once, here."""
+    return round(c.vcpu * 1000), round(c.memory_bytes * 1000 / GIB), c.gpu * 1000
+
+
+@dataclass(slots=True)
+class Segment:
+    record_id: str
+    partner: str
+    allocation_id: str
+    resource_id: str
+    start_us: int
+    replicas: int
+    per_replica_milli: tuple[int, int, int]
+
+    def record(self, end_us: int) -> UsageRecord:
+        v, m, g = self.per_replica_milli
+        return UsageRecord(
+            event_id=self.record_id, partner=self.partner, allocation_id=self.allocation_id,
+            resource_id=self.resource_id, start_us=self.start_us, end_us=max(end_us, self.start_us),
+            vcpu_milli=v * self.replicas, memory_milli=m * self.replicas, gpu_milli=g * self.replicas)
+
+
 @dataclass
 class Lifecycle:
-    running: dict[str, AllocationPlaced] = field(default_factory=dict)
+    running: dict[str, list[Segment]] = field(default_factory=dict)     # allocation -> open segments
+    reserved: dict[str, Segment] = field(default_factory=dict)          # migration -> target held, not cut over
+    finished_migrations: set[str] = field(default_factory=set)
+    released: set[str] = field(default_factory=set)     # a redelivered placement must not reopen them
+    providers: dict[str, str] = field(default_factory=dict)             # resource -> partner, as placed
     watermark_us: int = 0
+    unknown_migrations: int = 0      # for an allocation not running here (released, or never placed)
 
     def apply(self, e: Event) -> list[UsageRecord]:
-        """Feed one allocation event; returns the usage that became final."""
-        if isinstance(e, (AllocationPlaced, AllocationReleased)):
-            self.watermark_us = max(self.watermark_us, _us(e.event_time))
+        """Feed one allocation or migration event; returns the usage that became final."""
+        t = _us(e.event_time)
+        if t > self.watermark_us:
+            self.watermark_us = t
         if isinstance(e, AllocationPlaced):
-            if any(p.provider != "own" for p in e.placements):
-                self.running[e.allocation_id] = e
+            if e.allocation_id not in self.running and e.allocation_id not in self.released:
+                per = _milli_per_replica(e.per_replica)
+                self.running[e.allocation_id] = [
+                    Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
+                            p.replicas, per) for p in e.placements]
+                for p in e.placements:
+                    self.providers[p.resource_id] = p.provider
             return []
         if isinstance(e, AllocationReleased):
-            placed = self.running.pop(e.allocation_id, None)
-            return [] if placed is None else records(placed, _us(e.event_time))
+            self.released.add(e.allocation_id)
+            segs = self.running.pop(e.allocation_id, [])
+            held = [m for m, s in self.reserved.items() if s.allocation_id == e.allocation_id]
+            segs = segs + [self.reserved.pop(m) for m in held]
+            return _final(segs, t)
+        if isinstance(e, MigrationProgress) and e.step == "reserve_target":
+            if e.migration_id in self.reserved or e.migration_id in self.finished_migrations:
+                return []
+            target = self._target(e, t)
+            if target is not None:
+                self.reserved[e.migration_id] = target
+            return []
+        if isinstance(e, MigrationDone):
+            if e.migration_id in self.finished_migrations:
+                return []
+            cut = _us(e.cut_over_at)
+            target = self.reserved.pop(e.migration_id, None) or self._target(e, cut)
+            self.finished_migrations.add(e.migration_id)
+            segs = self.running.get(e.allocation_id)
+            if target is None or segs is None:
+                return []
+            moved = [s for s in segs if s.resource_id == e.source_resource_id]
+            segs[:] = [s for s in segs if s.resource_id != e.source_resource_id] + [target]
+            return _final(moved, cut)
+        if isinstance(e, MigrationFailed):
+            self.finished_migrations.add(e.migration_id)
+            held = self.reserved.pop(e.migration_id, None)
+            return [] if held is None else _final([held], t)
         return []
 
+    def _target(self, e, start_us: int) -> Segment | None:
+        """The segment a migration opens on its target: the source placement's replicas."""
+        source = [s for s in self.running.get(e.allocation_id, ()) if s.resource_id == e.source_resource_id]
+        if not source:
+            self.unknown_migrations += 1
+            return None
+        partner = e.target_provider or self.providers.get(e.target_resource_id, "")
+        if not partner:
+            self.unknown_migrations += 1
+            return None
+        self.providers[e.target_resource_id] = partner
+        replicas = sum(s.replicas for s in source)
+        return replace(source[0], record_id=f"{e.allocation_id}/{e.target_resource_id}/{e.migration_id}",
+                       partner=partner, resource_id=e.target_resource_id, start_us=start_us, replicas=replicas)
+
     def provisional(self) -> list[UsageRecord]:
-        """Usage of still-running allocations up to the watermark."""
-        return [r for p in self.running.values() for r in records(p, self.watermark_us)]
+        """Usage of still-open segments up to the watermark."""
+        open_segments = [s for segs in self.running.values() for s in segs]
+        open_segments += self.reserved.values()
+        return [s.record(self.watermark_us) for s in open_segments if s.partner != OWN]
 
 
-def records(placed: AllocationPlaced, end_us: int) -> list[UsageRecord]:
-    start = _us(placed.event_time)
-    end = max(end_us, start)
-    c = placed.per_replica
-    out = []
-    for p in placed.placements:
-        if p.provider == "own":
-            continue
-        out.append(UsageRecord(
-            event_id=f"{placed.allocation_id}/{p.resource_id}", partner=p.provider,
-            allocation_id=placed.allocation_id, resource_id=p.resource_id, start_us=start, end_us=end,
-            vcpu_milli=round(c.vcpu * 1000) * p.replicas, memory_milli=round(c.memory_bytes * 1000 / GIB) * p.replicas,
-            gpu_milli=c.gpu * 1000 * p.replicas))
-    return out
+def _final(segments: list[Segment], end_us: int) -> list[UsageRecord]:
+    return [s.record(end_us) for s in segments if s.partner != OWN]
+
+
+def sample_record(e: UsageSample, partner: str) -> UsageRecord:
+    """A measured-use sample as a usage record: its interval ends at the sample's event time.
+    Quantities are the average use over the interval, rounded to thousandths."""
+    end = e.event_time
+    start = end - timedelta(seconds=e.interval_seconds)
+    v, m, g = _milli_per_replica(e.used)
+    return UsageRecord(event_id=e.event_id, partner=partner, allocation_id=e.allocation_id,
+                       resource_id=e.resource_id, start_us=_us(start), end_us=_us(end),
+                       vcpu_milli=v, memory_milli=m, gpu_milli=g)
