@@ -13,7 +13,10 @@ allocations topic (``read_committed``). Redelivered requests that were already d
 are recognized by request id and skipped, so nothing is placed twice or lost.
 
 Forecasts (``forecast`` events with ``tier=`` and ``dim=vcpu`` in the series) set the
-headroom held back for higher tiers (tessera.scheduler.reservation). Hard usage-limit
+headroom held back for higher tiers (tessera.scheduler.reservation), and when the vCPU
+they forecast to arrive outgrows the free capacity in service, the worker publishes a
+``provisioning.hint`` naming the cheapest resources to bring up ahead (in the same
+transaction as its decisions; tessera.scheduler.provisioning). Hard usage-limit
 alerts from the billing agent stop placement on that partner until its billing period
 ends (read in full at start, then tailed).
 
@@ -32,7 +35,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import (AllocationPlaced, AllocationReleased, DeadLetter, Event, Forecast, HealthChanged,
+from schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, HealthChanged,
                      ResourceDiscovered, ResourceRemoved, ResourceUpdated, UsageLimitAlert, WorkloadRequest, encode,
                      utc_now)
 from schemas.topics import topic_spec
@@ -61,7 +64,7 @@ class SchedulerWorker:
         self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s)
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
-                                "dead-letters")}
+                                "provisioning", "dead-letters")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
         self._durations: dict[str, float] = {}  # request id -> expected duration (s)
@@ -154,6 +157,7 @@ class SchedulerWorker:
             if due <= now:
                 del self.release_at[alloc_id]
                 out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed")]
+        out += [("provisioning", h) for h in self.core.provisioning_hints(now_dt)]
         if len(self.core.queue):
             self.batches += 1
             for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
@@ -164,9 +168,9 @@ class SchedulerWorker:
                         # Written into the event so a restarted scheduler restores the timer.
                         e = e.model_copy(update={"expires_at": now_dt + timedelta(seconds=req_dur)})
                 out.append(("allocations", e))
-        for e in out:
-            if not isinstance(e[1], DeadLetter) and e[1].request_id not in self.core.queue:
-                self.pending_offsets.pop(e[1].request_id, None)
+        for name, e in out:
+            if name == "allocations" and e.request_id not in self.core.queue:
+                self.pending_offsets.pop(e.request_id, None)
         if not out and not records:
             return
         await self._commit(producer, consumer, records, out)

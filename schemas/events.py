@@ -299,6 +299,35 @@ class DemandInterval(Event):
     value: float = Field(ge=0)
 
 
+class SuggestedResource(_Part):
+    resource_id: Identifier
+    provider: Identifier
+    vcpu: float = Field(ge=0)
+    price_per_hour: Money
+
+
+class ProvisioningHint(Event):
+    """The forecast says more capacity will be needed than is in service: bring these up ahead.
+
+    Published by the scheduler when a forecast arrives whose protective quantiles (per tier,
+    newsvendor level) of the vCPU arriving over the next horizons exceed the free vCPU of
+    resources already in service. Advisory: the scheduler still opens resources itself when
+    work arrives; a provisioner (warm pool, partner API) can act on the hint earlier.
+    """
+
+    event_type: Literal["provisioning.hint"] = "provisioning.hint"
+    KEY: ClassVar[str] = "pool"
+    pool: NonEmptyStr
+    needed_by: UtcTime = Field(description="start of the first interval the capacity in service runs short")
+    peak_at: UtcTime = Field(description="start of the interval with the largest shortfall")
+    arriving_vcpu: float = Field(ge=0, description="vCPU forecast to arrive up to peak_at (protective quantiles)")
+    free_in_service_vcpu: float = Field(ge=0)
+    shortfall_vcpu: float = Field(gt=0)
+    levels: dict[str, float] = Field(description="tier -> quantile level used (shortage vs idle cost)")
+    suggested: list[SuggestedResource] = Field(default_factory=list, description="cheapest per vCPU first")
+    suggested_cost_per_hour: Money = Decimal(0)
+
+
 # ---------------------------------------------------------------------------
 # Migration
 # ---------------------------------------------------------------------------
@@ -420,6 +449,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     DemandSpike,
     DemandObservation,
     DemandInterval,
+    ProvisioningHint,
     MigrationPlanned,
     MigrationProgress,
     MigrationDone,

@@ -53,6 +53,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "one outcome per request, then its release"),
     TopicSpec("forecasts", 1, "series", 3, (ev.Forecast, ev.DemandSpike, ev.DemandInterval),
               "demand quantiles per series, realised demand per interval, spikes"),
+    TopicSpec("provisioning", 1, "pool", 3, (ev.ProvisioningHint,),
+              "capacity to bring up ahead of forecast demand (scheduler's hints)"),
     TopicSpec("external-events", 1, "scope", 1, (ev.ExternalEvent,), "campaigns, releases, holidays"),
     TopicSpec("migrations", 1, "migration_id", 3,
               (ev.MigrationPlanned, ev.MigrationProgress, ev.MigrationDone, ev.MigrationFailed),

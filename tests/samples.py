@@ -16,7 +16,7 @@ SPEC = s.ResourceSpec(provider="gcp", instance_type="n2-standard-2", region="eur
 
 def _mig(cls, **kw):
     return cls(event_id=f"m-{cls.__name__}", event_time=T0, migration_id="mig-1", allocation_id="alloc-1",
-               source_resource_id="own/n1", target_resource_id="gcp/n2", **kw)
+               source_resource_id="own/n1", target_resource_id="gcp/n2", target_provider="gcp", **kw)
 
 
 _EVENTS = [
@@ -26,7 +26,7 @@ _EVENTS = [
     s.HealthSample(event_id="e4", event_time=T0, resource_id="own/n1", free=CAP),
     s.HealthChanged(event_id="e5", event_time=T0, resource_id="own/n1", status=s.HealthStatus.unhealthy,
                     reason="no heartbeat for 60s"),
-    s.UsageSample(event_id="e6", event_time=T0, resource_id="own/n1", allocation_id="alloc-1",
+    s.UsageSample(event_id="e6", event_time=T0, resource_id="own/n1", allocation_id="alloc-1", provider="own",
                   interval_seconds=300, used=CAP),
     s.WorkloadRequest(event_id="e7", event_time=T0, request_id="req-1", tenant="acme", sla_tier=s.SlaTier.gold,
                       replicas=3, per_replica=CAP, required_tags=["hipaa"], allowed_regions=["europe-west4"],
@@ -49,6 +49,11 @@ _EVENTS = [
                         source_partition=2, source_offset=41),
     s.DemandInterval(event_id="e14c", event_time=T0, series="tier=gold/dim=vcpu", interval_start=T0,
                      interval_seconds=300, value=42.0),
+    s.ProvisioningHint(event_id="e14e", event_time=T0, pool="default", needed_by=T0, peak_at=T0, arriving_vcpu=40.0,
+                       free_in_service_vcpu=12.0, shortfall_vcpu=28.0, levels={"gold": 0.93},
+                       suggested=[s.SuggestedResource(resource_id="gcp/europe-west4/n2", provider="gcp", vcpu=32.0,
+                                                      price_per_hour=Decimal("1.55"))],
+                       suggested_cost_per_hour=Decimal("1.55")),
     _mig(s.MigrationPlanned, reason="consolidation", expected_saving_per_hour=Decimal("0.12")),
     _mig(s.MigrationProgress, step="sync_data"),
     _mig(s.MigrationDone, cut_over_at=T0),

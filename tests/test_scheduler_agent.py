@@ -133,3 +133,40 @@ def test_release_timers_come_back_after_a_restart(settings, consume):
     assert len(placed) == 1 and placed[0].expires_at is not None
     assert [e.allocation_id for e in released] == [placed[0].allocation_id]
     assert released[0].event_time >= placed[0].expires_at
+
+
+def test_a_forecast_beyond_capacity_in_service_publishes_a_provisioning_hint(settings, consume_events):
+    from datetime import timedelta
+
+    from tests.samples import T0
+
+    forecast = s.Forecast(series="pool=default/tier=platinum/dim=vcpu", interval_seconds=300, model="test",
+                          horizons=[s.HorizonForecast(step=k + 1, interval_start=T0 + timedelta(minutes=5 * k),
+                                                      quantiles={"0.05": 10.0, "0.5": 20.0, "0.95": 30.0})
+                                    for k in range(3)])
+
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            await send_events(producer, settings, "resources", _resources(6))
+            await send_events(producer, settings, "requests", _requests(0, 1))     # one resource in service
+            stop = asyncio.Event()
+            worker = SchedulerWorker(settings, batch_max=16)
+            task = asyncio.create_task(worker.run(stop))
+            for _ in range(50):
+                await asyncio.sleep(0.2)
+                if worker.core.decided:
+                    break
+            await send_events(producer, settings, "forecasts", [forecast])
+            await asyncio.sleep(3)
+            stop.set()
+            await task
+        finally:
+            await producer.stop()
+        return await consume_events(settings, "provisioning", 10, timeout=5, committed_only=True)
+
+    (hint,) = run(scenario(), timeout=120)
+    assert hint.needed_by == T0 and hint.shortfall_vcpu > 50     # ~90 vCPU over 3 steps vs ~15 free
+    assert hint.suggested and hint.suggested[0].resource_id.startswith("own/")   # 0.49 beats 0.80 per 16 vCPU

@@ -205,3 +205,48 @@ def test_a_lifted_alert_unblocks_the_partner_within_the_period():
     assert outcome("blocked") == ["allocation.queued"]          # nothing else can host it
     sched.apply(s.UsageLimitAlert(threshold_pct=20, limit=Decimal("50"), lifted=True, **alert))
     assert outcome("after-raise") == ["allocation.placed"]
+
+
+def _steps(tier, per_step_p95, n=3):
+    return s.Forecast(series=f"pool=default/tier={tier}/dim=vcpu", interval_seconds=300, model="test",
+                      horizons=[s.HorizonForecast(step=k + 1, interval_start=T0 + timedelta(minutes=5 * k),
+                                                  quantiles={"0.05": 0.0, "0.5": per_step_p95 / 2,
+                                                             "0.95": per_step_p95})
+                                for k in range(n)])
+
+
+def test_a_forecast_outgrowing_capacity_in_service_emits_one_provisioning_hint():
+    sch = Scheduler()
+    sch.apply(resource(0, vcpu=16, price="0.80"))                    # in service once it hosts work
+    sch.apply(resource(1, vcpu=32, price="0.96", provider="do"))     # 0.03 per vCPU-hour
+    sch.apply(resource(2, vcpu=8, price="0.40", provider="gcp"))     # 0.05 per vCPU-hour
+    sch.apply(resource(3, vcpu=64, price="0.10", provider="cheap"))
+    sch.apply(s.HealthChanged(resource_id="cheap/n3", status="unhealthy"))   # never suggested
+    sch.submit(request("busy", "gold", vcpu=10), 0.0, T0)
+    sch.run_batch(0.0, T0)                                           # own/n0 in service, 6 vCPU free
+    assert sch.provisioning_hints(T0) == [], "no forecast, no hint"
+
+    sch.apply(_steps("platinum", 4.0))          # ~4, ~8, ~12 vCPU arriving by steps 1..3
+    sch.apply(_steps("bronze", 50.0))           # bronze waits: not protected, not counted
+    (hint,) = sch.provisioning_hints(T0)
+    assert hint.pool == "default" and hint.needed_by == T0 + timedelta(minutes=5)   # step 2: ~8 > 6
+    assert hint.free_in_service_vcpu == 6.0 and "bronze" not in hint.levels
+    assert 5.5 < hint.shortfall_vcpu < 6.5 and hint.peak_at == T0 + timedelta(minutes=10)
+    assert [x.resource_id for x in hint.suggested] == ["do/n1"]        # cheapest per vCPU, covers it
+    assert hint.suggested_cost_per_hour == Decimal("0.96")
+    assert sch.provisioning_hints(T0) == [], "nothing new since the last check"
+    sch.apply(_steps("platinum", 4.1))
+    assert sch.provisioning_hints(T0) == [], "a shortfall that barely moved is not repeated"
+    sch.apply(_steps("platinum", 8.0))
+    (bigger,) = sch.provisioning_hints(T0)
+    assert bigger.needed_by == T0 and bigger.shortfall_vcpu > 15
+    assert [x.resource_id for x in bigger.suggested] == ["do/n1"]
+
+
+def test_no_hint_while_capacity_in_service_absorbs_the_forecast():
+    sch = Scheduler()
+    sch.apply(resource(0, vcpu=64))
+    sch.submit(request("busy", "gold", vcpu=2), 0.0, T0)
+    sch.run_batch(0.0, T0)
+    sch.apply(_steps("gold", 10.0))
+    assert sch.provisioning_hints(T0) == []

@@ -24,11 +24,12 @@ from typing import Iterable
 
 from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
-                     UsageLimitAlert, WorkloadRequest)
+                     ProvisioningHint, UsageLimitAlert, WorkloadRequest)
 
 from .packing import PackRequest, PackResource, pack_batch
 from .queue import RANK, SchedulingQueue
-from .reservation import Reservations
+from .provisioning import HintGate, Offer, plan_hint
+from .reservation import Reservations, parse_series
 
 GIB = float(1 << 30)
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
@@ -85,9 +86,11 @@ class Scheduler:
     #: provider -> end of the billing period (epoch s) until which a hard usage limit blocks it
     blocked_until: dict[str, float] = field(default_factory=dict)
     queue: SchedulingQueue = field(init=False)
+    hint_gate: HintGate = field(default_factory=HintGate)
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
+        self._forecast_pool: str | None = None     # set when a forecast arrived since the last hint check
 
     # -- inputs ----------------------------------------------------------------
     def apply(self, event: Event) -> None:
@@ -106,6 +109,7 @@ class Scheduler:
             self.resources.pop(event.resource_id, None)
         elif isinstance(event, Forecast):
             self.reservations.observe(event)
+            self._forecast_pool = parse_series(event.series).get("pool", "default")
         elif isinstance(event, HealthChanged):
             st = self.resources.get(event.resource_id)
             if st is not None:
@@ -126,6 +130,21 @@ class Scheduler:
         self.queue.push(request, now)
         return []
 
+    def provisioning_hints(self, now_dt: datetime) -> list[ProvisioningHint]:
+        """After new forecasts: a hint when forecast arrivals outgrow the capacity in service."""
+        pool, self._forecast_pool = self._forecast_pool, None
+        if pool is None:
+            return []
+        blocked = self._blocked(now_dt)
+        offers = [Offer(r.resource_id, r.provider, r.free[0] if r.open else r.capacity[0], r.price, r.open)
+                  for r in self.resources.values() if r.healthy and r.provider not in blocked]
+        hint = plan_hint(self.reservations.forecasts, self.reservations.levels(), offers, pool)
+        return [hint] if self.hint_gate.admit(hint) else []
+
+    def _blocked(self, now_dt: datetime) -> set[str]:
+        wall = now_dt.timestamp()
+        return {p for p, until in self.blocked_until.items() if until > wall}
+
     # -- decisions --------------------------------------------------------------
     def run_batch(self, now: float, now_dt: datetime, batch_id: str = "") -> list[Event]:
         out: list[Event] = []
@@ -138,8 +157,7 @@ class Scheduler:
         # Unhealthy resources take no work (no free capacity) but still count as existing,
         # so a request that only they could host waits for their recovery instead of failing.
         zero = tuple(0.0 for _ in DIMS)
-        wall = now_dt.timestamp()
-        blocked = {p for p, until in self.blocked_until.items() if until > wall}
+        blocked = self._blocked(now_dt)
         pack_res = [PackResource(r.resource_id, r.provider, r.region,
                                  r.free if r.healthy and r.provider not in blocked else zero, r.capacity,
                                  r.price, r.tags, r.open) for r in self.resources.values()]

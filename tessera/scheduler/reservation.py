@@ -61,6 +61,16 @@ class Reservations:
         if labels.get("dim", "vcpu") == "vcpu" and "tier" in labels:
             self._forecasts[labels["tier"]] = forecast
 
+    @property
+    def forecasts(self) -> dict[str, Forecast]:
+        """The latest vCPU forecast per tier."""
+        return dict(self._forecasts)
+
+    def levels(self) -> dict[str, float]:
+        """The quantile level protected per tier (0 = not protected: such a tier waits)."""
+        return {t: critical_ratio(self.shortage_cost.get(t, Decimal(0)), self.idle_cost_per_vcpu_hour)
+                for t in self._forecasts}
+
     def headroom(self, tier: str, in_use: float) -> float:
         """vCPU to keep free for ``tier`` beyond what it already uses."""
         f = self._forecasts.get(tier)
