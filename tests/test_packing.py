@@ -149,3 +149,60 @@ def test_lower_bound_is_tight_when_everything_fits_one_cheap_resource(improve):
     resources = [_res(0, price="2", cap=(8.0, 8.0, 0.0)), _res(1, price="1", cap=(8.0, 8.0, 0.0))]
     r = pack_batch([PackRequest("q", "gold", 2, (2.0, 2.0, 0.0))], resources, improve=improve)
     assert r.cost == Decimal(1) and r.lower_bound == Decimal("0.5")
+
+
+def _cheapest_by_brute_force(requests, resources):
+    """Least opening cost placing every request, over all subsets and all assignments."""
+    import itertools
+
+    items = [q for q in requests for _ in range(q.replicas)]
+    closed = [r for r in resources if not r.open]
+    best = None
+    for k in range(len(closed) + 1):
+        for subset in itertools.combinations(closed, k):
+            cost = sum((r.price_per_hour for r in subset), Decimal(0))
+            if best is not None and cost >= best:
+                continue
+            bins = [r for r in resources if r.open] + list(subset)
+            for choice in itertools.product(range(len(bins)), repeat=len(items)):
+                load = [[0.0] * len(bins[0].free) for _ in bins]
+                ok = True
+                for q, b in zip(items, choice):
+                    if not q.tags_required <= bins[b].tags:
+                        ok = False
+                        break
+                    for d, x in enumerate(q.demand):
+                        load[b][d] += x
+                        if load[b][d] > bins[b].free[d] + 1e-9:
+                            ok = False
+                    if not ok:
+                        break
+                if ok:
+                    best = cost
+                    break
+    return best
+
+
+@st.composite
+def tiny_instances(draw):
+    resources = [PackResource(f"s{i}", "p", "eu",
+                              cap := (float(draw(st.sampled_from([2, 3, 4, 6, 8]))),
+                                      float(draw(st.sampled_from([4, 6, 8, 16])))),
+                              cap, Decimal(draw(st.integers(1, 90))) / 10,
+                              frozenset(draw(st.lists(st.just("pci"), max_size=1))), open=(i == 0))
+                 for i in range(draw(st.integers(2, 5)))]
+    requests = [PackRequest(f"q{i}", "gold", draw(st.integers(1, 2)),
+                            (float(draw(st.sampled_from([1, 2, 3]))), float(draw(st.sampled_from([1, 2, 4, 6])))),
+                            frozenset(draw(st.lists(st.just("pci"), max_size=1))), seq=i)
+                for i in range(draw(st.integers(1, 3)))]
+    return requests, resources
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tiny_instances())
+def test_small_batches_reach_the_brute_force_optimum(inst):
+    requests, resources = inst
+    result = pack_batch(requests, resources, dims=2)
+    if result.rejected:       # the optimum below is for placing everything
+        return
+    assert result.cost == _cheapest_by_brute_force(requests, resources)

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from . import kernel
+from . import exact, kernel
 
 TIER_RANK = {"platinum": 0, "gold": 1, "silver": 2, "bronze": 3}
 MICRO = Decimal(1_000_000)
@@ -148,6 +148,12 @@ SCORE_LIMIT = 128
 SMALL_BATCH = 50_000
 #: Shuffled restarts tried on small batches.
 RESTARTS = 24
+#: The exact search (tessera.scheduler.exact) runs on batches of at most this many placed
+#: replicas, with these budgets: packing nodes per candidate set, and in total per batch
+#: (a node is a few dozen operations: 1M nodes is roughly 50 ms here).
+EXACT_MAX_ITEMS = 64
+EXACT_NODES = 20000
+EXACT_TOTAL_NODES = 1_000_000
 
 
 def req_tier_rank(requests: Sequence[PackRequest]) -> np.ndarray:
@@ -183,6 +189,77 @@ def _exclusion_search(best, run, res_free: np.ndarray, res_open: np.ndarray, res
         if not improved:
             break
     return best
+
+
+def _compatibility(arrays: tuple) -> np.ndarray:
+    """Request x resource: may request r run on resource s (tags, regions, providers)?"""
+    (_d, _rep, req_tags, req_regions, req_providers, _spread, _free, _cap, _price, _open, res_tags, res_region,
+     res_provider, _type) = arrays
+    one = np.int64(1)
+    ok = (res_tags[None, :] & req_tags[:, None]) == req_tags[:, None]
+    ok &= (req_regions[:, None] == 0) | (((req_regions[:, None] >> res_region[None, :]) & one) == 1)
+    ok &= (req_providers[:, None] == 0) | (((req_providers[:, None] >> res_provider[None, :]) & one) == 1)
+    return ok
+
+
+def _exact_search(out, arrays: tuple, jit: bool):
+    """Re-choose which resources to open for the requests ``out`` placed, by the exact search
+    (same requests placed, cheaper or equal cost); small batches without spread only."""
+    placed = out[0]
+    (req_demand, req_replicas, _tags, _regions, _providers, req_spread, res_free, res_cap, res_price, res_open,
+     _rt, _rr, _rp, res_type) = arrays
+    chosen = np.nonzero(placed)[0]
+    if not len(chosen) or out[6] == 0 or (req_spread[chosen] > 1).any():
+        return out
+    if int(req_replicas[chosen].sum()) > EXACT_MAX_ITEMS:
+        return out
+    # Items (one per replica), largest first relative to the biggest resource. Replicas with
+    # the same demand and the same compatible resources are interchangeable twins (whatever
+    # their request) and stay adjacent, so the packing never tries their permutations.
+    compat = _compatibility(arrays)
+    top = np.maximum(res_cap.max(axis=0), 1e-12)
+    item_req = np.repeat(chosen, req_replicas[chosen])
+    size = (req_demand[item_req] / top).max(axis=1)
+    kinds: dict[tuple, int] = {}
+    kind = np.array([kinds.setdefault((req_demand[r].tobytes(), compat[r].tobytes()), len(kinds))
+                     for r in item_req.tolist()], dtype=np.int64)
+    order = np.lexsort((item_req, kind, -size))
+    item_req, kind = item_req[order].astype(np.int64), kind[order]
+    dem = np.ascontiguousarray(req_demand[item_req])
+    twin_prev = np.zeros(len(item_req), dtype=np.bool_)
+    twin_prev[1:] = kind[1:] == kind[:-1]
+    open_bins = np.nonzero(res_open & (res_free > 0).any(axis=1))[0].astype(np.int64)
+    closed = np.nonzero(~res_open & (res_free > 0).any(axis=1))[0]
+    types: dict[int, list[int]] = {}
+    for s_ in closed.tolist():
+        types.setdefault(int(res_type[s_]), []).append(s_)
+    members = [m for _, m in sorted(types.items())]
+    type_rep = np.array([m[0] for m in members], dtype=np.int64)
+    type_members = np.array([s_ for m in members for s_ in m], dtype=np.int64)
+    type_count = np.zeros(len(members) + 1, dtype=np.int64)
+    type_count[1:] = np.cumsum([len(m) for m in members])
+    need = np.maximum(dem.sum(axis=0) - res_free[open_bins].sum(axis=0), 0.0)
+    fn = exact.search if jit else exact.search.py_func
+    cost, assign, bins, n_bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
+                                               type_rep, type_members, type_count, need, int(out[6]),
+                                               EXACT_NODES, EXACT_TOTAL_NODES)
+    if n_bins == 0 or cost >= out[6]:
+        return out
+    # The assignment as placements (request, resource, replicas), merged per pair.
+    target = bins[assign]
+    pairs: dict[tuple[int, int], int] = {}
+    for r, s_ in zip(item_req.tolist(), target.tolist()):
+        pairs[(r, s_)] = pairs.get((r, s_), 0) + 1
+    keys = sorted(pairs)
+    pl_req = np.array([k[0] for k in keys], dtype=np.int64)
+    pl_res = np.array([k[1] for k in keys], dtype=np.int64)
+    pl_count = np.array([pairs[k] for k in keys], dtype=np.int64)
+    free_after = res_free.copy()
+    np.subtract.at(free_after, pl_res, req_demand[pl_req] * pl_count[:, None])
+    open_after = res_open.copy()
+    open_after[pl_res] = True
+    new_cost = int(res_price[open_after & ~res_open].sum())
+    return placed, pl_req, pl_res, pl_count, free_after, open_after, new_cost
 
 
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
@@ -226,6 +303,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
             if cand[6] < out[6] and all(a >= b for a, b in zip(_placed_profile(cand[0], tiers), base)):
                 out, order = cand, shuffled
         out = _exclusion_search(out, lambda free: run(free, order), res_free, res_open, res_price, tiers, res_type)
+        out = _exact_search(out, arrays, jit)
     placed, pl_req, pl_res, pl_count, free_after, open_after, cost = out
     result.kernel_seconds = time.perf_counter() - t0
     for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
