@@ -25,15 +25,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .kernel import _fits_one
+
 EPS = 1e-9
-
-
-@njit(cache=True, error_model="numpy")
-def _fits(resid, b, dem, i):
-    for d in range(dem.shape[1]):
-        if dem[i, d] > resid[b, d] + EPS:
-            return False
-    return True
 
 
 @njit(cache=True, error_model="numpy")
@@ -80,7 +74,7 @@ def _best_fit(dem, item_req, bins, free, compat, assign):
         best = -1
         best_left = 1e300
         for b in range(B):
-            if not compat[item_req[i], bins[b]] or not _fits(resid, b, dem, i):
+            if not compat[item_req[i], bins[b]] or not _fits_one(i, b, dem, resid):
                 continue
             left = 0.0
             for d in range(D):
@@ -141,7 +135,7 @@ def pack_items(dem, item_req, twin_prev, bins, bin_type, free, compat, node_limi
         b = nxt[i]
         placed = False
         while b < B:
-            if compat[r, bins[b]] and _fits(resid, b, dem, i):
+            if compat[r, bins[b]] and _fits_one(i, b, dem, resid):
                 # a bin identical to an earlier one (same type, same room) was tried already
                 dup = False
                 for b2 in range(b):
