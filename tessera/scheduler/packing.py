@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import exact, kernel
+from .twin import python_twin
 
 TIER_RANK = {"platinum": 0, "gold": 1, "silver": 2, "bronze": 3}
 MICRO = Decimal(1_000_000)
@@ -143,7 +144,7 @@ def validate_request(q: PackRequest, D: int) -> str | None:
 
 
 #: Feasible open resources scored per replica (0 = all). Small batches never reach it.
-SCORE_LIMIT = 128
+SCORE_LIMIT = 64
 #: Batches up to this many request x resource pairs also get the exclusion search.
 SMALL_BATCH = 50_000
 #: Shuffled restarts tried on small batches.
@@ -239,7 +240,7 @@ def _exact_search(out, arrays: tuple, jit: bool):
     type_count = np.zeros(len(members) + 1, dtype=np.int64)
     type_count[1:] = np.cumsum([len(m) for m in members])
     need = np.maximum(dem.sum(axis=0) - res_free[open_bins].sum(axis=0), 0.0)
-    fn = exact.search if jit else exact.search.py_func
+    fn = exact.search if jit else python_twin(exact.search)
     cost, assign, bins, n_bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
                                                type_rep, type_members, type_count, need, int(out[6]),
                                                EXACT_NODES, EXACT_TOTAL_NODES)
@@ -281,7 +282,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
      res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type) = arrays
     order = order_requests(valid, res_cap.sum(axis=0))
-    fn = kernel.pack if jit else kernel.pack.py_func
+    fn = kernel.pack if jit else python_twin(kernel.pack)
 
     def run(free: np.ndarray, order: np.ndarray = order):
         return fn(req_demand, req_replicas, order, req_tags, req_regions, req_providers, req_spread,
@@ -325,7 +326,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     result.cost = sum((resources[s].price_per_hour for s in np.nonzero(open_after & ~res_open)[0].tolist()),
                       Decimal(0))
     demand_placed = (req_demand * (req_replicas * placed)[:, None]).sum(axis=0)
-    lb_fn = kernel.lower_bound if jit else kernel.lower_bound.py_func
+    lb_fn = kernel.lower_bound if jit else python_twin(kernel.lower_bound)
     lb_micro = lb_fn(demand_placed, res_free, res_cap, res_price.astype(np.float64), res_open)
     result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
     result.free_after = {resources[s].id: tuple(free_after[s].tolist()) for s in range(len(resources))}
