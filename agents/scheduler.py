@@ -122,8 +122,13 @@ class SchedulerWorker:
             await producer.stop()
 
     async def _tail(self, tail: AIOKafkaConsumer) -> None:
+        allocations = self.topic["allocations"]
         for recs in (await tail.getmany(timeout_ms=0, max_records=10_000)).values():
             for rec in recs:
+                # Of the allocations topic only releases by others matter; most of it is this
+                # scheduler's own output, not worth decoding again.
+                if rec.topic == allocations and b'"allocation.released"' not in rec.value:
+                    continue
                 name = rec.topic.split(".")[-2]
                 d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                    key=rec.key, spec=topic_spec(name), consumer=AGENT)

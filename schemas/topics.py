@@ -17,6 +17,7 @@ installs (and every test) can share one broker.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from . import events as ev
 from .base import Event
@@ -35,7 +36,7 @@ class TopicSpec:
     def full_name(self, prefix: str) -> str:
         return f"{prefix}.{self.name}.v{self.version}"
 
-    @property
+    @cached_property      # asked on every decode at the edge: computed once
     def event_types(self) -> tuple[str, ...]:
         return tuple(e.model_fields["event_type"].default for e in self.events)
 

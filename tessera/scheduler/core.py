@@ -26,7 +26,7 @@ from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, All
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
                      ProvisioningHint, UsageLimitAlert, WorkloadRequest)
 
-from .packing import PackRequest, PackResource, pack_batch
+from .packing import QUICK, PackRequest, PackResource, SearchEffort, pack_batch
 from .queue import RANK, SchedulingQueue
 from .provisioning import HintGate, Offer, plan_hint
 from .reservation import Reservations, parse_series
@@ -87,6 +87,8 @@ class Scheduler:
     blocked_until: dict[str, float] = field(default_factory=dict)
     queue: SchedulingQueue = field(init=False)
     hint_gate: HintGate = field(default_factory=HintGate)
+    #: Extra search per small batch: quick by default, every request in a batch waits for it.
+    effort: SearchEffort = QUICK
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -197,7 +199,7 @@ class Scheduler:
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
         use = self.vcpu_in_use_by_tier()
         if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in RANK):
-            return pack_batch(reqs, res)
+            return pack_batch(reqs, res, effort=self.effort)
         merged = None
         current = list(res)
         for rank in range(4):
@@ -209,7 +211,7 @@ class Scheduler:
             scale = max(0.0, 1.0 - held / total_free) if total_free > 0 else 0.0
             view = [PackResource(r.id, r.provider, r.region, (r.free[0] * scale, *r.free[1:]), r.capacity,
                                  r.price_per_hour, r.tags, r.open) for r in current]
-            part = pack_batch(group, view)
+            part = pack_batch(group, view, effort=self.effort)
             # carry the real free capacity forward: subtract what this tier took
             taken = {r.id: tuple(a - b for a, b in zip(v.free, part.free_after.get(r.id, v.free)))
                      for r, v in zip(current, view)}
@@ -227,7 +229,7 @@ class Scheduler:
         for q in reqs:  # invalid tiers never reach a group
             if merged is not None and q.id not in merged.placements and q.id not in merged.rejected:
                 merged.rejected[q.id] = f"unknown tier {q.tier!r}"
-        return merged if merged is not None else pack_batch(reqs, res)
+        return merged if merged is not None else pack_batch(reqs, res, effort=self.effort)
 
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
                batch_id: str) -> AllocationPlaced:

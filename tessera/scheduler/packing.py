@@ -145,16 +145,30 @@ def validate_request(q: PackRequest, D: int) -> str | None:
 
 #: Feasible open resources scored per replica (0 = all). Small batches never reach it.
 SCORE_LIMIT = 64
-#: Batches up to this many request x resource pairs also get the exclusion search.
+#: Batches up to this many request x resource pairs also get the extra search below.
 SMALL_BATCH = 50_000
-#: Shuffled restarts tried on small batches.
-RESTARTS = 24
 #: The exact search (tessera.scheduler.exact) runs on batches of at most this many placed
-#: replicas, with these budgets: packing nodes per candidate set, and in total per batch
-#: (a node is a few dozen operations: 1M nodes is roughly 50 ms here).
+#: replicas, with at most this many packing nodes per candidate set.
 EXACT_MAX_ITEMS = 64
 EXACT_NODES = 20000
-EXACT_TOTAL_NODES = 1_000_000
+
+
+@dataclass(frozen=True)
+class SearchEffort:
+    """How much extra search a small batch gets after the greedy pass. Budgets count work,
+    not time, so the same input always gives the same placements."""
+
+    restarts: int              # greedy reruns with the order shuffled within each tier
+    exclusion_rounds: int      # rounds of re-packing with an opened type forbidden
+    exact_nodes: int           # total packing nodes for the exact search (1M ~ 50 ms here)
+
+
+#: Offline (`tessera pack`, what-if, the quality benchmark): up to ~0.2 s per small batch.
+FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000)
+#: Live scheduling: a few milliseconds per batch, so that the search never becomes the
+#: latency (a batch is waited for by every request in it).
+QUICK = SearchEffort(restarts=2, exclusion_rounds=1, exact_nodes=40_000)
+NO_SEARCH = SearchEffort(restarts=0, exclusion_rounds=0, exact_nodes=0)
 
 
 def req_tier_rank(requests: Sequence[PackRequest]) -> np.ndarray:
@@ -203,14 +217,14 @@ def _compatibility(arrays: tuple) -> np.ndarray:
     return ok
 
 
-def _exact_search(out, arrays: tuple, jit: bool):
+def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
     """Re-choose which resources to open for the requests ``out`` placed, by the exact search
     (same requests placed, cheaper or equal cost); small batches without spread only."""
     placed = out[0]
     (req_demand, req_replicas, _tags, _regions, _providers, req_spread, res_free, res_cap, res_price, res_open,
      _rt, _rr, _rp, res_type) = arrays
     chosen = np.nonzero(placed)[0]
-    if not len(chosen) or out[6] == 0 or (req_spread[chosen] > 1).any():
+    if not total_nodes or not len(chosen) or out[6] == 0 or (req_spread[chosen] > 1).any():
         return out
     if int(req_replicas[chosen].sum()) > EXACT_MAX_ITEMS:
         return out
@@ -243,7 +257,7 @@ def _exact_search(out, arrays: tuple, jit: bool):
     fn = exact.search if jit else python_twin(exact.search)
     cost, assign, bins, n_bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
                                                type_rep, type_members, type_count, need, int(out[6]),
-                                               EXACT_NODES, EXACT_TOTAL_NODES)
+                                               EXACT_NODES, total_nodes)
     if n_bins == 0 or cost >= out[6]:
         return out
     # The assignment as placements (request, resource, replicas), merged per pair.
@@ -264,7 +278,8 @@ def _exact_search(out, arrays: tuple, jit: bool):
 
 
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
-               jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT) -> PackResult:
+               jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT,
+               effort: SearchEffort = FULL) -> PackResult:
     D = dims or (len(resources[0].capacity) if resources else len(requests[0].demand) if requests else 1)
     result = PackResult()
     valid: list[PackRequest] = []
@@ -296,15 +311,16 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
         # tier (fixed seeds, so still deterministic), then the exclusion search on the best.
         tiers = req_tier_rank(valid)
         base = _placed_profile(out[0], tiers)
-        for seed in range(RESTARTS):
+        for seed in range(effort.restarts):
             rng = np.random.default_rng(seed)
             keys = [(int(tiers[i]), float(rng.random())) for i in order]
             shuffled = np.array([i for _, i in sorted(zip(keys, order.tolist()))], dtype=np.int64)
             cand = run(res_free, shuffled)
             if cand[6] < out[6] and all(a >= b for a, b in zip(_placed_profile(cand[0], tiers), base)):
                 out, order = cand, shuffled
-        out = _exclusion_search(out, lambda free: run(free, order), res_free, res_open, res_price, tiers, res_type)
-        out = _exact_search(out, arrays, jit)
+        out = _exclusion_search(out, lambda free: run(free, order), res_free, res_open, res_price, tiers, res_type,
+                                effort.exclusion_rounds)
+        out = _exact_search(out, arrays, jit, effort.exact_nodes)
     placed, pl_req, pl_res, pl_count, free_after, open_after, cost = out
     result.kernel_seconds = time.perf_counter() - t0
     for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
