@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from load.machine import machine
+from load.machine import machine, pin_to_one_core
 from tessera.forecast.engine import ForecastConfig
 from tessera.forecast.evaluate import load_series, prequential
 from tessera.forecast.models import MODEL_NAMES
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-statsforecast", action="store_true", help="skip the statsforecast baselines")
     ap.add_argument("--quick", action="store_true", help="first series only")
     args = ap.parse_args(argv)
+    core = pin_to_one_core()
     RESULTS.mkdir(exist_ok=True)
     rows = []
     series = SERIES[:1] if args.quick else SERIES
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         row["plot"] = str(png.relative_to(ROOT))
         rows.append(row)
     blend_us = [r["models"]["blend (all)"]["us_per_update"] for r in rows]
-    out = {"machine": machine(), "horizon": H, "season": SEASON, "interval_s": 300, "series": rows,
+    out = {"machine": machine(), "pinned_to_core": core, "horizon": H, "season": SEASON, "interval_s": 300, "series": rows,
            "blend_us_per_update_median": float(np.median(blend_us)),
            "series_per_core_at_5min": int(300 / (np.median(blend_us) * 1e-6))}
     (RESULTS / "forecast.json").write_text(json.dumps(out, indent=2))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -20,21 +19,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from load import instances
-from load.machine import machine
+from load.machine import machine, pin_to_one_core
 from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def pin_to_one_core() -> int | None:
-    """Run on one core, as the target says: unpinned, the scheduler migrates the process
-    between the two cores here and a run costs 40-50 % more (cold caches), at random."""
-    try:
-        core = max(os.sched_getaffinity(0))
-        os.sched_setaffinity(0, {core})
-        return core
-    except (AttributeError, OSError):
-        return None
 
 
 def speed(n_req: int, n_res: int, repeats: int) -> dict:
