@@ -26,7 +26,7 @@ from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, All
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
                      ProvisioningHint, UsageLimitAlert, WorkloadRequest)
 
-from .packing import QUICK, PackRequest, PackResource, SearchEffort, pack_batch
+from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, SearchEffort, pack_batch
 from .queue import RANK, SchedulingQueue
 from .provisioning import HintGate, Offer, plan_hint
 from .reservation import Reservations, parse_series
@@ -89,6 +89,9 @@ class Scheduler:
     hint_gate: HintGate = field(default_factory=HintGate)
     #: Extra search per small batch: quick by default, every request in a batch waits for it.
     effort: SearchEffort = QUICK
+    #: Batches larger than this get the greedy only: a large batch means requests arrive
+    #: fast, and then the search's milliseconds are latency for all of them.
+    search_batch_max: int = 32
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -197,9 +200,10 @@ class Scheduler:
 
     def _pack_with_reservations(self, reqs: list[PackRequest], res: list[PackResource]):
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
+        effort = self.effort if len(reqs) <= self.search_batch_max else NO_SEARCH
         use = self.vcpu_in_use_by_tier()
         if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in RANK):
-            return pack_batch(reqs, res, effort=self.effort)
+            return pack_batch(reqs, res, effort=effort)
         merged = None
         current = list(res)
         for rank in range(4):
@@ -211,7 +215,7 @@ class Scheduler:
             scale = max(0.0, 1.0 - held / total_free) if total_free > 0 else 0.0
             view = [PackResource(r.id, r.provider, r.region, (r.free[0] * scale, *r.free[1:]), r.capacity,
                                  r.price_per_hour, r.tags, r.open) for r in current]
-            part = pack_batch(group, view, effort=self.effort)
+            part = pack_batch(group, view, effort=effort)
             # carry the real free capacity forward: subtract what this tier took
             taken = {r.id: tuple(a - b for a, b in zip(v.free, part.free_after.get(r.id, v.free)))
                      for r, v in zip(current, view)}
@@ -229,7 +233,7 @@ class Scheduler:
         for q in reqs:  # invalid tiers never reach a group
             if merged is not None and q.id not in merged.placements and q.id not in merged.rejected:
                 merged.rejected[q.id] = f"unknown tier {q.tier!r}"
-        return merged if merged is not None else pack_batch(reqs, res, effort=self.effort)
+        return merged if merged is not None else pack_batch(reqs, res, effort=effort)
 
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
                batch_id: str) -> AllocationPlaced:
