@@ -219,6 +219,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        3,
+        "provisioning hints",
+        (
+            # The latest hint per pool and interval (a hint is repeated when its shortfall
+            # moves): what the forecast asked to bring up, by when, at what price.
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_provisioning_hints AS
+            SELECT JSONExtractString(payload, 'pool') AS pool,
+                   parseDateTime64BestEffort(JSONExtractString(payload, 'needed_by'), 3, 'UTC') AS needed_by,
+                   argMax(JSONExtractFloat(payload, 'shortfall_vcpu'), event_time) AS shortfall_vcpu,
+                   argMax(JSONExtractFloat(payload, 'free_in_service_vcpu'), event_time) AS free_in_service_vcpu,
+                   argMax(length(JSONExtractArrayRaw(payload, 'suggested')), event_time) AS suggested_resources,
+                   argMax(toDecimal128(JSONExtractString(payload, 'suggested_cost_per_hour'), 6), event_time)
+                       AS suggested_cost_per_hour,
+                   count() AS hints, max(event_time) AS last_hint_at
+            FROM {db}.events FINAL WHERE event_type = 'provisioning.hint'
+            GROUP BY pool, needed_by ORDER BY needed_by
+            """,
+        ),
+    ),
 )
 
 

@@ -43,7 +43,17 @@ def _events() -> list[s.Event]:
                          interval_seconds=300, value=20.0),
         s.UsageLimitAlert(event_time=T0, partner_id="gcp", period_start=T0.replace(day=1), limit_name="spend",
                           threshold_pct=80, used=Decimal("8"), limit=Decimal("10")),
+        _hint(T0, 20.0), _hint(T0 + timedelta(seconds=30), 30.0),       # the same interval, revised
     ]
+
+
+def _hint(at, shortfall):
+    return s.ProvisioningHint(event_time=at, pool="default", needed_by=T0 + timedelta(minutes=10), peak_at=T0,
+                              arriving_vcpu=shortfall + 4, free_in_service_vcpu=4.0, shortfall_vcpu=shortfall,
+                              levels={"gold": 0.93},
+                              suggested=[s.SuggestedResource(resource_id="gcp/r1", provider="gcp", vcpu=32,
+                                                             price_per_hour=Decimal("1.25"))],
+                              suggested_cost_per_hour=Decimal("1.25"))
 
 
 def _answers(st) -> dict:
@@ -61,6 +71,8 @@ def _answers(st) -> dict:
         "alerts": q(f"SELECT partner, alerts FROM {db}.v_alerts_over_time"),
         "dead": q(f"SELECT source_topic, dead_letters FROM {db}.v_dead_letters_over_time"),
         "tenant": q(f"SELECT tenant FROM {db}.v_cost_per_tenant_day"),
+        "hints": q(f"SELECT pool, shortfall_vcpu AS s, suggested_resources AS n, "
+                   f"toString(suggested_cost_per_hour) AS c, hints FROM {db}.v_provisioning_hints"),
     }
 
 
@@ -93,3 +105,5 @@ def test_views_answer_from_events_and_count_a_redelivered_batch_once(any_backend
     assert [(int(r["step"]), r["mae"], r["band_coverage"]) for r in acc] == [(1, 2.0, 1.0), (2, 10.0, 0.0)]
     assert [int(r["alerts"]) for r in first["alerts"]] == [1]
     assert [int(r["dead_letters"]) for r in first["dead"]] == [1]
+    assert [(r["pool"], r["s"], int(r["n"]), r["c"], int(r["hints"])) for r in first["hints"]] == [
+        ("default", 30.0, 1, "1.25", 2)]
