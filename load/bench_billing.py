@@ -28,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-from load.machine import machine
+from load.machine import machine, pin_to_one_core
 from tessera.billing.agreements import parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.usage import parse_usage
@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=300_000)
     args = ap.parse_args(argv)
+    core = pin_to_one_core()       # the target is per core
     lines = usage_lines(args.records)
     agreements = parse_agreements(AGREEMENTS)
     parsed = [parse_usage(orjson.loads(x)) for x in lines]
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     agree = all(ours[p] == base[p] for p in base)
     n = len(lines)
     out = {
-        "machine": machine(), "records": n,
+        "machine": machine(), "pinned_to_core": core, "records": n,
         "rate_only_records_per_s": n / rate_s, "parse_and_rate_records_per_s": n / parse_rate_s,
         "baseline_decimal_records_per_s": n / base_s,
         "speedup_parse_and_rate_vs_baseline": base_s / parse_rate_s,
