@@ -72,6 +72,15 @@ def test_a_migration_from_own_capacity_starts_the_partner_bill_at_cut_over():
     assert bills(events) == {"gcp": "0.00", "do": "0.18"}            # 2 x 3 h x 0.03
 
 
+def test_a_migration_to_an_unknown_partner_still_ends_the_source_bill():
+    st = BillingState(terms())
+    for e in [placed(), migration(s.MigrationDone, 4, target="x/n1", provider="", cut_over_at=at(4)),
+              released(hours=10)]:
+        st.apply(e)
+    assert st.ledger.invoice("gcp", "2026-03").total == "0.32"        # 2 x 4 h x 0.04, not 10 h
+    assert st.lifecycle.unknown_migrations == 1
+
+
 def test_a_failed_migration_bills_the_held_target_and_leaves_the_source_running():
     events = [placed(),
               migration(s.MigrationProgress, 2, step="reserve_target"),

@@ -108,10 +108,12 @@ class Lifecycle:
             target = self.reserved.pop(e.migration_id, None) or self._target(e, cut)
             self.finished_migrations.add(e.migration_id)
             segs = self.running.get(e.allocation_id)
-            if target is None or segs is None:
+            if segs is None:
                 return []
+            # The work left the source at cut-over whether or not the target's partner is
+            # known (if not, the target is counted in ``unknown_migrations`` and not billed).
             moved = [s for s in segs if s.resource_id == e.source_resource_id]
-            segs[:] = [s for s in segs if s.resource_id != e.source_resource_id] + [target]
+            segs[:] = [s for s in segs if s.resource_id != e.source_resource_id] + ([target] if target else [])
             return _final(moved, cut)
         if isinstance(e, MigrationFailed):
             self.finished_migrations.add(e.migration_id)
