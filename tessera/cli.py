@@ -317,10 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds of waiting that promote a request by one tier (default 60)")
 
     sp = add("billing", cmd_billing, "run the billing agent: allocations in, billing lines and alerts out",
-             "Rate partner usage live from the allocations topic (read_committed) at the agreed\n"
-             "rates, publish month-to-date billing lines and usage-limit alerts (a hard limit\n"
-             "stops the scheduler placing on that partner until the period ends). On start it\n"
-             "rebuilds its ledger from the allocations topic. The offline twin is `tessera bill`.")
+             "Rate partner usage live at the agreed rates: placements from the allocations topic\n"
+             "(read_committed), moved by the migrations topic, or, for agreements with\n"
+             "\"basis\": \"measured\", usage samples from the usage topic. Publish month-to-date\n"
+             "billing lines and usage-limit alerts (a hard limit stops the scheduler placing on\n"
+             "that partner until the period ends or the limit is raised). On start it rebuilds\n"
+             "its ledger from those topics. The offline twin is `tessera bill`.")
     sp.add_argument("--agreements", metavar="AGR.json", help="agreements file (default: $TESSERA_BILLING_AGREEMENTS)")
 
     from .resources.cli import add_parser as add_resources

@@ -28,7 +28,9 @@ partner or FOCUS 1.x cost rows for the billing period.
 AGR.json: a list of {"partner", "currency", "rates": {"vcpu_hour", "memory_gib_hour",
   "gpu_hour": "decimal string", "instance_hour": {"type": "..."}}, "tiers": {"vcpu_hour":
   [{"from": "0", "rate": "..."}, {"from": "10000", "rate": "..."}]}, "monthly_commit": "...",
-  "limits": {"spend": {"amount": "...", "thresholds": [80, 100], "enforcement": "hard"}}}
+  "limits": {"spend": {"amount": "...", "thresholds": [80, 100], "enforcement": "hard"}},
+  "basis": "allocated" (capacity held while placed; default) or "measured" (the live agent
+  rates usage samples instead)}
 USAGE.jsonl: {"event_id", "partner", "allocation_id", "resource_id", "start", "end"
   (ISO-8601 UTC), "vcpu", "memory_gib", "gpu"} per line; duplicates (same event_id) count once.""",
         epilog="example:\n  tessera bill --agreements agr.json --usage usage.jsonl --period 2026-01 --format invoice-json")
