@@ -66,10 +66,17 @@ class Pipeline:
     billing: Any
     stop: asyncio.Event
     tasks: list[asyncio.Task] = field(default_factory=list)
+    scheduler_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def store(self) -> Any:
         return self.app.tessera_store
+
+    async def stop_deciding(self) -> None:
+        """Stop the scheduler alone (no new allocation events); billing and the sink go on,
+        so a caller can wait for them to drain what was decided."""
+        self.scheduler_stop.set()
+        await asyncio.wait_for(self.tasks[0], 30)
 
 
 @contextlib.asynccontextmanager
@@ -87,12 +94,13 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     stop = asyncio.Event()
     async with running(app, ready_timeout=120):
         p = Pipeline(settings, app, scheduler, billing, stop)
-        p.tasks = [asyncio.create_task(scheduler.run(stop), name="scheduler"),
+        p.tasks = [asyncio.create_task(scheduler.run(p.scheduler_stop), name="scheduler"),
                    asyncio.create_task(billing.run(stop), name="billing")]
         try:
             yield p
         finally:
             stop.set()
+            p.scheduler_stop.set()
             for t in p.tasks:
                 try:
                     await asyncio.wait_for(t, 30)
