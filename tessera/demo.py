@@ -163,7 +163,7 @@ def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]
 async def _run(base: Settings, n_requests: int, seconds: float, report_path: Path | None) -> int:
     from tessera.billing.agreements import parse_agreements
 
-    from .pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
+    from .pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
 
     run = uuid.uuid4().hex[:6]
     settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
@@ -181,6 +181,8 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         _say(f"[3/{STEPS}] registering {len(resources)} resources: {own} own nodes (Alibaba v2023, "
              f"amortized capex + opex), DigitalOcean and GCP offers with agreements")
         await register(settings, resources)
+        p.tasks.append(asyncio.create_task(heartbeat(settings, [r.resource_id for r in resources], p.stop),
+                                           name="heartbeat"))
         await asyncio.sleep(2)
         t0 = datetime.now(timezone.utc) + timedelta(seconds=1)
         requests, span = _trace_window(t0, n_requests, seconds, run)
@@ -232,6 +234,12 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                              argMax(toDecimal64(JSONExtractString(payload, 'amount'), 2), JSONExtractUInt(payload, 'revision')) AS amount
                       FROM {db}.events FINAL WHERE event_type = 'billing.line' GROUP BY line_id)
                 GROUP BY partner, currency ORDER BY partner""")),
+            ("Provisioning hints (forecast demand beyond the capacity in service; latest per interval)",
+             _pretty(store, f"""
+                SELECT pool, needed_by, round(shortfall_vcpu, 1) AS shortfall_vcpu,
+                       round(free_in_service_vcpu, 1) AS free_in_service_vcpu, suggested_resources,
+                       suggested_cost_per_hour, hints
+                FROM {db}.v_provisioning_hints ORDER BY needed_by DESC LIMIT 8""")),
             ("Usage-limit alerts", _pretty(store, f"SELECT * FROM {db}.v_alerts_over_time")),
             ("Dead letters", _pretty(store, f"SELECT * FROM {db}.v_dead_letters_over_time")),
         ]

@@ -58,6 +58,26 @@ async def register(settings: Settings, resources: list[Any]) -> None:
         await producer.stop()
 
 
+async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.Event) -> None:
+    """Play the resources' node agents: a heartbeat for each every third of the heartbeat
+    timeout until ``stop``, so that a run longer than the timeout keeps them healthy (with
+    only the first heartbeat they all turn unhealthy after it and placement stops)."""
+    from schemas import HealthSample
+    from tessera.produce import producer_for, send_events
+
+    every = max(settings.health_heartbeat_timeout_s / 3, 1.0)
+    producer = producer_for(settings)
+    await producer.start()
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except asyncio.TimeoutError:
+                await send_events(producer, settings, "health", [HealthSample(resource_id=r) for r in resource_ids])
+    finally:
+        await producer.stop()
+
+
 @dataclass
 class Pipeline:
     settings: Settings
