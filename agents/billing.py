@@ -124,23 +124,27 @@ class BillingState:
                 if (p, period) not in self.ledger.closed and period_bounds(period)[1] <= horizon:
                     self.ledger.close_period(p, period)
 
-    def view(self) -> Ledger:
+    def _provisional(self) -> list:
+        """Open segments up to the watermark, of partners billed on capacity held."""
+        return [r for r in self.lifecycle.provisional()
+                if r.partner in self.agreements and self._basis(r.partner) != "measured"]
+
+    def view(self, provisional: list | None = None) -> Ledger:
         """The ledger plus still-running allocations up to the watermark (month to date)."""
         view = Ledger(self.agreements, seen=set(self.ledger.seen),
                       cells={k: list(v) for k, v in self.ledger.cells.items()},
                       closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
-        for r in self.lifecycle.provisional():
-            if r.partner in self.agreements and self._basis(r.partner) != "measured":
-                view.add(r)
+        for r in self._provisional() if provisional is None else provisional:
+            view.add(r)
         return view
 
     def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
-        for r in self.lifecycle.provisional():     # running allocations accrue month to date
-            if r.partner in self.agreements and self._basis(r.partner) != "measured":
-                touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        provisional = self._provisional()        # built once per batch: the touched set and the view
+        for r in provisional:                    # running allocations accrue month to date
+            touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
         if not touched:
             return []
-        view = self.view()
+        view = self.view(provisional)
         out: list[Event] = []
         for partner, period in sorted(touched):
             inv = view.invoice(partner, period)

@@ -174,9 +174,9 @@ def search(dem, item_req, twin_prev, open_bins, free, res_price, compat, type_re
            need, best_cost, node_limit, total_nodes):
     """Cheapest set of closed resources (by type counts) whose opening lets every item fit.
 
-    Returns (cost, assign, bins, n_bins, complete): ``cost`` < ``best_cost`` if a cheaper
-    set was found (else ``best_cost``), the item -> bin assignment and the bins of the best
-    set, and whether the search finished within its budgets (then the cost is optimal)."""
+    Returns (cost, assign, bins, complete): ``cost`` < ``best_cost`` if a cheaper set was
+    found (else ``best_cost``, and no bins), the item -> bin assignment and the bins of the
+    best set, and whether the search finished within its budgets (then the cost is optimal)."""
     I, D = dem.shape
     T = len(type_rep)
     # Types by price per unit of the bottleneck dimension of what is needed.
@@ -201,14 +201,13 @@ def search(dem, item_req, twin_prev, open_bins, free, res_price, compat, type_re
         bins[b] = open_bins[b]
         bin_type[b] = -2 - b                # open bins are never interchangeable
     best_bins = np.empty(max_bins, dtype=np.int64)
-    best_n = 0
+    best_n = 0                              # bins of the best set found (0: none)
     assign = np.empty(I, dtype=np.int64)
     best_assign = np.full(I, -1, dtype=np.int64)
     count = np.zeros(T, dtype=np.int64)     # chosen count per position in ``order``
     cover = np.zeros(D)
     spent = 0
     complete = True
-    found = False
     # Iterative DFS over positions j in ``order``: count[j] goes from the maximum down to 0.
     j = 0
     cost = 0
@@ -263,7 +262,6 @@ def search(dem, item_req, twin_prev, open_bins, free, res_price, compat, type_re
                 best_n = nb
                 best_bins[:nb] = bins[:nb]
                 best_assign[:] = assign
-                found = True
                 continue                    # more resources here only cost more
         # Bound: what is still missing, covered fractionally by the types after j.
         lb = 0.0
@@ -292,6 +290,4 @@ def search(dem, item_req, twin_prev, open_bins, free, res_price, compat, type_re
         j += 1
         if j < T:
             count[j] = -1
-    if not found:
-        return best_cost, best_assign, best_bins[:0].copy(), 0, complete
-    return best_cost, best_assign, best_bins[:best_n].copy(), best_n, complete
+    return best_cost, best_assign, best_bins[:best_n].copy(), complete   # best_n = 0: none found

@@ -96,15 +96,7 @@ def _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread, 
     """True if an earlier request with the same constraints and no larger demand found no closed resource."""
     for m in range(n_memo):
         f = memo_req[m]
-        if (req_tags[f] != req_tags[r] or req_regions[f] != req_regions[r]
-                or req_providers[f] != req_providers[r] or req_spread[f] > 1):
-            continue
-        ok = True
-        for d in range(req_demand.shape[1]):
-            if req_demand[r, d] < req_demand[f, d]:
-                ok = False
-                break
-        if ok:
+        if req_spread[f] == 1 and _no_smaller(r, f, req_demand, req_tags, req_regions, req_providers):
             return True
     return False
 
@@ -353,12 +345,9 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                         continue
                     if not _compatible(r, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider):
                         continue
-                    # advance to the type's first member still closed
-                    while type_next[t] < type_count[t + 1] and res_open[type_members[type_next[t]]]:
-                        type_next[t] += 1
-                    if type_next[t] >= type_count[t + 1]:
+                    s = _first_closed(t, type_next, type_count, type_members, res_open)
+                    if s < 0:
                         continue
-                    s = type_members[type_next[t]]
                     if not _fits_one(r, s, req_demand, res_free):
                         continue
                     holds_rest = True
@@ -445,13 +434,22 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                      res_provider, open_list, n_open, inv_cap2, score_limit)
         _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
                   head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
-                  res_provider, type_rep, type_members, type_count)
+                  res_provider, res_type, type_rep, type_members, type_count)
 
     cost = 0
     for s in range(S):
         if opened_here[s]:
             cost += res_price[s]
     return placed, pl_req[:n_pl].copy(), pl_res[:n_pl].copy(), pl_count[:n_pl].copy(), res_free, res_open, cost
+
+
+@njit(cache=True, error_model="numpy")
+def _first_closed(t, pointer, type_count, type_members, res_open):
+    """Type t's first member still closed (-1 if none), advancing ``pointer[t]`` past open
+    ones; whoever closes a member again must move the pointer back."""
+    while pointer[t] < type_count[t + 1] and res_open[type_members[pointer[t]]]:
+        pointer[t] += 1
+    return type_members[pointer[t]] if pointer[t] < type_count[t + 1] else -1
 
 
 #: Resources changed since the last failed scan, tracked at most; beyond, scan in full.
@@ -645,7 +643,7 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
 @njit(cache=True, error_model="numpy")
 def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
               head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region, res_provider,
-              type_rep, type_members, type_count):
+              res_type, type_rep, type_members, type_count):
     """Swap each batch-opened resource for the cheapest closed one that holds all it hosts."""
     S, D = res_free.shape
     n_types = len(type_rep)
@@ -657,13 +655,8 @@ def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_r
     # open); a member that closes again moves it back. Keeps the walk linear overall.
     first_closed = type_count[:n_types].copy()
     member_pos = np.empty(S, dtype=np.int64)
-    for t in range(n_types):
-        for i in range(type_count[t], type_count[t + 1]):
-            member_pos[type_members[i]] = i
-    res_type_of = np.empty(S, dtype=np.int64)
-    for t in range(n_types):
-        for i in range(type_count[t], type_count[t + 1]):
-            res_type_of[type_members[i]] = t
+    for i in range(S):
+        member_pos[type_members[i]] = i
     used = np.zeros(D)
     for src in range(S):
         if not opened_here[src]:
@@ -685,11 +678,9 @@ def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_r
             if spread and res_provider[s] != res_provider[src]:
                 continue
             # the type's first closed member (members of a type are interchangeable)
-            while first_closed[t] < type_count[t + 1] and res_open[type_members[first_closed[t]]]:
-                first_closed[t] += 1
-            if first_closed[t] >= type_count[t + 1]:
+            s = _first_closed(t, first_closed, type_count, type_members, res_open)
+            if s < 0:
                 continue
-            s = type_members[first_closed[t]]
             fits = True
             for d in range(D):
                 if res_free[s, d] + 1e-9 < used[d]:
@@ -722,7 +713,7 @@ def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_r
         opened_here[best] = True
         res_open[src] = False
         opened_here[src] = False
-        t = res_type_of[src]
+        t = res_type[src]
         if member_pos[src] < first_closed[t]:
             first_closed[t] = member_pos[src]
 

@@ -206,14 +206,16 @@ def _exclusion_search(best, run, res_free: np.ndarray, res_open: np.ndarray, res
     return best
 
 
-def _compatibility(arrays: tuple) -> np.ndarray:
-    """Request x resource: may request r run on resource s (tags, regions, providers)?"""
+def _compatibility(arrays: tuple, rows=slice(None)) -> np.ndarray:
+    """Request x resource: may request r run on resource s (tags, regions, providers)?
+    For the requests ``rows`` (all by default)."""
     (_d, _rep, req_tags, req_regions, req_providers, _spread, _free, _cap, _price, _open, res_tags, res_region,
      res_provider, _type) = arrays
+    tags, regions, providers = req_tags[rows, None], req_regions[rows, None], req_providers[rows, None]
     one = np.int64(1)
-    ok = (res_tags[None, :] & req_tags[:, None]) == req_tags[:, None]
-    ok &= (req_regions[:, None] == 0) | (((req_regions[:, None] >> res_region[None, :]) & one) == 1)
-    ok &= (req_providers[:, None] == 0) | (((req_providers[:, None] >> res_provider[None, :]) & one) == 1)
+    ok = (res_tags[None, :] & tags) == tags
+    ok &= (regions == 0) | (((regions >> res_region[None, :]) & one) == 1)
+    ok &= (providers == 0) | (((providers >> res_provider[None, :]) & one) == 1)
     return ok
 
 
@@ -255,10 +257,10 @@ def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
     type_count[1:] = np.cumsum([len(m) for m in members])
     need = np.maximum(dem.sum(axis=0) - res_free[open_bins].sum(axis=0), 0.0)
     fn = exact.search if jit else python_twin(exact.search)
-    cost, assign, bins, n_bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
-                                               type_rep, type_members, type_count, need, int(out[6]),
-                                               EXACT_NODES, total_nodes)
-    if n_bins == 0 or cost >= out[6]:
+    cost, assign, bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
+                                       type_rep, type_members, type_count, need, int(out[6]),
+                                       EXACT_NODES, total_nodes)
+    if not len(bins) or cost >= out[6]:
         return out
     # The assignment as placements (request, resource, replicas), merged per pair.
     target = bins[assign]
@@ -351,14 +353,9 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
 
 def _why(i: int, q: PackRequest, arrays: tuple) -> str:
     """Why request i was not placed (vectorized over resources: rejections can be many)."""
-    (req_demand, _rep, req_tags, req_regions, req_providers, _spread,
-     res_free, res_cap, _price, _open, res_tags, res_region, res_provider, _type) = arrays
-    one = np.int64(1)
-    compat = (res_tags & req_tags[i]) == req_tags[i]
-    if req_regions[i]:
-        compat &= ((req_regions[i] >> res_region) & one) == 1
-    if req_providers[i]:
-        compat &= ((req_providers[i] >> res_provider) & one) == 1
+    (req_demand, _rep, _tags, _regions, _providers, _spread,
+     _free, res_cap, _price, _open, _res_tags, _res_region, res_provider, _type) = arrays
+    compat = _compatibility(arrays, [i])[0]
     if not compat.any():
         parts = []
         if q.tags_required:

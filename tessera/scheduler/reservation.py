@@ -66,17 +66,20 @@ class Reservations:
         """The latest vCPU forecast per tier."""
         return dict(self._forecasts)
 
+    def level(self, tier: str) -> float:
+        """The quantile level protected for ``tier`` (0 = not protected: such a tier waits)."""
+        return critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
+
     def levels(self) -> dict[str, float]:
-        """The quantile level protected per tier (0 = not protected: such a tier waits)."""
-        return {t: critical_ratio(self.shortage_cost.get(t, Decimal(0)), self.idle_cost_per_vcpu_hour)
-                for t in self._forecasts}
+        """The protected level of every tier with a forecast."""
+        return {t: self.level(t) for t in self._forecasts}
 
     def headroom(self, tier: str, in_use: float) -> float:
         """vCPU to keep free for ``tier`` beyond what it already uses."""
         f = self._forecasts.get(tier)
         if f is None:
             return 0.0
-        level = critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
+        level = self.level(tier)
         if level <= 0:
             return 0.0
         peak = max(quantile_at(h.quantiles, level) for h in f.horizons[: self.horizons])
