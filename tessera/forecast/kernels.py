@@ -16,7 +16,7 @@ from numba import njit
 
 @njit(cache=True)
 def score_interval(t, z, due_target, due_models, due_point, due_offsets, model_error, resid_scale,
-                   tracked, scored, taus, blend_rate, scale_rate, tracking_rate):
+                   tracked, scored, taus, blend_rate, scale_rate, level_rates):
     """Score every forecast issued for step ``t`` against its value ``z``.
 
     Updates per horizon: the models' EW absolute error, the blend's EW absolute residual
@@ -35,10 +35,9 @@ def score_interval(t, z, due_target, due_models, due_point, due_offsets, model_e
         r = z - due_point[row, h]
         rate = max(scale_rate, 1.0 / (scored[h] + 1.0))
         resid_scale[h] += rate * (abs(r) - resid_scale[h])
-        eta = tracking_rate * resid_scale[h]
         for k in range(K):
             below = 1.0 if r <= due_offsets[row, h, k] else 0.0
-            tracked[h, k] += eta * (taus[k] - below)
+            tracked[h, k] += level_rates[k] * resid_scale[h] * (taus[k] - below)
         scored[h] += 1
         due_target[row, h] = -1
         if h == 0:
@@ -104,7 +103,7 @@ def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, scored,
 
 
 @njit(cache=True)
-def rls_update(t, z, W, P, hist, lags, season, levels_at, lam):
+def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber):
     """Recursive least squares with forgetting: one step per horizon ``h`` whose origin
     ``t - h`` is known. The origin's features are rebuilt from the history (cheaper to keep
     than the issued feature rows); ``levels_at`` holds the smoothed levels per origin."""
@@ -119,16 +118,24 @@ def rls_update(t, z, W, P, hist, lags, season, levels_at, lam):
         direct_features(o, hist, lags, season, levels_at[o % H], X)
         x = X[h]
         y = z - hist[o % L]
-        denom = lam
+        err = y
+        for i in range(F):
+            err -= W[h, i] * x[i]
+        # Huber weighting: an outcome far outside the recent error scale (a burst the
+        # features could not know of) pulls the fit as if it were only huber x scale away.
+        a = abs(err)
+        s = err_scale[h]
+        wgt = 1.0
+        if huber > 0.0 and s > 0.0 and a > huber * s:
+            wgt = huber * s / a
+        err_scale[h] = a if s == 0.0 else s + 0.01 * (a - s)
+        denom = lam / wgt
         for i in range(F):
             acc = 0.0
             for j in range(F):
                 acc += P[h, i, j] * x[j]
             Px[i] = acc
             denom += x[i] * acc
-        err = y
-        for i in range(F):
-            err -= W[h, i] * x[i]
         for i in range(F):
             W[h, i] += Px[i] / denom * err
         for i in range(F):
