@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import timedelta
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +66,6 @@ class SchedulerWorker:
                                 "provisioning", "dead-letters")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
-        self._durations: dict[str, float] = {}  # request id -> expected duration (s)
         self.batches = 0
 
     # -- recovery ---------------------------------------------------------------
@@ -152,8 +150,6 @@ class SchedulerWorker:
             req: WorkloadRequest = d.event  # type: ignore[assignment]
             metrics.EVENTS_CONSUMED.labels(AGENT, rec.topic).inc()
             tp = TopicPartition(rec.topic, rec.partition)
-            if req.expected_duration_seconds:
-                self._durations[req.request_id] = req.expected_duration_seconds
             decided = self.core.submit(req, now, now_dt)
             if req.request_id in self.core.queue:
                 self.pending_offsets.setdefault(req.request_id, (tp, rec.offset))
@@ -166,12 +162,8 @@ class SchedulerWorker:
         if len(self.core.queue):
             self.batches += 1
             for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
-                if isinstance(e, AllocationPlaced):
-                    req_dur = self._duration(e.request_id)
-                    if req_dur:
-                        self.release_at[e.allocation_id] = now + req_dur
-                        # Written into the event so a restarted scheduler restores the timer.
-                        e = e.model_copy(update={"expires_at": now_dt + timedelta(seconds=req_dur)})
+                if isinstance(e, AllocationPlaced) and e.expires_at is not None:
+                    self.release_at[e.allocation_id] = e.expires_at.timestamp()
                 out.append(("allocations", e))
         for name, e in out:
             if name == "allocations" and e.request_id not in self.core.queue:
@@ -179,9 +171,6 @@ class SchedulerWorker:
         if not out and not records:
             return
         await self._commit(producer, consumer, records, out)
-
-    def _duration(self, request_id: str) -> float | None:
-        return self._durations.pop(request_id, None)
 
     async def _commit(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, records: list[Any],
                       out: list[tuple[str, Event]]) -> None:

@@ -18,7 +18,7 @@ placements by subtracting exactly what the kernel subtracted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
@@ -26,7 +26,9 @@ from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, All
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
                      ProvisioningHint, UsageLimitAlert, WorkloadRequest)
 
-from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, SearchEffort, pack_batch
+import numpy as np
+
+from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, SearchEffort, pack_batch
 from .queue import RANK, SchedulingQueue
 from .provisioning import HintGate, Offer, plan_hint
 from .reservation import Reservations, parse_series
@@ -92,6 +94,12 @@ class Scheduler:
     #: Batches larger than this get the greedy only: a large batch means requests arrive
     #: fast, and then the search's milliseconds are latency for all of them.
     search_batch_max: int = 32
+    #: The packer's view of ``resources`` (arrays), kept between batches: rebuilt when
+    #: resources or their health change, and row by row when capacity is used or freed.
+    _table: ResourceTable | None = field(default=None, init=False, repr=False)
+    _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
+    _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -100,6 +108,8 @@ class Scheduler:
     # -- inputs ----------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Resource lifecycle and health verdicts update the capacity view."""
+        if isinstance(event, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
+            self._table = None
         if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
             sp = event.spec
             old = self.resources.get(event.resource_id)
@@ -159,13 +169,7 @@ class Scheduler:
         batch = self.queue.next_batch(now)
         if not batch:
             return out
-        # Unhealthy resources take no work (no free capacity) but still count as existing,
-        # so a request that only they could host waits for their recovery instead of failing.
-        zero = tuple(0.0 for _ in DIMS)
-        blocked = self._blocked(now_dt)
-        pack_res = [PackResource(r.resource_id, r.provider, r.region,
-                                 r.free if r.healthy and r.provider not in blocked else zero, r.capacity,
-                                 r.price, r.tags, r.open) for r in self.resources.values()]
+        pack_res = self._available(self._blocked(now_dt))
         pack_req = []
         for q in batch:
             rq = q.request
@@ -177,7 +181,7 @@ class Scheduler:
         by_id = {q.request.request_id: q for q in batch}
         for rid, placements in result.placements.items():
             q = by_id[rid]
-            out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id))
+            out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt))
         for rid, reason in result.rejected.items():
             q = by_id[rid]
             if _permanent(reason):
@@ -198,30 +202,67 @@ class Scheduler:
             use[a.tier] = use.get(a.tier, 0.0) + a.demand[0] * sum(k for _, k in a.placements)
         return use
 
-    def _pack_with_reservations(self, reqs: list[PackRequest], res: list[PackResource]):
+    def table(self) -> ResourceTable:
+        """The packer's arrays for ``resources`` (real free capacity, healthy or not)."""
+        if self._table is None:
+            states = list(self.resources.values())
+            self._table = ResourceTable.from_resources(
+                [PackResource(r.resource_id, r.provider, r.region, r.free, r.capacity, r.price, r.tags, r.open)
+                 for r in states], len(DIMS))
+            self._rows = {r.resource_id: i for i, r in enumerate(states)}
+            self._healthy = np.array([r.healthy for r in states], dtype=np.bool_)
+            self._dirty.clear()
+        elif self._dirty:   # rows whose use changed since the last batch, in one array write
+            rows = [self._rows[r] for r in self._dirty if r in self._rows]
+            used = np.array([self.resources[r].used for r in self._dirty if r in self._rows]).reshape(len(rows), -1)
+            self._table.free[rows] = np.maximum(self._table.cap[rows] - used, 0.0)
+            self._table.open[rows] = (used > 1e-9).any(axis=1)
+            self._dirty.clear()
+        return self._table
+
+    def _available(self, blocked: set[str]) -> ResourceTable:
+        """The table as the packer may use it now. Unhealthy resources and partners blocked by
+        a hard limit take no work (no free capacity) but still count as existing, so a request
+        that only they could host waits for their recovery instead of failing."""
+        t = self.table()
+        usable = self._healthy
+        if blocked:
+            usable = usable & ~np.isin(t.res_provider, [t.provider_idx[p] for p in blocked if p in t.provider_idx])
+        return t.with_state(np.where(usable[:, None], t.free, 0.0))
+
+    def _use(self, res_id: str, replicas: int, demand: tuple[float, ...], sign: float) -> None:
+        """Take (sign +1) or give back (-1) ``replicas`` x ``demand`` on one resource; its
+        row of the packer's table is refreshed at the next batch."""
+        st = self.resources.get(res_id)
+        if st is None:
+            return
+        used = st.used
+        for d in range(len(DIMS)):
+            used[d] = max(used[d] + sign * replicas * demand[d], 0.0)
+        self._dirty.add(res_id)
+
+    def _pack_with_reservations(self, reqs: list[PackRequest], res: ResourceTable):
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
         effort = self.effort if len(reqs) <= self.search_batch_max else NO_SEARCH
         use = self.vcpu_in_use_by_tier()
         if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in RANK):
             return pack_batch(reqs, res, effort=effort)
         merged = None
-        current = list(res)
+        current = res
         for rank in range(4):
             group = [q for q in reqs if RANK.get(q.tier, 9) == rank]
             if not group:
                 continue
             held = self.reservations.reserved_above(rank, use)
-            total_free = sum(r.free[0] for r in current)
+            total_free = float(current.free[:, 0].sum())
             scale = max(0.0, 1.0 - held / total_free) if total_free > 0 else 0.0
-            view = [PackResource(r.id, r.provider, r.region, (r.free[0] * scale, *r.free[1:]), r.capacity,
-                                 r.price_per_hour, r.tags, r.open) for r in current]
-            part = pack_batch(group, view, effort=effort)
+            free = current.free.copy()
+            free[:, 0] *= scale
+            part = pack_batch(group, current.with_state(free), effort=effort)
             # carry the real free capacity forward: subtract what this tier took
-            taken = {r.id: tuple(a - b for a, b in zip(v.free, part.free_after.get(r.id, v.free)))
-                     for r, v in zip(current, view)}
-            current = [PackResource(r.id, r.provider, r.region,
-                                    tuple(max(f - t, 0.0) for f, t in zip(r.free, taken[r.id])), r.capacity,
-                                    r.price_per_hour, r.tags, r.open or r.id in part.opened) for r in current]
+            if part.free_after_rows is not None:
+                current = current.with_state(np.maximum(current.free - (free - part.free_after_rows), 0.0),
+                                             part.opened_rows)
             if merged is None:
                 merged = part
             else:
@@ -236,12 +277,13 @@ class Scheduler:
         return merged if merged is not None else pack_batch(reqs, res, effort=effort)
 
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
-               batch_id: str) -> AllocationPlaced:
+               batch_id: str, now_dt: datetime) -> AllocationPlaced:
+        # A request that says how long it runs is released then; the deadline travels in
+        # the placed event, so a restarted scheduler re-arms the timer from its own output.
+        duration = request.expected_duration_seconds
         demand = _vec(request.per_replica)
         for res_id, k in placements:
-            st = self.resources[res_id]
-            for d in range(len(DIMS)):
-                st.used[d] += k * demand[d]
+            self._use(res_id, k, demand, +1.0)
         alloc_id = f"alloc:{request.request_id}"
         self.allocations[alloc_id] = Allocation(alloc_id, request.request_id, demand, list(placements),
                                                 request.sla_tier.value)
@@ -251,6 +293,7 @@ class Scheduler:
             event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
             queued_seconds=max(waited, 0.0), batch_id=batch_id,
+            expires_at=now_dt + timedelta(seconds=duration) if duration else None,
             placements=[Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
                                   price_per_hour=self.resources[r].price) for r, k in placements])
 
@@ -274,10 +317,7 @@ class Scheduler:
 
     def _unuse(self, a: Allocation) -> None:
         for res_id, k in a.placements:
-            st = self.resources.get(res_id)
-            if st is not None:
-                for d in range(len(DIMS)):
-                    st.used[d] = max(st.used[d] - k * a.demand[d], 0.0)
+            self._use(res_id, k, a.demand, -1.0)
 
     # -- recovery ---------------------------------------------------------------
     def replay(self, outputs: Iterable[Event]) -> None:
@@ -292,10 +332,7 @@ class Scheduler:
                 self.allocations[a.allocation_id] = a
                 self.decided.add(e.request_id)
                 for res_id, k in a.placements:
-                    st = self.resources.get(res_id)
-                    if st is not None:
-                        for d in range(len(DIMS)):
-                            st.used[d] += k * demand[d]
+                    self._use(res_id, k, demand, +1.0)
             elif isinstance(e, AllocationRejected):
                 self.decided.add(e.request_id)
             elif isinstance(e, AllocationReleased):

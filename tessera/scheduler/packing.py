@@ -8,7 +8,7 @@ kernel (or its plain-Python twin), and explains rejections. Pure: no Kafka, no F
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Iterable, Sequence
 
@@ -55,7 +55,16 @@ class PackResult:
     cost: Decimal = Decimal(0)
     lower_bound: Decimal = Decimal(0)
     kernel_seconds: float = 0.0
-    free_after: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    #: Free capacity per resource after the batch, rows in the order of the resources given.
+    free_after_rows: np.ndarray | None = None
+    opened_rows: np.ndarray | None = None
+    resource_ids: list[str] = field(default_factory=list)
+
+    @property
+    def free_after(self) -> dict[str, tuple[float, ...]]:
+        if self.free_after_rows is None:
+            return {}
+        return {rid: tuple(row) for rid, row in zip(self.resource_ids, self.free_after_rows.tolist())}
 
     @property
     def gap(self) -> float:
@@ -86,11 +95,90 @@ def _index(values: Iterable[str], what: str) -> dict[str, int]:
     return idx
 
 
-def _arrays(requests: Sequence[PackRequest], resources: Sequence[PackResource], D: int):
+@dataclass
+class ResourceTable:
+    """The resource side of a batch as arrays, built once and then kept.
+
+    Building it walks every resource in Python; a live scheduler keeps one table and only
+    writes the rows placements and releases change (``free``, ``open``), so a batch costs
+    what its requests cost, not what the fleet costs. ``with_state`` gives a view with
+    other free capacity (e.g. headroom held back) that shares the static arrays.
+    """
+
+    ids: list[str]
+    providers: list[str]
+    regions: list[str]
+    tags: list[frozenset[str]]
+    prices: list[Decimal]
+    free: np.ndarray         # (S, D) float64
+    cap: np.ndarray          # (S, D) float64
+    open: np.ndarray         # (S,) bool: already running something (no opening cost)
+    price_micro: np.ndarray  # (S,) int64, micro-units per hour
+    region_idx: dict[str, int]
+    provider_idx: dict[str, int]
+    res_region: np.ndarray
+    res_provider: np.ndarray
+    _tag_bits: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_resources(cls, resources: Sequence[PackResource], D: int | None = None) -> "ResourceTable":
+        D = D if D is not None else (len(resources[0].capacity) if resources else 1)
+        region_idx = _index(sorted({r.region for r in resources}), "regions")
+        prov_idx = _index(sorted({r.provider for r in resources}), "providers")
+        S = len(resources)
+        return cls(
+            ids=[r.id for r in resources], providers=[r.provider for r in resources],
+            regions=[r.region for r in resources], tags=[r.tags for r in resources],
+            prices=[r.price_per_hour for r in resources],
+            free=np.array([r.free for r in resources], dtype=np.float64).reshape(S, D),
+            cap=np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D),
+            open=np.array([r.open for r in resources], dtype=np.bool_),
+            price_micro=np.array([int((r.price_per_hour * MICRO).to_integral_value()) for r in resources],
+                                 dtype=np.int64),
+            region_idx=region_idx, provider_idx=prov_idx,
+            res_region=np.array([region_idx[r.region] for r in resources], dtype=np.int64),
+            res_provider=np.array([prov_idx[r.provider] for r in resources], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_state(self, free: np.ndarray, open_: np.ndarray | None = None) -> "ResourceTable":
+        return replace(self, free=free, open=self.open if open_ is None else open_)
+
+    def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
+        """Each resource's tags as a bitset over the batch's required tags (cached per tag set)."""
+        key = tuple(tag_idx)
+        bits = self._tag_bits.get(key)
+        if bits is None:
+            bits = np.array([_bits([t for t in tags if t in tag_idx], tag_idx) for tags in self.tags],
+                            dtype=np.int64) if key else np.zeros(len(self.ids), dtype=np.int64)
+            self._tag_bits[key] = bits
+        return bits
+
+    def types(self, res_tags: np.ndarray) -> np.ndarray:
+        """Interchangeable resources (same free, capacity, price, tags, place, open) share a
+        type id, numbered in order of first appearance (the kernel opens the lowest index first)."""
+        S, D = self.free.shape
+        if S == 0:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.empty((S, 2 * D + 5))
+        rows[:, :D] = self.free
+        rows[:, D:2 * D] = self.cap
+        rows[:, 2 * D] = self.price_micro
+        rows[:, 2 * D + 1] = res_tags
+        rows[:, 2 * D + 2] = self.res_region
+        rows[:, 2 * D + 3] = self.res_provider
+        rows[:, 2 * D + 4] = self.open
+        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        return rank[inverse.reshape(-1)]
+
+
+def _arrays(requests: Sequence[PackRequest], table: ResourceTable, D: int):
     tag_idx = _index(sorted({t for q in requests for t in q.tags_required}), "required tags")
-    region_idx = _index(sorted({r.region for r in resources}), "regions")
-    prov_idx = _index(sorted({r.provider for r in resources}), "providers")
-    R, S = len(requests), len(resources)
+    region_idx, prov_idx = table.region_idx, table.provider_idx
+    R = len(requests)
     req_demand = np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D)
     req_replicas = np.array([q.replicas for q in requests], dtype=np.int64)
     req_tags = np.array([_bits(q.tags_required, tag_idx) for q in requests], dtype=np.int64)
@@ -101,20 +189,11 @@ def _arrays(requests: Sequence[PackRequest], resources: Sequence[PackResource], 
     req_providers = np.array([(_bits([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
                               if q.providers else 0 for q in requests], dtype=np.int64)
     req_spread = np.array([q.spread_min_providers for q in requests], dtype=np.int64)
-    res_free = np.array([r.free for r in resources], dtype=np.float64).reshape(S, D)
-    res_cap = np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D)
-    res_price = np.array([int((r.price_per_hour * MICRO).to_integral_value()) for r in resources], dtype=np.int64)
-    res_open = np.array([r.open for r in resources], dtype=np.bool_)
-    res_tags = np.array([_bits([t for t in r.tags if t in tag_idx], tag_idx) for r in resources], dtype=np.int64)
-    res_region = np.array([region_idx[r.region] for r in resources], dtype=np.int64)
-    res_provider = np.array([prov_idx[r.provider] for r in resources], dtype=np.int64)
-    # Interchangeable resources share a type id (the kernel opens the lowest index first).
-    types: dict[tuple, int] = {}
-    res_type = np.array([types.setdefault((r.free, r.capacity, int(res_price[i]), int(res_tags[i]), r.region,
-                                           r.provider, r.open), len(types))
-                         for i, r in enumerate(resources)], dtype=np.int64)
+    res_tags = table.tag_bits(tag_idx)
+    res_type = table.types(res_tags)
     return (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
-            res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type)
+            np.ascontiguousarray(table.free), table.cap, table.price_micro, table.open, res_tags,
+            table.res_region, table.res_provider, res_type)
 
 
 def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np.ndarray:
@@ -279,10 +358,15 @@ def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
     return placed, pl_req, pl_res, pl_count, free_after, open_after, new_cost
 
 
-def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource], *, improve: bool = True,
-               jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT,
+def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource] | ResourceTable, *,
+               improve: bool = True, jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT,
                effort: SearchEffort = FULL) -> PackResult:
-    D = dims or (len(resources[0].capacity) if resources else len(requests[0].demand) if requests else 1)
+    """Place a batch. ``resources`` may be a prepared ``ResourceTable`` (a live scheduler's,
+    kept between batches) or PackResource values (a table is built from them)."""
+    if isinstance(resources, ResourceTable):
+        D = dims or resources.cap.shape[1]
+    else:
+        D = dims or (len(resources[0].capacity) if resources else len(requests[0].demand) if requests else 1)
     result = PackResult()
     valid: list[PackRequest] = []
     for q in requests:
@@ -295,7 +379,8 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
         for q in valid:
             result.rejected[q.id] = "no resources available"
         return result
-    arrays = _arrays(valid, resources, D)
+    table = resources if isinstance(resources, ResourceTable) else ResourceTable.from_resources(resources, D)
+    arrays = _arrays(valid, table, D)
     (req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread,
      res_free, res_cap, res_price, res_open, res_tags, res_region, res_provider, res_type) = arrays
     order = order_requests(valid, res_cap.sum(axis=0))
@@ -326,7 +411,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     placed, pl_req, pl_res, pl_count, free_after, open_after, cost = out
     result.kernel_seconds = time.perf_counter() - t0
     for r, s, k in zip(pl_req.tolist(), pl_res.tolist(), pl_count.tolist()):
-        result.placements.setdefault(valid[r].id, []).append((resources[s].id, k))
+        result.placements.setdefault(valid[r].id, []).append((table.ids[s], k))
     # Merge repeated (request, resource) pairs left by the improvement passes.
     for rid, pls in result.placements.items():
         merged: dict[str, int] = {}
@@ -340,14 +425,14 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
             if shape not in reasons:
                 reasons[shape] = _why(i, q, arrays)
             result.rejected[q.id] = reasons[shape]
-    result.opened = [resources[s].id for s in np.nonzero(open_after & ~res_open)[0].tolist()]
-    result.cost = sum((resources[s].price_per_hour for s in np.nonzero(open_after & ~res_open)[0].tolist()),
-                      Decimal(0))
+    opened = np.nonzero(open_after & ~res_open)[0].tolist()
+    result.opened = [table.ids[s] for s in opened]
+    result.cost = sum((table.prices[s] for s in opened), Decimal(0))
     demand_placed = (req_demand * (req_replicas * placed)[:, None]).sum(axis=0)
     lb_fn = kernel.lower_bound if jit else python_twin(kernel.lower_bound)
     lb_micro = lb_fn(demand_placed, res_free, res_cap, res_price.astype(np.float64), res_open)
     result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
-    result.free_after = {resources[s].id: tuple(free_after[s].tolist()) for s in range(len(resources))}
+    result.free_after_rows, result.opened_rows, result.resource_ids = free_after, open_after, table.ids
     return result
 
 
