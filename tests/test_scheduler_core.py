@@ -126,9 +126,9 @@ def test_never_over_committed_across_batches_and_releases(ops):
                 min_size=1, max_size=30))
 @settings(max_examples=40, deadline=None)
 def test_the_kept_packer_table_always_equals_a_fresh_one(ops):
-    """The scheduler keeps its packer arrays between batches and patches rows on place and
-    release; after any mix of placements, releases, health flips and a resource update,
-    they must equal arrays built from scratch, and nothing is over-committed."""
+    """The scheduler keeps its packer arrays and its vCPU in use per tier between batches and
+    patches them on place and release; after any mix of placements, releases, health flips
+    and a resource update, they must equal what is rebuilt from scratch."""
     sch = Scheduler(batch_max=5)
     for i in range(3):
         sch.apply(resource(i, vcpu=8, mem_gib=16, provider=["own", "gcp", "do"][i]))
@@ -152,6 +152,11 @@ def test_the_kept_packer_table_always_equals_a_fresh_one(ops):
         assert kept.ids == rebuilt.ids
         assert (kept.free == rebuilt.free).all() and (kept.open == rebuilt.open).all()
         assert (kept.free >= 0).all()
+        use = {}
+        for a in sch.allocations.values():
+            use[a.tier] = use.get(a.tier, 0.0) + a.vcpu
+        kept_use = sch.vcpu_in_use_by_tier()
+        assert all(abs(kept_use.get(t, 0.0) - use.get(t, 0.0)) < 1e-9 for t in set(use) | set(kept_use))
         usable = sch._available(set())
         for i, rid in enumerate(usable.ids):
             if rid in down:

@@ -75,6 +75,13 @@ class Allocation:
     demand: tuple[float, ...]
     placements: list[tuple[str, int]]
     tier: str = "silver"
+    #: As they were published when placed; the release event repeats them.
+    per_replica: Capacity | None = None
+    placement_events: list[Placement] | None = None
+
+    @property
+    def vcpu(self) -> float:
+        return self.demand[0] * sum(k for _, k in self.placements)
 
 
 @dataclass
@@ -100,6 +107,7 @@ class Scheduler:
     _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
     _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
+    _vcpu_by_tier: dict[str, float] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -197,10 +205,23 @@ class Scheduler:
                 if isinstance(e, AllocationQueued) else e for e in out]
 
     def vcpu_in_use_by_tier(self) -> dict[str, float]:
-        use: dict[str, float] = {}
-        for a in self.allocations.values():
-            use[a.tier] = use.get(a.tier, 0.0) + a.demand[0] * sum(k for _, k in a.placements)
-        return use
+        return dict(self._vcpu_by_tier)
+
+    def _hold(self, a: Allocation) -> None:
+        """A live allocation: its replicas take capacity and count toward its tier's use."""
+        self.allocations[a.allocation_id] = a
+        for res_id, k in a.placements:
+            self._use(res_id, k, a.demand, +1.0)
+        self._vcpu_by_tier[a.tier] = self._vcpu_by_tier.get(a.tier, 0.0) + a.vcpu
+
+    def _drop(self, allocation_id: str) -> Allocation | None:
+        a = self.allocations.pop(allocation_id, None)
+        if a is not None:
+            for res_id, k in a.placements:
+                self._use(res_id, k, a.demand, -1.0)
+            left = self._vcpu_by_tier.get(a.tier, 0.0) - a.vcpu
+            self._vcpu_by_tier[a.tier] = left if left > 1e-9 else 0.0   # no float dust
+        return a
 
     def table(self) -> ResourceTable:
         """The packer's arrays for ``resources`` (real free capacity, healthy or not)."""
@@ -281,43 +302,30 @@ class Scheduler:
         # A request that says how long it runs is released then; the deadline travels in
         # the placed event, so a restarted scheduler re-arms the timer from its own output.
         duration = request.expected_duration_seconds
-        demand = _vec(request.per_replica)
-        for res_id, k in placements:
-            self._use(res_id, k, demand, +1.0)
         alloc_id = f"alloc:{request.request_id}"
-        self.allocations[alloc_id] = Allocation(alloc_id, request.request_id, demand, list(placements),
-                                                request.sla_tier.value)
+        events = [Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
+                            price_per_hour=self.resources[r].price) for r, k in placements]
+        self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
+                              request.sla_tier.value, request.per_replica, events))
         self.queue.remove(request.request_id)
         self.decided.add(request.request_id)
         return AllocationPlaced(
             event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
             queued_seconds=max(waited, 0.0), batch_id=batch_id,
-            expires_at=now_dt + timedelta(seconds=duration) if duration else None,
-            placements=[Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
-                                  price_per_hour=self.resources[r].price) for r, k in placements])
+            expires_at=now_dt + timedelta(seconds=duration) if duration else None, placements=events)
 
     def _rejected(self, request: WorkloadRequest, reason: str) -> AllocationRejected:
         return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
                                   tenant=request.tenant, sla_tier=request.sla_tier, reason=reason)
 
     def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
-        a = self.allocations.pop(allocation_id, None)
+        a = self._drop(allocation_id)
         if a is None:
             return []  # unknown or already released: idempotent
-        self._unuse(a)
-        per_replica = Capacity(vcpu=a.demand[0], memory_bytes=int(a.demand[1] * GIB), gpu=int(a.demand[2]),
-                               storage_bytes=int(a.demand[3] * GIB))
-        placements = [Placement(resource_id=r, provider=self.resources[r].provider if r in self.resources else "own",
-                                replicas=k, price_per_hour=self.resources[r].price if r in self.resources else 0)
-                      for r, k in a.placements]
         return [AllocationReleased(event_id=f"released:{allocation_id}", request_id=a.request_id,
-                                   allocation_id=allocation_id, reason=reason, placements=placements,
-                                   per_replica=per_replica)]
-
-    def _unuse(self, a: Allocation) -> None:
-        for res_id, k in a.placements:
-            self._use(res_id, k, a.demand, -1.0)
+                                   allocation_id=allocation_id, reason=reason, placements=a.placement_events,
+                                   per_replica=a.per_replica)]
 
     # -- recovery ---------------------------------------------------------------
     def replay(self, outputs: Iterable[Event]) -> None:
@@ -326,19 +334,14 @@ class Scheduler:
             if isinstance(e, AllocationPlaced):
                 if e.allocation_id in self.allocations or e.request_id in self.decided:
                     continue
-                demand = _vec(e.per_replica)
-                a = Allocation(e.allocation_id, e.request_id, demand, [(p.resource_id, p.replicas) for p in e.placements],
-                               e.sla_tier.value)
-                self.allocations[a.allocation_id] = a
+                self._hold(Allocation(e.allocation_id, e.request_id, _vec(e.per_replica),
+                                      [(p.resource_id, p.replicas) for p in e.placements], e.sla_tier.value,
+                                      e.per_replica, list(e.placements)))
                 self.decided.add(e.request_id)
-                for res_id, k in a.placements:
-                    self._use(res_id, k, demand, +1.0)
             elif isinstance(e, AllocationRejected):
                 self.decided.add(e.request_id)
             elif isinstance(e, AllocationReleased):
-                a = self.allocations.pop(e.allocation_id, None)
-                if a is not None:
-                    self._unuse(a)
+                self._drop(e.allocation_id)
 
 
 def _permanent(reason: str) -> bool:

@@ -169,10 +169,12 @@ class ResourceTable:
         rows[:, 2 * D + 2] = self.res_region
         rows[:, 2 * D + 3] = self.res_provider
         rows[:, 2 * D + 4] = self.open
-        _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
-        rank = np.empty(len(first), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-        return rank[inverse.reshape(-1)]
+        rows += 0.0   # -0.0 -> 0.0: rows are compared as bytes below
+        # Each row as one bytes value (a void view): a dict numbers them in first-appearance
+        # order ~8x faster than np.unique(axis=0) and its re-ranking.
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
+        ids: dict[bytes, int] = {}
+        return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
 
 
 def _arrays(requests: Sequence[PackRequest], table: ResourceTable, D: int):
