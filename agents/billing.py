@@ -296,6 +296,6 @@ class BillingWorker:
                     else "dead-letters" if isinstance(e, DeadLetter) else "billing-lines")
             key = e.source_topic.encode() if isinstance(e, DeadLetter) else e.key()
             futures.append(await producer.send(self.topic[name], encode(e), key=key))
-            metrics.BILLING_EVENTS.labels(name).inc()
+            metrics.child(metrics.BILLING_EVENTS, name).inc()
         for f in futures:
             await f

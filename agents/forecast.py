@@ -118,7 +118,7 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                                                  settings.forecast_grace_s)
                 for d, o in items:
                     outcome = intervals.observe(o)
-                    metrics.FORECAST_OBSERVATIONS.labels(outcome).inc()
+                    metrics.child(metrics.FORECAST_OBSERVATIONS, outcome).inc()
                     if outcome == "late":
                         late.append(_late(d, o))
                 models = GroupModels.from_bytes(models_table.get(key))

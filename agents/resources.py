@@ -97,7 +97,7 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                 e = d.event
                 if e is None:
                     continue
-                metrics.EVENTS_CONSUMED.labels(AGENT, d.topic).inc()
+                metrics.child(metrics.EVENTS_CONSUMED, AGENT, d.topic).inc()
                 if isinstance(e, ResourceRemoved):
                     cache[e.resource_id] = (None, None)
                     last_heartbeat.pop(e.resource_id, None)

@@ -165,7 +165,7 @@ class SchedulerWorker:
                 out.append(("dead-letters", d.dead_letter))
                 continue
             req: WorkloadRequest = d.event  # type: ignore[assignment]
-            metrics.EVENTS_CONSUMED.labels(AGENT, rec.topic).inc()
+            metrics.child(metrics.EVENTS_CONSUMED, AGENT, rec.topic).inc()
             tp = TopicPartition(rec.topic, rec.partition)
             decided = self.core.submit(req, now, now_dt)
             if req.request_id in self.core.queue:

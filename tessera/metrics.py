@@ -5,6 +5,8 @@ Workers expose them on ``TESSERA_METRICS_PORT`` (``/metrics``).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 EVENTS_CONSUMED = Counter(
@@ -21,6 +23,13 @@ SINK_BATCH_SECONDS = Histogram(
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 SINK_PENDING = Gauge("tessera_sink_pending_rows", "Rows consumed but not yet durably written", ["table"])
+
+
+@lru_cache(maxsize=4096)
+def child(metric, *labels: str):
+    """``metric.labels(*labels)``, looked up once: prometheus_client validates and locks on
+    every ``labels`` call, which cost the scheduler 6 % of its CPU when done per record."""
+    return metric.labels(*labels)
 
 
 def serve(port: int) -> None:
