@@ -1,7 +1,7 @@
 """Benchmark: the ClickHouse sink, rows per second through real Kafka into the embedded engine.
 
 Publishes N usage samples to a fresh usage topic, then measures how fast the event-log
-agent (batched per partition, one insert with a deduplication token per batch) lands
+agent (one insert with a deduplication token per batch) lands
 them in ``events`` (counted with FINAL), against the textbook sink in the same process:
 a Faust agent inserting each event as it comes (on a smaller input: it is slow).
 Run: python -m load.bench_sink [--events N]   (local broker or TESSERA_KAFKA_BOOTSTRAP)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import faust
 
@@ -22,10 +23,12 @@ class Topics:
         return self.by_name[name]
 
     def spec_of_topic(self, full_name: str) -> TopicSpec:
-        for name, t in self.by_name.items():
-            if full_name in t.topics:
-                return self.specs[name]
-        raise KeyError(full_name)
+        """The contract of a full topic name (asked once per message by the sink: a dict)."""
+        return self._spec_by_topic[full_name]
+
+    @cached_property
+    def _spec_by_topic(self) -> dict[str, TopicSpec]:
+        return {t: self.specs[name] for name, ft in self.by_name.items() for t in ft.topics}
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:

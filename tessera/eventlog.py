@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+
+from typing import Any, Iterable
 
 from schemas import DeadLetter, Event, encode
 
@@ -35,6 +37,9 @@ def dead_letter_row(dl: DeadLetter) -> dict[str, Any]:
     }
 
 
-def batch_token(table: str, topic: str, partition: int, first_offset: int, last_offset: int) -> str:
-    """Insert deduplication token: a redelivered identical batch is dropped by ClickHouse."""
-    return f"{table}/{topic}/{partition}/{first_offset}-{last_offset}"
+def batch_token(table: str, spans: Iterable[tuple[str, int, int, int]]) -> str:
+    """Insert deduplication token of a batch made of (topic, partition, first offset, last
+    offset) spans: a redelivered identical batch is dropped by ClickHouse. Hashed, because a
+    batch across every topic's partitions would make a token of kilobytes."""
+    text = ";".join(f"{t}/{p}/{a}-{b}" for t, p, a, b in sorted(spans))
+    return f"{table}/{hashlib.sha1(text.encode()).hexdigest()}"
