@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from load.generator import run_rate, synthetic_requests, trace_requests
+from load.generator import broker_pid, run_rate, synthetic_requests, trace_requests
 from load.machine import machine
 from schemas import Capacity, ResourceDiscovered, ResourceSpec
 from streams.admin import ensure_topics
@@ -97,7 +97,8 @@ async def main(argv: list[str] | None = None) -> dict:
             make = (trace_requests if args.trace else synthetic_requests)(f"{run}-{rate}")
             r = await run_rate(settings, rate, args.seconds, make, health_ratio=args.health_ratio,
                                usage_ratio=args.usage_ratio, resource_ids=[x.resource_id for x in res],
-                               processes={k: v.pid for k, v in procs.items()}, tail_s=20.0)
+                               processes={**{k: v.pid for k, v in procs.items()}, **broker_pid(settings)},
+                               tail_s=20.0)
             print("  " + json.dumps(r), file=sys.stderr)
             results.append(r)
             await asyncio.sleep(3.0)

@@ -24,7 +24,7 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
-from load.generator import run_rate, synthetic_requests
+from load.generator import broker_pid, run_rate, synthetic_requests
 from load.machine import machine
 from schemas import Capacity, ResourceDiscovered, ResourceSpec
 from streams.admin import ensure_topics
@@ -66,7 +66,8 @@ async def main(argv: list[str] | None = None) -> dict:
             await run_rate(settings, rate0, args.warmup_seconds, synthetic_requests(f"{run}-warmup"))
         results = []
         for rate in [int(x) for x in args.rates.split(",")]:
-            r = await run_rate(settings, rate, args.seconds, synthetic_requests(f"{run}-{rate}"))
+            r = await run_rate(settings, rate, args.seconds, synthetic_requests(f"{run}-{rate}"),
+                               processes={"scheduler": sched.pid, **broker_pid(settings)})
             print(json.dumps(r), file=sys.stderr)
             results.append(r)
             await asyncio.sleep(3.0)

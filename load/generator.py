@@ -75,6 +75,14 @@ def sample_process(pid: int) -> ProcessSample | None:
     return ProcessSample((int(fields[11]) + int(fields[12])) / ticks, rss_pages * os.sysconf("SC_PAGE_SIZE"))
 
 
+def broker_pid(settings) -> dict[str, int]:  # noqa: ANN001
+    """The local broker's process when Tessera started it (its CPU is part of the picture)."""
+    from infra.kafka_broker import broker_from_settings
+
+    st = broker_from_settings(settings).status()
+    return {"kafka broker": st.pid} if st.state == "running" and st.pid else {}
+
+
 async def run_rate(settings, rate: int, seconds: float, make_request: Callable[[int], WorkloadRequest], *,
                    health_ratio: float = 0.0, usage_ratio: float = 0.0, resource_ids: list[str] | None = None,
                    processes: dict[str, int] | None = None, tail_s: float = 30.0) -> dict:
