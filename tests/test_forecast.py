@@ -116,6 +116,20 @@ def test_restart_from_a_checkpoint_continues_exactly_and_refuses_a_replayed_inte
     np.testing.assert_allclose(resumed.forecast().values, whole.forecast().values)
 
 
+def test_a_checkpoint_from_before_the_median_rate_and_huber_weights_still_loads():
+    """A rolling upgrade meets checkpoints an older engine wrote: they load with defaults."""
+    ys = seasonal_series(24 * 12, noise=2.0, seed=5)
+    old = SeriesForecaster(cfg())
+    feed(old, ys[:150])
+    del old._level_rates
+    for m in old.models:
+        if m.name == "direct_ar":
+            del m.err_scale, m.huber
+    resumed = SeriesForecaster.from_bytes(old.to_bytes())
+    feed(resumed, ys[150:], start=150)
+    assert np.isfinite(resumed.forecast().values).all()
+
+
 @pytest.mark.parametrize("value, problem", [(math.nan, "finite"), (math.inf, "finite"), (-1.0, "negative")])
 def test_bad_values_are_refused_with_a_reason(value, problem):
     fc = SeriesForecaster(cfg())

@@ -147,7 +147,7 @@ class SeriesForecaster:
         self.last_ts: float | None = None
         self.last_z = 0.0
         self.taus = np.asarray(c.quantiles)
-        self._level_rates = np.where(np.abs(self.taus - 0.5) < 1e-9, c.median_tracking_rate, c.tracking_rate)
+        self._level_rates = self._rates_per_level()
         self._prior_z = np.array([NormalDist().inv_cdf(q) for q in c.quantiles])
         self._blend_rate = 1.0 - 0.5 ** (1.0 / c.blend_halflife)
         self._scale_rate = 1.0 - 0.5 ** (1.0 / c.scale_halflife)
@@ -273,6 +273,17 @@ class SeriesForecaster:
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=5)
+
+    def __setstate__(self, state: dict) -> None:
+        # Checkpoints written before the median got its own tracking rate lack the rates.
+        self.__dict__.update(state)
+        if "_level_rates" not in state:
+            self._level_rates = self._rates_per_level()
+
+    def _rates_per_level(self) -> np.ndarray:
+        """Quantile tracking step per level: the median slow, the others at tracking_rate."""
+        c = self.config
+        return np.where(np.abs(self.taus - 0.5) < 1e-9, c.median_tracking_rate, c.tracking_rate)
 
     @staticmethod
     def from_bytes(data: bytes) -> "SeriesForecaster":

@@ -260,6 +260,12 @@ class DirectAR:
         kernels.rls_update(self.t, z, self.W, self.P, self.hist, self.LAGS, self.S, self._levels_at, self.lam,
                            self.err_scale, self.huber)
 
+    def __setstate__(self, state: dict) -> None:
+        # Checkpoints written before the fit was Huber-weighted lack its state.
+        self.__dict__.update(state)
+        if "err_scale" not in state:
+            self.huber, self.err_scale = 1.5, np.zeros(self.H)
+
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
             return np.full(len(cal_future), z_last)

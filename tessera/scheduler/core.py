@@ -74,10 +74,10 @@ class Allocation:
     request_id: str
     demand: tuple[float, ...]
     placements: list[tuple[str, int]]
-    tier: str = "silver"
+    tier: str
     #: As they were published when placed; the release event repeats them.
-    per_replica: Capacity | None = None
-    placement_events: list[Placement] | None = None
+    per_replica: Capacity
+    placement_events: list[Placement]
 
     @property
     def vcpu(self) -> float:

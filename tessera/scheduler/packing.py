@@ -106,8 +106,6 @@ class ResourceTable:
     """
 
     ids: list[str]
-    providers: list[str]
-    regions: list[str]
     tags: list[frozenset[str]]
     prices: list[Decimal]
     free: np.ndarray         # (S, D) float64
@@ -127,8 +125,7 @@ class ResourceTable:
         prov_idx = _index(sorted({r.provider for r in resources}), "providers")
         S = len(resources)
         return cls(
-            ids=[r.id for r in resources], providers=[r.provider for r in resources],
-            regions=[r.region for r in resources], tags=[r.tags for r in resources],
+            ids=[r.id for r in resources], tags=[r.tags for r in resources],
             prices=[r.price_per_hour for r in resources],
             free=np.array([r.free for r in resources], dtype=np.float64).reshape(S, D),
             cap=np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D),
