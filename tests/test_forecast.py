@@ -159,6 +159,8 @@ def test_fast_snarimax_forecast_equals_rivers():
     for y in seasonal_series(24 * 5, noise=1.0):
         m.learn(float(y) / 100, None)
     np.testing.assert_allclose(m.fast_forecast(8), m.model.forecast(horizon=8), rtol=1e-12, atol=1e-12)
+    # Past one season the seasonal term reads the recursion's own forecasts.
+    np.testing.assert_allclose(m.fast_forecast(30), m.model.forecast(horizon=30), rtol=1e-12, atol=1e-12)
 
 
 def test_unknown_model_and_bad_levels_are_refused():

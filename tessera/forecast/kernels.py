@@ -103,6 +103,29 @@ def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, scored,
 
 
 @njit(cache=True)
+def arima_path(base, ar, ma, sar, lag, y_recent, e_recent, y_season, level, out):
+    """The SNARIMAX (d=1) forecast recursion: differences from the AR, MA and seasonal AR
+    terms, forecasts standing in for values not yet seen, summed onto the last level.
+    ``y_recent[k]`` is the difference k+1 steps back, ``e_recent`` the errors likewise,
+    ``y_season[t]`` the difference ``lag`` steps before forecast step t."""
+    H = out.shape[0]
+    p, q, ne = ar.shape[0], ma.shape[0], e_recent.shape[0]
+    preds = np.empty(H)
+    for t in range(H):
+        acc = base
+        for k in range(1, p + 1):
+            acc += ar[k - 1] * (preds[t - k] if k <= t else y_recent[k - 1 - t])
+        for k in range(1, q + 1):
+            if k > t and k - 1 - t < ne:
+                acc += ma[k - 1] * e_recent[k - 1 - t]
+        if sar != 0.0:
+            acc += sar * (preds[t - lag] if lag <= t else y_season[t])
+        preds[t] = acc
+        level += acc
+        out[t] = level
+
+
+@njit(cache=True)
 def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber):
     """Recursive least squares with forgetting: one step per horizon ``h`` whose origin
     ``t - h`` is known. The origin's features are rebuilt from the history (cheaper to keep
