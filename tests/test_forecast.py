@@ -116,12 +116,23 @@ def test_restart_from_a_checkpoint_continues_exactly_and_refuses_a_replayed_inte
     np.testing.assert_allclose(resumed.forecast().values, whole.forecast().values)
 
 
+def test_a_cold_series_has_a_band_before_its_first_residual():
+    """Before a horizon's first forecast is scored there is no residual scale; the band then
+    comes from the series' own step-to-step changes (a zero-width band would surely miss)."""
+    fc = SeriesForecaster(cfg())
+    for i, y in enumerate([100.0, 110.0, 95.0, 105.0]):
+        fc.learn(i * 3600.0, y)
+    q = fc.forecast().values
+    width = q[:, -1] - q[:, 0]
+    assert (width > 0).all() and width[-1] > width[0], width   # wider further out
+
+
 def test_a_checkpoint_from_before_the_median_rate_and_huber_weights_still_loads():
     """A rolling upgrade meets checkpoints an older engine wrote: they load with defaults."""
     ys = seasonal_series(24 * 12, noise=2.0, seed=5)
     old = SeriesForecaster(cfg())
     feed(old, ys[:150])
-    del old._level_rates
+    del old._level_rates, old.step_change
     for m in old.models:
         if m.name == "direct_ar":
             del m.err_scale, m.huber

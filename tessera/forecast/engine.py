@@ -146,6 +146,7 @@ class SeriesForecaster:
         self.step = -1                     # index of the last learned interval
         self.last_ts: float | None = None
         self.last_z = 0.0
+        self.step_change = 0.0   # mean |change| between consecutive intervals (normalised)
         self.taus = np.asarray(c.quantiles)
         self._level_rates = self._rates_per_level()
         self._prior_z = np.array([NormalDist().inv_cdf(q) for q in c.quantiles])
@@ -191,6 +192,9 @@ class SeriesForecaster:
         active = self.events.active(ts, c.interval_s)
         z_free = z - self._uplift_of(active)
         self._learn_models(ts, z_free)
+        if self.step >= 1:   # a running mean at first, then exponentially weighted
+            weight = max(1.0 / self.step, self._scale_rate)
+            self.step_change += weight * (abs(z_free - self.last_z) - self.step_change)
         self.last_ts, self.last_z = ts, z_free
         self.events.prune(ts - c.interval_s)
         return spike
@@ -250,7 +254,7 @@ class SeriesForecaster:
         best = kernels.issue_forecast(self.step, preds, uplift, self.model_error, c.blend_sharpness, self.tracked,
                                       self._scored, self.resid_scale, self._prior_z, float(WARM_RESIDUALS),
                                       self._due_target, self._due_models, self._due_point, self._due_offsets,
-                                      self.scale, out)
+                                      self.scale, out, self.step_change)
         return QuantileForecast(self.last_ts, starts, out, c.quantiles, self.models[best].name)
 
     def _calendar(self) -> CalendarTable:
@@ -279,6 +283,7 @@ class SeriesForecaster:
         self.__dict__.update(state)
         if "_level_rates" not in state:
             self._level_rates = self._rates_per_level()
+        self.__dict__.setdefault("step_change", 0.0)
 
     def _rates_per_level(self) -> np.ndarray:
         """Quantile tracking step per level: the median slow, the others at tracking_rate."""

@@ -64,7 +64,7 @@ def blend_weights(model_error, sharpness):
 
 @njit(cache=True)
 def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, scored, resid_scale, prior_z, warm_n,
-                   due_target, due_models, due_point, due_offsets, scale, out):
+                   due_target, due_models, due_point, due_offsets, scale, out, step_change):
     """Blend the models' forecasts, add the sorted tracked quantiles, file them for scoring.
 
     Until a horizon has ``warm_n`` scored residuals its offsets lean on a Gaussian prior
@@ -83,8 +83,11 @@ def issue_forecast(step, preds, uplift, model_error, sharpness, tracked, scored,
         for m in range(M):
             point += w[h, m] * preds[m, h]
         trust = min(scored[h] / warm_n, 1.0)
+        # Before a horizon has its first residual, the prior's scale is the series' own
+        # mean absolute change grown as a random walk's (a zero-width band misses surely).
+        spread = resid_scale[h] if scored[h] > 0 else step_change * math.sqrt(h + 1.0)
         for k in range(K):
-            offsets[k] = trust * tracked[h, k] + (1.0 - trust) * prior_z[k] * 1.2533 * resid_scale[h]
+            offsets[k] = trust * tracked[h, k] + (1.0 - trust) * prior_z[k] * 1.2533 * spread
         offsets.sort()                      # monotone rearrangement: levels never cross
         target = step + h + 1
         row = target % H
