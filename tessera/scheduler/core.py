@@ -234,8 +234,9 @@ class Scheduler:
             self._healthy = np.array([r.healthy for r in states], dtype=np.bool_)
             self._dirty.clear()
         elif self._dirty:   # rows whose use changed since the last batch, in one array write
-            rows = [self._rows[r] for r in self._dirty if r in self._rows]
-            used = np.array([self.resources[r].used for r in self._dirty if r in self._rows]).reshape(len(rows), -1)
+            dirty = [(self._rows[r], self.resources[r].used) for r in self._dirty if r in self._rows]
+            rows = [row for row, _ in dirty]
+            used = np.array([u for _, u in dirty]).reshape(len(rows), -1)
             self._table.free[rows] = np.maximum(self._table.cap[rows] - used, 0.0)
             self._table.open[rows] = (used > 1e-9).any(axis=1)
             self._dirty.clear()

@@ -55,16 +55,10 @@ class PackResult:
     cost: Decimal = Decimal(0)
     lower_bound: Decimal = Decimal(0)
     kernel_seconds: float = 0.0
-    #: Free capacity per resource after the batch, rows in the order of the resources given.
+    #: Free capacity and open flags per resource after the batch, rows in the order of the
+    #: resources given (None when nothing was packed).
     free_after_rows: np.ndarray | None = None
     opened_rows: np.ndarray | None = None
-    resource_ids: list[str] = field(default_factory=list)
-
-    @property
-    def free_after(self) -> dict[str, tuple[float, ...]]:
-        if self.free_after_rows is None:
-            return {}
-        return {rid: tuple(row) for rid, row in zip(self.resource_ids, self.free_after_rows.tolist())}
 
     @property
     def gap(self) -> float:
@@ -116,7 +110,7 @@ class ResourceTable:
     provider_idx: dict[str, int]
     res_region: np.ndarray
     res_provider: np.ndarray
-    _tag_bits: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict, repr=False)
+    _has_tag: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_resources(cls, resources: Sequence[PackResource], D: int | None = None) -> "ResourceTable":
@@ -143,13 +137,15 @@ class ResourceTable:
         return replace(self, free=free, open=self.open if open_ is None else open_)
 
     def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
-        """Each resource's tags as a bitset over the batch's required tags (cached per tag set)."""
-        key = tuple(tag_idx)
-        bits = self._tag_bits.get(key)
-        if bits is None:
-            bits = np.array([_bits([t for t in tags if t in tag_idx], tag_idx) for tags in self.tags],
-                            dtype=np.int64) if key else np.zeros(len(self.ids), dtype=np.int64)
-            self._tag_bits[key] = bits
+        """Each resource's tags as a bitset over the batch's required tags. Which resources
+        carry a tag is kept per tag (bounded by the tags that exist; the batches' tag sets
+        are not, so caching whole bitsets per set would grow without end)."""
+        bits = np.zeros(len(self.ids), dtype=np.int64)
+        for tag, i in tag_idx.items():
+            has = self._has_tag.get(tag)
+            if has is None:
+                has = self._has_tag[tag] = np.array([tag in tags for tags in self.tags], dtype=np.bool_)
+            bits |= has.astype(np.int64) << i
         return bits
 
     def types(self, res_tags: np.ndarray) -> np.ndarray:
@@ -431,7 +427,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     lb_fn = kernel.lower_bound if jit else python_twin(kernel.lower_bound)
     lb_micro = lb_fn(demand_placed, res_free, res_cap, res_price.astype(np.float64), res_open)
     result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
-    result.free_after_rows, result.opened_rows, result.resource_ids = free_after, open_after, table.ids
+    result.free_after_rows, result.opened_rows = free_after, open_after
     return result
 
 
