@@ -55,8 +55,11 @@ class ForecastConfig:
     interval_s: int = 300
     season: int = 288                     # intervals per day
     models: tuple[str, ...] = MODEL_NAMES
-    blend_halflife: float = 96.0          # intervals; how fast blend weights follow recent error
-    blend_sharpness: float = 20.0
+    # Blend weights follow about a day of error, sharply: with a shorter memory a weak
+    # model's lucky hour won it weight often enough that the blend did 1-2 % worse than
+    # its best member on every cluster series.
+    blend_halflife: float = 300.0         # intervals; how fast blend weights follow recent error
+    blend_sharpness: float = 40.0
     scale_halflife: float = 96.0          # intervals; residual scale memory for the trackers
     tracking_rate: float = 0.08           # quantile step as a fraction of the residual scale
     # The median's tracker is the point forecast's bias correction, and any jitter in it

@@ -30,8 +30,11 @@ def score_interval(t, z, due_target, due_models, due_point, due_offsets, model_e
     for h in range(H):
         if due_target[row, h] != t:
             continue
+        # Running means at first, then exponentially weighted: the starting values carry
+        # no information and must not linger for a half-life.
+        brate = max(blend_rate, 1.0 / (scored[h] + 1.0))
         for m in range(M):
-            model_error[h, m] += blend_rate * (abs(z - due_models[row, h, m]) - model_error[h, m])
+            model_error[h, m] += brate * (abs(z - due_models[row, h, m]) - model_error[h, m])
         r = z - due_point[row, h]
         rate = max(scale_rate, 1.0 / (scored[h] + 1.0))
         resid_scale[h] += rate * (abs(r) - resid_scale[h])
@@ -129,10 +132,14 @@ def arima_path(base, ar, ma, sar, lag, y_recent, e_recent, y_season, level, out)
 
 
 @njit(cache=True)
-def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber):
+def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber, bias, slot, bias_rate):
     """Recursive least squares with forgetting: one step per horizon ``h`` whose origin
     ``t - h`` is known. The origin's features are rebuilt from the history (cheaper to keep
-    than the issued feature rows); ``levels_at`` holds the smoothed levels per origin."""
+    than the issued feature rows); ``levels_at`` holds the smoothed levels per origin.
+
+    ``bias[h, slot]`` is the mean error left at horizon ``h`` for targets in this time-of-day
+    slot (``slot`` < 0: none). It is fitted by backfitting: the regression learns the change
+    net of the slot's bias, the bias learns the regression's residual."""
     H, F = W.shape
     L = hist.shape[0]
     Px = np.empty(F)
@@ -144,6 +151,8 @@ def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber)
         direct_features(o, hist, lags, season, levels_at[o % H], X)
         x = X[h]
         y = z - hist[o % L]
+        if slot >= 0:
+            y -= bias[h, slot]
         err = y
         for i in range(F):
             err -= W[h, i] * x[i]
@@ -155,6 +164,8 @@ def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber)
         if huber > 0.0 and s > 0.0 and a > huber * s:
             wgt = huber * s / a
         err_scale[h] = a if s == 0.0 else s + 0.01 * (a - s)
+        if slot >= 0:
+            bias[h, slot] += bias_rate * wgt * err
         denom = lam / wgt
         for i in range(F):
             acc = 0.0

