@@ -203,7 +203,10 @@ class SeriesForecaster:
         return spike
 
     def _learn_models(self, ts: float, z: float) -> None:
-        cal = self._calendar().rows_from(ts, 1)[0]
+        # The rows from this interval on: its own for learning; the next H for the forecast
+        # that usually follows (forecast() reuses them when they start at last_ts).
+        self._cal_rows = (ts, self._calendar().rows_from(ts, self.config.horizon + 1))
+        cal = self._cal_rows[1][0]
         for m in self.models:
             try:
                 m.learn(z, cal)
@@ -240,7 +243,9 @@ class SeriesForecaster:
             raise ForecastInputError("nothing learned yet: a series needs one interval before it forecasts")
         H = c.horizon
         starts = self.last_ts + c.interval_s * self._hs
-        cal = self._calendar().rows_from(self.last_ts, H + 1)
+        cal_ts, cal = self.__dict__.get("_cal_rows", (None, None))
+        if cal_ts != self.last_ts:
+            cal = self._calendar().rows_from(self.last_ts, H + 1)
         preds = np.empty((len(self.models), H))
         for i, m in enumerate(self.models):
             try:
@@ -248,9 +253,8 @@ class SeriesForecaster:
             except (ArithmeticError, ValueError, IndexError):
                 self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
                 preds[i] = self.last_z
-        bad = ~np.isfinite(preds)
-        if bad.any():      # a diverged model answers 'last value' (and its error shows it)
-            preds[bad] = self.last_z
+        if not math.isfinite(preds.sum()):   # a diverged model answers 'last value' (and its error shows it)
+            preds[~np.isfinite(preds)] = self.last_z
         uplift = np.array([self._uplift_of(self.events.active(s, c.interval_s)) for s in starts]) \
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))
@@ -261,8 +265,12 @@ class SeriesForecaster:
         return QuantileForecast(self.last_ts, starts, out, c.quantiles, self.models[best].name)
 
     def _calendar(self) -> CalendarTable:
-        c = self.config
-        return CalendarTable.get(c.interval_s, c.day_seconds, c.daily_harmonics, c.weekly_harmonics)
+        table = self.__dict__.get("_cal_table")
+        if table is None:
+            c = self.config
+            table = self._cal_table = CalendarTable.get(c.interval_s, c.day_seconds, c.daily_harmonics,
+                                                        c.weekly_harmonics)
+        return table
 
     # ------------------------------------------------------------------ events, state
     def add_event(self, external_id: str, kind: str, starts_at: float, ends_at: float) -> None:
@@ -274,12 +282,19 @@ class SeriesForecaster:
 
     def blend_weights(self) -> dict[str, list[float]]:
         """Current blend weight of each model per horizon: exp(-sharpness * relative excess
-        error), normalised; a model 5 % worse than the best keeps about a third of its weight."""
+        error), normalised; a model 5 % worse than the best keeps about an eighth of its weight."""
         w = kernels.blend_weights(self.model_error, self.config.blend_sharpness)
         return {m.name: w[:, i].round(4).tolist() for i, m in enumerate(self.models)}
 
     def to_bytes(self) -> bytes:
         return pickle.dumps(self, protocol=5)
+
+    def __getstate__(self) -> dict:
+        # The calendar table is shared and rebuilt on demand; it is not series state.
+        state = self.__dict__.copy()
+        state.pop("_cal_table", None)
+        state.pop("_cal_rows", None)
+        return state
 
     def __setstate__(self, state: dict) -> None:
         # Checkpoints written before the median got its own tracking rate lack the rates.

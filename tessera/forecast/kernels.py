@@ -132,6 +132,37 @@ def arima_path(base, ar, ma, sar, lag, y_recent, e_recent, y_season, level, out)
 
 
 @njit(cache=True)
+def direct_learn(t, z, hist, levels, rates, W, P, lags, season, levels_at, lam, err_scale, huber, bias, cal,
+                 bias_rate):
+    """One interval of models.DirectAR: file ``z`` in the history, move the smoothed levels,
+    fit every horizon whose origin is known (``rls_update``); in one call, because the
+    Python around a handful of tiny NumPy steps cost more than the steps."""
+    hist[t % hist.shape[0]] = z
+    for k in range(levels.shape[0]):
+        levels[k] = z if t == 0 else levels[k] + rates[k] * (z - levels[k])
+    slot = time_of_day_slot(cal[0], cal[1], bias.shape[1]) if cal.shape[0] >= 2 else -1
+    rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber, bias, slot, bias_rate)
+
+
+@njit(cache=True)
+def direct_forecast(t, hist, lags, season, levels, levels_at, W, bias, cal_future, out):
+    """models.DirectAR's forecasts from origin ``t`` into ``out`` (H): the last value plus
+    each horizon's fitted change and time-of-day bias. Files the origin's levels, which
+    ``rls_update`` reads back when the outcomes arrive."""
+    H, F = W.shape
+    X = np.empty((H, F))
+    direct_features(t, hist, lags, season, levels, X)
+    z = hist[t % hist.shape[0]]
+    levels_at[t % H, :] = levels
+    for h in range(H):
+        acc = z
+        for f in range(F):
+            acc += W[h, f] * X[h, f]
+        out[h] = acc
+    add_time_of_day_bias(out, bias, cal_future)
+
+
+@njit(cache=True)
 def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber, bias, slot, bias_rate):
     """Recursive least squares with forgetting: one step per horizon ``h`` whose origin
     ``t - h`` is known. The origin's features are rebuilt from the history (cheaper to keep
@@ -182,6 +213,26 @@ def rls_update(t, z, W, P, hist, lags, season, levels_at, lam, err_scale, huber,
 
 
 @njit(cache=True)
+def time_of_day_slot(sin1, cos1, slots):
+    """The slot (of ``slots`` equal parts of the day) whose first daily harmonic is
+    (``sin1``, ``cos1``); see models.time_of_day_slot."""
+    phase = math.atan2(sin1, cos1) / (2.0 * math.pi)
+    phase -= math.floor(phase)
+    # An interval starting on a slot's first minute reads back a hair below it.
+    return int(phase * slots + 1e-9) % slots
+
+
+@njit(cache=True)
+def add_time_of_day_bias(out, bias, cal_future):
+    """``out[h] += bias[h, slot of target h]`` (nothing without daily calendar terms)."""
+    if cal_future.shape[1] < 2:
+        return
+    n = min(out.shape[0], bias.shape[0], cal_future.shape[0])
+    for h in range(n):
+        out[h] += bias[h, time_of_day_slot(cal_future[h, 0], cal_future[h, 1], bias.shape[1])]
+
+
+@njit(cache=True)
 def direct_features(t, hist, lags, season, levels, X):
     """Features of the direct model at origin ``t`` for each horizon (see models.DirectAR):
     1, recent changes, distance from each smoothed level, and the same span's change one
@@ -221,6 +272,17 @@ def mlp_predict(X, w1, b1, w2, b2, out):
                 a += X[r, i] * w1[i, j]
             acc += math.tanh(a) * w2[j]
         out[r] = acc
+
+
+@njit(cache=True)
+def mlp_profile_path(z_last, cal_now, cal_future, w1, b1, w2, b2, out):
+    """``z_last + f(cal_future[h]) - f(cal_now)`` for the net ``f``: a forecast that moves
+    from the last value along the learned profile (models.CalendarMLP)."""
+    now = np.empty(1)
+    mlp_predict(cal_now.reshape(1, cal_now.shape[0]), w1, b1, w2, b2, now)
+    mlp_predict(cal_future, w1, b1, w2, b2, out)
+    for h in range(out.shape[0]):
+        out[h] += z_last - now[0]
 
 
 @njit(cache=True)

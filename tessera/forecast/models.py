@@ -31,7 +31,6 @@ is ever refitted from scratch.
 
 from __future__ import annotations
 
-import math
 from typing import Protocol
 
 import numpy as np
@@ -217,8 +216,11 @@ class CalendarMLP:
         self.net.learn_array(cal, z - level)
 
     def forecast(self, z_last, cal_now, cal_future):
-        prof = self.net.predict_many_array(np.vstack([cal_now[None, :], cal_future]))
-        return z_last + prof[1:] - prof[0]
+        out = np.empty(len(cal_future))
+        n = self.net
+        kernels.mlp_profile_path(z_last, np.ascontiguousarray(cal_now), np.ascontiguousarray(cal_future),
+                                 n.w1, n.b1, n.w2, n.b2, out)
+        return out
 
 
 class DirectAR:
@@ -252,13 +254,8 @@ class DirectAR:
 
     def learn(self, z, cal):
         self.t += 1
-        self.hist[self.t % self.L] = z
-        if self.t == 0:
-            self.levels[:] = z
-        else:
-            self.levels += self.rates * (z - self.levels)
-        kernels.rls_update(self.t, z, self.W, self.P, self.hist, self.LAGS, self.S, self._levels_at, self.lam,
-                           self.err_scale, self.huber, self.bias, time_of_day_slot(cal, self.SLOTS), self.bias_rate)
+        kernels.direct_learn(self.t, z, self.hist, self.levels, self.rates, self.W, self.P, self.LAGS, self.S,
+                             self._levels_at, self.lam, self.err_scale, self.huber, self.bias, cal, self.bias_rate)
 
     def __setstate__(self, state: dict) -> None:
         # Checkpoints written before the fit was Huber-weighted or had time-of-day biases
@@ -272,14 +269,9 @@ class DirectAR:
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
             return np.full(len(cal_future), z_last)
-        X = np.empty((self.H, self.F))
-        kernels.direct_features(self.t, self.hist, self.LAGS, self.S, self.levels, X)
-        z = self.hist[self.t % self.L]
-        self._levels_at[self.t % self.H] = self.levels
-        out = z + np.einsum("hf,hf->h", self.W, X)
-        if cal_future.shape[1] >= 2:
-            n = min(len(cal_future), self.H)
-            out[:n] += self.bias[np.arange(n), time_of_day_slots(cal_future[:n], self.SLOTS)]
+        out = np.empty(self.H)
+        kernels.direct_forecast(self.t, self.hist, self.LAGS, self.S, self.levels, self._levels_at, self.W,
+                                self.bias, cal_future, out)
         return out[:len(cal_future)]
 
 
@@ -289,14 +281,7 @@ def time_of_day_slot(cal: np.ndarray, slots: int) -> int:
     harmonic (sin, cos), so slots follow the clock, not the series' first interval."""
     if len(cal) < 2:
         return -1
-    phase = math.atan2(cal[0], cal[1]) / (2.0 * math.pi)
-    return int((phase % 1.0) * slots) % slots
-
-
-def time_of_day_slots(cal: np.ndarray, slots: int) -> np.ndarray:
-    """``time_of_day_slot`` of each row of ``cal`` (which has daily terms)."""
-    phase = np.arctan2(cal[:, 0], cal[:, 1]) / (2.0 * np.pi)
-    return (np.mod(phase, 1.0) * slots).astype(np.int64) % slots
+    return kernels.time_of_day_slot(cal[0], cal[1], slots)
 
 
 class _Ewma:
