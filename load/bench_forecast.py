@@ -11,9 +11,10 @@ with every model blended and with each model alone, next to:
   seasonal ARIMA with m=288 does not fit in reasonable time here.
 
 Reports per series and model: MAE averaged over horizons 1..H (and as a ratio to the
-better naive forecast), 5-95 % coverage, CPU per update and state size; plus how many
-series one core keeps up with at a 5-minute interval, and a PNG of actual demand against
-the forecast band. Run:  python -m load.bench_forecast   (needs `pip install -e .[bench]`).
+better naive forecast), 5-95 % coverage, CPU per update and state size; the blend's CPU
+per update again as the best of ``--cost-repeats`` runs; how many series one core keeps up
+with at a 5-minute interval (at that best figure), and a PNG of actual demand against the
+forecast band. Run:  python -m load.bench_forecast   (needs `pip install -e .[bench]`).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-statsforecast", action="store_true", help="skip the statsforecast baselines")
     ap.add_argument("--quick", action="store_true", help="first series only")
+    ap.add_argument("--cost-repeats", type=int, default=5, help="extra timed runs of the blend and 'last' (default 5)")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
     RESULTS.mkdir(exist_ok=True)
@@ -139,6 +141,17 @@ def main(argv: list[str] | None = None) -> int:
                 row["per_horizon"] = ev.as_dict()["per_horizon"]
             print(f"  {label:<16} MAE/naive {ev.mae_vs_best_naive:.3f} cover {ev.overall_coverage:.3f} "
                   f"{ev.us_per_update:.0f} us {ev.state_bytes / 1024:.1f} KiB", file=sys.stderr)
+        # CPU per update again, repeated: one run's figure swings by a third on this machine
+        # (other tenants, clock drift), the least of several is the code's own cost, as
+        # timeit reports it. The 'last' model times the engine's bookkeeping alone, a gauge
+        # of how fast the machine ran.
+        for label, models in (("blend (all)", MODEL_NAMES), ("last", ("last",))):
+            runs = [prequential(ts, ys, ForecastConfig(horizon=H, season=SEASON, models=models)).us_per_update
+                    for _ in range(args.cost_repeats)]
+            row["models"][label]["us_per_update_runs"] = runs
+            row["models"][label]["us_per_update_best"] = min(runs)
+        print(f"  cost, best of {args.cost_repeats}: blend {row['models']['blend (all)']['us_per_update_best']:.0f} us,"
+              f" last {row['models']['last']['us_per_update_best']:.0f} us", file=sys.stderr)
         if not args.no_statsforecast:
             best = min(row["naive_last_mae"], row["naive_seasonal_mae"])
             for which in ("AutoETS", "AutoARIMA"):
@@ -151,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         row["plot"] = str(png.relative_to(ROOT))
         rows.append(row)
     blend_us = [r["models"]["blend (all)"]["us_per_update"] for r in rows]
+    blend_best = [r["models"]["blend (all)"]["us_per_update_best"] for r in rows]
     out = {"machine": machine(), "pinned_to_core": core, "horizon": H, "season": SEASON, "interval_s": 300, "series": rows,
            "blend_us_per_update_median": float(np.median(blend_us)),
-           "series_per_core_at_5min": int(300 / (np.median(blend_us) * 1e-6))}
+           "blend_us_per_update_best_median": float(np.median(blend_best)),
+           "series_per_core_at_5min": int(300 / (np.median(blend_best) * 1e-6))}
     (RESULTS / "forecast.json").write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: out[k] for k in ("blend_us_per_update_median", "series_per_core_at_5min")}))
+    print(json.dumps({k: out[k] for k in ("blend_us_per_update_median", "blend_us_per_update_best_median",
+                                          "series_per_core_at_5min")}))
     return 0
 
 
