@@ -10,10 +10,10 @@ the second half, next to the online engine scored on that same second half.
   smoothed levels, the same span one and two days earlier) plus one indicator per hour of
   the target's day, one Huber regression per horizon (iteratively reweighted least
   squares). This is the ceiling of the engine's model family.
-- ``offline gradient boosting``: LightGBM with an L1 objective per horizon on 24 lags,
-  seasonal lags around the target's time yesterday, 6/24/288-interval means, the time of
-  day and the level: a flexible nonlinear learner that fits interactions (time of day x
-  level) no linear model expresses.
+- ``offline gradient boosting``: LightGBM with an L1 objective per horizon on 36 features
+  (24 lags, seasonal lags around the target's time yesterday, 6/24/288-interval means,
+  the time of day and the level): a flexible nonlinear learner that fits interactions
+  (time of day x level) no linear model expresses.
 - ``online engine``: the engine's blend, prequential, scored on the second half only.
 
 Every figure is MAE averaged over horizons 1..12 divided by the last value's MAE on the
