@@ -37,6 +37,7 @@ from schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
+from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
 from tessera import metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
@@ -243,7 +244,7 @@ class BillingWorker:
         s = self.settings
         sec = aiokafka_security_kwargs(s)
         producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, enable_idempotence=True, acks="all",
-                                    linger_ms=5, **sec)
+                                    linger_ms=5, partitioner=Murmur2Partitioner(), **sec)
         await producer.start()
         positions = await self.recover()
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,

@@ -42,6 +42,7 @@ from schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, Heal
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
+from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
 from tessera import metrics
 from tessera.config import Settings
@@ -109,7 +110,8 @@ class SchedulerWorker:
         sec = aiokafka_security_kwargs(s)
         aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_S
         producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, transactional_id=self.group,
-                                    enable_idempotence=True, acks="all", linger_ms=2, **sec)
+                                    enable_idempotence=True, acks="all", linger_ms=2,
+                                    partitioner=Murmur2Partitioner(), **sec)
         await producer.start()  # fences any older scheduler of this domain
         await self.recover()
         requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,

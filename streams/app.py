@@ -14,6 +14,7 @@ from typing import Any
 
 import faust
 
+from streams.partitioner import Murmur2Partitioner
 from tessera.config import Settings, load_settings
 
 
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None, *, app_id: str | None = None, *
         table_cleanup_interval=30.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        producer_partitioner=Murmur2Partitioner(),
     )
     conf.update(overrides)
     return faust.App(app_id or s.app_id, **conf)

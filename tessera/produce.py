@@ -14,7 +14,10 @@ from tessera.config import Settings
 def producer_for(settings: Settings, **kw) -> AIOKafkaProducer:
     from streams.app import aiokafka_security_kwargs
 
-    options = dict(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5)
+    from streams.partitioner import Murmur2Partitioner
+
+    options = dict(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5,
+                   partitioner=Murmur2Partitioner())
     options.update(aiokafka_security_kwargs(settings))
     options.update(kw)
     return AIOKafkaProducer(**options)
