@@ -39,7 +39,7 @@ from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
 from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
-from tessera import metrics
+from tessera import collector, metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.lifecycle import Lifecycle, sample_record
@@ -247,6 +247,7 @@ class BillingWorker:
                                     linger_ms=5, partitioner=Murmur2Partitioner(), **sec)
         await producer.start()
         positions = await self.recover()
+        collector.settle_after_recovery()
         consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
                                     isolation_level="read_committed", **sec)
         await consumer.start()

@@ -44,7 +44,7 @@ from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
 from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
-from tessera import metrics
+from tessera import collector, metrics
 from tessera.config import Settings
 from tessera.scheduler.core import Scheduler
 
@@ -114,6 +114,7 @@ class SchedulerWorker:
                                     partitioner=Murmur2Partitioner(), **sec)
         await producer.start()  # fences any older scheduler of this domain
         await self.recover()
+        collector.settle_after_recovery()
         requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,
                                     group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
                                     isolation_level="read_committed", **sec)

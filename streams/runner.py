@@ -65,8 +65,9 @@ async def running(app: faust.App, ready_timeout: float = 60.0) -> AsyncIterator[
 
 def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info") -> int:
     """Run a Faust worker in this process until SIGINT/SIGTERM (``tessera worker``)."""
-    from tessera import metrics
+    from tessera import collector, metrics
 
+    collector.tune_for_service()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

@@ -99,8 +99,9 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 
     from streams.admin import ensure_topics
 
-    from . import metrics
+    from . import collector, metrics
 
+    collector.tune_for_service()
     await ensure_topics(s)
     metrics.serve(s.metrics_port)
     stop = asyncio.Event()
