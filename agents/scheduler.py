@@ -27,6 +27,7 @@ when an ``allocation.released`` event for it appears on the allocations topic.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from dataclasses import dataclass
@@ -80,7 +81,10 @@ class SchedulerWorker:
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
                                 "provisioning", "dead-letters")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
-        self.release_at: dict[str, float] = {}  # allocation id -> wall time to release it
+        # (wall time to release, allocation id), a min-heap: a batch looks at the due ones
+        # only (a scan of every live allocation per batch cost ~4 % of the CPU at 3,000/s).
+        # An allocation released otherwise meanwhile is skipped then: release is idempotent.
+        self.release_at: list[tuple[float, str]] = []
         self.batches = 0
 
     # -- recovery ---------------------------------------------------------------
@@ -100,7 +104,8 @@ class SchedulerWorker:
         # Release timers of live allocations come back from their placed events.
         for e in own:
             if isinstance(e, AllocationPlaced) and e.expires_at is not None and e.allocation_id in self.core.allocations:
-                self.release_at[e.allocation_id] = e.expires_at.timestamp()
+                self.release_at.append((e.expires_at.timestamp(), e.allocation_id))
+        heapq.heapify(self.release_at)
         log.info("scheduler %s recovered: %d resources, %d live allocations, %d decided requests",
                  self.domain, len(self.core.resources), len(self.core.allocations), len(self.core.decided))
 
@@ -174,16 +179,15 @@ class SchedulerWorker:
             if req.request_id in self.core.queue:
                 self.pending_offsets.setdefault(req.request_id, (tp, rec.offset))
             out += [("allocations", e) for e in decided]
-        for alloc_id, due in list(self.release_at.items()):
-            if due <= now:
-                del self.release_at[alloc_id]
-                out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed")]
+        while self.release_at and self.release_at[0][0] <= now:
+            _, alloc_id = heapq.heappop(self.release_at)
+            out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed")]
         out += [("provisioning", h) for h in self.core.provisioning_hints(now_dt)]
         if len(self.core.queue):
             self.batches += 1
             for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
                 if isinstance(e, AllocationPlaced) and e.expires_at is not None:
-                    self.release_at[e.allocation_id] = e.expires_at.timestamp()
+                    heapq.heappush(self.release_at, (e.expires_at.timestamp(), e.allocation_id))
                 out.append(("allocations", e))
         for name, e in out:
             if name == "allocations" and e.request_id not in self.core.queue:
