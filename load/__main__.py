@@ -60,6 +60,8 @@ async def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--partner", type=int, default=200, help="partner VMs (16 vCPU each)")
     ap.add_argument("--health-ratio", type=float, default=0.5, help="health samples per request")
     ap.add_argument("--usage-ratio", type=float, default=0.2, help="usage samples per request")
+    ap.add_argument("--warmup-seconds", type=float, default=15.0,
+                    help="an unrecorded first round at the lowest rate (0: none)")
     ap.add_argument("--trace", action="store_true", help="replay Alibaba v2023 pods instead of synthetic requests")
     ap.add_argument("--out", default=str(RESULTS / "pipeline.json"))
     args = ap.parse_args(argv)
@@ -91,7 +93,16 @@ async def main(argv: list[str] | None = None) -> dict:
     try:
         print(f"starting {', '.join(procs)} (topics load-{run}.*) ...", file=sys.stderr)
         await asyncio.sleep(20.0)   # process start, JIT cache load, recovery, consumer-group join
-        for rate in [int(x) for x in args.rates.split(",")]:
+        rates = [int(x) for x in args.rates.split(",")]
+        if args.warmup_seconds > 0:
+            # The first seconds of traffic pay one-time costs (first fetches and commits of
+            # every consumer, the broker's JIT), which belong to start-up, not to a rate.
+            print(f"warming up at {min(rates)} requests/s for {args.warmup_seconds:.0f} s ...", file=sys.stderr)
+            make = (trace_requests if args.trace else synthetic_requests)(f"{run}-warmup")
+            await run_rate(settings, min(rates), args.warmup_seconds, make, health_ratio=args.health_ratio,
+                           usage_ratio=args.usage_ratio, resource_ids=[x.resource_id for x in res], tail_s=20.0)
+            await asyncio.sleep(3.0)
+        for rate in rates:
             print(f"offering {rate} requests/s for {args.seconds:.0f} s ...", file=sys.stderr)
             # Request ids are unique per rate: the scheduler answers a redelivered id only once.
             make = (trace_requests if args.trace else synthetic_requests)(f"{run}-{rate}")
