@@ -5,10 +5,10 @@ reference cycles, and by default runs a young collection every 700 net new conta
 objects and a full one (every tracked object) every 100 young ones. A scheduler holds
 its live allocations (hundreds of thousands of small objects at a few thousand requests
 per second) and creates a dozen validated event objects per request, so at 3,000
-requests/s the collector ran ~3,000 young and ~20 full collections a minute and took 25-30 %
-of the scheduler's CPU, in pauses that landed on request latency (measured with
-``gc.callbacks`` under ``load.bench_scheduler``: p99 at 3,000/s was 4.8 s, with this
-policy 1.4 s).
+requests/s the collector ran ~6,000 young and ~40 full collections a minute and took
+25-30 % of the scheduler's CPU, in pauses that landed on request latency (measured with
+``gc.callbacks`` under ``load.bench_scheduler``, back to back on one broker: p99 at
+3,000/s 4.8 s; with this policy 0.74 s, and 1.4 s with a full collection ten times rarer).
 
 The policy: a young collection every 50,000 net new objects, an older one every 20 of
 those, a full one every 100 older ones; and after recovery (state rebuilt from Kafka,

@@ -134,6 +134,12 @@ def test_time_of_day_slots_follow_the_clock_not_the_series_start():
     assert time_of_day_slot(table.rows_from(at_1320, 1)[0], 24) == 13
     assert [time_of_day_slot(r, 24) for r in table.rows_from(at_1320, 12)] == [13] * 8 + [14] * 4
     assert time_of_day_slot(np.empty(0), 24) == -1             # no daily terms: no slot
+    # Without daily terms the calendar row starts with the weekly ones: no bias is read
+    # from them.
+    fc = SeriesForecaster(cfg(daily_harmonics=0, weekly_harmonics=2))
+    feed(fc, seasonal_series(24 * 5, noise=1.0))
+    direct = next(m for m in fc.models if m.name == "direct_ar")
+    assert not direct.bias.any()
 
 
 def test_the_direct_model_learns_a_drift_that_follows_the_time_of_day():

@@ -140,7 +140,7 @@ class SeriesForecaster:
         c = self.config = config or ForecastConfig()
         H, K = c.horizon, len(c.quantiles)
         self.n_features = 2 * c.daily_harmonics + 2 * c.weekly_harmonics
-        self.models = build_models(c.models, c.season, self.n_features, c.horizon)
+        self.models = build_models(c.models, c.season, self.n_features, c.horizon, daily_terms=c.daily_harmonics > 0)
         M = len(self.models)
         self.events = EventCalendar()
         self.model_failures: dict[str, int] = {}

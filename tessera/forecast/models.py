@@ -19,9 +19,10 @@ is ever refitted from scratch.
   fit as if it were only 1.5 error scales away), vectorised over horizons. On top, a bias
   per horizon and hour of the target's day, learned from the fit's residuals: cluster
   demand drifts by the clock (up in the morning, down at night) in ways a linear map of
-  recent changes cannot express (on the four cluster series: MAE 0.4 to 2.4 % lower). The strongest single model on the
-  cluster traces; River has no recursive least squares with forgetting cheap enough for
-  a per-interval budget, so this one is NumPy.
+  recent changes cannot express (on the four cluster series: MAE 0.4 to 2.4 % lower).
+  The strongest single model on the cluster traces; River has no recursive least squares
+  with forgetting cheap enough for a per-interval budget, so this one is compiled with
+  Numba (``kernels.direct_learn`` / ``direct_forecast``).
 - ``calendar_linear``: River linear regression of the value's deviation from its slow
   level on daily and weekly Fourier terms; forecasts move from the last value along the
   learned profile: ``y[t] + s(t+h) - s(t)``.
@@ -232,13 +233,16 @@ class DirectAR:
 
     #: Time-of-day slots (hours) of the per-horizon bias; see ``time_of_day_slot``.
     SLOTS = 24
+    BIAS_RATE = 0.015
 
     def __init__(self, season: int, horizon: int, forgetting: float = 0.9995, prior: float = 100.0,
-                 huber: float = 1.5, bias_rate: float = 0.015):
+                 huber: float = 1.5, bias_rate: float = BIAS_RATE, time_of_day: bool = True):
         self.S, self.H, self.lam, self.huber = season, horizon, forgetting, huber
         self.err_scale = np.zeros(horizon)
-        self.bias_rate = bias_rate
+        # Without daily calendar terms there is no time of day to read: no bias then.
+        self.bias_rate = bias_rate if time_of_day else 0.0
         self.bias = np.zeros((horizon, self.SLOTS))
+        self._no_cal = not time_of_day
         halflives = np.array([h or float(season) for h in self.HALFLIVES])
         self.rates = 1.0 - 0.5 ** (1.0 / np.maximum(halflives, 1.0))
         self.F = 1 + self.LAGS + len(halflives) + 3
@@ -255,7 +259,8 @@ class DirectAR:
     def learn(self, z, cal):
         self.t += 1
         kernels.direct_learn(self.t, z, self.hist, self.levels, self.rates, self.W, self.P, self.LAGS, self.S,
-                             self._levels_at, self.lam, self.err_scale, self.huber, self.bias, cal, self.bias_rate)
+                             self._levels_at, self.lam, self.err_scale, self.huber, self.bias,
+                             cal[:0] if self._no_cal else cal, self.bias_rate)
 
     def __setstate__(self, state: dict) -> None:
         # Checkpoints written before the fit was Huber-weighted or had time-of-day biases
@@ -264,14 +269,14 @@ class DirectAR:
         if "err_scale" not in state:
             self.huber, self.err_scale = 1.5, np.zeros(self.H)
         if "bias" not in state:
-            self.bias_rate, self.bias = 0.015, np.zeros((self.H, self.SLOTS))
+            self.bias_rate, self.bias, self._no_cal = self.BIAS_RATE, np.zeros((self.H, self.SLOTS)), False
 
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
             return np.full(len(cal_future), z_last)
         out = np.empty(self.H)
         kernels.direct_forecast(self.t, self.hist, self.LAGS, self.S, self.levels, self._levels_at, self.W,
-                                self.bias, cal_future, out)
+                                self.bias, cal_future[:, :0] if self._no_cal else cal_future, out)
         return out[:len(cal_future)]
 
 
@@ -304,12 +309,14 @@ def _as_dict(v: np.ndarray) -> dict[int, float]:
 MODEL_NAMES = ("last", "holt_winters", "snarimax", "direct_ar", "calendar_linear", "calendar_mlp")
 
 
-def build_models(names: tuple[str, ...], season: int, n_features: int, horizon: int) -> list[PointModel]:
+def build_models(names: tuple[str, ...], season: int, n_features: int, horizon: int,
+                 daily_terms: bool = True) -> list[PointModel]:
+    """The named models; ``daily_terms``: the calendar rows start with the daily harmonics."""
     makers = {
         "last": lambda: LastValue(),
         "holt_winters": lambda: HoltWintersModel(season),
         "snarimax": lambda: SnarimaxModel(season),
-        "direct_ar": lambda: DirectAR(season, horizon),
+        "direct_ar": lambda: DirectAR(season, horizon, time_of_day=daily_terms),
         "calendar_linear": lambda: CalendarLinear(season),
         "calendar_mlp": lambda: CalendarMLP(season, n_features),
     }
