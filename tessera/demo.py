@@ -210,6 +210,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
             # run each allocation (a GPU offer for GPU work: most Alibaba v2023 pods want one).
             ("Cost per vCPU-hour: blended vs own-only (had it the capacity) vs cheapest partner only",
              _pretty(store, f"""
+                SELECT * FROM (
                 SELECT 'blended (this run)' AS option, round(toFloat64(sum(cost)) / sum(vcpu_hours), 5) AS usd_per_vcpu_hour
                 FROM {db}.v_allocation_usage
                 UNION ALL
@@ -231,7 +232,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                            JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS v,
                            JSONExtractFloat(payload, 'spec', 'capacity', 'gpu') AS g
                     FROM {db}.events FINAL WHERE event_type = 'resource.discovered' AND pr != 'own' AND v > 0)) AS o
-                """)),
+                ) ORDER BY usd_per_vcpu_hour""")),
             ("Queue waits by SLA tier (seconds)", _pretty(store, f"SELECT * FROM {db}.v_queue_wait_by_tier ORDER BY sla_tier")),
             ("Forecast accuracy (one-step and longer horizons). The demo's series are about 30 intervals\n"
              "long, all inside the engine's 30-interval warm-up, where the band is a Gaussian guess from\n"
