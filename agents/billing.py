@@ -37,7 +37,6 @@ from schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
-from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
 from tessera import collector, metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
@@ -45,6 +44,7 @@ from tessera.billing.ledger import Ledger
 from tessera.billing.lifecycle import Lifecycle, sample_record
 from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
+from tessera.produce import producer_for
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
@@ -243,8 +243,7 @@ class BillingWorker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         sec = aiokafka_security_kwargs(s)
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, enable_idempotence=True, acks="all",
-                                    linger_ms=5, partitioner=Murmur2Partitioner(), **sec)
+        producer = producer_for(s)
         await producer.start()
         positions = await self.recover()
         collector.settle_after_recovery()

@@ -43,10 +43,10 @@ from schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, Heal
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.edge import decode_message
-from streams.partitioner import Murmur2Partitioner
 from streams.reader import read_to_end
 from tessera import collector, metrics
 from tessera.config import Settings
+from tessera.produce import producer_for
 from tessera.scheduler.core import Scheduler
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,7 @@ class SchedulerWorker:
         s = self.settings
         sec = aiokafka_security_kwargs(s)
         aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_S
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, transactional_id=self.group,
-                                    enable_idempotence=True, acks="all", linger_ms=2,
-                                    partitioner=Murmur2Partitioner(), **sec)
+        producer = producer_for(s, transactional_id=self.group, linger_ms=2)
         await producer.start()  # fences any older scheduler of this domain
         await self.recover()
         collector.settle_after_recovery()

@@ -1,4 +1,4 @@
-"""Publish events to Kafka with the right key, validated first (used by the CLI and the demo)."""
+"""Publish events to Kafka with the right key, validated first (used by the workers, the CLI and the demo)."""
 
 from __future__ import annotations
 
