@@ -174,7 +174,7 @@ def test_a_checkpoint_from_an_older_engine_still_loads():
     del old._level_rates, old.step_change
     for m in old.models:
         if m.name == "direct_ar":
-            del m.err_scale, m.huber, m.bias, m.bias_rate
+            del m.err_scale, m.huber, m.bias, m.bias_rate, m._no_cal
     resumed = SeriesForecaster.from_bytes(old.to_bytes())
     feed(resumed, ys[150:], start=150)
     assert np.isfinite(resumed.forecast().values).all()

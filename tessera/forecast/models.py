@@ -269,7 +269,8 @@ class DirectAR:
         if "err_scale" not in state:
             self.huber, self.err_scale = 1.5, np.zeros(self.H)
         if "bias" not in state:
-            self.bias_rate, self.bias, self._no_cal = self.BIAS_RATE, np.zeros((self.H, self.SLOTS)), False
+            self.bias_rate, self.bias = self.BIAS_RATE, np.zeros((self.H, self.SLOTS))
+        self.__dict__.setdefault("_no_cal", False)   # older ones always had daily terms
 
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
