@@ -33,7 +33,9 @@ import numpy as np
 from load.bench_forecast import SERIES, H, SEASON
 from load.machine import machine
 from tessera.forecast.engine import ForecastConfig
+from tessera.forecast import kernels
 from tessera.forecast.evaluate import load_series, prequential
+from tessera.forecast.models import DirectAR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P = SEASON
@@ -48,17 +50,21 @@ def ewm(y: np.ndarray, halflife: float) -> np.ndarray:
     return out
 
 
-def linear_features(y: np.ndarray, idx: np.ndarray, h: int, levels: list[np.ndarray]) -> np.ndarray:
-    """The direct model's features (kernels.direct_features) and hour-of-target indicators."""
-    z = y[idx]
-    cols = [np.ones(len(idx))]
-    cols += [y[idx - k - 1] - z for k in range(6)]
-    cols += [z - lv[idx] for lv in levels]
-    d1, d2 = y[idx + h - P], y[idx + h - 2 * P]
-    cols += [d1 - y[idx - P], d2 - y[idx - 2 * P], d1 - z]
+def direct_model_features(y: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(origins, H, F): the direct model's own features at each origin, from the engine's
+    kernel (the whole series as its history; levels smoothed as DirectAR smooths them)."""
+    halflives = [h or float(P) for h in DirectAR.HALFLIVES]
+    levels = np.column_stack([ewm(y, hl) for hl in halflives])
+    out = np.empty((len(idx), H, 1 + DirectAR.LAGS + len(halflives) + 3))
+    for i, t in enumerate(idx):
+        kernels.direct_features(int(t), y, DirectAR.LAGS, P, levels[t], out[i])
+    return out
+
+
+def linear_features(direct: np.ndarray, idx: np.ndarray, h: int) -> np.ndarray:
+    """Horizon ``h``'s direct-model features plus indicators of the target's hour."""
     hour = ((idx + h) % P) * 24 // P
-    cols += [(hour == k).astype(float) for k in range(1, 24)]
-    return np.column_stack(cols)
+    return np.column_stack([direct[:len(idx), h - 1]] + [(hour == k).astype(float) for k in range(1, 24)])
 
 
 def boosting_features(y: np.ndarray, idx: np.ndarray, h: int) -> np.ndarray:
@@ -97,14 +103,14 @@ def ceiling(name: str, ts: np.ndarray, ys: np.ndarray) -> dict:
     n = len(ys)
     start = 2 * P + 30
     mid = start + (n - start) // 2
-    levels = [ewm(ys, 3.0), ewm(ys, 12.0), ewm(ys, float(P))]
+    direct = direct_model_features(ys, np.arange(start, n - 1))
     mae = {"offline linear (engine features + hour)": [], "offline gradient boosting": []}
     naive = []
     for h in range(1, H + 1):
         idx = np.arange(start, n - h)
         target = ys[idx + h] - ys[idx]
         train, test = idx < mid, idx >= mid
-        X = linear_features(ys, idx, h, levels)
+        X = linear_features(direct, idx, h)
         beta = huber_fit(X[train], target[train])
         mae["offline linear (engine features + hour)"].append(np.abs(X[test] @ beta - target[test]).mean())
         Xb = boosting_features(ys, idx, h)
