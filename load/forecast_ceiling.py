@@ -14,7 +14,17 @@ the second half, next to the online engine scored on that same second half.
   (24 lags, seasonal lags around the target's time yesterday, 6/24/288-interval means,
   the time of day and the level): a flexible nonlinear learner that fits interactions
   (time of day x level) no linear model expresses.
+- ``... + the trace's other columns``: the same LightGBM plus, for every other column of
+  the series' file (memory next to CPU, assigned memory, cycles per instruction, network,
+  disk), its standardised level and its changes over 1..24 intervals: does a co-recorded
+  signal lead this one?
+- ``... + weekly lags``: the same LightGBM plus the values around the target's time a week
+  earlier (only where the series spans three weeks or more; it then trains from day 7).
+- ``offline linear, coefficients per 4 hours``: the linear model fitted separately for
+  each 4-hour part of the target's day (time of day x recent changes).
 - ``online engine``: the engine's blend, prequential, scored on the second half only.
+
+Every offline model is scored on the same targets (the second half's).
 
 Every figure is MAE averaged over horizons 1..12 divided by the last value's MAE on the
 same targets (on these series the last value is the better naive forecast everywhere).
@@ -24,6 +34,7 @@ Writes load/results/forecast_ceiling.json.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -39,6 +50,12 @@ from tessera.forecast.models import DirectAR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 P = SEASON
+WEEK = 7 * P
+#: Parts of the day with their own coefficients in the per-time-of-day linear model.
+DAY_PARTS = 6
+LINEAR, GBM = "offline linear (engine features + hour)", "offline gradient boosting"
+GBM_COV, GBM_WEEK = GBM + " + the trace's other columns", GBM + " + weekly lags"
+LINEAR_PARTS = "offline linear, coefficients per 4 hours"
 
 
 def ewm(y: np.ndarray, halflife: float) -> np.ndarray:
@@ -79,6 +96,25 @@ def boosting_features(y: np.ndarray, idx: np.ndarray, h: int) -> np.ndarray:
     return np.column_stack(cols)
 
 
+def other_columns(path: Path, col: str, mid: int) -> list[np.ndarray]:
+    """The file's other numeric columns, standardised on the training half."""
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        names = [c for c in reader.fieldnames or [] if c != col]
+        rows = [[float(r[c]) for c in names] for r in reader]
+    data = np.asarray(rows)
+    return [(x - x[:mid].mean()) / (x[:mid].std() or 1.0) for x in data.T]
+
+
+def covariate_features(others: list[np.ndarray], idx: np.ndarray) -> list[np.ndarray]:
+    return [c for x in others for c in [x[idx] - x[idx - k] for k in (1, 2, 3, 6, 12, 24)] + [x[idx]]]
+
+
+def weekly_features(y: np.ndarray, idx: np.ndarray, h: int) -> list[np.ndarray]:
+    z = y[idx]
+    return [y[idx + h - WEEK + j] - z for j in (-2, -1, 0, 1, 2)] + [y[idx - WEEK] - z]
+
+
 def huber_fit(X: np.ndarray, y: np.ndarray, k: float = 1.345, iters: int = 30) -> np.ndarray:
     """Huber regression by iteratively reweighted least squares (scale: MAD of residuals)."""
     sd = X.std(axis=0)
@@ -97,28 +133,47 @@ def huber_fit(X: np.ndarray, y: np.ndarray, k: float = 1.345, iters: int = 30) -
     return beta / sd
 
 
-def ceiling(name: str, ts: np.ndarray, ys: np.ndarray) -> dict:
+def ceiling(name: str, path: Path, col: str, ts: np.ndarray, ys: np.ndarray) -> dict:
     import lightgbm as lgb
 
     n = len(ys)
     start = 2 * P + 30
     mid = start + (n - start) // 2
+    weekly = mid - (WEEK + 30) >= 7 * P   # at least a week to train on after the weekly lags exist
     direct = direct_model_features(ys, np.arange(start, n - 1))
-    mae = {"offline linear (engine features + hour)": [], "offline gradient boosting": []}
+    others = other_columns(path, col, mid)
+    mae: dict[str, list[float]] = {LINEAR: [], LINEAR_PARTS: [], GBM: [], GBM_COV: []}
+    if weekly:
+        mae[GBM_WEEK] = []
     naive = []
+    params = {"objective": "l1", "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 40,
+              "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "seed": 7,
+              "num_threads": 1, "verbose": -1}
+
+    def gbm_mae(X: np.ndarray, train: np.ndarray, test: np.ndarray, target: np.ndarray) -> float:
+        gbm = lgb.train(params, lgb.Dataset(X[train], target[train]), num_boost_round=300)
+        return float(np.abs(gbm.predict(X[test]) - target[test]).mean())
+
     for h in range(1, H + 1):
         idx = np.arange(start, n - h)
         target = ys[idx + h] - ys[idx]
         train, test = idx < mid, idx >= mid
         X = linear_features(direct, idx, h)
         beta = huber_fit(X[train], target[train])
-        mae["offline linear (engine features + hour)"].append(np.abs(X[test] @ beta - target[test]).mean())
+        mae[LINEAR].append(np.abs(X[test] @ beta - target[test]).mean())
+        part = ((idx + h) % P) * DAY_PARTS // P
+        pred = np.empty(len(idx))
+        for g in range(DAY_PARTS):
+            rows = part == g
+            pred[rows] = X[rows] @ huber_fit(X[train & rows], target[train & rows])
+        mae[LINEAR_PARTS].append(np.abs(pred[test] - target[test]).mean())
         Xb = boosting_features(ys, idx, h)
-        params = {"objective": "l1", "learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 40,
-                  "bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "seed": 7,
-                  "num_threads": 1, "verbose": -1}
-        gbm = lgb.train(params, lgb.Dataset(Xb[train], target[train]), num_boost_round=300)
-        mae["offline gradient boosting"].append(np.abs(gbm.predict(Xb[test]) - target[test]).mean())
+        mae[GBM].append(gbm_mae(Xb, train, test, target))
+        mae[GBM_COV].append(gbm_mae(np.column_stack([Xb] + covariate_features(others, idx)), train, test, target))
+        if weekly:
+            late = idx >= WEEK + 30
+            Xw = np.column_stack([Xb[late]] + weekly_features(ys, idx[late], h))
+            mae[GBM_WEEK].append(gbm_mae(Xw, train[late], test[late], target[late]))
         naive.append(np.abs(target[test]).mean())
     # The online engine, forecasting and learning over the whole series, scored on the
     # second half's targets only.
@@ -142,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, path, col in SERIES:
         ts, ys = load_series(path, col)
-        row = ceiling(name, ts, ys)
+        row = ceiling(name, Path(path), col, ts, ys)
         rows.append(row)
         print("  ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in row.items()),
               file=sys.stderr)
