@@ -290,19 +290,6 @@ def time_of_day_slot(cal: np.ndarray, slots: int) -> int:
     return kernels.time_of_day_slot(cal[0], cal[1], slots)
 
 
-class _Ewma:
-    def __init__(self, halflife: float):
-        self.rate = 1.0 - 0.5 ** (1.0 / max(halflife, 1.0))
-        self.value = 0.0
-        self._started = False
-
-    def update(self, z: float) -> None:
-        if not self._started:
-            self.value, self._started = z, True
-        else:
-            self.value += self.rate * (z - self.value)
-
-
 def _as_dict(v: np.ndarray) -> dict[int, float]:
     return dict(enumerate(v.tolist()))
 
