@@ -44,7 +44,7 @@ from tessera.billing.ledger import Ledger
 from tessera.billing.lifecycle import Lifecycle, sample_record
 from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
-from tessera.produce import producer_for
+from tessera.produce import producer_for, send_batched
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
@@ -291,12 +291,13 @@ class BillingWorker:
             await producer.stop()
 
     async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
-        futures = []
+        records = []
         for e in events:
             name = ("alerts" if isinstance(e, UsageLimitAlert)
                     else "dead-letters" if isinstance(e, DeadLetter) else "billing-lines")
             key = e.source_topic.encode() if isinstance(e, DeadLetter) else e.key()
-            futures.append(await producer.send(self.topic[name], encode(e), key=key))
+            records.append((self.topic[name], key, encode(e)))
             metrics.child(metrics.BILLING_EVENTS, name).inc()
+        futures = await send_batched(producer, records)
         for f in futures:
             await f

@@ -46,7 +46,7 @@ from streams.edge import decode_message
 from streams.reader import read_to_end
 from tessera import collector, metrics
 from tessera.config import Settings
-from tessera.produce import producer_for
+from tessera.produce import producer_for, send_batched
 from tessera.scheduler.core import Scheduler
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,6 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            for name, e in out:
-                await producer.send(self.topic[name], encode(e), key=e.key())
+            await send_batched(producer, [(self.topic[name], e.key(), encode(e)) for name, e in out])
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group)

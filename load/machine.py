@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, object]:
@@ -28,3 +32,12 @@ def pin_to_one_core() -> int | None:
         return core
     except (AttributeError, OSError):
         return None
+
+
+def save_result(name: str, report: dict, summary: tuple[str, ...] = ()) -> Path:
+    """Write ``report`` to ``load/results/<name>.json`` and print its ``summary`` keys."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({k: report[k] for k in summary} if summary else report, indent=None if summary else 2))
+    return path

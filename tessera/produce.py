@@ -37,6 +37,41 @@ async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str
     return len(futures)
 
 
+async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, bytes | None, bytes]]) -> list:
+    """Send ``(topic, key, value)`` records as one record batch per partition.
+
+    Same partitions as ``producer.send`` (the murmur2 partitioner over the topic's
+    partitions) and the same order within each partition, for about half the client CPU:
+    ``send`` pays a metadata check, a partition lookup and a future per record
+    (``python -m load.bench_produce``). Inside a transaction the commit flushes the
+    batches; outside one, await the returned futures (one per batch) for delivery.
+    """
+    from streams.partitioner import Murmur2Partitioner
+
+    choose = Murmur2Partitioner()
+    partitions: dict[str, list[int]] = {}
+    open_batches: dict[tuple[str, int], object] = {}
+    futures = []
+    for topic, key, value in records:
+        parts = partitions.get(topic)
+        if parts is None:
+            await producer.client._wait_on_metadata(topic)
+            parts = partitions[topic] = sorted(producer.client.cluster.partitions_for_topic(topic))
+        tp = (topic, choose(key, parts, parts))
+        batch = open_batches.get(tp)
+        if batch is None:
+            batch = open_batches[tp] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:   # full: submit it, start another
+            futures.append(await producer.send_batch(batch, topic, partition=tp[1]))
+            batch = open_batches[tp] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch "
+                                 f"(max_batch_size {producer._message_accumulator._batch_size})")
+    for (topic, partition), batch in open_batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
+
+
 async def send_raw(producer: AIOKafkaProducer, settings: Settings, topic: str, payloads: Iterable[bytes],
                    key: bytes | None = None) -> int:
     name = topic_spec(topic).full_name(settings.topic_prefix)
