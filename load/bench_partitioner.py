@@ -9,16 +9,13 @@ Run:  python -m load.bench_partitioner   -> load/results/partitioner.json
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from load.machine import machine, pin_to_one_core
+from load.machine import machine, pin_to_one_core, save_result
 from streams.partitioner import Murmur2Partitioner
 
-RESULTS = Path(__file__).resolve().parent / "results"
 N = 100_000
 PARTITIONS = list(range(6))
 
@@ -44,9 +41,7 @@ def main() -> int:
            "machine": machine(), "pinned_to_core": core,
            "tessera_compiled_us_per_key": tessera_us, "aiokafka_python_us_per_key": aiokafka_us,
            "speedup": aiokafka_us / tessera_us, "same_partitions": True}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "partitioner.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("tessera_compiled_us_per_key", "aiokafka_python_us_per_key", "speedup")}))
+    save_result("partitioner", out, ("tessera_compiled_us_per_key", "aiokafka_python_us_per_key", "speedup"))
     return 0
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-from load.machine import machine
+from load.machine import machine, save_result
 from schemas import Capacity, UsageSample, decode, encode
 from schemas.topics import topic_spec
 from streams.admin import ensure_topics
@@ -27,7 +25,6 @@ from tessera.config import load_settings
 from tessera.eventlog import event_row
 from tessera.produce import producer_for
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 async def publish(settings: Any, n: int) -> None:
@@ -99,9 +96,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine(), "broker": "Apache Kafka 4.1.1 single node on the same machine",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sink.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    save_result("sink", report)
     return report
 
 
