@@ -158,3 +158,33 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
 
     got, distinct, final = run(scenario(), timeout=240)
     assert got == 130 and distinct == 130 and final == 130
+
+
+def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(settings, monkeypatch):
+    from agents.event_log import EventLogSink
+
+    failures = []
+    write = EventLogSink._write
+
+    async def fail_once(self, producer, records):
+        if not failures:
+            failures.append(len(records))
+            raise RuntimeError("a bug in the sink")
+        await write(self, producer, records)
+
+    monkeypatch.setattr(EventLogSink, "_write", fail_once)
+
+    async def scenario():
+        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
+        store = app.tessera_store
+        async with running(app):
+            producer = producer_for(settings)
+            await producer.start()
+            try:
+                await send_events(producer, settings, "requests", _requests("f", 40))
+            finally:
+                await producer.stop()
+            return await _wait_for(lambda: _count(store, "events"), 40)
+
+    assert run(scenario(), timeout=120) == 40, "the failed batch was read again after the restart"
+    assert failures and failures[0] > 0
