@@ -47,15 +47,10 @@ def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> li
 async def register(settings: Settings, resources: list[Any]) -> None:
     """Publish the resources and a first heartbeat for each (healthy from the start)."""
     from schemas import HealthSample
-    from tessera.produce import producer_for, send_events
+    from tessera.produce import publish
 
-    producer = producer_for(settings)
-    await producer.start()
-    try:
-        await send_events(producer, settings, "resources", resources)
-        await send_events(producer, settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
-    finally:
-        await producer.stop()
+    await publish(settings, "resources", resources)
+    await publish(settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
 
 
 async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.Event) -> None:

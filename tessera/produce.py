@@ -37,6 +37,17 @@ async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str
     return len(futures)
 
 
+async def publish(settings: Settings, topic: str, events: Iterable[Event]) -> int:
+    """Send events with a producer of their own, for one-off publishing; returns once the
+    broker has them all."""
+    producer = producer_for(settings)
+    await producer.start()
+    try:
+        return await send_events(producer, settings, topic, events)
+    finally:
+        await producer.stop()
+
+
 async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, bytes | None, bytes]]) -> list:
     """Send ``(topic, key, value)`` records as one record batch per partition.
 

@@ -14,7 +14,7 @@ import pytest
 
 import schemas as s
 from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, send_events
+from tessera.produce import producer_for, publish, send_events
 from tests.conftest import run
 from tests.samples import CAP
 
@@ -178,12 +178,7 @@ def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(setting
         app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
         store = app.tessera_store
         async with running(app):
-            producer = producer_for(settings)
-            await producer.start()
-            try:
-                await send_events(producer, settings, "requests", _requests("f", 40))
-            finally:
-                await producer.stop()
+            await publish(settings, "requests", _requests("f", 40))
             return await _wait_for(lambda: _count(store, "events"), 40)
 
     assert run(scenario(), timeout=120) == 40, "the failed batch was read again after the restart"

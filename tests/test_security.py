@@ -11,7 +11,7 @@ from aiokafka.errors import KafkaError
 
 from infra.kafka_broker import KafkaBroker, free_port
 from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, send_events
+from tessera.produce import producer_for, publish
 from tests.conftest import run
 from tests.samples import SAMPLES
 
@@ -38,12 +38,7 @@ def test_sasl_plain_producer_and_faust_agent(sasl_broker, base_settings):
         app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
         store = app.tessera_store
         async with running(app):
-            p = producer_for(settings)
-            await p.start()
-            try:
-                await send_events(p, settings, "requests", [request])
-            finally:
-                await p.stop()
+            await publish(settings, "requests", [request])
             for _ in range(100):
                 rows = store.query(f"SELECT event_id FROM {store.database}.events")
                 if rows:
