@@ -36,6 +36,7 @@ from schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter
                      encode)
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
+from streams.batching import take_batch
 from streams.edge import decode_message
 from streams.reader import read_to_end
 from tessera import collector, metrics
@@ -50,6 +51,9 @@ log = logging.getLogger(__name__)
 AGENT = "billing"
 #: Where usage comes from: the allocation lifecycle, migrations moving it, measured samples.
 USAGE_TOPICS = ("allocations", "migrations", "usage")
+#: A batch: up to this many records, or what arrives within this long of its first one.
+BATCH_MAX = 5000
+BATCH_WITHIN_S = 0.25
 
 
 def load_agreements(path: str) -> dict[str, Agreement]:
@@ -266,8 +270,11 @@ class BillingWorker:
         try:
             await self._publish(producer, self.state.outputs(self._pending))
             while not stop.is_set():
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                records = sorted((r for recs in batch.values() for r in recs), key=lambda r: r.timestamp)
+                # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
+                # running allocation month to date, so one per fetch (dozens a second at low
+                # rates) cost a third of a core whatever the load.
+                records = sorted(await take_batch(consumer, BATCH_MAX, BATCH_WITHIN_S, idle_s=0.2),
+                                 key=lambda r: r.timestamp)
                 touched: set[tuple[str, str]] = set()
                 dead: list[DeadLetter] = self._dead
                 self._dead = []

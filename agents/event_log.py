@@ -33,6 +33,7 @@ from aiokafka.errors import CommitFailedError
 from schemas import encode
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
+from streams.batching import take_batch
 from streams.edge import Decoded, decode_faust_event, decode_message
 from streams.topics import Topics
 from tessera import metrics
@@ -114,11 +115,13 @@ class EventLogSink:
         await consumer.start()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=int(BATCH_WITHIN_S * 1000), max_records=BATCH_MAX)
-                records = [r for recs in batch.values() for r in recs]
-                if records:
-                    await self._write(producer, records)
-                    await self._commit(consumer, batch)
+                # Batches by time, not by fetch: every insert makes a MergeTree part for the
+                # engine to merge, and a fetch at low rates brings a handful of records.
+                records = await take_batch(consumer, BATCH_MAX, BATCH_WITHIN_S, idle_s=BATCH_WITHIN_S)
+                if not records:
+                    continue
+                await self._write(producer, records)
+                await self._commit(consumer, records)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -136,9 +139,11 @@ class EventLogSink:
             await write_until_durable(self.store, f"{self.store.database}.events", rows, batch_token("events", spans))
 
     @staticmethod
-    async def _commit(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _commit(consumer: AIOKafkaConsumer, records: list[Any]) -> None:
+        # Records of a partition arrive in offset order: the last one of each is its position.
+        offsets = {TopicPartition(r.topic, r.partition): r.offset + 1 for r in records}
         try:
-            await consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items() if recs})
+            await consumer.commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced while this batch was written: its new owner reads it again
             # and the duplicates go (insert token, ReplacingMergeTree). Nothing is lost.
