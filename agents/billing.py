@@ -41,7 +41,7 @@ from streams.edge import decode_message
 from streams.reader import read_to_end
 from tessera import collector, metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
-from tessera.billing.ledger import Ledger
+from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.lifecycle import Lifecycle, sample_record
 from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
@@ -136,7 +136,7 @@ class BillingState:
 
     def view(self, provisional: list | None = None) -> Ledger:
         """The ledger plus still-running allocations up to the watermark (month to date)."""
-        view = Ledger(self.agreements, seen=set(self.ledger.seen),
+        view = Ledger(self.agreements, seen=SeenOverlay(self.ledger.seen),
                       cells={k: list(v) for k, v in self.ledger.cells.items()},
                       closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
         for r in self._provisional() if provisional is None else provisional:

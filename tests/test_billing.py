@@ -11,7 +11,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 
 from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.export import FOCUS_COLUMNS, focus_rows, invoice_json
-from tessera.billing.ledger import Ledger
+from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.usage import UsageError, parse_usage
 from tessera.cli import main
 
@@ -61,6 +61,18 @@ def test_duplicates_count_once():
     rec = usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", vcpu=1)
     assert led.add(rec) and not led.add(rec)
     assert led.invoice("gcp", "2026-03").total == "0.04"
+
+
+def test_a_view_over_a_ledger_dedupes_against_it_and_leaves_it_as_it_was():
+    led = Ledger(agreements())
+    rated = usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", vcpu=1)
+    led.add(rated)
+    view = Ledger(agreements(), seen=SeenOverlay(led.seen), cells={k: list(v) for k, v in led.cells.items()})
+    running = usage("u2", "2026-03-01T00:00:00Z", "2026-03-01T02:00:00Z", vcpu=1)
+    assert not view.add(rated), "already rated by the ledger underneath"
+    assert view.add(running) and not view.add(running)
+    assert view.invoice("gcp", "2026-03").total == "0.12"
+    assert led.seen == {"u1"} and led.invoice("gcp", "2026-03").total == "0.04"
 
 
 def test_late_usage_after_the_period_closed_is_an_adjustment_in_the_next():

@@ -117,9 +117,27 @@ class Alert:
 
 
 @dataclass
+class SeenOverlay:
+    """Event ids a ledger has rated plus ids rated on top of it, without copying them.
+
+    The billing agent rates still-running allocations month to date into a throwaway view
+    of its ledger every batch; copying the ids the ledger has seen made each batch cost
+    time in proportion to every record ever rated."""
+
+    base: set[str]
+    added: set[str] = field(default_factory=set)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self.added or event_id in self.base
+
+    def add(self, event_id: str) -> None:
+        self.added.add(event_id)
+
+
+@dataclass
 class Ledger:
     agreements: dict[str, Agreement]
-    seen: set[str] = field(default_factory=set)
+    seen: set[str] | SeenOverlay = field(default_factory=set)
     cells: dict[tuple, list[int]] = field(default_factory=dict)
     closed: set[tuple[str, str]] = field(default_factory=set)
     alerted: set[tuple[str, str, str, int]] = field(default_factory=set)
