@@ -28,7 +28,8 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CommitFailedError, KafkaError
 
 from schemas import encode
 from schemas.topics import topic_spec
@@ -38,8 +39,8 @@ from streams.edge import Decoded, decode_faust_event, decode_message
 from streams.topics import Topics
 from tessera import metrics
 from tessera.config import Settings
-from tessera.produce import producer_for, send_batched
 from tessera.eventlog import batch_token, dead_letter_row, event_row
+from tessera.produce import producer_for, send_batched
 from tessera.storage import AnalyticsStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -103,11 +104,49 @@ class EventLogSink:
         self.dlq = topic_spec("dead-letters").full_name(settings.topic_prefix)
         self.spec_of = {topic_spec(n).full_name(settings.topic_prefix): topic_spec(n) for n in topic_names}
 
+    @property
+    def group(self) -> str:
+        return f"{self.settings.app_id}-event-log"
+
+    async def adopt_faust_offsets(self) -> dict[TopicPartition, int]:
+        """On the first start after the sink left Faust, begin where the Faust agent had got.
+
+        That agent's consumer group was the app's own (``app_id``); this sink's group is new
+        and would otherwise read every topic from the beginning: duplicates only (the
+        ``events`` table drops them), but all of them. Returns the offsets adopted."""
+        s = self.settings
+        sec = aiokafka_security_kwargs(s)
+        try:
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, **sec)
+            await admin.start()
+            try:
+                if await admin.list_consumer_group_offsets(self.group):
+                    return {}                      # this sink has run before
+                old = await admin.list_consumer_group_offsets(s.app_id)
+            finally:
+                await admin.close()
+            start = {tp: om.offset for tp, om in old.items() if tp.topic in self.spec_of and om.offset >= 0}
+            if start:
+                c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=self.group,
+                                     enable_auto_commit=False, **sec)
+                await c.start()
+                try:
+                    c.assign(list(start))
+                    await c.commit(start)
+                finally:
+                    await c.stop()
+                log.info("event-log sink starts where the Faust agent stopped (%d partitions)", len(start))
+            return start
+        except KafkaError as exc:   # e.g. another new sink of the group started first: replay, deduplicated
+            log.warning("could not adopt the Faust agent's offsets (%s); reading from the start", exc)
+            return {}
+
     async def run(self) -> None:
         s = self.settings
+        await self.adopt_faust_offsets()
         # read_committed: events of a scheduler transaction that aborted never happened.
         consumer = AIOKafkaConsumer(*self.spec_of, bootstrap_servers=s.bootstrap_servers,
-                                    group_id=f"{s.app_id}-event-log", enable_auto_commit=False,
+                                    group_id=self.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest", isolation_level="read_committed",
                                     **aiokafka_security_kwargs(s))
         producer = producer_for(s)

@@ -183,3 +183,35 @@ def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(setting
 
     assert run(scenario(), timeout=120) == 40, "the failed batch was read again after the restart"
     assert failures and failures[0] > 0
+
+
+def test_the_first_start_after_leaving_faust_resumes_where_the_faust_agent_stopped(settings):
+    """The sink's consumer group is new; the Faust agent's offsets (the app's group) are
+    adopted, so events it had written are not read again."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = s.topic_spec("requests").full_name(settings.topic_prefix)
+    partitions = s.topic_spec("requests").partitions
+
+    async def scenario():
+        await publish(settings, "requests", _requests("old", 30))
+        # What the Faust agent left behind: its group's offsets at the end of the topic.
+        c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id,
+                             enable_auto_commit=False)
+        await c.start()
+        try:
+            tps = [TopicPartition(topic, p) for p in range(partitions)]
+            c.assign(tps)
+            await c.commit(await c.end_offsets(tps))
+        finally:
+            await c.stop()
+        await publish(settings, "requests", _requests("new", 10))
+        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
+        store = app.tessera_store
+        async with running(app):
+            await _wait_for(lambda: _count(store, "events"), 10)
+            await asyncio.sleep(2.0)   # room for any old event to (wrongly) arrive
+            rows = store.query(f"SELECT event_id FROM {store.database}.events FINAL")
+        return sorted(r["event_id"] for r in rows)
+
+    assert run(scenario(), timeout=120) == sorted(f"new-{i}" for i in range(10))
