@@ -80,10 +80,15 @@ def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info"
     """Run a Faust worker in this process until SIGINT/SIGTERM (``tessera worker``)."""
     from tessera import collector, metrics
 
+    agents = list(agents)
     collector.tune_for_service()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
+    if "forecast" in agents:
+        from tessera.warmup import compile_kernels
+
+        compile_kernels(packing=False)   # before the worker joins its group (tessera.warmup says why)
     metrics.serve(settings.metrics_port)
     app, _topics = build_worker_app(settings, agents)
     worker = QuietWorker(app, loglevel=loglevel, loop=loop)

@@ -114,8 +114,11 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from agents.scheduler import SchedulerWorker
 
+    from .warmup import compile_kernels
+
     async def main() -> None:
         stop = await _prepare_service(s)
+        compile_kernels(lambda text: print(text, file=sys.stderr), forecasts=False)   # before joining the group
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
                                  aging_s=args.aging_s)
         print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"

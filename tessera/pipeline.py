@@ -102,7 +102,10 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     from streams.admin import ensure_topics
     from streams.runner import build_worker_app, running
 
+    from tessera.warmup import compile_kernels
+
     await ensure_topics(settings)
+    compile_kernels()          # before any consumer joins a group (tessera.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
     scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s)
     billing = BillingWorker(settings, agreements)
