@@ -36,6 +36,18 @@ async def _wait_for(fn, want, timeout=60.0):
         await asyncio.sleep(0.2)
 
 
+async def _event_ids_written(settings, want: int) -> list[str]:
+    """Run the event-log worker until ``want`` events are written, and a little longer
+    (room for any that should not be there to arrive); the ids written, sorted."""
+    app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
+    store = app.tessera_store
+    async with running(app):
+        await _wait_for(lambda: _count(store, "events"), want)
+        await asyncio.sleep(2.0)
+        rows = store.query(f"SELECT event_id FROM {store.database}.events FINAL")
+    return sorted(r["event_id"] for r in rows)
+
+
 def _count(store, table, final=True, where="1"):
     f = " FINAL" if final else ""
     return int(store.query(f"SELECT count() AS n FROM {store.database}.{table}{f} WHERE {where}")[0]["n"])
@@ -206,12 +218,33 @@ def test_the_first_start_after_leaving_faust_resumes_where_the_faust_agent_stopp
         finally:
             await c.stop()
         await publish(settings, "requests", _requests("new", 10))
-        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-        store = app.tessera_store
-        async with running(app):
-            await _wait_for(lambda: _count(store, "events"), 10)
-            await asyncio.sleep(2.0)   # room for any old event to (wrongly) arrive
-            rows = store.query(f"SELECT event_id FROM {store.database}.events FINAL")
-        return sorted(r["event_id"] for r in rows)
+        return await _event_ids_written(settings, 10)
 
     assert run(scenario(), timeout=120) == sorted(f"new-{i}" for i in range(10))
+
+
+def test_events_of_an_aborted_transaction_never_reach_clickhouse(settings):
+    """The scheduler publishes in transactions; one that aborts (a fenced or crashed
+    scheduler) decided nothing, so the sink reads committed records only."""
+    topic = s.topic_spec("requests").full_name(settings.topic_prefix)
+    aborted, kept = _requests("aborted", 5), _requests("kept", 5)
+
+    async def scenario():
+        from streams.admin import ensure_topics
+
+        await ensure_topics(settings)
+        p = producer_for(settings, transactional_id=f"{settings.app_id}-test-aborted")
+        await p.start()
+        try:
+            await p.begin_transaction()
+            for e in aborted:
+                await p.send(topic, s.encode(e), key=e.key())
+            await p.abort_transaction()
+            async with p.transaction():
+                for e in kept:
+                    await p.send(topic, s.encode(e), key=e.key())
+        finally:
+            await p.stop()
+        return await _event_ids_written(settings, 5)
+
+    assert run(scenario(), timeout=120) == sorted(e.event_id for e in kept)
