@@ -13,6 +13,7 @@ import ssl
 from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_kafka
 
 from streams.partitioner import Murmur2Partitioner
 from tessera.config import Settings, load_settings
@@ -55,6 +56,36 @@ def aiokafka_security_kwargs(s: Settings) -> dict[str, Any]:
     return kw
 
 
+class _ReadCommittedConsumerThread(faust_kafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # Read by the consumer when it starts; aiokafka is pinned (constraints.txt), and
+        # tests/test_resources_agent.py fails if this stops taking effect.
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_kafka.Consumer):
+    def _new_consumer_thread(self) -> Any:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ReadCommittedTransport(faust_kafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
+class TesseraApp(faust.App):
+    """A Faust app whose agents read committed records only.
+
+    Faust reads ``read_uncommitted`` unless the app itself is exactly-once, but the
+    scheduler publishes its decisions in Kafka transactions: a transaction that aborts (a
+    fenced or crashed scheduler) decided nothing, yet its placements would have reached
+    the live resource table as allocated capacity and never been released."""
+
+    def _new_transport(self) -> Any:
+        return _ReadCommittedTransport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings | None = None, *, app_id: str | None = None, **overrides: Any) -> faust.App:
     s = settings or load_settings()
     (s.data_path / "faust").mkdir(parents=True, exist_ok=True)
@@ -78,4 +109,4 @@ def create_app(settings: Settings | None = None, *, app_id: str | None = None, *
         producer_partitioner=Murmur2Partitioner(),
     )
     conf.update(overrides)
-    return faust.App(app_id or s.app_id, **conf)
+    return TesseraApp(app_id or s.app_id, **conf)

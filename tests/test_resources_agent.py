@@ -155,3 +155,40 @@ def test_allocated_capacity_follows_allocation_events_once(settings):
     # r0 has 2 vCPU and was given 3 here (no scheduler in this test): free is floored at 0.
     assert during == (3.0, 0.0, 2 << 30)
     assert after == 0.0
+
+
+def test_placements_of_an_aborted_scheduler_transaction_are_not_allocated(settings):
+    per = s.Capacity(vcpu=1.0, memory_bytes=1 << 30)
+
+    def placed(q: str, rid: str) -> s.AllocationPlaced:
+        return s.AllocationPlaced(request_id=q, allocation_id=f"alloc:{q}", per_replica=per, placements=[
+            s.Placement(resource_id=rid, provider="gcp", replicas=1, price_per_hour="0.1")])
+
+    topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
+
+    async def scenario():
+        producer = producer_for(settings)
+        await producer.start()
+        scheduler = producer_for(settings, transactional_id=f"{settings.app_id}-test-scheduler")
+        await scheduler.start()
+        try:
+            app, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
+            async with running(app):
+                live = app.tessera_resources
+                await send_events(producer, settings, "resources", [_resource(0), _resource(1)])
+                await _until(lambda: live.get("gcp/r1") is not None)
+                await scheduler.begin_transaction()          # a scheduler that dies mid-batch
+                e = placed("lost", "gcp/r0")
+                await scheduler.send(topic, s.encode(e), key=e.key())
+                await scheduler.abort_transaction()
+                async with scheduler.transaction():
+                    e = placed("kept", "gcp/r1")
+                    await scheduler.send(topic, s.encode(e), key=e.key())
+                await _until(lambda: live.get("gcp/r1").allocated.vcpu > 0)
+                await asyncio.sleep(1.0)   # room for the aborted one to (wrongly) arrive
+                return live.get("gcp/r0").allocated.vcpu, live.get("gcp/r1").allocated.vcpu
+        finally:
+            await scheduler.stop()
+            await producer.stop()
+
+    assert run(scenario(), timeout=120) == (0.0, 1.0)
