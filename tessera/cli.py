@@ -278,8 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("topics", cmd_topics, "list Tessera's topics or create them on the broker")
     sp.add_argument("action", choices=["list", "create"], nargs="?", default="list")
 
-    sp = add("worker", cmd_worker, "run Tessera's Faust agents",
-             "Run the Faust worker with the chosen agents (all by default) until interrupted.\n"
+    sp = add("worker", cmd_worker, "run the Faust worker: event-log sink, resources, forecast",
+             "Run the Faust worker with the chosen agents (all by default) until interrupted:\n"
+             "event-log (every topic into ClickHouse, a batch consumer inside the worker),\n"
+             "resources (the live resource table), forecast (demand series and forecasts).\n"
              "Metrics on http://127.0.0.1:$TESSERA_METRICS_PORT/metrics.")
     sp.add_argument("--agent", action="append", metavar="NAME", help="agent to run (repeatable); default: all")
     sp.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
