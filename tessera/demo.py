@@ -164,7 +164,6 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     from tessera.billing.agreements import parse_agreements
 
     from .pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
-    from .warmup import compile_kernels
 
     run = uuid.uuid4().hex[:6]
     settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
@@ -174,8 +173,8 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     _say(f"[2/{STEPS}] starting the pipeline: event log, live resource table, forecasts, scheduler, billing "
          f"(topics demo-{run}.*, database demo_{run})")
     t_start = time.monotonic()
-    compile_kernels(lambda text: _say(f"      {text}"))
-    async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0) as p:
+    async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0,
+                        say=lambda text: _say(f"      {text}")) as p:
         store, db = p.store, p.store.database
         # A small own data center, so bursts spill to partners.
         resources = blended_fleet(own_cpu=10, own_gpu=16, digitalocean=40, gcp=60)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from tessera.billing.agreements import Agreement
 from tessera.config import Settings
@@ -96,7 +96,8 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
-                   aging_s: float = 30.0) -> AsyncIterator[Pipeline]:
+                   aging_s: float = 30.0, say: Callable[[str], None] | None = None) -> AsyncIterator[Pipeline]:
+    """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
     from agents.billing import BillingWorker
     from agents.scheduler import SchedulerWorker
     from streams.admin import ensure_topics
@@ -105,7 +106,7 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     from tessera.warmup import compile_kernels
 
     await ensure_topics(settings)
-    compile_kernels()          # before any consumer joins a group (tessera.warmup says why)
+    compile_kernels(say)       # before any consumer joins a group (tessera.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
     scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s)
     billing = BillingWorker(settings, agreements)
