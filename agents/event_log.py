@@ -31,16 +31,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from schemas import encode
 from schemas.topics import topic_spec
 from streams.app import aiokafka_security_kwargs
 from streams.batching import take_batch
+from streams.deadletter import publish_dead_letters
 from streams.edge import Decoded, decode_faust_event, decode_message
 from streams.topics import Topics
 from tessera import metrics
 from tessera.config import Settings
 from tessera.eventlog import batch_token, dead_letter_row, event_row
-from tessera.produce import producer_for, send_batched
 from tessera.storage import AnalyticsStore, StorageError
 
 log = logging.getLogger(__name__)
@@ -99,9 +98,8 @@ def rows_and_spans(decoded: Iterable[Decoded]) -> tuple[list[dict[str, Any]], li
 class EventLogSink:
     """Every topic but the dead letters (and internal re-keyed copies) into ``events``."""
 
-    def __init__(self, settings: Settings, store: AnalyticsStore, topic_names: list[str]):
-        self.settings, self.store, self.topic_names = settings, store, topic_names
-        self.dlq = topic_spec("dead-letters").full_name(settings.topic_prefix)
+    def __init__(self, settings: Settings, store: AnalyticsStore, topic_names: list[str], dlq: Any):
+        self.settings, self.store, self.dlq = settings, store, dlq   # dlq: the worker's dead-letter topic
         self.spec_of = {topic_spec(n).full_name(settings.topic_prefix): topic_spec(n) for n in topic_names}
 
     @property
@@ -149,8 +147,6 @@ class EventLogSink:
                                     group_id=self.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest", isolation_level="read_committed",
                                     **aiokafka_security_kwargs(s))
-        producer = producer_for(s)
-        await producer.start()
         await consumer.start()
         try:
             while True:
@@ -159,20 +155,15 @@ class EventLogSink:
                 records = await take_batch(consumer, BATCH_MAX, BATCH_WITHIN_S, idle_s=BATCH_WITHIN_S)
                 if not records:
                     continue
-                await self._write(producer, records)
+                await self._write(records)
                 await self._commit(consumer, records)
         finally:
             await consumer.stop()
-            await producer.stop()
 
-    async def _write(self, producer: Any, records: list[Any]) -> None:
+    async def _write(self, records: list[Any]) -> None:
         decoded = [decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                                   spec=self.spec_of[r.topic], consumer=AGENT) for r in records]
-        dead = [d for d in decoded if d.dead_letter is not None]
-        for d in dead:
-            metrics.DEAD_LETTERS.labels(AGENT, d.topic).inc()
-        for f in await send_batched(producer, [(self.dlq, d.topic.encode(), encode(d.dead_letter)) for d in dead]):
-            await f
+        await publish_dead_letters(self.dlq, decoded, AGENT)
         rows, spans = rows_and_spans(decoded)
         if rows:
             await write_until_durable(self.store, f"{self.store.database}.events", rows, batch_token("events", spans))
@@ -194,7 +185,7 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
     # Internal re-keyed copies (resource-allocations, demand) would only duplicate their sources.
     inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand")]
     dlq = topics["dead-letters"]
-    sink = EventLogSink(settings, store, inputs)
+    sink = EventLogSink(settings, store, inputs, dlq)
 
     @app.task
     async def event_log() -> None:

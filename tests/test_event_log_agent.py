@@ -178,11 +178,11 @@ def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(setting
     failures = []
     write = EventLogSink._write
 
-    async def fail_once(self, producer, records):
+    async def fail_once(self, records):
         if not failures:
             failures.append(len(records))
             raise RuntimeError("a bug in the sink")
-        await write(self, producer, records)
+        await write(self, records)
 
     monkeypatch.setattr(EventLogSink, "_write", fail_once)
 
