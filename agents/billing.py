@@ -32,20 +32,20 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, UsageSample,
+from tessera.schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, UsageSample,
                      encode)
-from schemas.topics import topic_spec
-from streams.app import aiokafka_security_kwargs
-from streams.batching import take_batch
-from streams.edge import decode_message
-from streams.reader import read_to_end
-from tessera import collector, metrics
+from tessera.schemas.topics import topic_spec
+from tessera.streams.app import aiokafka_security_kwargs
+from tessera.streams.batching import take_batch
+from tessera.streams.edge import decode_message
+from tessera.streams.reader import read_to_end
+from tessera.streams import collector, metrics
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
 from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.lifecycle import Lifecycle, sample_record
 from tessera.billing.usage import US, month_segments, period_bounds, period_of
 from tessera.config import Settings
-from tessera.produce import producer_for, send_batched
+from tessera.streams.produce import producer_for, send_batched
 
 log = logging.getLogger(__name__)
 AGENT = "billing"

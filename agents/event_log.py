@@ -31,16 +31,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from schemas.topics import topic_spec
-from streams.app import aiokafka_security_kwargs
-from streams.batching import take_batch
-from streams.deadletter import publish_dead_letters
-from streams.edge import Decoded, decode_faust_event, decode_message
-from streams.topics import Topics
-from tessera import metrics
+from tessera.schemas.topics import topic_spec
+from tessera.streams.app import aiokafka_security_kwargs
+from tessera.streams.batching import take_batch
+from tessera.streams.deadletter import publish_dead_letters
+from tessera.streams.edge import Decoded, decode_faust_event, decode_message
+from tessera.streams.topics import Topics
+from tessera.streams import metrics
 from tessera.config import Settings
-from tessera.eventlog import batch_token, dead_letter_row, event_row
-from tessera.storage import AnalyticsStore, StorageError
+from tessera.storage.rows import batch_token, dead_letter_row, event_row
+from tessera.storage.store import AnalyticsStore, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,18 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from schemas import DeadLetter, DemandObservation, ExternalEvent, UsageSample, WorkloadRequest, decode, encode
-from schemas.topics import topic_spec
-from streams.deadletter import publish_dead_letters, publish_events
-from streams.edge import Decoded, decode_faust_event
-from streams.topics import Topics
-from tessera import metrics
+from tessera.schemas import DeadLetter, DemandObservation, ExternalEvent, UsageSample, WorkloadRequest, decode, encode
+from tessera.schemas.topics import topic_spec
+from tessera.streams.deadletter import publish_dead_letters, publish_events
+from tessera.streams.edge import Decoded, decode_faust_event
+from tessera.streams.topics import Topics
+from tessera.streams import metrics
 from tessera.config import Settings
 from tessera.forecast.demand import observation_of_request, observation_of_usage
 from tessera.forecast.engine import ForecastConfig
 from tessera.forecast.group import GroupModels, advance, intervals_from_bytes, intervals_to_bytes
 from tessera.forecast.models import MODEL_NAMES
-from tessera.storage import AnalyticsStore
+from tessera.storage.store import AnalyticsStore
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,17 @@ import logging
 import time
 from typing import Any
 
-from schemas import AllocationPlaced, AllocationReleased, HealthChanged, HealthSample, ResourceRemoved, encode, utc_now
-from schemas.topics import topic_spec
-from streams.deadletter import publish_dead_letters, publish_events
-from streams.edge import decode_faust_event
-from streams.topics import Topics
-from tessera import metrics
+from tessera.schemas import AllocationPlaced, AllocationReleased, HealthChanged, HealthSample, ResourceRemoved, encode, utc_now
+from tessera.schemas.topics import topic_spec
+from tessera.streams.deadletter import publish_dead_letters, publish_events
+from tessera.streams.edge import decode_faust_event
+from tessera.streams.topics import Topics
+from tessera.streams import metrics
 from tessera.config import Settings
 from tessera.resources import health
 from tessera.resources.table import (LiveResourceTable, apply_allocation, decode_row, encode_row, new_row,
                                      set_reported_free, set_spec)
-from tessera.storage import AnalyticsStore
+from tessera.storage.store import AnalyticsStore
 
 log = logging.getLogger(__name__)
 

@@ -37,16 +37,16 @@ import aiokafka.producer.sender as aiokafka_sender
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, HealthChanged,
+from tessera.schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, HealthChanged,
                      ResourceDiscovered, ResourceRemoved, ResourceUpdated, UsageLimitAlert, WorkloadRequest, encode,
                      utc_now)
-from schemas.topics import topic_spec
-from streams.app import aiokafka_security_kwargs
-from streams.edge import decode_message
-from streams.reader import read_to_end
-from tessera import collector, metrics
+from tessera.schemas.topics import topic_spec
+from tessera.streams.app import aiokafka_security_kwargs
+from tessera.streams.edge import decode_message
+from tessera.streams.reader import read_to_end
+from tessera.streams import collector, metrics
 from tessera.config import Settings
-from tessera.produce import producer_for, send_batched
+from tessera.streams.produce import producer_for, send_batched
 from tessera.scheduler.core import Scheduler
 
 log = logging.getLogger(__name__)

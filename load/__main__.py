@@ -29,11 +29,11 @@ import orjson
 
 from load.generator import broker_pid, run_rate, synthetic_requests, trace_requests
 from load.machine import machine
-from schemas import Capacity, ResourceDiscovered, ResourceSpec
-from streams.admin import ensure_topics
+from tessera.schemas import Capacity, ResourceDiscovered, ResourceSpec
+from tessera.streams.admin import ensure_topics
 from tessera.config import load_settings
-from tessera.pipeline import DEMO_AGREEMENTS
-from tessera.produce import producer_for, send_events
+from tessera.app.pipeline import DEMO_AGREEMENTS
+from tessera.streams.produce import producer_for, send_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 1 << 30
@@ -80,7 +80,7 @@ async def main(argv: list[str] | None = None) -> dict:
                TESSERA_METRICS_PORT="0", TESSERA_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
                TESSERA_CLICKHOUSE_DATABASE=settings.clickhouse_database,
                TESSERA_DATA_DIR=str(Path(tempfile.mkdtemp(prefix="tessera-load-"))))
-    cli = [sys.executable, "-m", "tessera.cli"]
+    cli = [sys.executable, "-m", "tessera.app.cli.main"]
     procs = {
         "scheduler": subprocess.Popen([*cli, "scheduler", "--batch-wait-ms", "10"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
@@ -132,7 +132,7 @@ async def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    from tessera.report import svg_chart
+    from tessera.app.report import svg_chart
 
     lat = {k: [(r["offered_per_s"], r[k]) for r in results] for k in ("p50_ms", "p99_ms", "p999_ms")}
     lat["achieved req/s"] = [(r["offered_per_s"], r["achieved_per_s"]) for r in results]

@@ -93,8 +93,8 @@ def baseline(lines: list[bytes], period: str) -> dict[str, Decimal]:
 def live_rate(agreements, n: int = 20_000, batch: int = 500) -> float:
     """The live agent's core (agents.billing.BillingState): allocation placed/released events
     per second, with month-to-date lines and limits recomputed per batch as the agent does."""
-    from agents.billing import BillingState
-    from schemas import AllocationPlaced, AllocationReleased, Capacity, Placement
+    from tessera.agents.billing import BillingState
+    from tessera.schemas import AllocationPlaced, AllocationReleased, Capacity, Placement
 
     t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
     events = []

@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from load.machine import machine
-from schemas import HealthSample, HealthStatus, decode
-from streams.admin import ensure_topics
-from streams.runner import build_worker_app, running
-from tessera import metrics
+from tessera.schemas import HealthSample, HealthStatus, decode
+from tessera.streams.admin import ensure_topics
+from tessera.streams.runner import build_worker_app, running
+from tessera.streams import metrics
 from tessera.config import load_settings
-from tessera.produce import producer_for
+from tessera.streams.produce import producer_for
 from tessera.resources import health
 from tessera.resources.table import decode_row, encode_row, new_row, set_reported_free
 
@@ -39,8 +39,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 async def publish(settings: Any, n: int, resources: int) -> float:
-    from schemas import Capacity, encode
-    from schemas.topics import topic_spec
+    from tessera.schemas import Capacity, encode
+    from tessera.schemas.topics import topic_spec
 
     topic = topic_spec("health").full_name(settings.topic_prefix)
     producer = producer_for(settings, linger_ms=20, max_batch_size=256 * 1024)
@@ -92,8 +92,8 @@ async def measure(settings: Any, n: int, which: str) -> dict[str, float]:
         base = counter._value.get()
         consumed = lambda: counter._value.get() - base  # noqa: E731
     else:
-        from streams.app import create_app
-        from streams.topics import declare_topics
+        from tessera.streams.app import create_app
+        from tessera.streams.topics import declare_topics
 
         app = create_app(settings, app_id=app_id)
         topics = declare_topics(app, settings)
@@ -114,8 +114,8 @@ async def measure(settings: Any, n: int, which: str) -> dict[str, float]:
 
 
 async def ceiling_faust(settings: Any, n: int) -> dict[str, float]:
-    from streams.app import create_app
-    from streams.topics import declare_topics
+    from tessera.streams.app import create_app
+    from tessera.streams.topics import declare_topics
 
     app = create_app(settings, app_id=f"{settings.app_id}-bare")
     topics = declare_topics(app, settings)
@@ -141,7 +141,7 @@ async def ceiling_faust(settings: Any, n: int) -> dict[str, float]:
 async def ceiling_aiokafka(settings: Any, n: int) -> dict[str, float]:
     from aiokafka import AIOKafkaConsumer
 
-    from schemas.topics import topic_spec
+    from tessera.schemas.topics import topic_spec
 
     c = AIOKafkaConsumer(topic_spec("health").full_name(settings.topic_prefix),
                          bootstrap_servers=settings.bootstrap_servers, auto_offset_reset="earliest", group_id=None)

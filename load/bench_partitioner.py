@@ -14,7 +14,7 @@ import time
 from aiokafka.partitioner import DefaultPartitioner
 
 from load.machine import machine, pin_to_one_core, save_result
-from streams.partitioner import Murmur2Partitioner
+from tessera.streams.partitioner import Murmur2Partitioner
 
 N = 100_000
 PARTITIONS = list(range(6))

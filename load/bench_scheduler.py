@@ -26,10 +26,10 @@ from pathlib import Path
 
 from load.generator import broker_pid, run_rate, synthetic_requests
 from load.machine import machine
-from schemas import Capacity, ResourceDiscovered, ResourceSpec
-from streams.admin import ensure_topics
+from tessera.schemas import Capacity, ResourceDiscovered, ResourceSpec
+from tessera.streams.admin import ensure_topics
 from tessera.config import load_settings
-from tessera.produce import producer_for, send_events
+from tessera.streams.produce import producer_for, send_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GIB = 1 << 30
@@ -55,7 +55,7 @@ async def main(argv: list[str] | None = None) -> dict:
     await p.stop()
     env = dict(os.environ, TESSERA_TOPIC_PREFIX=settings.topic_prefix, TESSERA_APP_ID=settings.app_id,
                TESSERA_METRICS_PORT="0", TESSERA_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
-    sched = subprocess.Popen([sys.executable, "-m", "tessera.cli", "scheduler", "--batch-wait-ms", "10"], env=env,
+    sched = subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", "scheduler", "--batch-wait-ms", "10"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await asyncio.sleep(8.0)  # process start, JIT cache load, recovery

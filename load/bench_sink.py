@@ -17,13 +17,13 @@ import uuid
 from typing import Any
 
 from load.machine import machine, save_result
-from schemas import Capacity, UsageSample, decode, encode
-from schemas.topics import topic_spec
-from streams.admin import ensure_topics
-from streams.runner import build_worker_app, running
+from tessera.schemas import Capacity, UsageSample, decode, encode
+from tessera.schemas.topics import topic_spec
+from tessera.streams.admin import ensure_topics
+from tessera.streams.runner import build_worker_app, running
 from tessera.config import load_settings
-from tessera.eventlog import event_row
-from tessera.produce import producer_for
+from tessera.storage.rows import event_row
+from tessera.streams.produce import producer_for
 
 
 

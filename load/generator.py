@@ -21,9 +21,9 @@ from typing import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from schemas import Capacity, HealthSample, UsageSample, WorkloadRequest, encode
-from schemas.topics import topic_spec
-from tessera.produce import producer_for, send_batched
+from tessera.schemas import Capacity, HealthSample, UsageSample, WorkloadRequest, encode
+from tessera.schemas.topics import topic_spec
+from tessera.streams.produce import producer_for, send_batched
 
 GIB = 1 << 30
 TIERS = ("platinum", "gold", "silver", "bronze")
@@ -47,7 +47,7 @@ def synthetic_requests(run: str, duration_s: float = 2.0) -> Callable[[int], Wor
 
 def trace_requests(run: str, duration_s: float = 2.0) -> Callable[[int], WorkloadRequest]:
     """Alibaba v2023 pods in arrival order (cycled), each living ``duration_s``."""
-    from tessera import datasets
+    from tessera.app import datasets
 
     pods = sorted(datasets.alibaba_pod_requests(datetime.now(timezone.utc)), key=lambda r: r.event_time)
 
@@ -78,7 +78,7 @@ def sample_process(pid: int) -> ProcessSample | None:
 
 def broker_pid(settings) -> dict[str, int]:  # noqa: ANN001
     """The local broker's process when Tessera started it (its CPU is part of the picture)."""
-    from infra.kafka_broker import broker_from_settings
+    from tessera.infra.kafka_broker import broker_from_settings
 
     st = broker_from_settings(settings).status()
     return {"kafka broker": st.pid} if st.state == "running" and st.pid else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from decimal import Decimal
 
-from tessera.datasets import DATA_DIR, OWN_COST, QOS_TIER
+from tessera.app.datasets import DATA_DIR, OWN_COST, QOS_TIER
 from tessera.scheduler.packing import PackRequest, PackResource
 
 

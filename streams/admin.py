@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from schemas.topics import TOPICS
+from tessera.schemas.topics import TOPICS
 from tessera.config import Settings
 
 from .app import aiokafka_security_kwargs

@@ -15,7 +15,7 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_kafka
 
-from streams.partitioner import Murmur2Partitioner
+from tessera.streams.partitioner import Murmur2Partitioner
 from tessera.config import Settings, load_settings
 
 

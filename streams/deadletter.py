@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from schemas import encode
-from tessera import metrics
+from tessera.schemas import encode
+from tessera.streams import metrics
 
 from .edge import Decoded
 

@@ -11,8 +11,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import DeadLetter, Event, SchemaError, decode
-from schemas.topics import TopicSpec
+from tessera.schemas import DeadLetter, Event, SchemaError, decode
+from tessera.schemas.topics import TopicSpec
 
 
 @dataclass(frozen=True)

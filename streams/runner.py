@@ -11,14 +11,14 @@ from typing import Any, AsyncIterator, Iterable
 import faust
 
 from tessera.config import Settings
-from tessera.ddl import apply_migrations
-from tessera.storage import open_store
+from tessera.storage.ddl import apply_migrations
+from tessera.storage.store import open_store
 
 from .admin import ensure_topics
 from .app import create_app
 from .topics import Topics, declare_topics
 
-AGENT_MODULES = {"event-log": "agents.event_log", "resources": "agents.resources", "forecast": "agents.forecast"}
+AGENT_MODULES = {"event-log": "tessera.agents.event_log", "resources": "tessera.agents.resources", "forecast": "tessera.agents.forecast"}
 
 
 def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",), app_id: str | None = None
@@ -78,7 +78,7 @@ class QuietWorker(faust.Worker):
 
 def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info") -> int:
     """Run a Faust worker in this process until SIGINT/SIGTERM (``tessera worker``)."""
-    from tessera import collector, metrics
+    from tessera.streams import collector, metrics
 
     agents = list(agents)
     collector.tune_for_service()
@@ -86,7 +86,7 @@ def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info"
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     if "forecast" in agents:
-        from tessera.warmup import compile_kernels
+        from tessera.app.warmup import compile_kernels
 
         compile_kernels(packing=False)   # before the worker joins its group (tessera.warmup says why)
     metrics.serve(settings.metrics_port)

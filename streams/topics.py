@@ -7,7 +7,7 @@ from functools import cached_property
 
 import faust
 
-from schemas.topics import TOPICS, TopicSpec
+from tessera.schemas.topics import TOPICS, TopicSpec
 from tessera.config import Settings
 
 

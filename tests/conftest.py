@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from infra.kafka_broker import KafkaBroker, free_port
+from tessera.infra.kafka_broker import KafkaBroker, free_port
 from tessera.config import Settings, load_settings
 
 T = TypeVar("T")
@@ -120,7 +120,7 @@ def consume() -> Callable[..., Any]:
 def consume_events(consume: Callable[..., Any]) -> Callable[..., Any]:
     """``consume_events(settings, "billing-lines", n)`` -> the first n events of a logical
     topic (this test's prefix), decoded."""
-    from schemas import decode, topic_spec
+    from tessera.schemas import decode, topic_spec
 
     async def _events(settings: Settings, topic: str, n: int, timeout: float = 30.0,
                       committed_only: bool = False) -> list[Any]:
@@ -144,8 +144,8 @@ def latest_revisions(lines: list[Any]) -> dict[str, Any]:
 def sql_server(session_data_dir: Path) -> Iterator[Any]:
     """``tessera sql serve`` in this process, over the session's embedded store: the
     ClickHouse HTTP interface that clickhouse-connect (the server backend) talks to."""
-    from tessera.sqlserver import SqlServer
-    from tessera.storage import ChdbStore
+    from tessera.app.sqlserver import SqlServer
+    from tessera.storage.store import ChdbStore
 
     settings = load_settings(env={}, data_dir=str(session_data_dir), clickhouse_database="default")
     server = SqlServer(ChdbStore(settings.chdb_path, "default"), port=0).start()

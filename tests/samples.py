@@ -6,7 +6,7 @@ import base64
 from datetime import datetime, timezone
 from decimal import Decimal
 
-import schemas as s
+import tessera.schemas as s
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 CAP = s.Capacity(vcpu=2.0, memory_bytes=8 << 30, storage_bytes=100 << 30, network_gbps=10.0, gpu=0)

@@ -6,10 +6,10 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
-from schemas.topics import topic_spec
-from streams.admin import ensure_topics
-from streams.batching import take_batch
-from tessera.produce import producer_for
+from tessera.schemas.topics import topic_spec
+from tessera.streams.admin import ensure_topics
+from tessera.streams.batching import take_batch
+from tessera.streams.produce import producer_for
 from tests.conftest import run
 
 

@@ -13,7 +13,7 @@ from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.export import FOCUS_COLUMNS, focus_rows, invoice_json
 from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.usage import UsageError, parse_usage
-from tessera.cli import main
+from tessera.app.cli.main import main
 
 
 def agreements(**extra):
@@ -224,8 +224,8 @@ def test_invoice_json_lines_add_up_to_the_total():
 
 
 def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage():
-    from agents.billing import BillingState
-    import schemas as s
+    from tessera.agents.billing import BillingState
+    import tessera.schemas as s
 
     def placed(i, at):
         return s.AllocationPlaced(event_time=at, request_id=f"q{i}", allocation_id=f"a{i}",
@@ -251,7 +251,7 @@ def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage
 
 
 def test_raising_a_hard_limit_lifts_the_block_and_rearms_the_thresholds():
-    from agents.billing import BillingState
+    from tessera.agents.billing import BillingState
 
     st = BillingState(agreements(limits={"spend": {"amount": "10.00", "thresholds": [80, 100],
                                                    "enforcement": "hard"}}))

@@ -9,11 +9,11 @@ from decimal import Decimal
 
 import pytest
 
-import schemas as s
-from agents.billing import BillingWorker
-from streams.admin import ensure_topics
+import tessera.schemas as s
+from tessera.agents.billing import BillingWorker
+from tessera.streams.admin import ensure_topics
 from tessera.billing.agreements import parse_agreements
-from tessera.produce import producer_for, send_events
+from tessera.streams.produce import producer_for, send_events
 from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-import schemas as s
-from agents.billing import BillingState
+import tessera.schemas as s
+from tessera.agents.billing import BillingState
 from tessera.billing.agreements import AgreementError, parse_agreements
 
 T = datetime(2026, 3, 10, tzinfo=timezone.utc)

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from infra.kafka_broker import free_port
+from tessera.infra.kafka_broker import free_port
 
 pytestmark = pytest.mark.kafka
 
 
 def _tessera(env, *args):
-    return subprocess.run([sys.executable, "-m", "tessera.cli", *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tessera.app.cli.main", *args], env=env, capture_output=True, text=True,
                           timeout=180)
 
 

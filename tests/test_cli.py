@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tessera.cli import build_parser, main
+from tessera.app.cli.main import build_parser, main
 
 SUBCOMMANDS = ["infra", "topics", "worker", "sql", "schemas", "produce", "resources", "pack", "forecast", "bill", "billing", "scheduler", "config", "demo"]
 
@@ -33,7 +33,7 @@ def test_subcommand_help(name, capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "tessera.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "tessera.app.cli.main", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "usage: tessera" in out.stdout
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from tessera import collector
+from tessera.streams import collector
 
 
 def test_a_service_collects_rarely_and_an_embedded_worker_leaves_the_collector_alone(monkeypatch):

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-import schemas as s
-from tessera.datasets import DATA_DIR
+import tessera.schemas as s
+from tessera.app.datasets import DATA_DIR
 from tessera.resources.adapters.catalog import CatalogAdapter
 from tessera.resources.adapters.http import HttpFetcher
 from tessera.resources.adapters.kubernetes import KubernetesAdapter
@@ -209,7 +209,7 @@ REQUIRED_FIELDS = {"id", "provider", "region", "zone", "vcpu", "memory_bytes", "
 def test_cli_discover_catalog_prints_normalized_json_lines(capsys):
     import orjson
 
-    from tessera.cli import main
+    from tessera.app.cli.main import main
 
     path = str(DATA_DIR / "gcp_cyclenerd_pricing/gcp_compute_instance_prices.csv")
     assert main(["resources", "discover", "--catalog", path, "--format", "gcp", "--partner", "gcp",
@@ -223,7 +223,7 @@ def test_cli_discover_catalog_prints_normalized_json_lines(capsys):
 def test_cli_discover_kubernetes(capsys):
     import orjson
 
-    from tessera.cli import main
+    from tessera.app.cli.main import main
 
     with KubernetesAPI() as api:
         api.nodes = {"n1": k8s_node("n1", gpus="2"), "n2": k8s_node("n2", ready=False)}

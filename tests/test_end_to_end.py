@@ -13,11 +13,11 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-import schemas as s
-from tessera import datasets
+import tessera.schemas as s
+from tessera.app import datasets
 from tessera.billing.agreements import parse_agreements
-from tessera.pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
-from tessera.produce import producer_for, send_events
+from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
+from tessera.streams.produce import producer_for, send_events
 from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka

@@ -12,9 +12,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
-import schemas as s
-from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, publish, send_events
+import tessera.schemas as s
+from tessera.streams.runner import build_worker_app, running
+from tessera.streams.produce import producer_for, publish, send_events
 from tests.conftest import run
 from tests.samples import CAP
 
@@ -137,8 +137,8 @@ def test_restart_and_redelivery_neither_lose_nor_double_count(settings):
 def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_server):
     """The sink writes through clickhouse-connect to `tessera sql serve`; the server goes
     away mid-stream and comes back on the same port: every event lands exactly once."""
-    from tessera.sqlserver import SqlServer
-    from tessera.storage import ServerStore
+    from tessera.app.sqlserver import SqlServer
+    from tessera.storage.store import ServerStore
 
     async def scenario():
         server = SqlServer(sql_server.engine.store, port=0).start()
@@ -173,7 +173,7 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
 
 
 def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(settings, monkeypatch):
-    from agents.event_log import EventLogSink
+    from tessera.agents.event_log import EventLogSink
 
     failures = []
     write = EventLogSink._write
@@ -230,7 +230,7 @@ def test_events_of_an_aborted_transaction_never_reach_clickhouse(settings):
     aborted, kept = _requests("aborted", 5), _requests("kept", 5)
 
     async def scenario():
-        from streams.admin import ensure_topics
+        from tessera.streams.admin import ensure_topics
 
         await ensure_topics(settings)
         p = producer_for(settings, transactional_id=f"{settings.app_id}-test-aborted")

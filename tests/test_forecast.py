@@ -10,7 +10,7 @@ import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from tessera.cli import main
+from tessera.app.cli.main import main
 from tessera.forecast.engine import ForecastConfig, ForecastInputError, SeriesForecaster
 from tessera.forecast.evaluate import prequential
 from tessera.forecast.calendar import CalendarTable
@@ -250,7 +250,7 @@ def test_evaluate_cli_names_a_missing_column(tmp_path, capsys):
 def _obs(minute: float, offset: int, partition: int = 0, vcpu: float = 1.0):
     from tests.samples import T0
     from datetime import timedelta
-    import schemas as s
+    import tessera.schemas as s
 
     return s.DemandObservation(group="tier=gold", observed_at=T0 + timedelta(seconds=60 * minute),
                                amounts={"vcpu": vcpu}, source_topic="req", source_partition=partition,

@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-import schemas as s
-from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, send_events, send_raw
+import tessera.schemas as s
+from tessera.streams.runner import build_worker_app, running
+from tessera.streams.produce import producer_for, send_events, send_raw
 from tests.conftest import run
 from tests.samples import CAP, T0
 

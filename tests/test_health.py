@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-import schemas as s
+import tessera.schemas as s
 from tessera.resources import health
 
 P = health.HealthPolicy(heartbeat_timeout_s=10, unhealthy_after=3, healthy_after=3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
 from hypothesis import given, settings as hsettings, strategies as st
 
-from streams.partitioner import Murmur2Partitioner, murmur2
+from tessera.streams.partitioner import Murmur2Partitioner, murmur2
 
 
 def signed(h: int) -> int:

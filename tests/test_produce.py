@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 
 from tests.conftest import run
-from schemas.topics import topic_spec
-from streams.admin import ensure_topics
-from tessera.produce import producer_for, send_batched
+from tessera.schemas.topics import topic_spec
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import producer_for, send_batched
 
 
 def test_batched_records_land_on_the_partitions_send_picks_in_order(settings, consume):

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-import schemas as s
-from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, send_events
+import tessera.schemas as s
+from tessera.streams.runner import build_worker_app, running
+from tessera.streams.produce import producer_for, send_events
 from tessera.resources.table import ResourceFilter
 from tests.conftest import run
 from tests.samples import SPEC
@@ -63,7 +63,7 @@ def test_table_fills_and_survives_a_restart_from_its_changelog(settings):
     assert after["gcp/r8"].spec.region == "us-east1"
 
     # `tessera resources list` reads the same table from the changelog, without a worker.
-    from tessera.resources.cli import read_table
+    from tessera.app.cli.resources import read_table
 
     rows = read_table(settings)
     assert set(rows) == set(before) and rows["gcp/r8"]["spec"]["region"] == "us-east1"

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 import pytest
 
-import schemas as s
-from agents.scheduler import SchedulerWorker
-from streams.admin import ensure_topics
-from tessera.produce import producer_for, send_events, send_raw
+import tessera.schemas as s
+from tessera.agents.scheduler import SchedulerWorker
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import producer_for, send_events, send_raw
 from tests.conftest import run
 
 pytestmark = pytest.mark.kafka

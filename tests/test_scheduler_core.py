@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from hypothesis import given, settings, strategies as st
 
-import schemas as s
+import tessera.schemas as s
 from tessera.scheduler.core import Scheduler
 from tessera.scheduler.queue import SchedulingQueue
 from tests.samples import T0
@@ -200,7 +200,7 @@ def test_hard_usage_limit_stops_placement_on_that_partner_until_the_period_ends(
     from datetime import datetime, timezone
     from decimal import Decimal
 
-    import schemas as s
+    import tessera.schemas as s
     from tessera.scheduler.core import Scheduler
 
     spec = dict(region="eu", capacity=s.Capacity(vcpu=8, memory_bytes=32 << 30), tags=[])
@@ -228,7 +228,7 @@ def test_a_lifted_alert_unblocks_the_partner_within_the_period():
     from datetime import datetime, timezone
     from decimal import Decimal
 
-    import schemas as s
+    import tessera.schemas as s
     from tessera.scheduler.core import Scheduler
 
     sched = Scheduler()

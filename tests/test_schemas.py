@@ -11,8 +11,8 @@ import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-import schemas as s
-from schemas.jsonschema import JSON_DIR, event_schema, rendered
+import tessera.schemas as s
+from tessera.schemas.jsonschema import JSON_DIR, event_schema, rendered
 from tests.samples import SAMPLES
 
 

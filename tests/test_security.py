@@ -9,9 +9,9 @@ import os
 import pytest
 from aiokafka.errors import KafkaError
 
-from infra.kafka_broker import KafkaBroker, free_port
-from streams.runner import build_worker_app, running
-from tessera.produce import producer_for, publish
+from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.streams.runner import build_worker_app, running
+from tessera.streams.produce import producer_for, publish
 from tests.conftest import run
 from tests.samples import SAMPLES
 

@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
-from tessera.sqlserver import SqlServer
-from tessera.storage import ChdbStore
+from tessera.app.sqlserver import SqlServer
+from tessera.storage.store import ChdbStore
 
 
 def http(url: str, data: bytes | None = None, headers: dict | None = None):

@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from tessera.ddl import MIGRATIONS, apply_migrations
-from tessera.eventlog import event_row
-from tessera.storage import StorageError, open_store
+from tessera.storage.ddl import MIGRATIONS, apply_migrations
+from tessera.storage.rows import event_row
+from tessera.storage.store import StorageError, open_store
 from tests.samples import SAMPLES
 
 

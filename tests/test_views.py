@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-import schemas as s
-from tessera.ddl import apply_migrations
-from tessera.eventlog import dead_letter_row, event_row
-from tessera.storage import open_store
+import tessera.schemas as s
+from tessera.storage.ddl import apply_migrations
+from tessera.storage.rows import dead_letter_row, event_row
+from tessera.storage.store import open_store
 from tests.samples import SPEC, T0
 
 

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from streams.app import create_app
-from streams.runner import QuietWorker
+from tessera.streams.app import create_app
+from tessera.streams.runner import QuietWorker
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from schemas import (AllocationPlaced, AllocationReleased, Event, MigrationDone, MigrationFailed,
+from tessera.schemas import (AllocationPlaced, AllocationReleased, Event, MigrationDone, MigrationFailed,
                      MigrationProgress, UsageSample)
 
 from .usage import EPOCH, US, UsageRecord

@@ -5,7 +5,7 @@ the phase inside each cycle let a linear model represent any smooth seasonal pro
 and are known for every future interval, so regressions can forecast on them directly.
 
 >>> f = fourier_terms(np.array([0.0, 21600.0]), period_s=86400.0, harmonics=1)
->>> np.round(f, 3).tolist()
+>>> (np.round(f, 3) + 0.0).tolist()   # + 0.0 turns -0.0 into 0.0
 [[0.0, 1.0], [1.0, 0.0]]
 """
 

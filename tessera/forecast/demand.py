@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from schemas import DemandObservation, UsageSample, WorkloadRequest
+from tessera.schemas import DemandObservation, UsageSample, WorkloadRequest
 
 GIB = 1024 ** 3
 DIMENSIONS = ("vcpu", "memory_gib", "gpu")

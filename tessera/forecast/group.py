@@ -15,7 +15,7 @@ import pickle
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from schemas import DemandInterval, DemandSpike, Event, ExternalEvent, Forecast, HorizonForecast
+from tessera.schemas import DemandInterval, DemandSpike, Event, ExternalEvent, Forecast, HorizonForecast
 
 from .demand import DIMENSIONS, GroupIntervals, series_name
 from .engine import ForecastConfig, SeriesForecaster

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable, Iterable, Mapping
 
 from prometheus_client import Counter, Gauge
 
-from schemas import Event, HealthSample, HealthStatus, ResourceDiscovered, ResourceRemoved, ResourceUpdated
+from tessera.schemas import Event, HealthSample, HealthStatus, ResourceDiscovered, ResourceRemoved, ResourceUpdated
 
 from .model import AdapterError, DiscoveredResource
 

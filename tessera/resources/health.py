@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schemas import HealthChanged, HealthSample, HealthStatus
+from tessera.schemas import HealthChanged, HealthSample, HealthStatus
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from schemas import ResourceSpec
+from tessera.schemas import ResourceSpec
 
 
 @dataclass(frozen=True)

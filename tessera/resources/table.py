@@ -12,8 +12,8 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import orjson
 
-from schemas import Capacity, HealthSample, ResourceSpec
-from schemas.codec import json_default
+from tessera.schemas import Capacity, HealthSample, ResourceSpec
+from tessera.schemas.codec import json_default
 
 from . import health
 

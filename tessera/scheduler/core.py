@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
-from schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
+from tessera.schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
                      Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
                      ProvisioningHint, UsageLimitAlert, WorkloadRequest)
 

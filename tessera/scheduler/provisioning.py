@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Mapping
 
-from schemas import Forecast, ProvisioningHint, SuggestedResource
+from tessera.schemas import Forecast, ProvisioningHint, SuggestedResource
 
 from .reservation import quantile_at
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
-from schemas import WorkloadRequest
+from tessera.schemas import WorkloadRequest
 
 TIERS = ("platinum", "gold", "silver", "bronze")
 RANK = {t: i for i, t in enumerate(TIERS)}

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
 
-from schemas import Forecast
+from tessera.schemas import Forecast
 
 #: Shortage cost per vCPU-hour by tier (what running short costs: SLA credits, lost work).
 DEFAULT_SHORTAGE_COST = {"platinum": Decimal("1.00"), "gold": Decimal("0.40"), "silver": Decimal("0.05"),

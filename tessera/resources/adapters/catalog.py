@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import aiohttp
 
-from schemas import Capacity, PricingModel, ResourceSpec
+from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
 from ..pricing import FxTable, RateCard, to_hourly

@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from schemas import Capacity, PricingModel, ResourceSpec
+from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
 from ..pricing import FxTable, PricingError, RateCard

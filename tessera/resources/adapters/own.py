@@ -9,7 +9,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from schemas import Capacity, PricingModel, ResourceSpec
+from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
 from ..pricing import OwnCost

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import aiohttp
 import orjson
 
-from schemas import Capacity, PricingModel, ResourceSpec
+from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
 from ..pricing import FxTable, RateCard, to_hourly

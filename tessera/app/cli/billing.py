@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from .agreements import AgreementError, parse_agreements
-from .export import focus_csv, focus_rows, invoice_json
-from .ledger import Ledger
-from .usage import UsageError, parse_usage
+from tessera.billing.agreements import AgreementError, parse_agreements
+from tessera.billing.export import focus_csv, focus_rows, invoice_json
+from tessera.billing.ledger import Ledger
+from tessera.billing.usage import UsageError, parse_usage
 
 
 def add_parser(sub: Any, fmt: type) -> None:

@@ -37,7 +37,7 @@ def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> li
     """An own data center (Alibaba v2023 nodes: CPU-only and GPU ones, at amortized capex +
     opex) beside DigitalOcean and GCP europe-west4 catalog offers. Most Alibaba pods want
     GPUs, so the own GPU nodes decide how much spills to partners."""
-    from tessera import datasets
+    from tessera.app import datasets
 
     gpu_nodes = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:own_gpu]
     return [*datasets.own_nodes(limit=own_cpu), *gpu_nodes, *datasets.digitalocean_vms(limit=digitalocean),
@@ -46,8 +46,8 @@ def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> li
 
 async def register(settings: Settings, resources: list[Any]) -> None:
     """Publish the resources and a first heartbeat for each (healthy from the start)."""
-    from schemas import HealthSample
-    from tessera.produce import publish
+    from tessera.schemas import HealthSample
+    from tessera.streams.produce import publish
 
     await publish(settings, "resources", resources)
     await publish(settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
@@ -57,8 +57,8 @@ async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.E
     """Play the resources' node agents: a heartbeat for each every third of the heartbeat
     timeout until ``stop``, so that a run longer than the timeout keeps them healthy (with
     only the first heartbeat they all turn unhealthy after it and placement stops)."""
-    from schemas import HealthSample
-    from tessera.produce import producer_for, send_events
+    from tessera.schemas import HealthSample
+    from tessera.streams.produce import producer_for, send_events
 
     every = max(settings.health_heartbeat_timeout_s / 3, 1.0)
     producer = producer_for(settings)
@@ -98,12 +98,12 @@ class Pipeline:
 async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
                    aging_s: float = 30.0, say: Callable[[str], None] | None = None) -> AsyncIterator[Pipeline]:
     """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
-    from agents.billing import BillingWorker
-    from agents.scheduler import SchedulerWorker
-    from streams.admin import ensure_topics
-    from streams.runner import build_worker_app, running
+    from tessera.agents.billing import BillingWorker
+    from tessera.agents.scheduler import SchedulerWorker
+    from tessera.streams.admin import ensure_topics
+    from tessera.streams.runner import build_worker_app, running
 
-    from tessera.warmup import compile_kernels
+    from tessera.app.warmup import compile_kernels
 
     await ensure_topics(settings)
     compile_kernels(say)       # before any consumer joins a group (tessera.warmup says why)

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from .packing import PackRequest, PackResource, pack_batch
+from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
 
 
 def add_parser(sub: Any, fmt: type) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .storage import AnalyticsStore
+from tessera.storage.store import AnalyticsStore
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable
 
-from schemas import DeadLetter, Event, encode
+from tessera.schemas import DeadLetter, Event, encode
 
 
 def event_row(event: Event, *, topic: str, partition: int, offset: int, key: bytes | None) -> dict[str, Any]:

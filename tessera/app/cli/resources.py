@@ -12,7 +12,7 @@ import orjson
 
 from tessera.config import ConfigError, Settings
 
-from .model import AdapterError, DiscoveredResource
+from tessera.resources.model import AdapterError, DiscoveredResource
 
 COLUMNS = ("id", "provider", "region", "vcpu", "memory_bytes", "gpu", "price_per_hour", "healthy")
 
@@ -66,10 +66,10 @@ examples:
 
 
 def _adapters(args: argparse.Namespace, s: Settings) -> list[Any]:
-    from .adapters.catalog import CatalogAdapter
-    from .adapters.kubernetes import KubernetesAdapter
-    from .partners import load_partners
-    from .pricing import RateCard
+    from tessera.resources.adapters.catalog import CatalogAdapter
+    from tessera.resources.adapters.kubernetes import KubernetesAdapter
+    from tessera.resources.partners import load_partners
+    from tessera.resources.pricing import RateCard
 
     if args.partners:
         return load_partners(args.partners)[0]
@@ -96,12 +96,12 @@ def _print(records: list[dict[str, Any]], as_json: bool) -> None:
 
 
 async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) -> int:
-    from .discovery import Discoverer
+    from tessera.resources.discovery import Discoverer
 
     producer = None
     if args.publish or not args.once:
-        from streams.admin import ensure_topics
-        from tessera.produce import producer_for, send_events
+        from tessera.streams.admin import ensure_topics
+        from tessera.streams.produce import producer_for, send_events
 
         await ensure_topics(s)
         producer = producer_for(s)
@@ -134,7 +134,7 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
             _print([r.as_json_line() for r in records], args.json)
             return 1 if failed else 0
         stop = asyncio.Event()
-        from .partners import load_partners
+        from tessera.resources.partners import load_partners
 
         intervals = load_partners(args.partners)[1] if args.partners else {}
         loops = [Discoverer(a, publish, interval_s=args.interval or intervals.get(a.partner, 60)) for a in adapters]
@@ -149,11 +149,11 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
 
 def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     """The live table, rebuilt from the resources agent's changelog (last value per key)."""
-    from agents.resources import changelog_topic
-    from schemas.topics import topic_spec
-    from streams.reader import read_to_end
+    from tessera.agents.resources import changelog_topic
+    from tessera.schemas.topics import topic_spec
+    from tessera.streams.reader import read_to_end
 
-    from .table import decode_row
+    from tessera.resources.table import decode_row
 
     # The changelog has the table's partition count, which is the resources topic's.
     records = asyncio.run(read_to_end(s, changelog_topic(s), topic_spec("resources").partitions, timeout=timeout))
@@ -168,7 +168,7 @@ def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace, s: Settings) -> int:
-    from .table import ResourceView
+    from tessera.resources.table import ResourceView
 
     try:
         if args.action == "discover":

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from .engine import ForecastConfig
-from .evaluate import SeriesFileError, format_report, load_series, parse_quantiles, prequential
-from .models import MODEL_NAMES
+from tessera.forecast.engine import ForecastConfig
+from tessera.forecast.evaluate import SeriesFileError, format_report, load_series, parse_quantiles, prequential
+from tessera.forecast.models import MODEL_NAMES
 
 
 def add_parser(sub: Any, fmt: type) -> None:
@@ -51,7 +51,7 @@ def run_evaluate(args: argparse.Namespace, _settings: object = None) -> int:
         quantiles = parse_quantiles(args.quantiles)
         config = ForecastConfig(horizon=args.horizon, quantiles=quantiles, interval_s=args.interval_s,
                                 season=args.season, models=tuple(m.strip() for m in args.models.split(",") if m))
-        from .models import build_models
+        from tessera.forecast.models import build_models
         build_models(config.models, config.season, 1, config.horizon)   # names checked before loading data
         ts, ys = load_series(args.csv, args.value_col, args.time_col, args.interval_s)
     except (ValueError, SeriesFileError) as exc:

@@ -10,7 +10,7 @@ import sys
 import textwrap
 from typing import Callable, Sequence
 
-from .config import ConfigError, Settings, load_settings
+from tessera.config import ConfigError, Settings, load_settings
 
 DESCRIPTION = """\
 Tessera blends compute from your own data centers and from partner providers into one
@@ -39,7 +39,7 @@ def _progress(msg: str) -> None:
 
 # --------------------------------------------------------------------------- infra
 def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
-    from infra.kafka_broker import BrokerError, broker_from_settings
+    from tessera.infra.kafka_broker import BrokerError, broker_from_settings
 
     broker = broker_from_settings(s)
     if s.kafka_bootstrap and args.action in {"up", "down"}:
@@ -69,10 +69,10 @@ def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- topics
 def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
-    from schemas.topics import TOPICS
+    from tessera.schemas.topics import TOPICS
 
     if args.action == "create":
-        from streams.admin import ensure_topics
+        from tessera.streams.admin import ensure_topics
 
         created = asyncio.run(ensure_topics(s))
         print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
@@ -86,7 +86,7 @@ def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
-    from streams.runner import AGENT_MODULES, run_worker
+    from tessera.streams.runner import AGENT_MODULES, run_worker
 
     agents = args.agent or list(AGENT_MODULES)
     return run_worker(s, agents, loglevel=args.loglevel)
@@ -97,9 +97,9 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
     """Topics created, metrics served, SIGINT/SIGTERM wired to the returned stop event."""
     import signal
 
-    from streams.admin import ensure_topics
+    from tessera.streams.admin import ensure_topics
 
-    from . import collector, metrics
+    from tessera.streams import collector, metrics
 
     collector.tune_for_service()
     await ensure_topics(s)
@@ -112,9 +112,9 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 
 
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
-    from agents.scheduler import SchedulerWorker
+    from tessera.agents.scheduler import SchedulerWorker
 
-    from .warmup import compile_kernels
+    from tessera.app.warmup import compile_kernels
 
     async def main() -> None:
         stop = await _prepare_service(s)
@@ -130,9 +130,9 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
-    from agents.billing import BillingWorker, load_agreements
+    from tessera.agents.billing import BillingWorker, load_agreements
 
-    from .billing.agreements import AgreementError
+    from tessera.billing.agreements import AgreementError
 
     path = args.agreements or s.billing_agreements
     if not path:
@@ -157,8 +157,8 @@ def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- sql
 def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
-    from .ddl import apply_migrations
-    from .storage import StorageError, open_store
+    from tessera.storage.ddl import apply_migrations
+    from tessera.storage.store import StorageError, open_store
 
     if args.query == "serve":
         return _sql_serve(args, s)
@@ -175,9 +175,9 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
 
 
 def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
-    from .ddl import apply_migrations
-    from .sqlserver import SqlServer
-    from .storage import ChdbStore, StorageError, open_store
+    from tessera.storage.ddl import apply_migrations
+    from tessera.app.sqlserver import SqlServer
+    from tessera.storage.store import ChdbStore, StorageError, open_store
 
     if s.clickhouse_url:
         print("error: TESSERA_CLICKHOUSE_URL points at a ClickHouse server already; `sql serve` serves the "
@@ -207,7 +207,7 @@ def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- schemas
 def cmd_schemas(args: argparse.Namespace, s: Settings) -> int:
-    from schemas.jsonschema import JSON_DIR, export, rendered
+    from tessera.schemas.jsonschema import JSON_DIR, export, rendered
 
     if args.action == "export":
         for p in export():
@@ -223,12 +223,12 @@ def cmd_schemas(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- produce
 def cmd_produce(args: argparse.Namespace, s: Settings) -> int:
-    from .produce import produce_lines
+    from tessera.streams.produce import produce_lines
 
     stream = sys.stdin if args.file == "-" else open(args.file, "rb")
     with stream:
         sent, rejected = asyncio.run(produce_lines(s, args.topic, stream, validate=not args.no_validate))
-    from schemas.topics import topic_spec
+    from tessera.schemas.topics import topic_spec
 
     name = topic_spec(args.topic).full_name(s.topic_prefix)
     print(f"sent {sent} event(s) to {name}; rejected {rejected} invalid line(s)")
@@ -243,7 +243,7 @@ def cmd_config(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
-    from .demo import run_demo
+    from tessera.app.demo import run_demo
 
     return run_demo(s, keep_running=args.keep_running, requests=args.requests, seconds=args.seconds,
                     report=args.report)
@@ -331,19 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
              "its ledger from those topics. The offline twin is `tessera bill`.")
     sp.add_argument("--agreements", metavar="AGR.json", help="agreements file (default: $TESSERA_BILLING_AGREEMENTS)")
 
-    from .resources.cli import add_parser as add_resources
+    from tessera.app.cli.resources import add_parser as add_resources
 
     add_resources(sub, fmt)
 
-    from .scheduler.cli import add_parser as add_pack
+    from tessera.app.cli.scheduler import add_parser as add_pack
 
     add_pack(sub, fmt)
 
-    from .billing.cli import add_parser as add_bill
+    from tessera.app.cli.billing import add_parser as add_bill
 
     add_bill(sub, fmt)
 
-    from .forecast.cli import add_parser as add_forecast
+    from tessera.app.cli.forecast import add_parser as add_forecast
 
     add_forecast(sub, fmt)
 

@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from .storage import ChdbStore
+from tessera.storage.store import ChdbStore
 
 log = logging.getLogger(__name__)
 

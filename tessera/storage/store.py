@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 
 import orjson
 
-from schemas.codec import json_default
+from tessera.schemas.codec import json_default
 
-from .config import Settings
+from tessera.config import Settings
 
 
 class StorageError(RuntimeError):

@@ -12,12 +12,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
+from tessera.schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
 
-from .resources.adapters.catalog import CatalogAdapter
-from .resources.adapters.own import OwnInventoryAdapter
-from .resources.model import DiscoveredResource
-from .resources.pricing import OwnCost
+from tessera.resources.adapters.catalog import CatalogAdapter
+from tessera.resources.adapters.own import OwnInventoryAdapter
+from tessera.resources.model import DiscoveredResource
+from tessera.resources.pricing import OwnCost
 
 #: The demo's and benchmarks' own data-center cost per node: $12,000 capex (+$9,000 per GPU)
 #: over 48 months, plus $0.15/h opex (power, space, staff).

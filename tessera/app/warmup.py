@@ -21,7 +21,7 @@ def compile_kernels(say: Callable[[str], None] | None = None, *, packing: bool =
                     forecasts: bool = True) -> float:
     """Run the compiled kernels once on a tiny input (the same argument types as in
     service): the packer's, the forecasters' or both; returns the seconds it took."""
-    from streams.partitioner import murmur2
+    from tessera.streams.partitioner import murmur2
 
     t0 = time.monotonic()
     if say:

@@ -6,15 +6,15 @@ from typing import BinaryIO, Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from schemas import Event, SchemaError, decode, encode
-from schemas.topics import topic_spec
+from tessera.schemas import Event, SchemaError, decode, encode
+from tessera.schemas.topics import topic_spec
 from tessera.config import Settings
 
 
 def producer_for(settings: Settings, **kw) -> AIOKafkaProducer:
-    from streams.app import aiokafka_security_kwargs
+    from tessera.streams.app import aiokafka_security_kwargs
 
-    from streams.partitioner import Murmur2Partitioner
+    from tessera.streams.partitioner import Murmur2Partitioner
 
     options = dict(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True, linger_ms=5,
                    partitioner=Murmur2Partitioner())
@@ -57,7 +57,7 @@ async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, 
     (``python -m load.bench_produce``). Inside a transaction the commit flushes the
     batches; outside one, await the returned futures (one per batch) for delivery.
     """
-    from streams.partitioner import Murmur2Partitioner
+    from tessera.streams.partitioner import Murmur2Partitioner
 
     choose = Murmur2Partitioner()
     partitions: dict[str, list[int]] = {}

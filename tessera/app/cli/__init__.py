@@ -1,0 +1,1 @@
+"""The ``tessera`` command line: ``main`` builds the parser; one module per command family."""
