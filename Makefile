@@ -1,5 +1,6 @@
-# The two commands a newcomer needs. Each installs what it needs first.
-.PHONY: demo test bootstrap clean
+# The two commands a newcomer needs (demo, test); the rest serve maintainers and CI.
+# Each installs what it needs first.
+.PHONY: demo test test-unit lint wheel-check docs bootstrap clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -7,9 +8,24 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/tessera demo
 
-test: bootstrap
+# Everything: the layer contracts, then the whole suite on a real Kafka broker.
+test: bootstrap lint
 	.venv/bin/python -m pytest
+
+# The fast tier: no broker, under a minute.
+test-unit: bootstrap
+	.venv/bin/python -m pytest -m "not kafka and not slow"
+
+lint: bootstrap
+	@scripts/lint-imports.sh
+
+wheel-check: bootstrap
+	@scripts/check-wheel.sh
+
+# Regenerate docs/benchmarks.md from load/results/*.json.
+docs: bootstrap
+	.venv/bin/python -m load.report_docs
 
 clean:
 	-.venv/bin/tessera infra down
-	rm -rf .venv infra/kafka/target
+	rm -rf .venv infra/kafka/target build

@@ -1,7 +1,8 @@
-"""Faust agents: thin loops that decode at the edge, call a core, and emit.
+"""Workers: thin loops that decode at the edge, call a core, and emit.
 
-Each module has ``register(app, topics, settings, ...)`` which declares its agents on
-the given app, so that workers, tests and the demo can build apps with any prefix.
+The Faust agents register themselves with the worker assembly (``worker.py``) when
+their module is imported; the plain aiokafka workers (``scheduler``, ``billing``) are
+classes the CLI runs as services of their own.
 """
 
-AVAILABLE = ("event-log", "resources")
+from . import event_log, forecast, resources  # noqa: F401  (each registers its agents)

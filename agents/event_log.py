@@ -41,6 +41,7 @@ from tessera.streams import metrics
 from tessera.config import Settings
 from tessera.storage.rows import batch_token, dead_letter_row, event_row
 from tessera.storage.store import AnalyticsStore, StorageError
+from tessera.agents.worker import worker_agent
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +181,7 @@ class EventLogSink:
             log.warning("event-log offsets not committed (%s); the batch will be read again", exc)
 
 
+@worker_agent("event-log", "every topic into ClickHouse (a batch consumer), and the dead-letter log")
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore) -> None:
     db = store.database
     # Internal re-keyed copies (resource-allocations, demand) would only duplicate their sources.

@@ -31,10 +31,11 @@ from tessera.streams.topics import Topics
 from tessera.streams import metrics
 from tessera.config import Settings
 from tessera.forecast.demand import observation_of_request, observation_of_usage
-from tessera.forecast.engine import ForecastConfig
+from tessera.forecast.engine import ForecastConfig, compile_forecast_kernels
 from tessera.forecast.group import GroupModels, advance, intervals_from_bytes, intervals_to_bytes
 from tessera.forecast.models import MODEL_NAMES
 from tessera.storage.store import AnalyticsStore
+from tessera.agents.worker import worker_agent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def table_names(settings: Settings) -> dict[str, str]:
             "external": f"{p}.external-events"}
 
 
+@worker_agent("forecast", "online demand forecasts per series group", prepare=compile_forecast_kernels)
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore | None = None) -> None:
     config = forecast_config(settings)
     names = table_names(settings)

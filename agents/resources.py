@@ -33,6 +33,7 @@ from tessera.resources import health
 from tessera.resources.table import (LiveResourceTable, apply_allocation, decode_row, encode_row, new_row,
                                      set_reported_free, set_spec)
 from tessera.storage.store import AnalyticsStore
+from tessera.agents.worker import worker_agent
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def policy_from(settings: Settings) -> health.HealthPolicy:
                                settings.health_healthy_after)
 
 
+@worker_agent("resources", "the live resource table, health state changes, demand routing")
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore | None = None) -> None:
     policy = policy_from(settings)
     partitions = topic_spec("resources").partitions

@@ -28,7 +28,8 @@ from typing import Any
 from load.machine import machine
 from tessera.schemas import HealthSample, HealthStatus, decode
 from tessera.streams.admin import ensure_topics
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.streams import metrics
 from tessera.config import load_settings
 from tessera.streams.produce import producer_for

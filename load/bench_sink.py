@@ -20,7 +20,8 @@ from load.machine import machine, save_result
 from tessera.schemas import Capacity, UsageSample, decode, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams.admin import ensure_topics
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.config import load_settings
 from tessera.storage.rows import event_row
 from tessera.streams.produce import producer_for

@@ -1,41 +1,20 @@
-"""Build a worker app with chosen agents, and run it: as a process (``tessera worker``)
-or inside a running event loop (tests and the demo)."""
+"""Run a Faust app: inside a running event loop (tests, the demo) or as a process.
+
+Generic plumbing: which agents an app carries is decided by the workers layer
+(``tessera.agents.worker``), not here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator
 
 import faust
 
 from tessera.config import Settings
-from tessera.storage.ddl import apply_migrations
-from tessera.storage.store import open_store
 
 from .admin import ensure_topics
-from .app import create_app
-from .topics import Topics, declare_topics
-
-AGENT_MODULES = {"event-log": "tessera.agents.event_log", "resources": "tessera.agents.resources", "forecast": "tessera.agents.forecast"}
-
-
-def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",), app_id: str | None = None
-                     ) -> tuple[faust.App, Topics]:
-    app = create_app(settings, app_id=app_id)
-    topics = declare_topics(app, settings)
-    store = open_store(settings)
-    apply_migrations(store)
-    for name in agents:
-        try:
-            module = importlib.import_module(AGENT_MODULES[name])
-        except KeyError:
-            raise ValueError(f"unknown agent {name!r}; available: {', '.join(AGENT_MODULES)}") from None
-        module.register(app, topics, settings, store)
-    app.tessera_settings = settings  # type: ignore[attr-defined]
-    app.tessera_store = store  # type: ignore[attr-defined]
-    return app, topics
 
 
 def app_settings(app: faust.App) -> Settings:
@@ -76,21 +55,8 @@ class QuietWorker(faust.Worker):
         self.spinner = None
 
 
-def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info") -> int:
-    """Run a Faust worker in this process until SIGINT/SIGTERM (``tessera worker``)."""
-    from tessera.streams import collector, metrics
-
-    agents = list(agents)
-    collector.tune_for_service()
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
-    if "forecast" in agents:
-        from tessera.app.warmup import compile_kernels
-
-        compile_kernels(packing=False)   # before the worker joins its group (tessera.warmup says why)
-    metrics.serve(settings.metrics_port)
-    app, _topics = build_worker_app(settings, agents)
+def serve_until_stopped(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str = "info") -> int:
+    """Run ``app`` in this process until SIGINT/SIGTERM."""
     worker = QuietWorker(app, loglevel=loglevel, loop=loop)
     worker.execute_from_commandline()  # returns via SystemExit when stopped
     return 0

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 import tessera.schemas as s
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, publish, send_events
 from tests.conftest import run
 from tests.samples import CAP

@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 
 import tessera.schemas as s
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, send_events, send_raw
 from tests.conftest import run
 from tests.samples import CAP, T0

@@ -9,7 +9,8 @@ import time
 import pytest
 
 import tessera.schemas as s
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, send_events
 from tessera.resources.table import ResourceFilter
 from tests.conftest import run

@@ -10,7 +10,8 @@ import pytest
 from aiokafka.errors import KafkaError
 
 from tessera.infra.kafka_broker import KafkaBroker, free_port
-from tessera.streams.runner import build_worker_app, running
+from tessera.agents.worker import build_worker_app
+from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, publish
 from tests.conftest import run
 from tests.samples import SAMPLES

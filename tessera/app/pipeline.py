@@ -101,7 +101,8 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     from tessera.agents.billing import BillingWorker
     from tessera.agents.scheduler import SchedulerWorker
     from tessera.streams.admin import ensure_topics
-    from tessera.streams.runner import build_worker_app, running
+    from tessera.agents.worker import build_worker_app
+    from tessera.streams.runner import running
 
     from tessera.app.warmup import compile_kernels
 

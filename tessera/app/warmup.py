@@ -13,44 +13,23 @@ cache it costs well under a second.
 from __future__ import annotations
 
 import time
-from decimal import Decimal
 from typing import Callable
+
+from tessera.forecast.engine import compile_forecast_kernels
+from tessera.scheduler.packing import compile_packing_kernels
+from tessera.streams.partitioner import murmur2
 
 
 def compile_kernels(say: Callable[[str], None] | None = None, *, packing: bool = True,
                     forecasts: bool = True) -> float:
     """Run the compiled kernels once on a tiny input (the same argument types as in
     service): the packer's, the forecasters' or both; returns the seconds it took."""
-    from tessera.streams.partitioner import murmur2
-
     t0 = time.monotonic()
     if say:
         say("compiling the Numba kernels (up to 40 s on a fresh checkout, then cached) ...")
     murmur2(b"warm-up")
     if packing:
-        _pack_a_batch()
+        compile_packing_kernels()
     if forecasts:
-        _forecast_a_series()
+        compile_forecast_kernels()
     return time.monotonic() - t0
-
-
-def _pack_a_batch() -> None:
-    from tessera.scheduler.packing import QUICK, PackRequest, PackResource, pack_batch
-
-    # Tags, regions, two tiers and a GPU dimension: the paths a live batch takes.
-    resources = [PackResource(id=f"r{i}", provider=("own", "gcp")[i % 2], region="dc", free=(8.0, 32.0, 1.0),
-                              capacity=(8.0, 32.0, 1.0), price_per_hour=Decimal("0.5"), tags=frozenset({"ssd"}))
-                 for i in range(4)]
-    requests = [PackRequest(id=f"q{i}", tier=("gold", "bronze")[i % 2], replicas=1 + i % 2,
-                            demand=(1.0, 2.0, float(i % 2)), tags_required=frozenset({"ssd"} if i else ()),
-                            regions=frozenset({"dc"}), seq=i) for i in range(4)]
-    pack_batch(requests, resources, effort=QUICK)
-
-
-def _forecast_a_series() -> None:
-    from tessera.forecast.engine import SeriesForecaster
-
-    forecaster = SeriesForecaster()
-    for i in range(4):
-        forecaster.learn(300.0 * i, 1.0 + i)
-        forecaster.forecast()

@@ -452,3 +452,17 @@ def _why(i: int, q: PackRequest, arrays: tuple) -> str:
     if q.spread_min_providers > len(providers):
         return f"spread over {q.spread_min_providers} providers impossible: only {len(providers)} compatible"
     return "insufficient free capacity for all replicas (placed whole or not at all)"
+
+
+def compile_packing_kernels() -> None:
+    """Compile the packing kernel and its searches (Numba, cached on disk) on a tiny batch
+    that takes the paths a live batch takes (tags, regions, two tiers, a GPU dimension):
+    the first compile on a fresh checkout takes about 30 s, so services call this before
+    they join a consumer group."""
+    resources = [PackResource(id=f"r{i}", provider=("own", "gcp")[i % 2], region="dc", free=(8.0, 32.0, 1.0),
+                              capacity=(8.0, 32.0, 1.0), price_per_hour=Decimal("0.5"), tags=frozenset({"ssd"}))
+                 for i in range(4)]
+    requests = [PackRequest(id=f"q{i}", tier=("gold", "bronze")[i % 2], replicas=1 + i % 2,
+                            demand=(1.0, 2.0, float(i % 2)), tags_required=frozenset({"ssd"} if i else ()),
+                            regions=frozenset({"dc"}), seq=i) for i in range(4)]
+    pack_batch(requests, resources, effort=QUICK)

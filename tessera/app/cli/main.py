@@ -86,9 +86,13 @@ def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
 
 # --------------------------------------------------------------------------- worker
 def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
-    from tessera.streams.runner import AGENT_MODULES, run_worker
+    from tessera.agents.worker import agent_names, run_worker
 
-    agents = args.agent or list(AGENT_MODULES)
+    agents = args.agent or agent_names()
+    unknown = sorted(set(agents) - set(agent_names()))
+    if unknown:
+        print(f"error: unknown agent(s) {', '.join(unknown)}; available: {', '.join(agent_names())}", file=sys.stderr)
+        return 2
     return run_worker(s, agents, loglevel=args.loglevel)
 
 
