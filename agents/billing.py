@@ -24,28 +24,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from decimal import Decimal
-from pathlib import Path
+from dataclasses import dataclass
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tessera.schemas import (AgreementUpdated, AllocationPlaced, BillingLine, DeadLetter, Event, UsageLimitAlert, UsageSample,
-                     encode)
+from tessera.billing.agreements import Agreement, AgreementError, parse_agreement
+from tessera.billing.state import BillingState
+from tessera.config import Settings
+from tessera.schemas import AgreementUpdated, DeadLetter, Event, UsageLimitAlert, encode
 from tessera.schemas.topics import topic_spec
-from tessera.streams.app import aiokafka_security_kwargs
+from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.edge import decode_message
-from tessera.streams.reader import read_to_end
-from tessera.streams import collector, metrics
-from tessera.billing.agreements import Agreement, AgreementError, parse_agreement, parse_agreements
-from tessera.billing.ledger import Ledger, SeenOverlay
-from tessera.billing.lifecycle import Lifecycle, sample_record
-from tessera.billing.usage import US, month_segments, period_bounds, period_of
-from tessera.config import Settings
 from tessera.streams.produce import producer_for, send_batched
+from tessera.streams.reader import read_to_end
+from tessera.streams.security import aiokafka_security_kwargs
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
@@ -56,144 +49,14 @@ BATCH_MAX = 5000
 BATCH_WITHIN_S = 0.25
 
 
-def load_agreements(path: str) -> dict[str, Agreement]:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"agreements file {path!r} not found (set TESSERA_BILLING_AGREEMENTS)")
-    return parse_agreements(orjson.loads(p.read_bytes()))
-
-
-def _utc(us: int) -> datetime:
-    return datetime.fromtimestamp(us / US, tz=timezone.utc)
-
-
-@dataclass
-class BillingState:
-    """Pure: ledger + lifecycle + what was published; the worker only moves bytes."""
-
-    agreements: dict[str, Agreement]
-    grace_s: float = 3 * 86400.0
-    ledger: Ledger = field(init=False)
-    lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    revisions: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.ledger = Ledger(self.agreements)
-        self._closed_through = ""
-
-    def apply(self, e: Event) -> set[tuple[str, str]]:
-        """Apply one allocation, migration or usage event; returns the (partner, period)s it
-        touched. (Open segments add their provisional usage in ``outputs``, once per batch.)"""
-        touched = set()
-        records = self.lifecycle.apply(e)
-        if isinstance(e, UsageSample):
-            records = self._measured(e)
-        else:
-            records = [r for r in records if self._basis(r.partner) != "measured"]
-        self._close_periods()
-        for r in records:
-            if r.partner not in self.agreements:
-                metrics.BILLING_UNRATED.labels(r.partner).inc()
-                continue
-            if self.ledger.add(r):
-                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
-        if isinstance(e, AllocationPlaced):
-            period = period_of(self.lifecycle.watermark_us)
-            touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
-        return touched
-
-    def _basis(self, partner: str) -> str:
-        a = self.agreements.get(partner)
-        return "allocated" if a is None else a.basis
-
-    def _measured(self, e: UsageSample) -> list:
-        """A sample of one allocation's use on a partner that bills on measured use. Samples of
-        a whole resource (no allocation) include others' work and are not billed; samples on
-        partners billing reserved capacity feed forecasting only."""
-        partner = e.provider or self.lifecycle.providers.get(e.resource_id, "")
-        if not e.allocation_id or self._basis(partner) != "measured":
-            return []
-        return [sample_record(e, partner)]
-
-    def _close_periods(self) -> None:
-        """Months that ended more than the grace period before the latest event time are
-        closed: usage for them from now on is an adjustment in the next open month.
-        (Checked when the horizon enters a new month, not per event.)"""
-        horizon = self.lifecycle.watermark_us - int(self.grace_s * US)
-        month = period_of(max(horizon, 0))
-        if month == self._closed_through:
-            return
-        self._closed_through = month
-        for partner in self.agreements:
-            for p, period in self.ledger.periods(partner):
-                if (p, period) not in self.ledger.closed and period_bounds(period)[1] <= horizon:
-                    self.ledger.close_period(p, period)
-
-    def _provisional(self) -> list:
-        """Open segments up to the watermark, of partners billed on capacity held."""
-        return [r for r in self.lifecycle.provisional()
-                if r.partner in self.agreements and self._basis(r.partner) != "measured"]
-
-    def view(self, provisional: list | None = None) -> Ledger:
-        """The ledger plus still-running allocations up to the watermark (month to date)."""
-        view = Ledger(self.agreements, seen=SeenOverlay(self.ledger.seen),
-                      cells={k: list(v) for k, v in self.ledger.cells.items()},
-                      closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
-        for r in self._provisional() if provisional is None else provisional:
-            view.add(r)
-        return view
-
-    def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
-        provisional = self._provisional()        # built once per batch: the touched set and the view
-        for r in provisional:                    # running allocations accrue month to date
-            touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
-        if not touched:
-            return []
-        view = self.view(provisional)
-        out: list[Event] = []
-        for partner, period in sorted(touched):
-            inv = view.invoice(partner, period)
-            lo, hi = period_bounds(period)
-            rev = self.revisions.get((partner, period), 0) + 1
-            self.revisions[(partner, period)] = rev
-            for line in inv.lines:
-                out.append(BillingLine(
-                    line_id=line.line_id, partner_id=partner, period_start=_utc(lo), period_end=_utc(hi),
-                    charge_category=line.charge_category, sku=line.sku, unit=line.unit,
-                    quantity=line.quantity, rate=Decimal(line.rate_micro).scaleb(-6),
-                    amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev))
-            for a in [*view.lift_block(partner, period), *view.check_limits(partner, period)]:
-                out.append(UsageLimitAlert(partner_id=partner, period_start=_utc(lo), limit_name=a.limit_name,
-                                           threshold_pct=a.threshold_pct, used=a.used, limit=a.limit,
-                                           enforcement=a.enforcement, lifted=a.lifted))
-        return out
-
-    def update_agreement(self, a: Agreement) -> set[tuple[str, str]]:
-        """New terms for a partner: its open periods are re-rated at them on the next output."""
-        self.agreements[a.partner] = a
-        self.ledger.agreements[a.partner] = a
-        return {(p, period) for p, period in self.ledger.periods(a.partner) if (p, period) not in self.ledger.closed}
-
-    def remember_alert(self, a: UsageLimitAlert) -> None:
-        period = f"{a.period_start.year:04d}-{a.period_start.month:02d}"
-        if a.lifted:
-            self.ledger.blocked.pop(a.partner_id, None)
-            for key in [k for k in self.ledger.alerted if k[:3] == (a.partner_id, period, a.limit_name)
-                        and k[3] > a.threshold_pct]:
-                self.ledger.alerted.discard(key)
-            return
-        self.ledger.alerted.add((a.partner_id, period, a.limit_name, a.threshold_pct))
-        if a.enforcement == "hard":
-            self.ledger.blocked[a.partner_id] = period
-
-
 @dataclass
 class BillingWorker:
     settings: Settings
     agreements: dict[str, Agreement]
 
     def __post_init__(self) -> None:
-        self.state = BillingState(self.agreements, self.settings.billing_grace_s)
+        self.state = BillingState(self.agreements, self.settings.billing_grace_s,
+                                  on_unrated=lambda partner: metrics.BILLING_UNRATED.labels(partner).inc())
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
                       for n in (*USAGE_TOPICS, "billing-lines", "alerts", "agreements", "dead-letters")}
         self.names = {v: k for k, v in self.topic.items()}
@@ -234,13 +97,13 @@ class BillingWorker:
             if isinstance(e, UsageLimitAlert):
                 self.state.remember_alert(e)
         positions: dict[tuple[str, int], int] = {}
-        touched: set[tuple[str, str]] = set()
-        events = [(e, name, part, off) for name in USAGE_TOPICS for e, part, off in reads[name]]
-        events.sort(key=lambda x: x[0].event_time)        # lifecycle order across topics and partitions
-        for e, name, part, off in events:
-            touched |= self.state.apply(e)
-            positions[(name, part)] = max(positions.get((name, part), -1), off)
-        self._pending = touched
+        events = []
+        for name in USAGE_TOPICS:
+            for e, part, off in reads[name]:
+                events.append(e)
+                positions[(name, part)] = max(positions.get((name, part), -1), off)
+        self._pending = self.state.replay(events)
+        touched = self._pending
         log.info("billing recovered: %d usage events, %d partner-periods", len(events), len(touched))
         return positions
 

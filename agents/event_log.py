@@ -28,20 +28,19 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 
+from tessera.agents.worker import worker_agent
+from tessera.config import Settings
 from tessera.schemas.topics import topic_spec
-from tessera.streams.app import aiokafka_security_kwargs
+from tessera.storage.rows import batch_token, dead_letter_row, event_row
+from tessera.storage.store import AnalyticsStore, StorageError
+from tessera.streams import metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.deadletter import publish_dead_letters
 from tessera.streams.edge import Decoded, decode_faust_event, decode_message
+from tessera.streams.security import aiokafka_security_kwargs
 from tessera.streams.topics import Topics
-from tessera.streams import metrics
-from tessera.config import Settings
-from tessera.storage.rows import batch_token, dead_letter_row, event_row
-from tessera.storage.store import AnalyticsStore, StorageError
-from tessera.agents.worker import worker_agent
 
 log = logging.getLogger(__name__)
 
@@ -107,42 +106,8 @@ class EventLogSink:
     def group(self) -> str:
         return f"{self.settings.app_id}-event-log"
 
-    async def adopt_faust_offsets(self) -> dict[TopicPartition, int]:
-        """On the first start after the sink left Faust, begin where the Faust agent had got.
-
-        That agent's consumer group was the app's own (``app_id``); this sink's group is new
-        and would otherwise read every topic from the beginning: duplicates only (the
-        ``events`` table drops them), but all of them. Returns the offsets adopted."""
-        s = self.settings
-        sec = aiokafka_security_kwargs(s)
-        try:
-            admin = AIOKafkaAdminClient(bootstrap_servers=s.bootstrap_servers, **sec)
-            await admin.start()
-            try:
-                if await admin.list_consumer_group_offsets(self.group):
-                    return {}                      # this sink has run before
-                old = await admin.list_consumer_group_offsets(s.app_id)
-            finally:
-                await admin.close()
-            start = {tp: om.offset for tp, om in old.items() if tp.topic in self.spec_of and om.offset >= 0}
-            if start:
-                c = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=self.group,
-                                     enable_auto_commit=False, **sec)
-                await c.start()
-                try:
-                    c.assign(list(start))
-                    await c.commit(start)
-                finally:
-                    await c.stop()
-                log.info("event-log sink starts where the Faust agent stopped (%d partitions)", len(start))
-            return start
-        except KafkaError as exc:   # e.g. another new sink of the group started first: replay, deduplicated
-            log.warning("could not adopt the Faust agent's offsets (%s); reading from the start", exc)
-            return {}
-
     async def run(self) -> None:
         s = self.settings
-        await self.adopt_faust_offsets()
         # read_committed: events of a scheduler transaction that aborted never happened.
         consumer = AIOKafkaConsumer(*self.spec_of, bootstrap_servers=s.bootstrap_servers,
                                     group_id=self.group, enable_auto_commit=False,

@@ -23,19 +23,19 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from tessera.schemas import DeadLetter, DemandObservation, ExternalEvent, UsageSample, WorkloadRequest, decode, encode
-from tessera.schemas.topics import topic_spec
-from tessera.streams.deadletter import publish_dead_letters, publish_events
-from tessera.streams.edge import Decoded, decode_faust_event
-from tessera.streams.topics import Topics
-from tessera.streams import metrics
+from tessera.agents.worker import worker_agent
 from tessera.config import Settings
 from tessera.forecast.demand import observation_of_request, observation_of_usage
 from tessera.forecast.engine import ForecastConfig, compile_forecast_kernels
 from tessera.forecast.group import GroupModels, advance, intervals_from_bytes, intervals_to_bytes
 from tessera.forecast.models import MODEL_NAMES
+from tessera.schemas import DeadLetter, DemandObservation, ExternalEvent, UsageSample, WorkloadRequest, decode, encode
+from tessera.schemas.topics import topic_spec
 from tessera.storage.store import AnalyticsStore
-from tessera.agents.worker import worker_agent
+from tessera.streams import metrics
+from tessera.streams.deadletter import publish_dead_letters, publish_events
+from tessera.streams.edge import Decoded, decode_faust_event
+from tessera.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -22,18 +22,33 @@ import logging
 import time
 from typing import Any
 
-from tessera.schemas import AllocationPlaced, AllocationReleased, HealthChanged, HealthSample, ResourceRemoved, encode, utc_now
+from tessera.agents.worker import worker_agent
+from tessera.config import Settings
+from tessera.resources import health
+from tessera.resources.table import (
+    LiveResourceTable,
+    apply_allocation,
+    decode_row,
+    encode_row,
+    new_row,
+    set_reported_free,
+    set_spec,
+)
+from tessera.schemas import (
+    AllocationPlaced,
+    AllocationReleased,
+    HealthChanged,
+    HealthSample,
+    ResourceRemoved,
+    encode,
+    utc_now,
+)
 from tessera.schemas.topics import topic_spec
+from tessera.storage.store import AnalyticsStore
+from tessera.streams import metrics
 from tessera.streams.deadletter import publish_dead_letters, publish_events
 from tessera.streams.edge import decode_faust_event
 from tessera.streams.topics import Topics
-from tessera.streams import metrics
-from tessera.config import Settings
-from tessera.resources import health
-from tessera.resources.table import (LiveResourceTable, apply_allocation, decode_row, encode_row, new_row,
-                                     set_reported_free, set_spec)
-from tessera.storage.store import AnalyticsStore
-from tessera.agents.worker import worker_agent
 
 log = logging.getLogger(__name__)
 

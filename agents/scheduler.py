@@ -33,29 +33,34 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiokafka.producer.sender as aiokafka_sender
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tessera.schemas import (AllocationPlaced, AllocationReleased, Event, Forecast, HealthChanged,
-                     ResourceDiscovered, ResourceRemoved, ResourceUpdated, UsageLimitAlert, WorkloadRequest, encode,
-                     utc_now)
-from tessera.schemas.topics import topic_spec
-from tessera.streams.app import aiokafka_security_kwargs
-from tessera.streams.edge import decode_message
-from tessera.streams.reader import read_to_end
-from tessera.streams import collector, metrics
 from tessera.config import Settings
-from tessera.streams.produce import producer_for, send_batched
 from tessera.scheduler.core import Scheduler
+from tessera.schemas import (
+    AllocationPlaced,
+    AllocationReleased,
+    Event,
+    Forecast,
+    HealthChanged,
+    ResourceDiscovered,
+    ResourceRemoved,
+    ResourceUpdated,
+    UsageLimitAlert,
+    WorkloadRequest,
+    encode,
+    utc_now,
+)
+from tessera.schemas.topics import topic_spec
+from tessera.streams import collector, metrics
+from tessera.streams.edge import decode_message
+from tessera.streams.produce import producer_for, send_batched
+from tessera.streams.reader import read_to_end
+from tessera.streams.security import aiokafka_security_kwargs
 
 log = logging.getLogger(__name__)
 AGENT = "scheduler"
-#: After a commit the broker answers CONCURRENT_TRANSACTIONS to the next transaction until
-#: the previous one's markers are written, and aiokafka retries after a fixed 20 ms. Back to
-#: back transactions (this worker's steady state) paid it every time: p50 31 ms per
-#: transaction here, 12 ms with a 2 ms retry.
-TXN_RETRY_S = 0.002
 
 
 def _allocation_id(value: bytes) -> str | None:
@@ -113,7 +118,6 @@ class SchedulerWorker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         sec = aiokafka_security_kwargs(s)
-        aiokafka_sender.BACKOFF_OVERRIDE = TXN_RETRY_S
         producer = producer_for(s, transactional_id=self.group, linger_ms=2)
         await producer.start()  # fences any older scheduler of this domain
         await self.recover()

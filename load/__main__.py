@@ -26,13 +26,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
-
 from load.generator import broker_pid, run_rate, synthetic_requests, trace_requests
 from load.machine import machine
+
+from tessera.app.pipeline import DEMO_AGREEMENTS
+from tessera.config import load_settings
 from tessera.schemas import Capacity, ResourceDiscovered, ResourceSpec
 from tessera.streams.admin import ensure_topics
-from tessera.config import load_settings
-from tessera.app.pipeline import DEMO_AGREEMENTS
 from tessera.streams.produce import producer_for, send_events
 
 RESULTS = Path(__file__).resolve().parent / "results"

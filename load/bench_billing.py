@@ -27,8 +27,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import orjson
-
 from load.machine import machine, pin_to_one_core
+
 from tessera.billing.agreements import parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.usage import parse_usage
@@ -91,9 +91,9 @@ def baseline(lines: list[bytes], period: str) -> dict[str, Decimal]:
 
 
 def live_rate(agreements, n: int = 20_000, batch: int = 500) -> float:
-    """The live agent's core (agents.billing.BillingState): allocation placed/released events
+    """The live agent's core (tessera.billing.state.BillingState): allocation placed/released events
     per second, with month-to-date lines and limits recomputed per batch as the agent does."""
-    from tessera.agents.billing import BillingState
+    from tessera.billing.state import BillingState
     from tessera.schemas import AllocationPlaced, AllocationReleased, Capacity, Placement
 
     t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)

@@ -35,8 +35,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-
 from load.machine import machine, pin_to_one_core
+
 from tessera.forecast.engine import ForecastConfig
 from tessera.forecast.evaluate import load_series, prequential
 from tessera.forecast.models import MODEL_NAMES

@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from load.machine import machine
-from tessera.schemas import HealthSample, HealthStatus, decode
-from tessera.streams.admin import ensure_topics
+from prometheus_client import REGISTRY
+
 from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
-from tessera.streams import metrics
 from tessera.config import load_settings
-from tessera.streams.produce import producer_for
 from tessera.resources import health
 from tessera.resources.table import decode_row, encode_row, new_row, set_reported_free
+from tessera.schemas import HealthSample, HealthStatus, decode
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import producer_for
+from tessera.streams.runner import running
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -89,9 +90,13 @@ async def measure(settings: Any, n: int, which: str) -> dict[str, float]:
     app_id = f"{settings.app_id}-{which}"
     if which == "tessera":
         app, _ = build_worker_app(settings, ["resources"], app_id=app_id)
-        counter = metrics.EVENTS_CONSUMED.labels("resources", "health")
-        base = counter._value.get()
-        consumed = lambda: counter._value.get() - base  # noqa: E731
+        labels = {"agent": "resources", "topic": "health"}
+
+        def count() -> float:
+            return REGISTRY.get_sample_value("tessera_events_consumed_total", labels) or 0.0
+
+        base = count()
+        consumed = lambda: count() - base  # noqa: E731
     else:
         from tessera.streams.app import create_app
         from tessera.streams.topics import declare_topics

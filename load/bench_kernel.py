@@ -20,6 +20,7 @@ from pathlib import Path
 
 from load import instances
 from load.machine import machine, pin_to_one_core
+
 from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -12,8 +12,8 @@ from __future__ import annotations
 import time
 
 from aiokafka.partitioner import DefaultPartitioner
-
 from load.machine import machine, pin_to_one_core, save_result
+
 from tessera.streams.partitioner import Murmur2Partitioner
 
 N = 100_000

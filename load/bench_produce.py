@@ -19,9 +19,10 @@ import time
 import uuid
 
 from load.machine import machine, save_result
+
+from tessera.config import load_settings
 from tessera.schemas.topics import topic_spec
 from tessera.streams.admin import ensure_topics
-from tessera.config import load_settings
 from tessera.streams.produce import producer_for, send_batched
 
 PER_TRANSACTION = 300

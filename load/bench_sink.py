@@ -17,15 +17,15 @@ import uuid
 from typing import Any
 
 from load.machine import machine, save_result
+
+from tessera.agents.worker import build_worker_app
+from tessera.config import load_settings
 from tessera.schemas import Capacity, UsageSample, decode, encode
 from tessera.schemas.topics import topic_spec
-from tessera.streams.admin import ensure_topics
-from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
-from tessera.config import load_settings
 from tessera.storage.rows import event_row
+from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for
-
+from tessera.streams.runner import running
 
 
 async def publish(settings: Any, n: int) -> None:

@@ -40,11 +40,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from load.bench_forecast import SERIES, H, SEASON
+from load.bench_forecast import SEASON, SERIES, H
 from load.machine import machine
-from tessera.forecast.engine import ForecastConfig
+
 from tessera.forecast import kernels
+from tessera.forecast.engine import ForecastConfig
 from tessera.forecast.evaluate import load_series, prequential
 from tessera.forecast.models import DirectAR
 

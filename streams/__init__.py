@@ -1,11 +1,7 @@
-"""Streaming plumbing: the Faust app factory, topic declarations, the dead-letter path.
+"""Streaming plumbing: Kafka clients and the Faust app factory, the edge that validates
+every message, dead letters, batching, producers, metrics.
 
-Nothing here knows about scheduling, forecasting or billing; agents/ hold the loops
-and the plain modules in tessera/ hold the logic.
+Nothing here knows about scheduling, forecasting or billing: the cores in ``tessera/``
+hold the rules and ``agents/`` the loops. Modules that need Faust (``app``, ``topics``,
+``runner``) are the only ones that import it, so plain producers and readers stay light.
 """
-
-from .app import create_app, faust_broker_credentials
-from .edge import Decoded, decode_message
-from .topics import Topics, declare_topics
-
-__all__ = ["create_app", "faust_broker_credentials", "Decoded", "decode_message", "Topics", "declare_topics"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from tessera.schemas.topics import TOPICS
 from tessera.config import Settings
+from tessera.schemas.topics import TOPICS
 
-from .app import aiokafka_security_kwargs
+from .security import aiokafka_security_kwargs
 
 
 async def ensure_topics(settings: Settings) -> list[str]:

@@ -9,21 +9,14 @@ of crashing a Faust deserializer.
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_kafka
 
-from tessera.streams.partitioner import Murmur2Partitioner
 from tessera.config import Settings, load_settings
-
-
-def _ssl_context(s: Settings) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=s.kafka_ssl_cafile or None)
-    if s.kafka_ssl_certfile:
-        ctx.load_cert_chain(s.kafka_ssl_certfile, s.kafka_ssl_keyfile or None)
-    return ctx
+from tessera.streams.partitioner import Murmur2Partitioner
+from tessera.streams.security import ssl_context
 
 
 def faust_broker_credentials(s: Settings) -> Any:
@@ -32,28 +25,13 @@ def faust_broker_credentials(s: Settings) -> Any:
     if proto == "PLAINTEXT":
         return None
     if proto == "SSL":
-        return faust.SSLCredentials(_ssl_context(s))
+        return faust.SSLCredentials(ssl_context(s))
     return faust.SASLCredentials(
         username=s.kafka_sasl_username,
         password=s.kafka_sasl_password,
         mechanism=s.kafka_sasl_mechanism,
-        ssl_context=_ssl_context(s) if proto == "SASL_SSL" else None,
+        ssl_context=ssl_context(s) if proto == "SASL_SSL" else None,
     )
-
-
-def aiokafka_security_kwargs(s: Settings) -> dict[str, Any]:
-    """The same security settings for plain aiokafka clients (producers, admin, tests)."""
-    proto = s.kafka_security_protocol
-    kw: dict[str, Any] = {"security_protocol": proto}
-    if proto in {"SSL", "SASL_SSL"}:
-        kw["ssl_context"] = _ssl_context(s)
-    if proto.startswith("SASL"):
-        kw.update(
-            sasl_mechanism=s.kafka_sasl_mechanism,
-            sasl_plain_username=s.kafka_sasl_username,
-            sasl_plain_password=s.kafka_sasl_password,
-        )
-    return kw
 
 
 class _ReadCommittedConsumerThread(faust_kafka.AIOKafkaConsumerThread):

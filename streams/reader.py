@@ -9,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tessera.config import Settings
 
-from .app import aiokafka_security_kwargs
+from .security import aiokafka_security_kwargs
 
 
 async def read_to_end(settings: Settings, topic: str, partitions: int, *, committed_only: bool = False,

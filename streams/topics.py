@@ -7,8 +7,8 @@ from functools import cached_property
 
 import faust
 
-from tessera.schemas.topics import TOPICS, TopicSpec
 from tessera.config import Settings
+from tessera.schemas.topics import TOPICS, TopicSpec
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from tessera.infra.kafka_broker import KafkaBroker, free_port
 from tessera.config import Settings, load_settings
+from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.storage.store import exit_skipping_chdb_teardown
 
 T = TypeVar("T")
 
@@ -167,6 +167,14 @@ def any_backend_settings(request: pytest.FixtureRequest, base_settings: Settings
     return base_settings.replace(clickhouse_url=server.url)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that uses the session broker (directly or through a fixture) is marked
+    ``kafka``, so ``-m "not kafka"`` (``make test-unit``) never starts one."""
+    for item in items:
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kafka)
+
+
 _EXIT_STATUS = {"code": 0}
 
 
@@ -176,11 +184,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Leave without running chdb's C++ global shutdown. The embedded engine sometimes
-    crashes there (after every test ran and reported: "ShutdownTablesThreadPool is not
-    initialized", then SIGSEGV), which would turn a green run red. Its data is already on
-    disk (MergeTree writes parts at insert), so skipping the teardown loses nothing."""
-    if "chdb" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS["code"])
+    """Leave without chdb's C++ global teardown, which can crash after every test ran and
+    reported (tessera.storage.store.exit_skipping_chdb_teardown says why)."""
+    exit_skipping_chdb_teardown(_EXIT_STATUS["code"])

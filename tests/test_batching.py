@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka import AIOKafkaConsumer
+from tests.conftest import run
 
 from tessera.schemas.topics import topic_spec
 from tessera.streams.admin import ensure_topics
 from tessera.streams.batching import take_batch
 from tessera.streams.produce import producer_for
-from tests.conftest import run
 
 
 def test_a_batch_gathers_records_arriving_over_its_window_up_to_its_size(settings):

@@ -7,13 +7,16 @@ from decimal import Decimal
 
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from tessera.app.cli.main import main
 from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.export import FOCUS_COLUMNS, focus_rows, invoice_json
 from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.usage import UsageError, parse_usage
-from tessera.app.cli.main import main
+from tessera.schemas import UsageLimitAlert
 
 
 def agreements(**extra):
@@ -224,8 +227,8 @@ def test_invoice_json_lines_add_up_to_the_total():
 
 
 def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage():
-    from tessera.agents.billing import BillingState
     import tessera.schemas as s
+    from tessera.billing.state import BillingState
 
     def placed(i, at):
         return s.AllocationPlaced(event_time=at, request_id=f"q{i}", allocation_id=f"a{i}",
@@ -251,21 +254,21 @@ def test_live_state_closes_a_month_after_the_grace_period_and_adjusts_late_usage
 
 
 def test_raising_a_hard_limit_lifts_the_block_and_rearms_the_thresholds():
-    from tessera.agents.billing import BillingState
+    from tessera.billing.state import BillingState
 
     st = BillingState(agreements(limits={"spend": {"amount": "10.00", "thresholds": [80, 100],
                                                    "enforcement": "hard"}}))
     st.ledger.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T10:00:00Z", vcpu=30))    # 12.00 spend
-    first = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    first = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, UsageLimitAlert)]
     assert [(a.threshold_pct, a.enforcement, a.lifted) for a in first] == [(80, "soft", False), (100, "hard", False)]
     assert st.ledger.blocked == {"gcp": "2026-03"}
     raised = parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"},
                                 "limits": {"spend": {"amount": "50.00", "thresholds": [80, 100],
                                                      "enforcement": "hard"}}}])["gcp"]
     touched = st.update_agreement(raised)
-    events = [e for e in st.outputs(touched) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    events = [e for e in st.outputs(touched) if isinstance(e, UsageLimitAlert)]
     assert [(a.threshold_pct, a.lifted, a.limit) for a in events] == [(24, True, Decimal("50.000000"))]
     assert st.ledger.blocked == {}
     st.ledger.add(usage("u2", "2026-03-02T00:00:00Z", "2026-03-02T10:00:00Z", vcpu=75))    # +30.00 = 42.00
-    again = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, __import__("schemas").UsageLimitAlert)]
+    again = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, UsageLimitAlert)]
     assert [(a.threshold_pct, a.enforcement) for a in again] == [(80, "soft")]

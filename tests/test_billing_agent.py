@@ -8,13 +8,13 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
+from tests.conftest import latest_revisions, run
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
-from tessera.streams.admin import ensure_topics
 from tessera.billing.agreements import parse_agreements
+from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_events
-from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka
 

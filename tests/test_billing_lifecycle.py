@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 import tessera.schemas as s
-from tessera.agents.billing import BillingState
 from tessera.billing.agreements import AgreementError, parse_agreements
+from tessera.billing.state import BillingState
 
 T = datetime(2026, 3, 10, tzinfo=timezone.utc)
 GIB = 1024 ** 3

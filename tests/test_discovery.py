@@ -5,6 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from tests.conftest import run
+from tests.partner_servers import KubernetesAPI, RestPartner, k8s_node
 
 import tessera.schemas as s
 from tessera.app.datasets import DATA_DIR
@@ -15,8 +17,6 @@ from tessera.resources.adapters.rest import FieldMapping, RestAdapter
 from tessera.resources.discovery import Discoverer, diff
 from tessera.resources.model import AdapterError
 from tessera.resources.pricing import FxTable, RateCard
-from tests.conftest import run
-from tests.partner_servers import KubernetesAPI, RestPartner, k8s_node
 
 RATES = RateCard(vcpu_hour=Decimal("0.03"), gib_hour=Decimal("0.004"), gpu_hour=Decimal("0.9"))
 

@@ -12,8 +12,6 @@ import pkgutil
 
 import pytest
 
-import tessera
-
 ROOTS = ("tessera", "tessera.schemas", "tessera.streams", "tessera.agents", "tessera.infra")
 
 

@@ -12,13 +12,13 @@ from datetime import datetime, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+from tests.conftest import latest_revisions, run
 
 import tessera.schemas as s
 from tessera.app import datasets
-from tessera.billing.agreements import parse_agreements
 from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
+from tessera.billing.agreements import parse_agreements
 from tessera.streams.produce import producer_for, send_events
-from tests.conftest import latest_revisions, run
 
 pytestmark = pytest.mark.kafka
 

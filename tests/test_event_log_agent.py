@@ -11,13 +11,13 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from tests.conftest import run
+from tests.samples import CAP
 
 import tessera.schemas as s
 from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, publish, send_events
-from tests.conftest import run
-from tests.samples import CAP
+from tessera.streams.runner import running
 
 pytestmark = pytest.mark.kafka
 
@@ -196,32 +196,6 @@ def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(setting
 
     assert run(scenario(), timeout=120) == 40, "the failed batch was read again after the restart"
     assert failures and failures[0] > 0
-
-
-def test_the_first_start_after_leaving_faust_resumes_where_the_faust_agent_stopped(settings):
-    """The sink's consumer group is new; the Faust agent's offsets (the app's group) are
-    adopted, so events it had written are not read again."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = s.topic_spec("requests").full_name(settings.topic_prefix)
-    partitions = s.topic_spec("requests").partitions
-
-    async def scenario():
-        await publish(settings, "requests", _requests("old", 30))
-        # What the Faust agent left behind: its group's offsets at the end of the topic.
-        c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=settings.app_id,
-                             enable_auto_commit=False)
-        await c.start()
-        try:
-            tps = [TopicPartition(topic, p) for p in range(partitions)]
-            c.assign(tps)
-            await c.commit(await c.end_offsets(tps))
-        finally:
-            await c.stop()
-        await publish(settings, "requests", _requests("new", 10))
-        return await _event_ids_written(settings, 10)
-
-    assert run(scenario(), timeout=120) == sorted(f"new-{i}" for i in range(10))
 
 
 def test_events_of_an_aborted_transaction_never_reach_clickhouse(settings):

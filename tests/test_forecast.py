@@ -8,12 +8,14 @@ import math
 import numpy as np
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tessera.app.cli.main import main
+from tessera.forecast.calendar import CalendarTable
 from tessera.forecast.engine import ForecastConfig, ForecastInputError, SeriesForecaster
 from tessera.forecast.evaluate import prequential
-from tessera.forecast.calendar import CalendarTable
 from tessera.forecast.models import DirectAR, SnarimaxModel, time_of_day_slot
 
 SEASON = 24
@@ -166,20 +168,6 @@ def test_the_direct_model_learns_a_drift_that_follows_the_time_of_day():
     assert with_bias < 0.985 * without, (with_bias, without)
 
 
-def test_a_checkpoint_from_an_older_engine_still_loads():
-    """A rolling upgrade meets checkpoints an older engine wrote: they load with defaults."""
-    ys = seasonal_series(24 * 12, noise=2.0, seed=5)
-    old = SeriesForecaster(cfg())
-    feed(old, ys[:150])
-    del old._level_rates, old.step_change
-    for m in old.models:
-        if m.name == "direct_ar":
-            del m.err_scale, m.huber, m.bias, m.bias_rate, m._no_cal
-    resumed = SeriesForecaster.from_bytes(old.to_bytes())
-    feed(resumed, ys[150:], start=150)
-    assert np.isfinite(resumed.forecast().values).all()
-
-
 @pytest.mark.parametrize("value, problem", [(math.nan, "finite"), (math.inf, "finite"), (-1.0, "negative")])
 def test_bad_values_are_refused_with_a_reason(value, problem):
     fc = SeriesForecaster(cfg())
@@ -248,8 +236,10 @@ def test_evaluate_cli_names_a_missing_column(tmp_path, capsys):
 
 
 def _obs(minute: float, offset: int, partition: int = 0, vcpu: float = 1.0):
-    from tests.samples import T0
     from datetime import timedelta
+
+    from tests.samples import T0
+
     import tessera.schemas as s
 
     return s.DemandObservation(group="tier=gold", observed_at=T0 + timedelta(seconds=60 * minute),

@@ -7,13 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from tests.conftest import run
+from tests.samples import CAP, T0
 
 import tessera.schemas as s
 from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
 from tessera.streams.produce import producer_for, send_events, send_raw
-from tests.conftest import run
-from tests.samples import CAP, T0
+from tessera.streams.runner import running
 
 pytestmark = pytest.mark.kafka
 

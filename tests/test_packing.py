@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tessera.scheduler.packing import TIER_RANK, PackRequest, PackResource, pack_batch
 
@@ -203,6 +204,11 @@ def tiny_instances(draw):
 def test_small_batches_reach_the_brute_force_optimum(inst):
     requests, resources = inst
     result = pack_batch(requests, resources, dims=2)
-    if result.rejected:       # the optimum below is for placing everything
-        return
-    assert result.cost == _cheapest_by_brute_force(requests, resources)
+    if result.rejected:
+        # A rejection must be forced: no assignment at all places every request ...
+        assert _cheapest_by_brute_force(requests, resources) is None
+        # ... and what was placed was placed at the least cost that places it.
+        placed = set(result.placements)
+        assert result.cost == _cheapest_by_brute_force([q for q in requests if q.id in placed], resources)
+    else:
+        assert result.cost == _cheapest_by_brute_force(requests, resources)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from aiokafka.partitioner import DefaultPartitioner, murmur2 as aiokafka_murmur2
-from hypothesis import given, settings as hsettings, strategies as st
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tessera.streams.partitioner import Murmur2Partitioner, murmur2
 

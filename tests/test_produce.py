@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from tests.conftest import run
+
 from tessera.schemas.topics import topic_spec
 from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_batched

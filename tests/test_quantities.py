@@ -5,7 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tessera.resources.pricing import FxTable, OwnCost, PricingError, RateCard, to_hourly
 from tessera.resources.quantities import QuantityError, gib, parse_bytes, parse_cpu, parse_gbps

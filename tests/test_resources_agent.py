@@ -7,14 +7,14 @@ import asyncio
 import time
 
 import pytest
+from tests.conftest import run
+from tests.samples import SPEC
 
 import tessera.schemas as s
 from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
-from tessera.streams.produce import producer_for, send_events
 from tessera.resources.table import ResourceFilter
-from tests.conftest import run
-from tests.samples import SPEC
+from tessera.streams.produce import producer_for, send_events
+from tessera.streams.runner import running
 
 pytestmark = pytest.mark.kafka
 

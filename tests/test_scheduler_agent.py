@@ -8,12 +8,12 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 
 import pytest
+from tests.conftest import run
 
 import tessera.schemas as s
 from tessera.agents.scheduler import SchedulerWorker
 from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_events, send_raw
-from tests.conftest import run
 
 pytestmark = pytest.mark.kafka
 GIB = 1 << 30

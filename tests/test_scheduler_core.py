@@ -6,12 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tests.samples import T0
 
 import tessera.schemas as s
 from tessera.scheduler.core import Scheduler
 from tessera.scheduler.queue import SchedulingQueue
-from tests.samples import T0
 
 GIB = 1 << 30
 

@@ -9,11 +9,13 @@ from decimal import Decimal
 import jsonschema
 import orjson
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from tests.samples import SAMPLES
 
 import tessera.schemas as s
 from tessera.schemas.jsonschema import JSON_DIR, event_schema, rendered
-from tests.samples import SAMPLES
 
 
 def test_every_event_type_has_a_sample_and_a_topic():

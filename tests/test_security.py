@@ -8,13 +8,13 @@ import os
 
 import pytest
 from aiokafka.errors import KafkaError
-
-from tessera.infra.kafka_broker import KafkaBroker, free_port
-from tessera.agents.worker import build_worker_app
-from tessera.streams.runner import running
-from tessera.streams.produce import producer_for, publish
 from tests.conftest import run
 from tests.samples import SAMPLES
+
+from tessera.agents.worker import build_worker_app
+from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.streams.produce import producer_for, publish
+from tessera.streams.runner import running
 
 pytestmark = [pytest.mark.kafka,
               pytest.mark.skipif(bool(os.environ.get("TESSERA_KAFKA_BOOTSTRAP")), reason="external broker configured")]

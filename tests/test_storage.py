@@ -7,11 +7,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from tests.samples import SAMPLES
 
 from tessera.storage.ddl import MIGRATIONS, apply_migrations
 from tessera.storage.rows import event_row
 from tessera.storage.store import StorageError, open_store
-from tests.samples import SAMPLES
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from tests.samples import SPEC, T0
 
 import tessera.schemas as s
 from tessera.storage.ddl import apply_migrations
 from tessera.storage.rows import dead_letter_row, event_row
 from tessera.storage.store import open_store
-from tests.samples import SPEC, T0
 
 
 def _events() -> list[s.Event]:

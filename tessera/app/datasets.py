@@ -12,19 +12,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tessera.schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
-
 from tessera.resources.adapters.catalog import CatalogAdapter
 from tessera.resources.adapters.own import OwnInventoryAdapter
 from tessera.resources.model import DiscoveredResource
 from tessera.resources.pricing import OwnCost
+from tessera.schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
 
 #: The demo's and benchmarks' own data-center cost per node: $12,000 capex (+$9,000 per GPU)
 #: over 48 months, plus $0.15/h opex (power, space, staff).
 OWN_COST = OwnCost(capex=Decimal("12000"), amortization_months=48, opex_per_hour=Decimal("0.15"),
                    capex_per_gpu=Decimal("9000"))
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+#: The traces and catalogs live in the repository's ``data/`` (3 MB, not in the wheel).
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 MIB = 1 << 20
 
 #: Alibaba v2023 QoS class -> SLA tier. LS (latency-sensitive) pods get the top tier;

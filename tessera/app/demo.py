@@ -24,7 +24,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from tessera.app import datasets
+from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
+from tessera.app.report import svg_chart, write_report
+from tessera.billing.agreements import parse_agreements
 from tessera.config import Settings
+from tessera.infra.kafka_broker import BrokerError, broker_from_settings
 from tessera.streams.produce import producer_for, send_events, send_raw
 
 STEPS = 6
@@ -119,8 +123,6 @@ def _timeline(store, db: str, t0: datetime, value: str) -> dict[str, list[tuple[
 
 
 def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]], path: Path) -> Path:
-    from tessera.app.report import svg_chart, write_report
-
     cost = _timeline(store, db, t0, "toFloat64(price_per_hour)")
     vcpu = _timeline(store, db, t0, "vcpu_per_replica * replicas")
     caps = {r["provider"]: float(r["c"]) for r in store.query(
@@ -161,10 +163,6 @@ def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]
 
 
 async def _run(base: Settings, n_requests: int, seconds: float, report_path: Path | None) -> int:
-    from tessera.billing.agreements import parse_agreements
-
-    from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
-
     run = uuid.uuid4().hex[:6]
     settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
                             clickhouse_database=f"demo_{run}", forecast_interval_s=3, forecast_season=20,
@@ -272,8 +270,6 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
 
 def run_demo(settings: Settings, keep_running: bool = True, requests: int = 1500, seconds: float = 90.0,
              report: str | None = None) -> int:
-    from tessera.infra.kafka_broker import BrokerError, broker_from_settings
-
     if settings.kafka_bootstrap:
         _say(f"[1/{STEPS}] using the Kafka broker at {settings.kafka_bootstrap}")
     else:

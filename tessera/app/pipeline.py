@@ -14,8 +14,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
+from tessera.agents.billing import BillingWorker
+from tessera.agents.scheduler import SchedulerWorker
+from tessera.agents.worker import build_worker_app
+from tessera.app import datasets
+from tessera.app.warmup import compile_kernels
 from tessera.billing.agreements import Agreement
 from tessera.config import Settings
+from tessera.schemas import HealthSample
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import producer_for, publish, send_events
+from tessera.streams.runner import running
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +46,6 @@ def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> li
     """An own data center (Alibaba v2023 nodes: CPU-only and GPU ones, at amortized capex +
     opex) beside DigitalOcean and GCP europe-west4 catalog offers. Most Alibaba pods want
     GPUs, so the own GPU nodes decide how much spills to partners."""
-    from tessera.app import datasets
-
     gpu_nodes = [r for r in datasets.own_nodes() if r.spec.capacity.gpu][:own_gpu]
     return [*datasets.own_nodes(limit=own_cpu), *gpu_nodes, *datasets.digitalocean_vms(limit=digitalocean),
             *datasets.gcp_instances(limit=gcp, region="europe-west4")]
@@ -46,9 +53,6 @@ def blended_fleet(own_cpu: int, own_gpu: int, digitalocean: int, gcp: int) -> li
 
 async def register(settings: Settings, resources: list[Any]) -> None:
     """Publish the resources and a first heartbeat for each (healthy from the start)."""
-    from tessera.schemas import HealthSample
-    from tessera.streams.produce import publish
-
     await publish(settings, "resources", resources)
     await publish(settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
 
@@ -57,9 +61,6 @@ async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.E
     """Play the resources' node agents: a heartbeat for each every third of the heartbeat
     timeout until ``stop``, so that a run longer than the timeout keeps them healthy (with
     only the first heartbeat they all turn unhealthy after it and placement stops)."""
-    from tessera.schemas import HealthSample
-    from tessera.streams.produce import producer_for, send_events
-
     every = max(settings.health_heartbeat_timeout_s / 3, 1.0)
     producer = producer_for(settings)
     await producer.start()
@@ -98,14 +99,6 @@ class Pipeline:
 async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
                    aging_s: float = 30.0, say: Callable[[str], None] | None = None) -> AsyncIterator[Pipeline]:
     """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
-    from tessera.agents.billing import BillingWorker
-    from tessera.agents.scheduler import SchedulerWorker
-    from tessera.streams.admin import ensure_topics
-    from tessera.agents.worker import build_worker_app
-    from tessera.streams.runner import running
-
-    from tessera.app.warmup import compile_kernels
-
     await ensure_topics(settings)
     compile_kernels(say)       # before any consumer joins a group (tessera.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)

@@ -41,7 +41,7 @@ import time
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -114,13 +114,13 @@ class Engine:
 
     def __init__(self, store: ChdbStore) -> None:
         self.store = store
-        self.session = store._session
-        self.lock = store._lock
         self.default_database = store.database
+        self._run: Callable[[str, str], bytes] | None = None   # set while a request holds the engine
 
     def _q(self, sql: str, fmt: str = "TabSeparated") -> bytes:
+        assert self._run is not None, "statements run inside execute()"
         try:
-            res = self.session.query(sql, fmt)
+            return self._run(sql, fmt)
         except Exception as exc:
             text = str(exc).strip()
             m = _CODE.search(text)
@@ -128,13 +128,12 @@ class Engine:
             if not text.startswith("Code:"):
                 text = f"Code: {code}. DB::Exception: {text}"
             raise SqlError(text, code, _CLIENT_ERRORS.get(code, 500)) from None
-        return res.bytes() if res is not None else b""
 
     def execute(self, query: str, body: bytes, params: dict[str, str]) -> tuple[bytes, str, dict[str, Any]]:
         """(result bytes, output format, summary) of one HTTP request."""
         started = time.perf_counter()
         settings = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
-        with self.lock:
+        with self.store.exclusive() as self._run:
             self._q(f"USE {params.get('database') or self.default_database}")
             for k, v in settings.items():
                 if not re.fullmatch(r"[A-Za-z0-9_]+", k):

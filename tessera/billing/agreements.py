@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 #: The units usage is rated in, and how one unit is named on an invoice.
 UNITS = {"vcpu_hour": "vCPU-hour", "memory_gib_hour": "GiB-hour", "gpu_hour": "GPU-hour",
@@ -157,3 +160,11 @@ def parse_agreements(doc: Any) -> dict[str, Agreement]:
             raise AgreementError(f"agreements[{i}].partner: {a.partner!r} appears twice")
         out[a.partner] = a
     return out
+
+
+def load_agreements(path: str) -> dict[str, Agreement]:
+    """The agreements in a JSON file (a list of documents, see ``parse_agreement``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"agreements file {path!r} not found (set TESSERA_BILLING_AGREEMENTS)")
+    return parse_agreements(orjson.loads(p.read_bytes()))

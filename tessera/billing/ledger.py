@@ -27,7 +27,6 @@ from .usage import UsageError, UsageRecord, month_segments, period_bounds, perio
 #: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
 D = 3_600_000_000 * 1000 * MICRO
 N_PER_UNIT_HOUR = 3_600_000_000 * 1000
-QUANTITY_PLACES = Decimal("0.000000001")
 
 
 def _dec(num: int, den: int, places: int = 12) -> Decimal:

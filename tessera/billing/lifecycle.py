@@ -27,8 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
-from tessera.schemas import (AllocationPlaced, AllocationReleased, Event, MigrationDone, MigrationFailed,
-                     MigrationProgress, UsageSample)
+from tessera.schemas import (
+    AllocationPlaced,
+    AllocationReleased,
+    Event,
+    MigrationDone,
+    MigrationFailed,
+    MigrationProgress,
+    UsageSample,
+)
 
 from .usage import EPOCH, US, UsageRecord
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 DAY_S = 86_400.0
-WEEK_S = 7 * DAY_S
 
 
 def fourier_terms(ts: np.ndarray, period_s: float, harmonics: int) -> np.ndarray:

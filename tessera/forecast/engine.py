@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import math
 import pickle
-from statistics import NormalDist
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Sequence
 
 import numpy as np
@@ -295,13 +295,6 @@ class SeriesForecaster:
         state.pop("_cal_table", None)
         state.pop("_cal_rows", None)
         return state
-
-    def __setstate__(self, state: dict) -> None:
-        # Checkpoints written before the median got its own tracking rate lack the rates.
-        self.__dict__.update(state)
-        if "_level_rates" not in state:
-            self._level_rates = self._rates_per_level()
-        self.__dict__.setdefault("step_change", 0.0)
 
     def _rates_per_level(self) -> np.ndarray:
         """Quantile tracking step per level: the median slow, the others at tracking_rate."""

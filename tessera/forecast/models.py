@@ -262,16 +262,6 @@ class DirectAR:
                              self._levels_at, self.lam, self.err_scale, self.huber, self.bias,
                              cal[:0] if self._no_cal else cal, self.bias_rate)
 
-    def __setstate__(self, state: dict) -> None:
-        # Checkpoints written before the fit was Huber-weighted or had time-of-day biases
-        # lack their state; they start from none.
-        self.__dict__.update(state)
-        if "err_scale" not in state:
-            self.huber, self.err_scale = 1.5, np.zeros(self.H)
-        if "bias" not in state:
-            self.bias_rate, self.bias = self.BIAS_RATE, np.zeros((self.H, self.SLOTS))
-        self.__dict__.setdefault("_no_cal", False)   # older ones always had daily terms
-
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
             return np.full(len(cal_future), z_last)

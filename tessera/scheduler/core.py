@@ -22,15 +22,30 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable
 
-from tessera.schemas import (AllocationPlaced, AllocationQueued, AllocationRejected, AllocationReleased, Capacity, Event,
-                     Forecast, HealthChanged, HealthStatus, Placement, ResourceDiscovered, ResourceRemoved, ResourceUpdated,
-                     ProvisioningHint, UsageLimitAlert, WorkloadRequest)
-
 import numpy as np
 
+from tessera.schemas import (
+    AllocationPlaced,
+    AllocationQueued,
+    AllocationRejected,
+    AllocationReleased,
+    Capacity,
+    Event,
+    Forecast,
+    HealthChanged,
+    HealthStatus,
+    Placement,
+    ProvisioningHint,
+    ResourceDiscovered,
+    ResourceRemoved,
+    ResourceUpdated,
+    UsageLimitAlert,
+    WorkloadRequest,
+)
+
 from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, SearchEffort, pack_batch
-from .queue import RANK, SchedulingQueue
 from .provisioning import HintGate, Offer, plan_hint
+from .queue import RANK, SchedulingQueue
 from .reservation import Reservations, parse_series
 
 GIB = float(1 << 30)

@@ -19,7 +19,6 @@ from .twin import python_twin
 
 TIER_RANK = {"platinum": 0, "gold": 1, "silver": 2, "bronze": 3}
 MICRO = Decimal(1_000_000)
-DEFAULT_DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
 
 
 @dataclass(frozen=True)
@@ -293,14 +292,30 @@ def _compatibility(arrays: tuple, rows=slice(None)) -> np.ndarray:
     return ok
 
 
-def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
-    """Re-choose which resources to open for the requests ``out`` placed, by the exact search
-    (same requests placed, cheaper or equal cost); small batches without spread only."""
+def _place_everything(out, arrays: tuple, jit: bool, total_nodes: int):
+    """When the greedy left requests out of a small batch, look for a packing of the whole
+    batch by the exact search: a request rejected for want of room may fit once the others
+    are packed differently (two requests, three bins: the greedy can fill the one bin each
+    needs with the other's replicas). Requests that fit no resource at all are not tried."""
+    placed = out[0]
+    if placed.all() or not _compatibility(arrays).any(axis=1).all():
+        return out
+    res_price, res_open = arrays[8], arrays[9]
+    unbounded = int(res_price[~res_open].sum()) + 1
+    return _exact_search(out, arrays, jit, total_nodes, chosen=np.arange(len(placed)), bound=unbounded)
+
+
+def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int, chosen: np.ndarray | None = None,
+                  bound: int | None = None):
+    """Re-choose which resources to open for the requests ``chosen`` (by default those ``out``
+    placed) by the exact search; the answer replaces ``out`` only if it places all of them
+    for less than ``bound`` (by default ``out``'s cost). Small batches without spread only."""
     placed = out[0]
     (req_demand, req_replicas, _tags, _regions, _providers, req_spread, res_free, res_cap, res_price, res_open,
      _rt, _rr, _rp, res_type) = arrays
-    chosen = np.nonzero(placed)[0]
-    if not total_nodes or not len(chosen) or out[6] == 0 or (req_spread[chosen] > 1).any():
+    chosen = np.nonzero(placed)[0] if chosen is None else chosen
+    bound = int(out[6]) if bound is None else bound
+    if not total_nodes or not len(chosen) or bound == 0 or (req_spread[chosen] > 1).any():
         return out
     if int(req_replicas[chosen].sum()) > EXACT_MAX_ITEMS:
         return out
@@ -332,9 +347,9 @@ def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
     need = np.maximum(dem.sum(axis=0) - res_free[open_bins].sum(axis=0), 0.0)
     fn = exact.search if jit else python_twin(exact.search)
     cost, assign, bins, _complete = fn(dem, item_req, twin_prev, open_bins, res_free, res_price, compat,
-                                       type_rep, type_members, type_count, need, int(out[6]),
+                                       type_rep, type_members, type_count, need, bound,
                                        EXACT_NODES, total_nodes)
-    if not len(bins) or cost >= out[6]:
+    if not len(bins) or cost >= bound:
         return out
     # The assignment as placements (request, resource, replicas), merged per pair.
     target = bins[assign]
@@ -350,7 +365,9 @@ def _exact_search(out, arrays: tuple, jit: bool, total_nodes: int):
     open_after = res_open.copy()
     open_after[pl_res] = True
     new_cost = int(res_price[open_after & ~res_open].sum())
-    return placed, pl_req, pl_res, pl_count, free_after, open_after, new_cost
+    placed_after = np.zeros_like(placed)
+    placed_after[chosen] = True
+    return placed_after, pl_req, pl_res, pl_count, free_after, open_after, new_cost
 
 
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource] | ResourceTable, *,
@@ -402,6 +419,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
                 out, order = cand, shuffled
         out = _exclusion_search(out, lambda free: run(free, order), res_free, res_open, res_price, tiers, res_type,
                                 effort.exclusion_rounds)
+        out = _place_everything(out, arrays, jit, effort.exact_nodes)
         out = _exact_search(out, arrays, jit, effort.exact_nodes)
     placed, pl_req, pl_res, pl_count, free_after, open_after, cost = out
     result.kernel_seconds = time.perf_counter() - t0

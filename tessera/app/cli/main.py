@@ -101,9 +101,8 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
     """Topics created, metrics served, SIGINT/SIGTERM wired to the returned stop event."""
     import signal
 
-    from tessera.streams.admin import ensure_topics
-
     from tessera.streams import collector, metrics
+    from tessera.streams.admin import ensure_topics
 
     collector.tune_for_service()
     await ensure_topics(s)
@@ -117,7 +116,6 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
-
     from tessera.app.warmup import compile_kernels
 
     async def main() -> None:
@@ -134,9 +132,8 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
 
 def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
-    from tessera.agents.billing import BillingWorker, load_agreements
-
-    from tessera.billing.agreements import AgreementError
+    from tessera.agents.billing import BillingWorker
+    from tessera.billing.agreements import AgreementError, load_agreements
 
     path = args.agreements or s.billing_agreements
     if not path:
@@ -179,8 +176,8 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
 
 
 def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
-    from tessera.storage.ddl import apply_migrations
     from tessera.app.sqlserver import SqlServer
+    from tessera.storage.ddl import apply_migrations
     from tessera.storage.store import ChdbStore, StorageError, open_store
 
     if s.clickhouse_url:
@@ -385,13 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _leave(rc: int) -> int:
-    """Exit without chdb's C++ global teardown, which can crash after the work is done
-    (its data is on disk already); the command's output and exit code stay as they are."""
-    as_program = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "tessera"
-    if as_program and "chdb" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
+    """As a program, exit without chdb's teardown (see exit_skipping_chdb_teardown); called
+    as a function (tests), return the code."""
+    if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "tessera":
+        from tessera.storage.store import exit_skipping_chdb_teardown
+
+        exit_skipping_chdb_teardown(rc)
     return rc
 
 

@@ -11,7 +11,6 @@ from typing import Any
 import orjson
 
 from tessera.config import ConfigError, Settings
-
 from tessera.resources.model import AdapterError, DiscoveredResource
 
 COLUMNS = ("id", "provider", "region", "vcpu", "memory_bytes", "gpu", "price_per_hour", "healthy")
@@ -150,10 +149,9 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
 def read_table(s: Settings, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
     """The live table, rebuilt from the resources agent's changelog (last value per key)."""
     from tessera.agents.resources import changelog_topic
+    from tessera.resources.table import decode_row
     from tessera.schemas.topics import topic_spec
     from tessera.streams.reader import read_to_end
-
-    from tessera.resources.table import decode_row
 
     # The changelog has the table's partition count, which is the resources topic's.
     records = asyncio.run(read_to_end(s, changelog_topic(s), topic_spec("resources").partitions, timeout=timeout))

@@ -1,0 +1,157 @@
+"""Billing's state machine: the ledger, the allocation lifecycle, closed periods, the
+month-to-date view and the memory of alerts already sent (no Kafka: the billing agent
+feeds it events and publishes what it returns)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Callable, Iterable
+
+from tessera.schemas import AllocationPlaced, BillingLine, Event, UsageLimitAlert, UsageSample
+
+from .agreements import Agreement
+from .ledger import Ledger, SeenOverlay
+from .lifecycle import Lifecycle, sample_record
+from .usage import US, month_segments, period_bounds, period_of
+
+
+def _utc(us: int) -> datetime:
+    return datetime.fromtimestamp(us / US, tz=timezone.utc)
+
+
+@dataclass
+class BillingState:
+    """Billing's live state: the ledger, the allocation lifecycle and what was published.
+
+    The worker (``tessera.agents.billing``) only decodes events, calls ``apply`` /
+    ``update_agreement`` / ``remember_alert``, and publishes what ``outputs`` returns.
+    Rating is deterministic, so replaying the same events (``replay``) rebuilds the same
+    state after a restart.
+    """
+
+    agreements: dict[str, Agreement]
+    grace_s: float = 3 * 86400.0
+    #: Told the partner of every usage record with no agreement (it is not rated).
+    on_unrated: Callable[[str], None] = field(default=lambda partner: None, repr=False)
+    ledger: Ledger = field(init=False)
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    revisions: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ledger = Ledger(self.agreements)
+        self._closed_through = ""
+
+    def apply(self, e: Event) -> set[tuple[str, str]]:
+        """Apply one allocation, migration or usage event; returns the (partner, period)s it
+        touched. (Open segments add their provisional usage in ``outputs``, once per batch.)"""
+        touched = set()
+        records = self.lifecycle.apply(e)
+        if isinstance(e, UsageSample):
+            records = self._measured(e)
+        else:
+            records = [r for r in records if self._basis(r.partner) != "measured"]
+        self._close_periods()
+        for r in records:
+            if r.partner not in self.agreements:
+                self.on_unrated(r.partner)
+                continue
+            if self.ledger.add(r):
+                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        if isinstance(e, AllocationPlaced):
+            period = period_of(self.lifecycle.watermark_us)
+            touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
+        return touched
+
+    def replay(self, events: Iterable[Event]) -> set[tuple[str, str]]:
+        """Apply recovered allocation, migration and usage events in event-time order (the
+        lifecycle's order across topics and partitions); returns the periods touched."""
+        touched: set[tuple[str, str]] = set()
+        for e in sorted(events, key=lambda e: e.event_time):
+            touched |= self.apply(e)
+        return touched
+
+    def _basis(self, partner: str) -> str:
+        a = self.agreements.get(partner)
+        return "allocated" if a is None else a.basis
+
+    def _measured(self, e: UsageSample) -> list:
+        """A sample of one allocation's use on a partner that bills on measured use. Samples of
+        a whole resource (no allocation) include others' work and are not billed; samples on
+        partners billing reserved capacity feed forecasting only."""
+        partner = e.provider or self.lifecycle.providers.get(e.resource_id, "")
+        if not e.allocation_id or self._basis(partner) != "measured":
+            return []
+        return [sample_record(e, partner)]
+
+    def _close_periods(self) -> None:
+        """Months that ended more than the grace period before the latest event time are
+        closed: usage for them from now on is an adjustment in the next open month.
+        (Checked when the horizon enters a new month, not per event.)"""
+        horizon = self.lifecycle.watermark_us - int(self.grace_s * US)
+        month = period_of(max(horizon, 0))
+        if month == self._closed_through:
+            return
+        self._closed_through = month
+        for partner in self.agreements:
+            for p, period in self.ledger.periods(partner):
+                if (p, period) not in self.ledger.closed and period_bounds(period)[1] <= horizon:
+                    self.ledger.close_period(p, period)
+
+    def _provisional(self) -> list:
+        """Open segments up to the watermark, of partners billed on capacity held."""
+        return [r for r in self.lifecycle.provisional()
+                if r.partner in self.agreements and self._basis(r.partner) != "measured"]
+
+    def view(self, provisional: list | None = None) -> Ledger:
+        """The ledger plus still-running allocations up to the watermark (month to date)."""
+        view = Ledger(self.agreements, seen=SeenOverlay(self.ledger.seen),
+                      cells={k: list(v) for k, v in self.ledger.cells.items()},
+                      closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
+        for r in self._provisional() if provisional is None else provisional:
+            view.add(r)
+        return view
+
+    def outputs(self, touched: set[tuple[str, str]]) -> list[Event]:
+        provisional = self._provisional()        # built once per batch: the touched set and the view
+        for r in provisional:                    # running allocations accrue month to date
+            touched = touched | {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+        if not touched:
+            return []
+        view = self.view(provisional)
+        out: list[Event] = []
+        for partner, period in sorted(touched):
+            inv = view.invoice(partner, period)
+            lo, hi = period_bounds(period)
+            rev = self.revisions.get((partner, period), 0) + 1
+            self.revisions[(partner, period)] = rev
+            for line in inv.lines:
+                out.append(BillingLine(
+                    line_id=line.line_id, partner_id=partner, period_start=_utc(lo), period_end=_utc(hi),
+                    charge_category=line.charge_category, sku=line.sku, unit=line.unit,
+                    quantity=line.quantity, rate=Decimal(line.rate_micro).scaleb(-6),
+                    amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev))
+            for a in [*view.lift_block(partner, period), *view.check_limits(partner, period)]:
+                out.append(UsageLimitAlert(partner_id=partner, period_start=_utc(lo), limit_name=a.limit_name,
+                                           threshold_pct=a.threshold_pct, used=a.used, limit=a.limit,
+                                           enforcement=a.enforcement, lifted=a.lifted))
+        return out
+
+    def update_agreement(self, a: Agreement) -> set[tuple[str, str]]:
+        """New terms for a partner: its open periods are re-rated at them on the next output."""
+        self.agreements[a.partner] = a
+        self.ledger.agreements[a.partner] = a
+        return {(p, period) for p, period in self.ledger.periods(a.partner) if (p, period) not in self.ledger.closed}
+
+    def remember_alert(self, a: UsageLimitAlert) -> None:
+        period = f"{a.period_start.year:04d}-{a.period_start.month:02d}"
+        if a.lifted:
+            self.ledger.blocked.pop(a.partner_id, None)
+            for key in [k for k in self.ledger.alerted if k[:3] == (a.partner_id, period, a.limit_name)
+                        and k[3] > a.threshold_pct]:
+                self.ledger.alerted.discard(key)
+            return
+        self.ledger.alerted.add((a.partner_id, period, a.limit_name, a.threshold_pct))
+        if a.enforcement == "hard":
+            self.ledger.blocked[a.partner_id] = period
