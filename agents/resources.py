@@ -81,7 +81,8 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
         use_partitioner=True,
         help="live resource rows: spec, health, allocated, reported free",
     )
-    app.tessera_resources = LiveResourceTable(table)  # the scheduler's read API
+    # The read API for code in this worker (and tests); the scheduler keeps its own view.
+    app.tessera_resources = LiveResourceTable(table)
     dlq, health_topic = topics["dead-letters"], topics["health"]
     started = time.time()
     #: resource id -> wall-clock time of its last heartbeat seen by this worker (not durable on purpose)
