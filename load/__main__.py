@@ -31,12 +31,11 @@ from load.machine import machine
 
 from tessera.app.pipeline import DEMO_AGREEMENTS
 from tessera.config import load_settings
-from tessera.schemas import Capacity, ResourceDiscovered, ResourceSpec
+from tessera.schemas import GIB, Capacity, ResourceDiscovered, ResourceSpec
 from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GIB = 1 << 30
 
 
 def resources(n_own: int, n_partner: int) -> list[ResourceDiscovered]:

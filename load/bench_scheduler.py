@@ -28,12 +28,11 @@ from load.generator import broker_pid, run_rate, synthetic_requests
 from load.machine import machine
 
 from tessera.config import load_settings
-from tessera.schemas import Capacity, ResourceDiscovered, ResourceSpec
+from tessera.schemas import GIB, Capacity, ResourceDiscovered, ResourceSpec
 from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_events
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GIB = 1 << 30
 
 
 async def main(argv: list[str] | None = None) -> dict:

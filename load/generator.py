@@ -21,12 +21,10 @@ from typing import Callable
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from tessera.schemas import Capacity, HealthSample, UsageSample, WorkloadRequest, encode
+from tessera.schemas import GIB, TIERS, Capacity, HealthSample, UsageSample, WorkloadRequest, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams.produce import producer_for, send_batched
 
-GIB = 1 << 30
-TIERS = ("platinum", "gold", "silver", "bronze")
 TICK_S = 0.002
 
 

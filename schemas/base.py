@@ -32,6 +32,8 @@ from pydantic import (
 )
 
 UTC = timezone.utc
+#: Bytes in a GiB. Capacities travel in bytes; GiB appear only where people read or write them.
+GIB = 1 << 30
 
 
 def _to_utc(value: datetime) -> datetime:

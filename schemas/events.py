@@ -27,10 +27,17 @@ class _Part(BaseModel):
 # Shared value objects
 # ---------------------------------------------------------------------------
 class SlaTier(str, Enum):
+    """Service tiers, best first: the order is the scheduling priority."""
+
     platinum = "platinum"
     gold = "gold"
     silver = "silver"
     bronze = "bronze"
+
+
+#: Tier names best first, and each name's rank (0 = platinum): the one definition.
+TIERS = tuple(t.value for t in SlaTier)
+TIER_RANK = {t: i for i, t in enumerate(TIERS)}
 
 
 class PricingModel(str, Enum):

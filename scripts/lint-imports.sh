@@ -10,4 +10,4 @@ trap 'rm -rf "$work"' EXIT
   | grep -v "Warning\|^ \|^$\|!!" || true
 rm -rf "$repo/build"
 cd "$work"
-PYTHONPATH="$work" "$repo/.venv/bin/lint-imports" --config "$repo/pyproject.toml" --no-cache
+PYTHONPATH="$work" "$repo/.venv/bin/lint-imports" "$repo/pyproject.toml" --no-cache

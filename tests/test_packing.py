@@ -8,7 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.scheduler.packing import TIER_RANK, PackRequest, PackResource, pack_batch
+from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
+from tessera.schemas import TIER_RANK
 
 PROVIDERS = ["own", "gcp", "do"]
 REGIONS = ["eu", "us", "ap"]

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from tessera.schemas import (
+    GIB,
     AllocationPlaced,
     AllocationReleased,
     Event,
@@ -39,7 +40,6 @@ from tessera.schemas import (
 
 from .usage import EPOCH, US, UsageRecord
 
-GIB = 1024 ** 3
 OWN = "own"
 
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tessera.schemas import DemandObservation, UsageSample, WorkloadRequest
+from tessera.schemas import GIB, DemandObservation, UsageSample, WorkloadRequest
 
-GIB = 1024 ** 3
 DIMENSIONS = ("vcpu", "memory_gib", "gpu")
 
 

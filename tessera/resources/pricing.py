@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Mapping
 
+from tessera.schemas import GIB
+
 HOURS_PER_MONTH = Decimal(730)  # 8760 / 12: the convention cloud catalogs use
 _PER_HOUR = {
     "second": Decimal(3600),
@@ -84,7 +86,7 @@ class RateCard:
         if instance_type in self.instance_hour:
             return Decimal(self.instance_hour[instance_type])
         if any(r is not None for r in (self.vcpu_hour, self.gib_hour, self.gpu_hour)):
-            gib_ = Decimal(memory_bytes) / Decimal(1 << 30)
+            gib_ = Decimal(memory_bytes) / Decimal(GIB)
             return q(Decimal(str(vcpu)) * (self.vcpu_hour or 0) + gib_ * (self.gib_hour or 0)
                      + Decimal(gpu) * (self.gpu_hour or 0))
         if catalog_price is None:

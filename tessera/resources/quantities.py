@@ -15,7 +15,9 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 
-_BINARY = {"ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40, "pi": 1 << 50, "ei": 1 << 60}
+from tessera.schemas import GIB
+
+_BINARY = {"ki": 1 << 10, "mi": 1 << 20, "gi": GIB, "ti": 1 << 40, "pi": 1 << 50, "ei": 1 << 60}
 _DECIMAL = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15, "e": 10**18}
 _CPU = {"": Decimal(1), "m": Decimal("0.001"), "u": Decimal("0.000001"), "n": Decimal("0.000000001")}
 _NUM = r"(?P<num>[+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
@@ -83,4 +85,4 @@ def parse_gbps(value: str | int | float | Decimal) -> float:
 
 def gib(value: float | str | Decimal) -> int:
     """A number of GiB (catalog ``MemoryGiB`` columns) to bytes."""
-    return int((_number(str(value), "GiB") * (1 << 30)).to_integral_value())
+    return int((_number(str(value), "GiB") * GIB).to_integral_value())

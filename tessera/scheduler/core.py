@@ -25,6 +25,8 @@ from typing import Iterable
 import numpy as np
 
 from tessera.schemas import (
+    GIB,
+    TIER_RANK,
     AllocationPlaced,
     AllocationQueued,
     AllocationRejected,
@@ -45,10 +47,9 @@ from tessera.schemas import (
 
 from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, SearchEffort, pack_batch
 from .provisioning import HintGate, Offer, plan_hint
-from .queue import RANK, SchedulingQueue
+from .queue import SchedulingQueue
 from .reservation import Reservations, parse_series
 
-GIB = float(1 << 30)
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
 
 
@@ -282,12 +283,12 @@ class Scheduler:
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
         effort = self.effort if len(reqs) <= self.search_batch_max else NO_SEARCH
         use = self.vcpu_in_use_by_tier()
-        if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in RANK):
+        if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in TIER_RANK):
             return pack_batch(reqs, res, effort=effort)
         merged = None
         current = res
         for rank in range(4):
-            group = [q for q in reqs if RANK.get(q.tier, 9) == rank]
+            group = [q for q in reqs if TIER_RANK.get(q.tier, 9) == rank]
             if not group:
                 continue
             held = self.reservations.reserved_above(rank, use)

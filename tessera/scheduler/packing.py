@@ -14,10 +14,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from tessera.schemas import TIER_RANK
+
 from . import exact, kernel
 from .twin import python_twin
 
-TIER_RANK = {"platinum": 0, "gold": 1, "silver": 2, "bronze": 3}
 MICRO = Decimal(1_000_000)
 
 

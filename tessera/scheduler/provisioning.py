@@ -13,7 +13,7 @@ same interval is repeated only when its shortfall moved by more than ``REPEAT_CH
 so a stream of forecasts does not become a stream of identical hints.
 
 >>> from datetime import datetime, timezone
->>> from schemas import Forecast, HorizonForecast
+>>> from tessera.schemas import Forecast, HorizonForecast
 >>> t = datetime(2026, 3, 1, tzinfo=timezone.utc)
 >>> f = Forecast(series="pool=default/tier=gold/dim=vcpu", interval_seconds=300, event_time=t,
 ...              horizons=[HorizonForecast(step=1, interval_start=t, quantiles={"0.5": 8.0, "0.95": 12.0})])

@@ -13,10 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Iterator
 
-from tessera.schemas import WorkloadRequest
-
-TIERS = ("platinum", "gold", "silver", "bronze")
-RANK = {t: i for i, t in enumerate(TIERS)}
+from tessera.schemas import TIER_RANK, TIERS, WorkloadRequest
 
 
 @dataclass
@@ -28,7 +25,7 @@ class Queued:
 
     def effective_rank(self, now: float, aging_s: float) -> float:
         waited = max(now - self.enqueued_at, 0.0)
-        return RANK[self.request.sla_tier.value] - (waited / aging_s if aging_s > 0 else 0.0)
+        return TIER_RANK[self.request.sla_tier.value] - (waited / aging_s if aging_s > 0 else 0.0)
 
     def aged_tier(self, now: float, aging_s: float) -> str:
         return TIERS[max(0, min(3, int(self.effective_rank(now, aging_s) + 0.999999)))]

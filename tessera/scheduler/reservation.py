@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Mapping
 
-from tessera.schemas import Forecast
+from tessera.schemas import TIERS, Forecast
 
 #: Shortage cost per vCPU-hour by tier (what running short costs: SLA credits, lost work).
 DEFAULT_SHORTAGE_COST = {"platinum": Decimal("1.00"), "gold": Decimal("0.40"), "silver": Decimal("0.05"),
@@ -87,5 +87,5 @@ class Reservations:
 
     def reserved_above(self, tier_rank: int, in_use_by_tier: Mapping[str, float]) -> float:
         """Total headroom held for tiers strictly above ``tier_rank`` (0 = platinum)."""
-        tiers = ("platinum", "gold", "silver", "bronze")
+        tiers = TIERS
         return sum(self.headroom(t, in_use_by_tier.get(t, 0.0)) for t in tiers[:tier_rank])
