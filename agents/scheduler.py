@@ -196,10 +196,9 @@ class SchedulerWorker:
                 self.pending_offsets.pop(e.request_id, None)
         if not out and not records:
             return
-        await self._commit(producer, consumer, records, out)
+        await self._commit(producer, records, out)
 
-    async def _commit(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, records: list[Any],
-                      out: list[tuple[str, Event]]) -> None:
+    async def _commit(self, producer: AIOKafkaProducer, records: list[Any], out: list[tuple[str, Event]]) -> None:
         """Publish the batch's decisions and advance input offsets, atomically."""
         # Offsets: past every record read, except not past a request still waiting.
         offsets: dict[TopicPartition, int] = {}

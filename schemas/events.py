@@ -199,9 +199,30 @@ class AllocationQueued(_AllocationEvent):
     reason: NonEmptyStr
 
 
+class RejectReason(str, Enum):
+    """Why a request was not placed, as a code to act on (``reason`` says it for people).
+
+    ``insufficient_capacity`` and ``no_resources`` can change as capacity frees up or
+    appears: the scheduler keeps such requests queued (``allocation.queued``) until their
+    deadline. Every other code is final."""
+
+    invalid_request = "invalid_request"                # the request itself is malformed
+    no_matching_resource = "no_matching_resource"      # no resource meets its tags / regions / providers
+    too_large = "too_large"                            # no compatible resource holds one replica
+    spread_impossible = "spread_impossible"            # fewer compatible providers than its spread
+    insufficient_capacity = "insufficient_capacity"    # would fit, not now (transient)
+    no_resources = "no_resources"                      # no resource available at all (transient)
+    deadline_passed = "deadline_passed"
+
+
+#: Rejection codes a later capacity change can resolve (the request stays queued).
+TRANSIENT_REJECTIONS = frozenset({RejectReason.insufficient_capacity, RejectReason.no_resources})
+
+
 class AllocationRejected(_AllocationEvent):
     event_type: Literal["allocation.rejected"] = "allocation.rejected"
     reason: NonEmptyStr
+    code: RejectReason = Field(description="why, as a code (reason is the text for people)")
 
 
 class AllocationReleased(_AllocationEvent):

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
-from tessera.schemas import TIER_RANK
+from tessera.schemas import TIER_RANK, RejectReason
 
 PROVIDERS = ["own", "gcp", "do"]
 REGIONS = ["eu", "us", "ap"]
@@ -115,7 +115,8 @@ def test_higher_tier_wins_when_capacity_is_short():
             PackRequest("plat", "platinum", 1, (4.0, 4.0, 0.0), seq=1)]
     r = pack_batch(reqs, resources)
     assert "plat" in r.placements and "bronze" in r.rejected
-    assert "insufficient" in r.rejected["bronze"]
+    assert r.rejected["bronze"].code is RejectReason.insufficient_capacity
+    assert "insufficient" in r.rejected["bronze"].text
 
 
 def test_compliance_tags_and_regions_are_hard_constraints():
@@ -123,7 +124,8 @@ def test_compliance_tags_and_regions_are_hard_constraints():
     r = pack_batch([PackRequest("h", "gold", 1, (1.0, 1.0, 0.0), frozenset({"hipaa"})),
                     PackRequest("x", "gold", 1, (1.0, 1.0, 0.0), frozenset({"hipaa"}), frozenset({"eu"}))], resources)
     assert r.placements["h"] == [("own-1", 1)]
-    assert "no resource matches" in r.rejected["x"]
+    assert r.rejected["x"].code is RejectReason.no_matching_resource
+    assert "no resource matches" in r.rejected["x"].text
 
 
 def test_spread_and_bad_requests_get_reasons():
@@ -132,10 +134,11 @@ def test_spread_and_bad_requests_get_reasons():
                     PackRequest("neg", "gold", 1, (-1.0, 1.0, 0.0)),
                     PackRequest("tier", "diamond", 1, (1.0, 1.0, 0.0)),
                     PackRequest("big", "gold", 1, (64.0, 1.0, 0.0))], resources)
-    assert "spread over 2 providers impossible" in r.rejected["s"]
-    assert "non-negative" in r.rejected["neg"]
-    assert "unknown tier" in r.rejected["tier"]
-    assert "large enough" in r.rejected["big"]
+    assert r.rejected["s"] == (RejectReason.spread_impossible,
+                               "spread over 2 providers impossible: only 1 compatible")
+    assert r.rejected["neg"].code is r.rejected["tier"].code is RejectReason.invalid_request
+    assert "non-negative" in r.rejected["neg"].text and "unknown tier" in r.rejected["tier"].text
+    assert r.rejected["big"].code is RejectReason.too_large and "large enough" in r.rejected["big"].text
 
 
 def test_consolidation_closes_a_needless_resource():

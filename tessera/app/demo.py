@@ -42,7 +42,7 @@ def _pretty(store, sql: str) -> str:
     return store.query_raw(sql, "PrettyCompactMonoBlock").decode()
 
 
-async def _replay(p, settings: Settings, requests, seconds: float, run: str) -> int:
+async def _replay(p, settings: Settings, requests, run: str) -> int:
     """Publish requests at their (compressed) arrival times; show progress."""
     producer = producer_for(settings, linger_ms=5)
     await producer.start()
@@ -188,7 +188,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         scale = span / seconds
         _say(f"[4/{STEPS}] replaying {len(requests)} Alibaba v2023 pods ({span / 3600:.0f} h of arrivals "
              f"compressed {scale:,.0f}x into {seconds:.0f} s)")
-        await _replay(p, settings, requests, seconds, run)
+        await _replay(p, settings, requests, run)
         _say(f"[5/{STEPS}] draining: outcomes, releases, forecasts and billing catching up")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -268,8 +268,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     return 0
 
 
-def run_demo(settings: Settings, keep_running: bool = True, requests: int = 1500, seconds: float = 90.0,
-             report: str | None = None) -> int:
+def run_demo(settings: Settings, requests: int = 1500, seconds: float = 90.0, report: str | None = None) -> int:
     if settings.kafka_bootstrap:
         _say(f"[1/{STEPS}] using the Kafka broker at {settings.kafka_bootstrap}")
     else:

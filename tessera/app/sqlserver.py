@@ -81,7 +81,7 @@ def decompress(body: bytes, encoding: str) -> bytes:
     enc = encoding.strip().lower()
     if not enc or enc == "identity":
         return body
-    try:
+    try:   # zstd, lz4 and brotli are optional packages: imported when a client uses them
         if enc == "gzip":
             return gzip.decompress(body)
         if enc == "deflate":

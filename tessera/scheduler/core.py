@@ -27,6 +27,7 @@ import numpy as np
 from tessera.schemas import (
     GIB,
     TIER_RANK,
+    TRANSIENT_REJECTIONS,
     AllocationPlaced,
     AllocationQueued,
     AllocationRejected,
@@ -38,6 +39,7 @@ from tessera.schemas import (
     HealthStatus,
     Placement,
     ProvisioningHint,
+    RejectReason,
     ResourceDiscovered,
     ResourceRemoved,
     ResourceUpdated,
@@ -45,7 +47,7 @@ from tessera.schemas import (
     WorkloadRequest,
 )
 
-from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, SearchEffort, pack_batch
+from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, Rejection, ResourceTable, SearchEffort, pack_batch
 from .provisioning import HintGate, Offer, plan_hint
 from .queue import SchedulingQueue
 from .reservation import Reservations, parse_series
@@ -165,7 +167,8 @@ class Scheduler:
             return []  # a redelivery: already decided or waiting
         if request.deadline is not None and request.deadline < now_dt:
             self.decided.add(request.request_id)
-            return [self._rejected(request, "deadline passed before the request arrived")]
+            return [self._rejected(request, Rejection(RejectReason.deadline_passed,
+                                                      "deadline passed before the request arrived"))]
         self.queue.push(request, now)
         return []
 
@@ -189,7 +192,7 @@ class Scheduler:
         out: list[Event] = []
         for q in self.queue.expired(now_dt):
             self.decided.add(q.request.request_id)
-            out.append(self._rejected(q.request, "deadline passed while queued"))
+            out.append(self._rejected(q.request, Rejection(RejectReason.deadline_passed, "deadline passed while queued")))
         batch = self.queue.next_batch(now)
         if not batch:
             return out
@@ -206,16 +209,16 @@ class Scheduler:
         for rid, placements in result.placements.items():
             q = by_id[rid]
             out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt))
-        for rid, reason in result.rejected.items():
+        for rid, rejection in result.rejected.items():
             q = by_id[rid]
-            if _permanent(reason):
+            if rejection.code not in TRANSIENT_REJECTIONS:     # no later capacity change can fix it
                 self.queue.remove(rid)
                 self.decided.add(rid)
-                out.append(self._rejected(q.request, reason))
+                out.append(self._rejected(q.request, rejection))
             elif not q.notified:
                 q.notified = True
                 out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
-                                            sla_tier=q.request.sla_tier, position=0, reason=reason))
+                                            sla_tier=q.request.sla_tier, position=0, reason=rejection.text))
         positions = self.queue.positions(now)
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
                 if isinstance(e, AllocationQueued) else e for e in out]
@@ -311,7 +314,7 @@ class Scheduler:
                 merged.lower_bound += part.lower_bound
         for q in reqs:  # invalid tiers never reach a group
             if merged is not None and q.id not in merged.placements and q.id not in merged.rejected:
-                merged.rejected[q.id] = f"unknown tier {q.tier!r}"
+                merged.rejected[q.id] = Rejection(RejectReason.invalid_request, f"unknown tier {q.tier!r}")
         return merged if merged is not None else pack_batch(reqs, res, effort=effort)
 
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
@@ -332,9 +335,9 @@ class Scheduler:
             queued_seconds=max(waited, 0.0), batch_id=batch_id,
             expires_at=now_dt + timedelta(seconds=duration) if duration else None, placements=events)
 
-    def _rejected(self, request: WorkloadRequest, reason: str) -> AllocationRejected:
+    def _rejected(self, request: WorkloadRequest, why: Rejection) -> AllocationRejected:
         return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
-                                  tenant=request.tenant, sla_tier=request.sla_tier, reason=reason)
+                                  tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text, code=why.code)
 
     def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
         a = self._drop(allocation_id)
@@ -359,8 +362,3 @@ class Scheduler:
                 self.decided.add(e.request_id)
             elif isinstance(e, AllocationReleased):
                 self._drop(e.allocation_id)
-
-
-def _permanent(reason: str) -> bool:
-    """Rejections no later capacity change can fix (bad input, impossible constraints)."""
-    return not reason.startswith("insufficient free capacity") and reason != "no resources available"

@@ -4,17 +4,12 @@ A pure function over arrays, compiled with ``numba.njit(cache=True)``;
 ``tessera.scheduler.twin.python_twin(pack)`` is the very same code run entirely by CPython
 (the plain-Python twin the benchmark compares against).
 
-Inputs (R requests, S resources, D dimensions):
-
-* ``req_demand[R, D]`` per-replica demand; ``req_replicas[R]``; ``req_order[R]`` the order
-  to place them in (tier first, then larger first; see ``tessera.scheduler.batch``);
-* constraint bitsets: ``req_tags[R]`` tags required (all must be on the resource),
-  ``req_regions[R]`` / ``req_providers[R]`` allowed region / provider bits (0 = any),
-  ``req_spread[R]`` minimum number of distinct providers for the replicas;
-* ``res_free[S, D]`` free capacity now, ``res_cap[S, D]`` total capacity,
-  ``res_price[S]`` whole-resource price per hour in integer micro-units,
-  ``res_open[S]`` already hosting work (zero marginal price), ``res_tags[S]``,
-  ``res_region[S]`` / ``res_provider[S]`` bit indexes.
+Inputs and output are named tuples of arrays (R requests, S resources, D dimensions):
+``Requests`` (per-replica demand, replicas, constraint bitsets, provider spread),
+``Resources`` (free and total capacity, integer micro-unit prices, open flags, tags,
+region, provider, interchangeable type), and the result ``Packing``. ``order`` lists the
+requests in the order to place them (tier first, then larger first; see
+``tessera.scheduler.batch``).
 
 Cost model: opening a closed resource costs its price; an open one costs nothing more.
 Heuristic, in three passes:
@@ -37,10 +32,48 @@ gives the same placements.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 EPS = 1e-9
+
+
+class Requests(NamedTuple):
+    """A batch's requests as arrays (Numba takes named tuples of arrays as they are)."""
+
+    demand: np.ndarray      # (R, D) float64, per replica
+    replicas: np.ndarray    # (R,) int64
+    tags: np.ndarray        # (R,) int64 bitset: tags required (all must be on the resource)
+    regions: np.ndarray     # (R,) int64 bitset of allowed regions (0 = any)
+    providers: np.ndarray   # (R,) int64 bitset of allowed providers (0 = any)
+    spread: np.ndarray      # (R,) int64: the replicas span at least this many providers
+
+
+class Resources(NamedTuple):
+    """The resources a batch may use, as arrays."""
+
+    free: np.ndarray        # (S, D) float64, free capacity now
+    cap: np.ndarray         # (S, D) float64, total capacity
+    price: np.ndarray       # (S,) int64, whole-resource price per hour in micro-units
+    open: np.ndarray        # (S,) bool: already hosting work (no opening cost)
+    tags: np.ndarray        # (S,) int64 bitset over the batch's required tags
+    region: np.ndarray      # (S,) int64 bit index
+    provider: np.ndarray    # (S,) int64 bit index
+    type: np.ndarray        # (S,) int64: interchangeable resources share a type id
+
+
+class Packing(NamedTuple):
+    """What a packing decided."""
+
+    placed: np.ndarray      # (R,) bool: request placed (whole)
+    pl_req: np.ndarray      # (P,) int64: placement p puts pl_count[p] replicas of request pl_req[p]
+    pl_res: np.ndarray      # (P,) int64: ... on resource pl_res[p]
+    pl_count: np.ndarray    # (P,) int64
+    free: np.ndarray        # (S, D) float64, free capacity after
+    open: np.ndarray        # (S,) bool, open after
+    cost: int               # micro-units per hour of the resources opened
 
 
 @njit(cache=True, error_model="numpy")
@@ -101,29 +134,13 @@ def _dominated(r, req_demand, req_tags, req_regions, req_providers, req_spread, 
     return False
 
 
+# --------------------------------------------------------------------------- set-up
 @njit(cache=True, error_model="numpy")
-def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_providers, req_spread,
-         res_free_in, res_cap, res_price, res_open_in, res_tags, res_region, res_provider, res_type, improve,
-         score_limit):
-    """Returns (placed[R] bool, pl_req[P], pl_res[P], pl_count[P], n_placements, res_free, res_open,
-    opened_cost_micro)."""
-    R, D = req_demand.shape
-    S = res_free_in.shape[0]
-    res_free = res_free_in.copy()
-    res_open = res_open_in.copy()
-    opened_here = np.zeros(S, dtype=np.bool_)
-    placed = np.zeros(R, dtype=np.bool_)
-    total_rep = 0
-    for r in range(R):
-        total_rep += req_replicas[r]
-    pl_req = np.empty(total_rep, dtype=np.int64)
-    pl_res = np.empty(total_rep, dtype=np.int64)
-    pl_count = np.empty(total_rep, dtype=np.int64)
-    n_pl = 0
-
-    # Identical closed resources (same type: capacity, price, tags, region, provider) are
-    # interchangeable, so the search for one to open walks types, cheapest per unit first,
-    # and takes each type's lowest-index closed member.
+def _type_index(res_type):
+    """Resources grouped by interchangeable type: (type_count, type_rep, type_members), where
+    type t's members are type_members[type_count[t]:type_count[t + 1]] in index order and
+    type_rep[t] is its first member."""
+    S = len(res_type)
     n_types = 0
     for s in range(S):
         if res_type[s] + 1 > n_types:
@@ -136,17 +153,25 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
             type_rep[res_type[s]] = s
     for t in range(n_types):
         type_count[t + 1] += type_count[t]
-    type_members = np.empty(S, dtype=np.int64)  # members of type t: type_members[type_count[t]:type_count[t+1]]
+    type_members = np.empty(S, dtype=np.int64)
     fill = type_count[:n_types].copy()
     for s in range(S):
         type_members[fill[res_type[s]]] = s
         fill[res_type[s]] += 1
-    type_next = type_count[:n_types].copy()  # first member position that may still be closed
-    # Which type to open: the lowest price per unit of the batch's demand mix, measured in
-    # the dimensions the request needs. A type's "units" are how many copies of the batch's
-    # total demand vector (restricted to those dimensions) it holds, i.e. its bottleneck
-    # dimension; a GPU node is not cheap per unit for a CPU-only request just because it
-    # also has GPUs. One order per need signature present in the batch (ties: type id).
+    return type_count, type_rep, type_members
+
+
+@njit(cache=True, error_model="numpy")
+def _type_orders(req_demand, req_replicas, res_cap, res_price, type_rep):
+    """The batch's total demand ``w``, and for each need signature (the dimensions a request
+    asks for, as bits) the types cheapest per unit first.
+
+    A type's "units" are how many copies of the batch's total demand vector, restricted to
+    the dimensions the request needs, it holds (its bottleneck dimension): a GPU node is
+    not cheap per unit for a CPU-only request just because it also has GPUs. Orders are
+    built only for signatures present in the batch; ties keep the type id order."""
+    R, D = req_demand.shape
+    n_types = len(type_rep)
     w = np.zeros(D)
     for r in range(R):
         for d in range(D):
@@ -174,24 +199,38 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                         units = u
             type_unit[t] = res_price[s] / units if 0.0 < units < 1e300 else 1e300
         type_order[m] = np.argsort(type_unit, kind="mergesort")
+    return w, type_order
+
+
+@njit(cache=True, error_model="numpy")
+def _inverse_square(res_cap):
+    """1 / capacity^2 per resource and dimension (0 where the capacity is 0): the
+    normalization of the alignment score."""
+    S, D = res_cap.shape
     inv_cap2 = np.zeros((S, D))
     for s in range(S):
         for d in range(D):
             if res_cap[s, d] > 0.0:
                 inv_cap2[s, d] = 1.0 / (res_cap[s, d] * res_cap[s, d])
-    memo_req = np.empty(64, dtype=np.int64)
-    n_memo = 0
-    # Upper bound of free capacity per dimension over all resources, refreshed every 256
-    # placements: a replica larger than it in any dimension cannot be placed anywhere.
-    max_free = np.zeros(D)
-    since_refresh = 1 << 30
+    return inv_cap2
 
-    # Open resources live in lists by "signature": per dimension, a level of free capacity
-    # (0: less than the batch's smallest positive demand; 1: at least that; 2: at least the
-    # batch's median positive demand), as base-3 digits. A replica scans only the lists whose
-    # levels reach its own in every dimension, so a GPU pod never walks CPU-only nodes, a
-    # large pod skips nearly full ones, and full resources drop out. Lists keep opening
-    # order (ties break on position).
+
+@njit(cache=True, error_model="numpy")
+def _column_max(a):
+    out = np.zeros(a.shape[1])
+    for s in range(a.shape[0]):
+        for d in range(a.shape[1]):
+            if a[s, d] > out[d]:
+                out[d] = a[s, d]
+    return out
+
+
+@njit(cache=True, error_model="numpy")
+def _levels(req_demand):
+    """Per dimension, the batch's smallest and median positive demand: the thresholds of
+    the free-capacity levels (0: below the smallest; 1: at least that; 2: at least the
+    median) that sort open resources into signature lists."""
+    R, D = req_demand.shape
     min_pos = np.full(D, 1e300)
     for r in range(R):
         for d in range(D):
@@ -202,6 +241,17 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
         positive = req_demand[:, d][req_demand[:, d] > 0.0]
         if len(positive):
             mid[d] = np.median(positive)
+    return min_pos, mid
+
+
+@njit(cache=True, error_model="numpy")
+def _signature_lists(res_open, res_free, min_pos, mid):
+    """The open resources in lists by signature: per dimension a level of free capacity
+    (see _levels) as base-3 digits. A replica scans only the lists whose levels reach its
+    own in every dimension, so a GPU pod never walks CPU-only nodes, a large pod skips
+    nearly full ones, and full resources drop out. Lists keep opening order (ties break on
+    position); entries are invalidated lazily through the resource's move count (res_ep)."""
+    S, D = res_free.shape
     n_sig = 3 ** D
     sig_list = np.empty((n_sig, S), dtype=np.int64)
     sig_ep = np.empty((n_sig, S), dtype=np.int64)   # the resource's move count when listed
@@ -212,14 +262,27 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
     for s in range(S):
         if res_open[s]:
             _relist(s, res_free, min_pos, mid, sig_list, sig_ep, sig_n, sig_stale, res_sig, res_ep)
+    return sig_list, sig_ep, sig_n, sig_stale, res_sig, res_ep
+
+
+@njit(cache=True, error_model="numpy")
+def _needs(req_demand, mid):
+    """Per request: the dimensions it asks for (bits) and its levels (signature digits)."""
+    R, D = req_demand.shape
     need_mask = np.zeros(R, dtype=np.int64)
-    need_sig = np.zeros(R, dtype=np.int64)      # the replica's levels, same digits
+    need_sig = np.zeros(R, dtype=np.int64)
     for r in range(R):
         for d in range(D):
             if req_demand[r, d] > 0.0:
                 need_mask[r] |= 1 << d
                 need_sig[r] += (2 if req_demand[r, d] >= mid[d] else 1) * 3 ** d
-    # covers[a, b]: list b's levels reach need a's in every dimension
+    return need_mask, need_sig
+
+
+@njit(cache=True, error_model="numpy")
+def _covers(D):
+    """covers[a, b]: list b's levels reach need a's in every dimension."""
+    n_sig = 3 ** D
     covers = np.zeros((n_sig, n_sig), dtype=np.bool_)
     for a in range(n_sig):
         for b in range(n_sig):
@@ -232,14 +295,58 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
                 x //= 3
                 y //= 3
             covers[a, b] = ok
+    return covers
+
+
+# --------------------------------------------------------------------------- the kernel
+
+@njit(cache=True, error_model="numpy")
+def pack(reqs, req_order, res, improve, score_limit):
+    """Place ``reqs`` (a ``Requests``) in ``req_order`` onto ``res`` (a ``Resources``); with
+    ``improve``, consolidate and downsize after the greedy pass. Returns a ``Packing``."""
+    req_demand, req_replicas, req_tags, req_regions, req_providers, req_spread = reqs
+    res_free_in, res_cap, res_price, res_open_in, res_tags, res_region, res_provider, res_type = res
+    R, D = req_demand.shape
+    S = res_free_in.shape[0]
+    res_free = res_free_in.copy()
+    res_open = res_open_in.copy()
+    opened_here = np.zeros(S, dtype=np.bool_)
+    placed = np.zeros(R, dtype=np.bool_)
+    total_rep = 0
+    for r in range(R):
+        total_rep += req_replicas[r]
+    pl_req = np.empty(total_rep, dtype=np.int64)
+    pl_res = np.empty(total_rep, dtype=np.int64)
+    pl_count = np.empty(total_rep, dtype=np.int64)
+    n_pl = 0
+
+    # Identical closed resources (same type: capacity, price, tags, region, provider) are
+    # interchangeable, so the search for one to open walks types, cheapest per unit first,
+    # and takes each type's lowest-index closed member.
+    type_count, type_rep, type_members = _type_index(res_type)
+    n_types = len(type_rep)
+    type_next = type_count[:n_types].copy()  # first member position that may still be closed
+    # Which type to open: the lowest price per unit of the batch's demand mix (see _type_orders).
+    w, type_order = _type_orders(req_demand, req_replicas, res_cap, res_price, type_rep)
+    inv_cap2 = _inverse_square(res_cap)
+    memo_req = np.empty(64, dtype=np.int64)
+    n_memo = 0
+    # Upper bound of free capacity per dimension over all resources, refreshed every 256
+    # placements: a replica larger than it in any dimension cannot be placed anywhere.
+    max_free = np.zeros(D)
+    since_refresh = 1 << 30
+
+    # Open resources live in lists by "signature" of free-capacity levels (see _levels): a
+    # replica scans only the lists whose levels reach its own in every dimension.
+    min_pos, mid = _levels(req_demand)
+    n_sig = 3 ** D
+    sig_list, sig_ep, sig_n, sig_stale, res_sig, res_ep = _signature_lists(res_open, res_free, min_pos, mid)
+    need_mask, need_sig = _needs(req_demand, mid)
+    covers = _covers(D)
 
     # Demand not yet placed (this request's remaining replicas and all later requests).
     rem = w.copy()
-    max_cap = np.zeros(D)
-    for s in range(S):
-        for d in range(D):
-            if res_cap[s, d] > max_cap[d]:
-                max_cap[d] = res_cap[s, d]
+    max_cap = _column_max(res_cap)
     used_providers = np.zeros(64, dtype=np.bool_)
     # The last request whose scan of open resources failed, and the resources whose free
     # capacity changed since (see the scan below).
@@ -432,7 +539,7 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
         _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res, pl_count,
                      head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
                      res_provider, open_list, n_open, inv_cap2, score_limit)
-        _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
+        _downsize(req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
                   head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region,
                   res_provider, res_type, type_rep, type_members, type_count)
 
@@ -440,7 +547,8 @@ def pack(req_demand, req_replicas, req_order, req_tags, req_regions, req_provide
     for s in range(S):
         if opened_here[s]:
             cost += res_price[s]
-    return placed, pl_req[:n_pl].copy(), pl_res[:n_pl].copy(), pl_count[:n_pl].copy(), res_free, res_open, cost
+    return Packing(placed, pl_req[:n_pl].copy(), pl_res[:n_pl].copy(), pl_count[:n_pl].copy(), res_free,
+                   res_open, cost)
 
 
 @njit(cache=True, error_model="numpy")
@@ -641,7 +749,7 @@ def _consolidate(req_demand, req_tags, req_regions, req_providers, req_spread, p
 
 
 @njit(cache=True, error_model="numpy")
-def _downsize(req_demand, req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
+def _downsize(req_tags, req_regions, req_providers, req_spread, pl_req, pl_res,
               head, nxt, res_free, res_cap, res_price, res_open, opened_here, res_tags, res_region, res_provider,
               res_type, type_rep, type_members, type_count):
     """Swap each batch-opened resource for the cheapest closed one that holds all it hosts."""

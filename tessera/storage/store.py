@@ -84,7 +84,7 @@ class ChdbStore:
     backend = "chdb"
 
     def __init__(self, path: Path, database: str = "tessera") -> None:
-        try:
+        try:   # imported here: a process that uses a server never loads the embedded engine (~1 s, 300 MB)
             from chdb import session as chdb_session
         except ImportError as exc:  # pragma: no cover - chdb is a hard dependency
             raise StorageError("embedded ClickHouse needs `pip install chdb`") from exc
@@ -154,7 +154,7 @@ class ServerStore:
     backend = "clickhouse-server"
 
     def __init__(self, url: str, database: str = "tessera") -> None:
-        try:
+        try:   # imported here: only a process configured for a server needs the client
             import clickhouse_connect
         except ImportError as exc:  # pragma: no cover
             raise StorageError("a ClickHouse server needs `pip install clickhouse-connect`") from exc

@@ -1,4 +1,9 @@
-"""The ``tessera`` command line: one entry point for infrastructure, workers and queries."""
+"""The ``tessera`` command line: one entry point for infrastructure, workers and queries.
+
+Each command imports what it needs inside its function: ``tessera --help`` and the light
+commands then start without loading Faust, aiokafka, Numba or the embedded ClickHouse
+(each costs from a fraction of a second to several seconds).
+"""
 
 from __future__ import annotations
 
@@ -246,8 +251,7 @@ def cmd_config(args: argparse.Namespace, s: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, s: Settings) -> int:
     from tessera.app.demo import run_demo
 
-    return run_demo(s, keep_running=args.keep_running, requests=args.requests, seconds=args.seconds,
-                    report=args.report)
+    return run_demo(s, requests=args.requests, seconds=args.seconds, report=args.report)
 
 
 # --------------------------------------------------------------------------- parser
@@ -360,7 +364,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--requests", type=int, default=1500, help="pods to replay (default 1500)")
     sp.add_argument("--seconds", type=float, default=90.0, help="replay the arrivals over this long (default 90)")
     sp.add_argument("--report", metavar="FILE.html", help="where to write the report (default: under the data dir)")
-    sp.add_argument("--keep-running", action="store_true", help="leave the broker running afterwards (default: yes)")
     return p
 
 

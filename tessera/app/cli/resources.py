@@ -1,4 +1,8 @@
-"""``tessera resources``: discover partners, and read the live resource table."""
+"""``tessera resources``: discover partners, and read the live resource table.
+
+Like every command module, it imports inside each command what only that command needs
+(see tessera.app.cli.main).
+"""
 
 from __future__ import annotations
 

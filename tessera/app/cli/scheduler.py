@@ -106,10 +106,12 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
     try:
         for q in requests:
             if q.id in result.placements:
-                rec = {"request_id": q.id, "status": "placed", "reason": "",
+                rec = {"request_id": q.id, "status": "placed", "code": "", "reason": "",
                        "placements": [{"resource_id": r, "replicas": k} for r, k in result.placements[q.id]]}
             else:
-                rec = {"request_id": q.id, "status": "rejected", "placements": [], "reason": result.rejected[q.id]}
+                why = result.rejected[q.id]
+                rec = {"request_id": q.id, "status": "rejected", "code": why.code.value, "reason": why.text,
+                       "placements": []}
             out.write(orjson.dumps(rec) + b"\n")
     finally:
         if args.out:

@@ -58,6 +58,8 @@ class KubernetesAdapter:
 
     def _core(self) -> Any:
         if self._api is None:
+            # The Kubernetes client is imported when a Kubernetes partner is first used (it
+            # costs about a second of start-up); the same holds for the imports below.
             from kubernetes import client
 
             cfg = client.Configuration()

@@ -1,0 +1,122 @@
+"""A batch of requests for the kernel: validation, placing order, the kernel's inputs, and
+why a request was not placed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from tessera.schemas import TIER_RANK, RejectReason
+
+from .kernel import Requests, Resources
+from .table import ResourceTable, bitset, index_names
+
+
+@dataclass(frozen=True)
+class PackRequest:
+    id: str
+    tier: str
+    replicas: int
+    demand: tuple[float, ...]  # per replica
+    tags_required: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    providers: frozenset[str] = frozenset()
+    spread_min_providers: int = 1
+    seq: int = 0  # arrival order (ties), or an aged priority computed by the queue
+
+
+class Rejection(NamedTuple):
+    """Why a request was not placed: a code for programs, a sentence for people."""
+
+    code: RejectReason
+    text: str
+
+
+def validate_request(q: PackRequest, D: int) -> Rejection | None:
+    def invalid(text: str) -> Rejection:
+        return Rejection(RejectReason.invalid_request, text)
+
+    if q.tier not in TIER_RANK:
+        return invalid(f"unknown tier {q.tier!r}; use one of {', '.join(TIER_RANK)}")
+    if q.replicas < 1:
+        return invalid("replicas must be at least 1")
+    if len(q.demand) != D:
+        return invalid(f"demand has {len(q.demand)} dimensions, expected {D}")
+    if any(x < 0 or x != x for x in q.demand):
+        return invalid("demand must be non-negative numbers")
+    if not any(x > 0 for x in q.demand):
+        return invalid("the request asks for nothing")
+    if q.spread_min_providers < 1 or q.spread_min_providers > q.replicas:
+        return invalid("spread_min_providers must be between 1 and replicas")
+    return None
+
+
+def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np.ndarray:
+    """Tier first; within a tier the larger request (dominant share of capacity) first; then arrival."""
+    def key(i: int) -> tuple:
+        q = requests[i]
+        share = max((q.demand[d] * q.replicas / total_cap[d]) if total_cap[d] > 0 else 0.0
+                    for d in range(len(q.demand))) if q.demand else 0.0
+        return (TIER_RANK.get(q.tier, 9), -share, q.seq, q.id)
+    return np.array(sorted(range(len(requests)), key=key), dtype=np.int64)
+
+
+def kernel_inputs(requests: Sequence[PackRequest], table: ResourceTable, D: int) -> tuple[Requests, Resources]:
+    """The kernel's arrays for these requests on this table (constraint bitsets over the
+    batch's tags and the table's regions and providers)."""
+    tag_idx = index_names(sorted({t for q in requests for t in q.tags_required}), "required tags")
+    region_idx, prov_idx = table.region_idx, table.provider_idx
+    R = len(requests)
+    # A request naming only unknown regions/providers can go nowhere: give it an impossible bit.
+    impossible = 1 << 62  # bitsets are int64; bit 62 is never a real region or provider
+    reqs = Requests(
+        demand=np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D),
+        replicas=np.array([q.replicas for q in requests], dtype=np.int64),
+        tags=np.array([bitset(q.tags_required, tag_idx) for q in requests], dtype=np.int64),
+        regions=np.array([(bitset([x for x in q.regions if x in region_idx], region_idx) or impossible)
+                          if q.regions else 0 for q in requests], dtype=np.int64),
+        providers=np.array([(bitset([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
+                            if q.providers else 0 for q in requests], dtype=np.int64),
+        spread=np.array([q.spread_min_providers for q in requests], dtype=np.int64))
+    res_tags = table.tag_bits(tag_idx)
+    res = Resources(free=np.ascontiguousarray(table.free), cap=table.cap, price=table.price_micro,
+                    open=table.open, tags=res_tags, region=table.res_region, provider=table.res_provider,
+                    type=table.types(res_tags))
+    return reqs, res
+
+
+def compatibility(reqs: Requests, res: Resources, rows=slice(None)) -> np.ndarray:
+    """Request x resource: may request r run on resource s (tags, regions, providers)?
+    For the requests ``rows`` (all by default)."""
+    tags, regions, providers = reqs.tags[rows, None], reqs.regions[rows, None], reqs.providers[rows, None]
+    one = np.int64(1)
+    ok = (res.tags[None, :] & tags) == tags
+    ok &= (regions == 0) | (((regions >> res.region[None, :]) & one) == 1)
+    ok &= (providers == 0) | (((providers >> res.provider[None, :]) & one) == 1)
+    return ok
+
+
+def why_not_placed(i: int, q: PackRequest, reqs: Requests, res: Resources) -> Rejection:
+    """Why request i was not placed (vectorized over resources: rejections can be many)."""
+    compat = compatibility(reqs, res, [i])[0]
+    if not compat.any():
+        parts = []
+        if q.tags_required:
+            parts.append(f"tags {sorted(q.tags_required)}")
+        if q.regions:
+            parts.append(f"regions {sorted(q.regions)}")
+        if q.providers:
+            parts.append(f"providers {sorted(q.providers)}")
+        return Rejection(RejectReason.no_matching_resource,
+                         "no resource matches " + (" and ".join(parts) or "the constraints"))
+    big_enough = compat & (res.cap + 1e-9 >= reqs.demand[i]).all(axis=1)
+    if not big_enough.any():
+        return Rejection(RejectReason.too_large, "no compatible resource is large enough for one replica")
+    providers = np.unique(res.provider[compat])
+    if q.spread_min_providers > len(providers):
+        return Rejection(RejectReason.spread_impossible, f"spread over {q.spread_min_providers} providers "
+                         f"impossible: only {len(providers)} compatible")
+    return Rejection(RejectReason.insufficient_capacity,
+                     "insufficient free capacity for all replicas (placed whole or not at all)")

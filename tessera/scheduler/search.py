@@ -1,0 +1,165 @@
+"""Extra search for small batches, after the kernel's greedy pass.
+
+Each step keeps a candidate only if it places at least as many requests of every tier
+and costs less (or, for ``place_everything``, places the whole batch): restarts with the
+order shuffled within each tier, re-packing with an opened type forbidden, and the exact
+search (``tessera.scheduler.exact``) over which resources to open. Budgets count work, not
+time, so the same input always gives the same placements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import exact
+from .batch import compatibility
+from .kernel import Packing, Requests, Resources
+from .twin import python_twin
+
+#: The exact search runs on batches of at most this many placed replicas, with at most
+#: this many packing nodes per candidate set.
+EXACT_MAX_ITEMS = 64
+EXACT_NODES = 20000
+
+
+@dataclass(frozen=True)
+class SearchEffort:
+    """How much extra search a small batch gets after the greedy pass."""
+
+    restarts: int              # greedy reruns with the order shuffled within each tier
+    exclusion_rounds: int      # rounds of re-packing with an opened type forbidden
+    exact_nodes: int           # total packing nodes for the exact search (1M ~ 50 ms here)
+
+
+#: Offline (`tessera pack`, what-if, the quality benchmark): up to ~0.2 s per small batch.
+FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000)
+#: Live scheduling: a few milliseconds per batch, so that the search never becomes the
+#: latency (a batch is waited for by every request in it).
+QUICK = SearchEffort(restarts=2, exclusion_rounds=1, exact_nodes=40_000)
+NO_SEARCH = SearchEffort(restarts=0, exclusion_rounds=0, exact_nodes=0)
+
+#: ``run(free, order)``: the kernel on the batch with other free capacity or order.
+Run = Callable[[np.ndarray, np.ndarray], Packing]
+
+
+def placed_profile(placed: np.ndarray, tiers: np.ndarray) -> tuple[int, ...]:
+    """Placed requests per tier, best tier first: a candidate must not place fewer anywhere."""
+    return tuple(int(((tiers == t) & placed).sum()) for t in range(4))
+
+
+def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.ndarray, tiers: np.ndarray,
+           effort: SearchEffort, jit: bool) -> Packing:
+    """The greedy result ``out`` improved by every step within ``effort``."""
+    base = placed_profile(out.placed, tiers)
+    for seed in range(effort.restarts):
+        rng = np.random.default_rng(seed)
+        keys = [(int(tiers[i]), float(rng.random())) for i in order]
+        shuffled = np.array([i for _, i in sorted(zip(keys, order.tolist()))], dtype=np.int64)
+        cand = run(res.free, shuffled)
+        if cand.cost < out.cost and all(a >= b for a, b in zip(placed_profile(cand.placed, tiers), base)):
+            out, order = cand, shuffled
+    out = exclusion_search(out, lambda free: run(free, order), res, tiers, effort.exclusion_rounds)
+    out = place_everything(out, reqs, res, jit, effort.exact_nodes)
+    return exact_search(out, reqs, res, jit, effort.exact_nodes)
+
+
+def exclusion_search(best: Packing, run: Callable[[np.ndarray], Packing], res: Resources, tiers: np.ndarray,
+                     rounds: int = 4) -> Packing:
+    """Re-pack with the type of one newly opened resource forbidden (all its closed
+    instances: forbidding one would just open its twin), dearest first; keep any result that
+    is cheaper and places at least as many requests of every tier. Forbidden types
+    accumulate while they help. Small batches only: each try is a full kernel run."""
+    base_profile = placed_profile(best.placed, tiers)
+    forbidden = np.zeros(len(res.free), dtype=bool)
+    for _ in range(rounds):
+        improved = False
+        opened = np.nonzero(best.open & ~res.open)[0]
+        for s in sorted(opened.tolist(), key=lambda i: (-int(res.price[i]), i)):
+            trial = forbidden | ((res.type == res.type[s]) & ~res.open)
+            free = res.free.copy()
+            free[trial, :] = 0.0
+            cand = run(free)
+            profile = placed_profile(cand.placed, tiers)
+            if cand.cost < best.cost and all(a >= b for a, b in zip(profile, base_profile)):
+                cand.free[trial, :] = res.free[trial, :]  # report real free capacity of forbidden ones
+                best, forbidden, improved = cand, trial, True
+                break
+        if not improved:
+            break
+    return best
+
+
+def place_everything(out: Packing, reqs: Requests, res: Resources, jit: bool, total_nodes: int) -> Packing:
+    """When the greedy left requests out of a small batch, look for a packing of the whole
+    batch by the exact search: a request rejected for want of room may fit once the others
+    are packed differently (two requests, three bins: the greedy can fill the one bin each
+    needs with the other's replicas). Requests that fit no resource at all are not tried."""
+    if out.placed.all() or not compatibility(reqs, res).any(axis=1).all():
+        return out
+    unbounded = int(res.price[~res.open].sum()) + 1
+    return exact_search(out, reqs, res, jit, total_nodes, chosen=np.arange(len(out.placed)), bound=unbounded)
+
+
+def exact_search(out: Packing, reqs: Requests, res: Resources, jit: bool, total_nodes: int,
+                 chosen: np.ndarray | None = None, bound: int | None = None) -> Packing:
+    """Re-choose which resources to open for the requests ``chosen`` (by default those ``out``
+    placed) by the exact search; the answer replaces ``out`` only if it places all of them
+    for less than ``bound`` (by default ``out``'s cost). Small batches without spread only."""
+    chosen = np.nonzero(out.placed)[0] if chosen is None else chosen
+    bound = int(out.cost) if bound is None else bound
+    if not total_nodes or not len(chosen) or bound == 0 or (reqs.spread[chosen] > 1).any():
+        return out
+    if int(reqs.replicas[chosen].sum()) > EXACT_MAX_ITEMS:
+        return out
+    # Items (one per replica), largest first relative to the biggest resource. Replicas with
+    # the same demand and the same compatible resources are interchangeable twins (whatever
+    # their request) and stay adjacent, so the packing never tries their permutations.
+    compat = compatibility(reqs, res)
+    top = np.maximum(res.cap.max(axis=0), 1e-12)
+    item_req = np.repeat(chosen, reqs.replicas[chosen])
+    size = (reqs.demand[item_req] / top).max(axis=1)
+    kinds: dict[tuple, int] = {}
+    kind = np.array([kinds.setdefault((reqs.demand[r].tobytes(), compat[r].tobytes()), len(kinds))
+                     for r in item_req.tolist()], dtype=np.int64)
+    order = np.lexsort((item_req, kind, -size))
+    item_req, kind = item_req[order].astype(np.int64), kind[order]
+    dem = np.ascontiguousarray(reqs.demand[item_req])
+    twin_prev = np.zeros(len(item_req), dtype=np.bool_)
+    twin_prev[1:] = kind[1:] == kind[:-1]
+    open_bins = np.nonzero(res.open & (res.free > 0).any(axis=1))[0].astype(np.int64)
+    closed = np.nonzero(~res.open & (res.free > 0).any(axis=1))[0]
+    types: dict[int, list[int]] = {}
+    for s_ in closed.tolist():
+        types.setdefault(int(res.type[s_]), []).append(s_)
+    members = [m for _, m in sorted(types.items())]
+    type_rep = np.array([m[0] for m in members], dtype=np.int64)
+    type_members = np.array([s_ for m in members for s_ in m], dtype=np.int64)
+    type_count = np.zeros(len(members) + 1, dtype=np.int64)
+    type_count[1:] = np.cumsum([len(m) for m in members])
+    need = np.maximum(dem.sum(axis=0) - res.free[open_bins].sum(axis=0), 0.0)
+    fn = exact.search if jit else python_twin(exact.search)
+    cost, assign, bins, _complete = fn(dem, item_req, twin_prev, open_bins, res.free, res.price, compat,
+                                       type_rep, type_members, type_count, need, bound,
+                                       EXACT_NODES, total_nodes)
+    if not len(bins) or cost >= bound:
+        return out
+    # The assignment as placements (request, resource, replicas), merged per pair.
+    target = bins[assign]
+    pairs: dict[tuple[int, int], int] = {}
+    for r, s_ in zip(item_req.tolist(), target.tolist()):
+        pairs[(r, s_)] = pairs.get((r, s_), 0) + 1
+    keys = sorted(pairs)
+    pl_req = np.array([k[0] for k in keys], dtype=np.int64)
+    pl_res = np.array([k[1] for k in keys], dtype=np.int64)
+    pl_count = np.array([pairs[k] for k in keys], dtype=np.int64)
+    free_after = res.free.copy()
+    np.subtract.at(free_after, pl_res, reqs.demand[pl_req] * pl_count[:, None])
+    open_after = res.open.copy()
+    open_after[pl_res] = True
+    placed_after = np.zeros_like(out.placed)
+    placed_after[chosen] = True
+    return Packing(placed_after, pl_req, pl_res, pl_count, free_after, open_after,
+                   int(res.price[open_after & ~res.open].sum()))

@@ -1,0 +1,125 @@
+"""The resource side of a batch as arrays, kept between batches by a live scheduler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Iterable, Sequence
+
+import numpy as np
+
+MICRO = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class PackResource:
+    id: str
+    provider: str
+    region: str
+    free: tuple[float, ...]  # per dimension, same order as the batch's dims
+    capacity: tuple[float, ...]
+    price_per_hour: Decimal
+    tags: frozenset[str] = frozenset()
+    open: bool = False
+
+
+class PackingError(ValueError):
+    pass
+
+
+def bitset(names: Iterable[str], index: dict[str, int]) -> int:
+    v = 0
+    for n in names:
+        v |= 1 << index[n]
+    return v
+
+
+def index_names(values: Iterable[str], what: str) -> dict[str, int]:
+    idx: dict[str, int] = {}
+    for v in values:
+        if v not in idx:
+            idx[v] = len(idx)
+    if len(idx) > 62:
+        raise PackingError(f"more than 62 distinct {what} in one batch; split the batch by placement domain")
+    return idx
+
+
+@dataclass
+class ResourceTable:
+    """The resource side of a batch as arrays, built once and then kept.
+
+    Building it walks every resource in Python; a live scheduler keeps one table and only
+    writes the rows placements and releases change (``free``, ``open``), so a batch costs
+    what its requests cost, not what the fleet costs. ``with_state`` gives a view with
+    other free capacity (e.g. headroom held back) that shares the static arrays.
+    """
+
+    ids: list[str]
+    tags: list[frozenset[str]]
+    prices: list[Decimal]
+    free: np.ndarray         # (S, D) float64
+    cap: np.ndarray          # (S, D) float64
+    open: np.ndarray         # (S,) bool: already running something (no opening cost)
+    price_micro: np.ndarray  # (S,) int64, micro-units per hour
+    region_idx: dict[str, int]
+    provider_idx: dict[str, int]
+    res_region: np.ndarray
+    res_provider: np.ndarray
+    _has_tag: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_resources(cls, resources: Sequence[PackResource], D: int | None = None) -> "ResourceTable":
+        D = D if D is not None else (len(resources[0].capacity) if resources else 1)
+        region_idx = index_names(sorted({r.region for r in resources}), "regions")
+        prov_idx = index_names(sorted({r.provider for r in resources}), "providers")
+        S = len(resources)
+        return cls(
+            ids=[r.id for r in resources], tags=[r.tags for r in resources],
+            prices=[r.price_per_hour for r in resources],
+            free=np.array([r.free for r in resources], dtype=np.float64).reshape(S, D),
+            cap=np.array([r.capacity for r in resources], dtype=np.float64).reshape(S, D),
+            open=np.array([r.open for r in resources], dtype=np.bool_),
+            price_micro=np.array([int((r.price_per_hour * MICRO).to_integral_value()) for r in resources],
+                                 dtype=np.int64),
+            region_idx=region_idx, provider_idx=prov_idx,
+            res_region=np.array([region_idx[r.region] for r in resources], dtype=np.int64),
+            res_provider=np.array([prov_idx[r.provider] for r in resources], dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_state(self, free: np.ndarray, open_: np.ndarray | None = None) -> "ResourceTable":
+        return replace(self, free=free, open=self.open if open_ is None else open_)
+
+    def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
+        """Each resource's tags as a bitset over the batch's required tags. Which resources
+        carry a tag is kept per tag (bounded by the tags that exist; the batches' tag sets
+        are not, so caching whole bitsets per set would grow without end)."""
+        bits = np.zeros(len(self.ids), dtype=np.int64)
+        for tag, i in tag_idx.items():
+            has = self._has_tag.get(tag)
+            if has is None:
+                has = self._has_tag[tag] = np.array([tag in tags for tags in self.tags], dtype=np.bool_)
+            bits |= has.astype(np.int64) << i
+        return bits
+
+    def types(self, res_tags: np.ndarray) -> np.ndarray:
+        """Interchangeable resources (same free, capacity, price, tags, place, open) share a
+        type id, numbered in order of first appearance (the kernel opens the lowest index first)."""
+        S, D = self.free.shape
+        if S == 0:
+            return np.zeros(0, dtype=np.int64)
+        rows = np.empty((S, 2 * D + 5))
+        rows[:, :D] = self.free
+        rows[:, D:2 * D] = self.cap
+        rows[:, 2 * D] = self.price_micro
+        rows[:, 2 * D + 1] = res_tags
+        rows[:, 2 * D + 2] = self.res_region
+        rows[:, 2 * D + 3] = self.res_provider
+        rows[:, 2 * D + 4] = self.open
+        rows += 0.0   # -0.0 -> 0.0: rows are compared as bytes below
+        # Each row as one bytes value (a void view): a dict numbers them in first-appearance
+        # order ~8x faster than np.unique(axis=0) and its re-ranking.
+        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
+        ids: dict[bytes, int] = {}
+        return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
