@@ -8,8 +8,9 @@ every agent module, so the registry is complete whenever this module is used thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncIterator, Callable, Iterable
 
 import faust
 
@@ -19,7 +20,7 @@ from tessera.storage.store import AnalyticsStore, open_store
 from tessera.streams import collector, metrics
 from tessera.streams.admin import ensure_topics
 from tessera.streams.app import create_app
-from tessera.streams.runner import serve_until_stopped
+from tessera.streams.runner import running, serve_until_stopped
 from tessera.streams.topics import Topics, declare_topics
 
 Register = Callable[[faust.App, Topics, Settings, AnalyticsStore], None]
@@ -73,6 +74,16 @@ def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",),
     app.tessera_settings = settings  # type: ignore[attr-defined]
     app.tessera_store = store  # type: ignore[attr-defined]
     return app, topics
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, agents: Iterable[str], app_id: str | None = None,
+                         ready_timeout: float = 60.0) -> AsyncIterator[faust.App]:
+    """A worker app with these agents, started in this event loop (its partitions assigned)
+    and stopped on exit: for the in-process pipeline and tests."""
+    app, _topics = build_worker_app(settings, agents, app_id=app_id or settings.app_id)
+    async with running(app, ready_timeout=ready_timeout):
+        yield app
 
 
 def prepare(agents: Iterable[str]) -> None:

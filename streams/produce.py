@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from typing import BinaryIO, Iterable
+from typing import AsyncIterator, BinaryIO, Iterable
 
 import aiokafka.producer.sender as aiokafka_sender
 from aiokafka import AIOKafkaProducer
@@ -36,6 +37,17 @@ def producer_for(settings: Settings, **kw) -> AIOKafkaProducer:
     return AIOKafkaProducer(**options)
 
 
+@contextlib.asynccontextmanager
+async def started_producer(settings: Settings, **kw) -> AsyncIterator[AIOKafkaProducer]:
+    """``producer_for(settings, **kw)``, started, and stopped on exit."""
+    producer = producer_for(settings, **kw)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
 async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str, events: Iterable[Event]) -> int:
     """Send events keyed per their contract; returns once all are acknowledged by the broker."""
     spec = topic_spec(topic)
@@ -53,12 +65,8 @@ async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str
 async def publish(settings: Settings, topic: str, events: Iterable[Event]) -> int:
     """Send events with a producer of their own, for one-off publishing; returns once the
     broker has them all."""
-    producer = producer_for(settings)
-    await producer.start()
-    try:
+    async with started_producer(settings) as producer:
         return await send_events(producer, settings, topic, events)
-    finally:
-        await producer.stop()
 
 
 async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, bytes | None, bytes]]) -> list:

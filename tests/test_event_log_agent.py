@@ -15,9 +15,8 @@ from tests.conftest import run
 from tests.samples import CAP
 
 import tessera.schemas as s
-from tessera.agents.worker import build_worker_app
-from tessera.streams.produce import producer_for, publish, send_events
-from tessera.streams.runner import running
+from tessera.agents.worker import running_worker
+from tessera.streams.produce import publish, send_events, started_producer
 
 pytestmark = pytest.mark.kafka
 
@@ -40,9 +39,8 @@ async def _wait_for(fn, want, timeout=60.0):
 async def _event_ids_written(settings, want: int) -> list[str]:
     """Run the event-log worker until ``want`` events are written, and a little longer
     (room for any that should not be there to arrive); the ids written, sorted."""
-    app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-    store = app.tessera_store
-    async with running(app):
+    async with running_worker(settings, ["event-log"]) as app:
+        store = app.tessera_store
         await _wait_for(lambda: _count(store, "events"), want)
         await asyncio.sleep(2.0)
         rows = store.query(f"SELECT event_id FROM {store.database}.events FINAL")
@@ -65,20 +63,15 @@ def test_valid_events_flow_and_invalid_ones_are_dead_lettered(settings, consume)
               wrong_topic: "does not belong on this topic"}
 
     async def scenario():
-        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-        store = app.tessera_store
-        async with running(app):
-            producer = producer_for(settings)
-            await producer.start()
-            try:
+        async with running_worker(settings, ["event-log"]) as app:
+            store = app.tessera_store
+            async with started_producer(settings) as producer:
                 await send_events(producer, settings, "requests", _requests("a", 20))
                 origins = {}
                 for raw in broken:
                     md = await producer.send_and_wait(requests_topic, raw, key=b"k")
                     origins[raw] = (md.partition, md.offset)
                 await send_events(producer, settings, "requests", _requests("b", 20))
-            finally:
-                await producer.stop()
             n = await _wait_for(lambda: _count(store, "events"), 40)
             d = await _wait_for(lambda: _count(store, "dead_letters"), 3)
         return store, origins, n, d
@@ -107,25 +100,19 @@ def test_restart_and_redelivery_neither_lose_nor_double_count(settings):
     n_events = 300
 
     async def scenario():
-        producer = producer_for(settings)
-        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-        store = app.tessera_store
-        await producer.start()
-        try:
-            async with running(app):
+        async with started_producer(settings) as producer:
+            async with running_worker(settings, ["event-log"]) as app:
+                store = app.tessera_store
                 await send_events(producer, settings, "requests", _requests("r", n_events))
                 # Stop the worker part-way: some events written, the rest not yet consumed/acked.
                 await _wait_for(lambda: _count(store, "events", final=False), 1)
             first_run = _count(store, "events")
             # The same events delivered again (a producer retry or a replayed topic).
             await send_events(producer, settings, "requests", _requests("r", 50))
-            app2, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-            async with running(app2):
+            async with running_worker(settings, ["event-log"]):
                 final = await _wait_for(lambda: _count(store, "events"), n_events)
                 await asyncio.sleep(1.0)  # let any straggling redelivery land
                 final = _count(store, "events")
-        finally:
-            await producer.stop()
         distinct = int(store.query(f"SELECT uniqExact(event_id) AS n FROM {store.database}.events")[0]["n"])
         return first_run, final, distinct
 
@@ -144,13 +131,10 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
     async def scenario():
         server = SqlServer(sql_server.engine.store, port=0).start()
         url_settings = settings.replace(clickhouse_url=server.url)
-        app, _ = build_worker_app(url_settings, ["event-log"], app_id=url_settings.app_id)
-        store = app.tessera_store
-        assert isinstance(store, ServerStore)
         port = server.port
-        async with running(app):
-            producer = producer_for(url_settings)
-            await producer.start()
+        async with running_worker(url_settings, ["event-log"]) as app, started_producer(url_settings) as producer:
+            store = app.tessera_store
+            assert isinstance(store, ServerStore)
             try:
                 await send_events(producer, url_settings, "requests", _requests("out-a", 50))
                 assert await _wait_for(lambda: _count(store, "events"), 50) == 50
@@ -165,7 +149,6 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
                 distinct = int(store.query(f"SELECT uniqExact(event_id) AS n FROM {store.database}.events")[0]["n"])
                 final = _count(store, "events")
             finally:
-                await producer.stop()
                 server.stop()
         return got, distinct, final
 
@@ -188,11 +171,9 @@ def test_the_sink_restarts_after_an_unexpected_failure_and_loses_nothing(setting
     monkeypatch.setattr(EventLogSink, "_write", fail_once)
 
     async def scenario():
-        app, _ = build_worker_app(settings, ["event-log"], app_id=settings.app_id)
-        store = app.tessera_store
-        async with running(app):
+        async with running_worker(settings, ["event-log"]) as app:
             await publish(settings, "requests", _requests("f", 40))
-            return await _wait_for(lambda: _count(store, "events"), 40)
+            return await _wait_for(lambda: _count(app.tessera_store, "events"), 40)
 
     assert run(scenario(), timeout=120) == 40, "the failed batch was read again after the restart"
     assert failures and failures[0] > 0
@@ -208,9 +189,7 @@ def test_events_of_an_aborted_transaction_never_reach_clickhouse(settings):
         from tessera.streams.admin import ensure_topics
 
         await ensure_topics(settings)
-        p = producer_for(settings, transactional_id=f"{settings.app_id}-test-aborted")
-        await p.start()
-        try:
+        async with started_producer(settings, transactional_id=f"{settings.app_id}-test-aborted") as p:
             await p.begin_transaction()
             for e in aborted:
                 await p.send(topic, s.encode(e), key=e.key())
@@ -218,8 +197,6 @@ def test_events_of_an_aborted_transaction_never_reach_clickhouse(settings):
             async with p.transaction():
                 for e in kept:
                     await p.send(topic, s.encode(e), key=e.key())
-        finally:
-            await p.stop()
         return await _event_ids_written(settings, 5)
 
     assert run(scenario(), timeout=120) == sorted(e.event_id for e in kept)

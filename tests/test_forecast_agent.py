@@ -11,9 +11,8 @@ from tests.conftest import run
 from tests.samples import CAP, T0
 
 import tessera.schemas as s
-from tessera.agents.worker import build_worker_app
-from tessera.streams.produce import producer_for, send_events, send_raw
-from tessera.streams.runner import running
+from tessera.agents.worker import running_worker
+from tessera.streams.produce import send_events, send_raw, started_producer
 
 pytestmark = pytest.mark.kafka
 
@@ -35,11 +34,8 @@ def test_requests_become_demand_intervals_and_forecasts_and_survive_a_restart(se
     st = _forecast_settings(settings)
 
     async def scenario():
-        producer = producer_for(st)
-        await producer.start()
-        try:
-            app, _ = build_worker_app(st, ["forecast"], app_id=st.app_id)
-            async with running(app):
+        async with started_producer(st) as producer:
+            async with running_worker(st, ["forecast"]):
                 # minute 0: 3 gold requests (2 replicas x 2 vCPU each); minute 1: 1; minute 3: 2;
                 # minute 4.9 moves the watermark past minute 3's end + grace.
                 reqs = [_req(0, 0.1), _req(1, 0.5), _req(2, 0.9), _req(3, 1.2), _req(4, 3.0), _req(5, 3.5),
@@ -51,12 +47,9 @@ def test_requests_become_demand_intervals_and_forecasts_and_survive_a_restart(se
                 await send_events(producer, st, "requests", [_req(7, 0.2)])
                 dead = await consume_events(st, "dead-letters", 2, timeout=30)
             # Restart: a new worker recovers both tables; new demand continues the series.
-            app2, _ = build_worker_app(st, ["forecast"], app_id=st.app_id)
-            async with running(app2):
+            async with running_worker(st, ["forecast"]):
                 await send_events(producer, st, "requests", [_req(8, 5.5), _req(9, 6.9)])
                 every = await consume_events(st, "forecasts", (4 + 2) * 3 * 2 + 1, timeout=25)
-        finally:
-            await producer.stop()
         return first, dead, every
 
     first, dead, every = run(scenario(), timeout=240)

@@ -11,10 +11,9 @@ from tests.conftest import run
 from tests.samples import SPEC
 
 import tessera.schemas as s
-from tessera.agents.worker import build_worker_app
+from tessera.agents.worker import running_worker
 from tessera.resources.table import ResourceFilter
-from tessera.streams.produce import producer_for, send_events
-from tessera.streams.runner import running
+from tessera.streams.produce import send_events, started_producer
 
 pytestmark = pytest.mark.kafka
 
@@ -35,11 +34,8 @@ async def _until(pred, timeout=30.0):
 
 def test_table_fills_and_survives_a_restart_from_its_changelog(settings):
     async def scenario():
-        producer = producer_for(settings)
-        await producer.start()
-        try:
-            app, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
-            async with running(app):
+        async with started_producer(settings) as producer:
+            async with running_worker(settings, ["resources"]) as app:
                 await send_events(producer, settings, "resources", [_resource(i) for i in range(40)])
                 await send_events(producer, settings, "resources",
                                   [s.ResourceRemoved(resource_id="gcp/r7", provider="gcp"),
@@ -49,13 +45,10 @@ def test_table_fills_and_survives_a_restart_from_its_changelog(settings):
                 assert await _until(lambda: len(live) == 39 and live.get("gcp/r8").spec.region == "us-east1")
                 before = {v.resource_id: v for v in live.available(ResourceFilter(healthy_only=False))}
             # A new worker in the same group: no new input, the rows come back from the changelog.
-            app2, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
-            async with running(app2):
+            async with running_worker(settings, ["resources"]) as app2:
                 live2 = app2.tessera_resources
                 await _until(lambda: len(live2) == 39)
                 after = {v.resource_id: v for v in live2.available(ResourceFilter(healthy_only=False))}
-        finally:
-            await producer.stop()
         return before, after
 
     before, after = run(scenario(), timeout=180)
@@ -79,11 +72,8 @@ def test_health_hysteresis_and_missing_heartbeats(settings, consume):
                 for _ in range(n)]
 
     async def scenario():
-        producer = producer_for(settings)
-        await producer.start()
-        try:
-            app, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
-            async with running(app):
+        async with started_producer(settings) as producer:
+            async with running_worker(settings, ["resources"]) as app:
                 await send_events(producer, settings, "resources", [_resource(i) for i in range(3)])
                 flapping = [x for i in range(10) for x in hb("gcp/r1", good=i % 2 == 0)]
                 # r0 heartbeats then goes silent; r1 flaps; r2 fails 3x then recovers 3x.
@@ -106,8 +96,6 @@ def test_health_hysteresis_and_missing_heartbeats(settings, consume):
                     extra += r0_expired()
                 views = {r: live.get(r) for r in ("gcp/r0", "gcp/r1", "gcp/r2")}
                 placeable = {v.resource_id for v in live.available()}
-        finally:
-            await producer.stop()
         return views, placeable
 
     views, placeable = run(scenario(), timeout=120)
@@ -133,11 +121,8 @@ def test_allocated_capacity_follows_allocation_events_once(settings):
                                     placements=placed.placements)
 
     async def scenario():
-        producer = producer_for(settings)
-        await producer.start()
-        try:
-            app, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
-            async with running(app):
+        async with started_producer(settings) as producer:
+            async with running_worker(settings, ["resources"]) as app:
                 live = app.tessera_resources
                 await send_events(producer, settings, "resources", [_resource(0), _resource(1)])
                 await send_events(producer, settings, "allocations", [placed, placed])  # a duplicate too
@@ -148,8 +133,6 @@ def test_allocated_capacity_follows_allocation_events_once(settings):
                 await send_events(producer, settings, "allocations", [released])
                 await _until(lambda: live.get("gcp/r0").allocated.vcpu == 0)
                 after = live.get("gcp/r0").allocated.vcpu
-        finally:
-            await producer.stop()
         return during, after
 
     during, after = run(scenario(), timeout=120)
@@ -168,28 +151,21 @@ def test_placements_of_an_aborted_scheduler_transaction_are_not_allocated(settin
     topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
 
     async def scenario():
-        producer = producer_for(settings)
-        await producer.start()
-        scheduler = producer_for(settings, transactional_id=f"{settings.app_id}-test-scheduler")
-        await scheduler.start()
-        try:
-            app, _ = build_worker_app(settings, ["resources"], app_id=settings.app_id)
-            async with running(app):
-                live = app.tessera_resources
-                await send_events(producer, settings, "resources", [_resource(0), _resource(1)])
-                await _until(lambda: live.get("gcp/r1") is not None)
-                await scheduler.begin_transaction()          # a scheduler that dies mid-batch
-                e = placed("lost", "gcp/r0")
+        async with started_producer(settings) as producer, \
+                started_producer(settings, transactional_id=f"{settings.app_id}-test-scheduler") as scheduler, \
+                running_worker(settings, ["resources"]) as app:
+            live = app.tessera_resources
+            await send_events(producer, settings, "resources", [_resource(0), _resource(1)])
+            await _until(lambda: live.get("gcp/r1") is not None)
+            await scheduler.begin_transaction()          # a scheduler that dies mid-batch
+            e = placed("lost", "gcp/r0")
+            await scheduler.send(topic, s.encode(e), key=e.key())
+            await scheduler.abort_transaction()
+            async with scheduler.transaction():
+                e = placed("kept", "gcp/r1")
                 await scheduler.send(topic, s.encode(e), key=e.key())
-                await scheduler.abort_transaction()
-                async with scheduler.transaction():
-                    e = placed("kept", "gcp/r1")
-                    await scheduler.send(topic, s.encode(e), key=e.key())
-                await _until(lambda: live.get("gcp/r1").allocated.vcpu > 0)
-                await asyncio.sleep(1.0)   # room for the aborted one to (wrongly) arrive
-                return live.get("gcp/r0").allocated.vcpu, live.get("gcp/r1").allocated.vcpu
-        finally:
-            await scheduler.stop()
-            await producer.stop()
+            await _until(lambda: live.get("gcp/r1").allocated.vcpu > 0)
+            await asyncio.sleep(1.0)   # room for the aborted one to (wrongly) arrive
+            return live.get("gcp/r0").allocated.vcpu, live.get("gcp/r1").allocated.vcpu
 
     assert run(scenario(), timeout=120) == (0.0, 1.0)

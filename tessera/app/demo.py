@@ -16,6 +16,7 @@ Every run uses its own topics and database (``demo-<run>``), so running it twice
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import time
 import uuid
@@ -235,7 +236,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
             ("Queue waits by SLA tier (seconds)", _pretty(store, f"SELECT * FROM {db}.v_queue_wait_by_tier ORDER BY sla_tier")),
             ("Forecast accuracy (one-step and longer horizons). The demo's series are about 30 intervals\n"
              "long, all inside the engine's 30-interval warm-up, where the band is a Gaussian guess from\n"
-             "few residuals; on long series it covers 90 % (README, demand forecasts).", _pretty(store, f"""
+             "few residuals; docs/benchmarks.md measures its coverage on long series.", _pretty(store, f"""
                 SELECT step, sum(forecasts) AS scored_forecasts, round(avg(mae), 2) AS mean_mae,
                        round(sum(band_coverage * forecasts) / scored_forecasts, 3) AS band_coverage_5_95
                 FROM {db}.v_forecast_accuracy GROUP BY step ORDER BY step""")),
@@ -268,7 +269,26 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     return 0
 
 
+def _log_to_file(settings: Settings) -> Path:
+    """Send every log record (aiokafka, Faust, Tessera's workers) to a file: while the
+    broker warms up the clients log retried errors and warnings that a newcomer would read
+    as failures. The console keeps the demo's own progress and results."""
+    path = settings.data_path / "logs" / f"demo-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    return path
+
+
 def run_demo(settings: Settings, requests: int = 1500, seconds: float = 90.0, report: str | None = None) -> int:
+    log_path = _log_to_file(settings)
+    _say(f"Tessera demo (library and worker logs: {log_path})")
     if settings.kafka_bootstrap:
         _say(f"[1/{STEPS}] using the Kafka broker at {settings.kafka_bootstrap}")
     else:

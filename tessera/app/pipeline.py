@@ -22,7 +22,7 @@ from tessera.app.warmup import compile_kernels
 from tessera.billing.agreements import Agreement
 from tessera.config import Settings
 from tessera.schemas import HealthSample
-from tessera.streams.admin import ensure_topics
+from tessera.streams.admin import ensure_topics, wait_for_coordinators
 from tessera.streams.produce import producer_for, publish, send_events
 from tessera.streams.runner import running
 
@@ -100,10 +100,14 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
                    aging_s: float = 30.0, say: Callable[[str], None] | None = None) -> AsyncIterator[Pipeline]:
     """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
     await ensure_topics(settings)
-    compile_kernels(say)       # before any consumer joins a group (tessera.warmup says why)
+    compile_kernels(say)       # before any consumer joins a group (tessera.app.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
     scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s)
     billing = BillingWorker(settings, agreements)
+    # A fresh broker creates its offsets and transaction logs on first use; joining before
+    # that only fills the log with retried coordinator errors.
+    await wait_for_coordinators(settings, groups=[settings.app_id, f"{settings.app_id}-event-log", scheduler.group],
+                                transactional_ids=[scheduler.group])
     stop = asyncio.Event()
     async with running(app, ready_timeout=120):
         p = Pipeline(settings, app, scheduler, billing, stop)
