@@ -3,19 +3,17 @@
 CPython frees almost everything by reference counting; the cyclic collector exists for
 reference cycles, and by default runs a young collection every 700 net new container
 objects and a full one (every tracked object) every 100 young ones. A scheduler holds
-its live allocations (hundreds of thousands of small objects at a few thousand requests
-per second) and creates a dozen validated event objects per request, so at 3,000
-requests/s the collector ran ~6,000 young and ~40 full collections a minute and took
-25-30 % of the scheduler's CPU, in pauses that landed on request latency (measured with
-``gc.callbacks`` under ``load.bench_scheduler``, back to back on one broker: p99 at
-3,000/s 4.8 s; with this policy 0.74 s, and 1.4 s with a full collection ten times rarer).
+its live allocations (hundreds of thousands of small objects) and creates a dozen
+validated event objects per request, so under load the default collector runs thousands
+of young and dozens of full collections a minute, in pauses that land on request latency
+(measured with ``gc.callbacks`` under ``load.bench_scheduler``; the figures are in the
+commit that introduced this policy).
 
 The policy: a young collection every 50,000 net new objects, an older one every 20 of
 those, a full one every 100 older ones; and after recovery (state rebuilt from Kafka,
 long-lived by nature) ``gc.freeze()`` moves what exists into a generation no collection
 scans. Cycles still get collected, just in fewer, larger batches; the services' event
-objects (pydantic models, dicts, lists) form none in steady state, so memory stays flat
-(the benchmark's scheduler RSS: 278 MiB either way).
+objects (pydantic models, dicts, lists) form none in steady state, so memory stays flat.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Kafka's key partitioner (murmur2, as the Java client computes it), compiled.
 
 Every keyed event Tessera produces picks its partition by hashing the key. aiokafka's
-``DefaultPartitioner`` does that in pure Python: 5.7 us per key here, which at 2,000
-requests/s (an allocation event each, and a release later) is a few percent of the
-scheduler's core. This is the same function compiled with Numba: 0.71 us per key, 8x
-(``python -m load.bench_partitioner``, both side by side, ``load/results/partitioner.json``). The partition a key lands on is unchanged, which matters: other clients (the Java
-one, Faust, kcat) must agree on where a key lives. ``tests/test_partitioner.py`` checks it
+``DefaultPartitioner`` does that in pure Python, a visible share of the scheduler's CPU
+at thousands of events a second; this is the same function compiled with Numba
+(``python -m load.bench_partitioner`` times both side by side; figures in
+docs/benchmarks.md). The partition a key lands on is unchanged, which matters: other
+clients (the Java one, Faust, kcat) must agree on where a key lives. ``tests/test_partitioner.py`` checks it
 against aiokafka's implementation and against the Java client's published test vectors.
 """
 

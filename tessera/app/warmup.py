@@ -1,13 +1,13 @@
 """Compile the Numba kernels before a service starts consuming.
 
 Numba compiles a kernel on its first call and caches the machine code on disk
-(``cache=True``) for later runs. On a fresh checkout that first call is slow: about 30 s
-for the packing kernel and its searches and 10 s for the forecast kernels on this 2-core
-machine. Made from inside a running worker, it blocks the event loop: consumer groups
+(``cache=True``) for later runs. On a fresh checkout that first call takes tens of
+seconds; made from inside a running worker, it blocks the event loop: consumer groups
 miss their heartbeats and rebalance, and requests queue for the whole time (the first
-``tessera demo`` on a fresh clone queued 700 of them and spilled them to partners). So
-services call ``compile_kernels`` before they join their consumer groups: with a warm
-cache it costs well under a second.
+``tessera demo`` on a fresh clone once queued hundreds of them and spilled them to
+partners). So services call ``compile_kernels`` before they join their consumer groups;
+with a warm cache it costs well under a second. Each core compiles its own kernels
+(``compile_packing_kernels``, ``compile_forecast_kernels``); this runs them together.
 """
 
 from __future__ import annotations
