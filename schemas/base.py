@@ -15,6 +15,7 @@ version (additive changes only); a missing or ill-typed field is an error.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -28,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     WithJsonSchema,
 )
 
@@ -35,38 +37,114 @@ UTC = timezone.utc
 #: Bytes in a GiB. Capacities travel in bytes; GiB appear only where people read or write them.
 GIB = 1 << 30
 
+# Limits every input meets at the edge: generous for real use, small enough that no single
+# message can cost a worker seconds or gigabytes, or overflow the kernels' integer money.
+#: A larger message is dead-lettered without being parsed.
+MAX_MESSAGE_BYTES = 256 * 1024
+#: Any text field (identifiers have their own, smaller limit).
+MAX_TEXT = 1024
+#: Items in any list or map of an event (tags, regions, labels, placements, quantiles ...).
+MAX_ITEMS = 256
+#: Money: at most this many digits before the decimal point and after it.
+MONEY_INTEGER_DIGITS = 12
+MONEY_FRACTION_DIGITS = 12
+#: A resource's price per hour (whole resource, any currency) is below this.
+MAX_PRICE_PER_HOUR = 10 ** 6
+
 
 def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _parse_money(value: Any) -> Decimal:
-    # Floats cannot represent most prices exactly; refuse them at the edge.
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339_on_the_wire(value: Any, info: ValidationInfo) -> Any:
+    # The JSON Schema says "format": "date-time" (RFC 3339): a number, or a string of one,
+    # is not a time on the wire, though pydantic would read it as Unix seconds.
+    if info.mode != "json":
+        return value
+    if not (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        raise ValueError("must be an RFC 3339 date-time with a timezone offset, e.g. \"2026-11-30T12:00:00Z\"")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a valid date and time") from None
+
+
+def _parse_money(value: Any, info: ValidationInfo) -> Decimal:
+    # On the wire money is a decimal string: a JSON number may already have lost digits
+    # (0.1 + 0.2) in the producer. From Python, Decimal and int are exact and accepted.
+    if info.mode == "json" and not isinstance(value, str):
+        raise ValueError("money must be a decimal string such as \"0.0475\", not a JSON number")
     if isinstance(value, bool) or isinstance(value, float):
-        raise ValueError("money must be a decimal string such as \"0.0475\", not a JSON number with a fraction")
+        raise ValueError("money must be a decimal string such as \"0.0475\", not a float")
     if isinstance(value, (int, Decimal)):
-        return Decimal(value)
-    if isinstance(value, str):
+        d = Decimal(value)
+    elif isinstance(value, str):
+        # The wire form is plain digits (the JSON Schema's pattern): no exponent, so that
+        # "1e999999999" cannot cost seconds and a gigabyte to print back.
+        if len(value) > MONEY_INTEGER_DIGITS + MONEY_FRACTION_DIGITS + 2 or not _MONEY_TEXT.fullmatch(value):
+            raise ValueError(f"{value[:40]!r} is not a decimal amount like \"0.0475\" (at most "
+                             f"{MONEY_INTEGER_DIGITS} digits before the point and {MONEY_FRACTION_DIGITS} after)")
         try:
             d = Decimal(value)
         except InvalidOperation:
             raise ValueError(f"{value!r} is not a decimal number") from None
-        if not d.is_finite():
-            raise ValueError("money must be finite")
-        return d
-    raise ValueError(f"money must be a decimal string, got {type(value).__name__}")
+    else:
+        raise ValueError(f"money must be a decimal string, got {type(value).__name__}")
+    if not d.is_finite() or d.adjusted() >= MONEY_INTEGER_DIGITS or d.as_tuple().exponent < -MONEY_FRACTION_DIGITS:
+        raise ValueError(f"money must be finite, below 10^{MONEY_INTEGER_DIGITS}, with at most "
+                         f"{MONEY_FRACTION_DIGITS} decimal places")
+    return d
+
+
+_MONEY_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 
 #: A tz-aware timestamp, stored and emitted in UTC.
-UtcTime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_on_the_wire), AfterValidator(_to_utc)]
 
 #: An exact decimal amount; a string on the wire.
 Money = Annotated[
     Decimal,
     BeforeValidator(_parse_money),
     PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]+)?$", "description": "decimal amount"}),
+    WithJsonSchema({"type": "string", "pattern": rf"^-?[0-9]{{1,{MONEY_INTEGER_DIGITS}}}(\.[0-9]{{1,{MONEY_FRACTION_DIGITS}}})?$",
+                    "maxLength": MONEY_INTEGER_DIGITS + MONEY_FRACTION_DIGITS + 2,
+                    "description": "decimal amount"}),
 ]
+
+#: A resource's price per hour: non-negative and below MAX_PRICE_PER_HOUR (so that the
+#: packing kernel's integer micro-unit sums cannot overflow).
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_parse_money),
+    Field(ge=0, lt=MAX_PRICE_PER_HOUR),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": rf"^[0-9]{{1,6}}(\.[0-9]{{1,{MONEY_FRACTION_DIGITS}}})?$",
+                    "maxLength": 6 + MONEY_FRACTION_DIGITS + 1,
+                    "description": f"non-negative decimal amount below {MAX_PRICE_PER_HOUR}"}),
+]
+
+def _integral(value: Any) -> Any:
+    # JSON has one number type: 3.0 is the integer 3 to JSON Schema (and to JavaScript,
+    # which cannot tell them apart), so the edge reads it as 3 too. 3.5 stays an error.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An integer on the wire (an integral JSON number). Fields bound it themselves, within
+#: int64 (ClickHouse's and Kafka's widest): constraints placed here would not reach the
+#: published JSON Schema.
+Integer = Annotated[int, BeforeValidator(_integral)]
+INT64_MAX = (1 << 63) - 1
+
+#: A bounded, finite quantity (non-negative): capacities, durations, forecasts.
+Quantity = Annotated[float, Field(ge=0, le=1e15)]
+#: A bounded, finite number that may be negative (scores, deviations).
+Number = Annotated[float, Field(ge=-1e15, le=1e15)]
 
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/@+=-]+$")]
@@ -80,17 +158,24 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: Every contract (events and the value objects inside them): unknown fields ignored,
+#: immutable, text bounded, numbers finite.
+CONTRACT_CONFIG = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_TEXT, allow_inf_nan=False)
+
+
 class Event(BaseModel):
     """Base of every event contract. Subclasses set ``event_type`` as a Literal and ``KEY``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
+    model_config = CONTRACT_CONFIG
 
     #: Contract version of this event type. Bump only for incompatible changes.
     SCHEMA_VERSION: ClassVar[int] = 1
     #: Name of the field whose value is the Kafka message key (partitioning on purpose).
     KEY: ClassVar[str] = "event_id"
 
-    schema_version: int = Field(1, ge=1, description="contract version of event_type")
+    # le=1: the only version of every contract so far; a contract that bumps SCHEMA_VERSION
+    # redeclares this field with its own bound.
+    schema_version: Integer = Field(1, ge=1, le=1, description="contract version of event_type")
     event_type: str
     event_id: Identifier = Field(default_factory=new_event_id, description="unique id; consumers deduplicate on it")
     event_time: UtcTime = Field(default_factory=utc_now, description="when it happened (UTC)")

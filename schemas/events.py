@@ -10,17 +10,37 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from .base import Event, Identifier, Money, NonEmptyStr, UtcTime
+from .base import (
+    CONTRACT_CONFIG,
+    MAX_ITEMS,
+    MAX_TEXT,
+    Event,
+    INT64_MAX,
+    Identifier,
+    Integer,
+    Money,
+    NonEmptyStr,
+    Number,
+    Price,
+    Quantity,
+    UtcTime,
+)
+
+#: A tag, region or provider name as a request or resource lists it.
+Tag = Annotated[str, Field(min_length=1, max_length=128)]
+#: At most this many tags (regions, providers) in one list.
+MAX_TAGS = 64
+YEAR_S = 366 * 86400.0
 
 
 class _Part(BaseModel):
     """A nested value object (not an event)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = CONTRACT_CONFIG
 
 
 # ---------------------------------------------------------------------------
@@ -50,11 +70,11 @@ class PricingModel(str, Enum):
 class Capacity(_Part):
     """A resource's size, or a replica's demand, in base units."""
 
-    vcpu: float = Field(0.0, ge=0, description="cores")
-    memory_bytes: int = Field(0, ge=0)
-    storage_bytes: int = Field(0, ge=0)
-    network_gbps: float = Field(0.0, ge=0)
-    gpu: int = Field(0, ge=0, description="whole GPUs")
+    vcpu: float = Field(0.0, ge=0, le=1e6, description="cores")
+    memory_bytes: Integer = Field(0, ge=0, le=1 << 60)
+    storage_bytes: Integer = Field(0, ge=0, le=1 << 60)
+    network_gbps: float = Field(0.0, ge=0, le=1e6)
+    gpu: Integer = Field(0, ge=0, le=100_000, description="whole GPUs")
 
 
 # ---------------------------------------------------------------------------
@@ -68,10 +88,11 @@ class ResourceSpec(_Part):
     zone: str = ""
     capacity: Capacity
     gpu_model: str = ""
-    tags: list[str] = Field(default_factory=list, description="compliance and placement tags, e.g. hipaa, pci")
-    labels: dict[str, str] = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS,
+                            description="compliance and placement tags, e.g. hipaa, pci")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_ITEMS)
     pricing_model: PricingModel = PricingModel.on_demand
-    price_per_hour: Money = Field(description="whole-resource price per hour in `currency`")
+    price_per_hour: Price = Field(description="whole-resource price per hour in `currency`")
     currency: str = Field("USD", min_length=3, max_length=3)
 
 
@@ -135,7 +156,7 @@ class UsageSample(Event):
     resource_id: Identifier
     allocation_id: str = Field("", description="the allocation measured; empty = the whole resource")
     provider: str = Field("", description="who owns the resource; billing learns it from placements if empty")
-    interval_seconds: float = Field(gt=0, description="the interval measured ends at event_time")
+    interval_seconds: float = Field(gt=0, le=YEAR_S, description="the interval measured ends at event_time")
     used: Capacity = Field(description="average use over the interval")
 
 
@@ -148,15 +169,15 @@ class WorkloadRequest(Event):
     request_id: Identifier
     tenant: Identifier
     sla_tier: SlaTier = SlaTier.silver
-    replicas: int = Field(1, ge=1, le=10_000)
+    replicas: Integer = Field(1, ge=1, le=10_000)
     per_replica: Capacity
-    required_tags: list[str] = Field(default_factory=list)
-    allowed_regions: list[str] = Field(default_factory=list, description="empty = any")
-    allowed_providers: list[str] = Field(default_factory=list, description="empty = any")
-    max_price_per_hour: Money | None = Field(None, description="cap on the whole request's price per hour")
-    spread_min: int = Field(1, ge=1, description="replicas over at least this many providers/zones")
+    required_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    allowed_regions: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="empty = any")
+    allowed_providers: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="empty = any")
+    max_price_per_hour: Price | None = Field(None, description="cap on the whole request's price per hour")
+    spread_min: Integer = Field(1, ge=1, le=MAX_TAGS, description="replicas over at least this many providers/zones")
     deadline: UtcTime | None = Field(None, description="reject if not placed by then")
-    expected_duration_seconds: float | None = Field(None, gt=0)
+    expected_duration_seconds: float | None = Field(None, gt=0, le=10 * YEAR_S)
     pool: str = Field("default", description="demand series / placement pool")
 
     @model_validator(mode="after")
@@ -172,8 +193,8 @@ class WorkloadRequest(Event):
 class Placement(_Part):
     resource_id: Identifier
     provider: Identifier
-    replicas: int = Field(ge=1)
-    price_per_hour: Money = Field(description="marginal price per hour charged for these replicas")
+    replicas: Integer = Field(ge=1, le=10_000)
+    price_per_hour: Price = Field(description="marginal price per hour charged for these replicas")
 
 
 class _AllocationEvent(Event):
@@ -186,16 +207,16 @@ class _AllocationEvent(Event):
 class AllocationPlaced(_AllocationEvent):
     event_type: Literal["allocation.placed"] = "allocation.placed"
     allocation_id: Identifier
-    placements: list[Placement] = Field(min_length=1)
+    placements: list[Placement] = Field(min_length=1, max_length=MAX_ITEMS)
     per_replica: Capacity
-    queued_seconds: float = Field(0.0, ge=0)
+    queued_seconds: Quantity = 0.0
     batch_id: str = ""
     expires_at: UtcTime | None = Field(None, description="when the scheduler releases it (placed + expected duration)")
 
 
 class AllocationQueued(_AllocationEvent):
     event_type: Literal["allocation.queued"] = "allocation.queued"
-    position: int = Field(ge=0)
+    position: Integer = Field(ge=0, le=INT64_MAX)
     reason: NonEmptyStr
 
 
@@ -229,7 +250,7 @@ class AllocationReleased(_AllocationEvent):
     event_type: Literal["allocation.released"] = "allocation.released"
     allocation_id: Identifier
     reason: str = "completed"
-    placements: list[Placement] = Field(default_factory=list, description="what is freed (as placed)")
+    placements: list[Placement] = Field(default_factory=list, max_length=MAX_ITEMS, description="what is freed (as placed)")
     per_replica: Capacity | None = None
 
 
@@ -237,9 +258,10 @@ class AllocationReleased(_AllocationEvent):
 # Forecasting and correlation
 # ---------------------------------------------------------------------------
 class HorizonForecast(_Part):
-    step: int = Field(ge=1)
+    step: Integer = Field(ge=1, le=10_000)
     interval_start: UtcTime
-    quantiles: dict[str, float] = Field(description="quantile level ('0.05') -> demand")
+    quantiles: dict[Annotated[str, Field(pattern=r"^0?\.[0-9]*[1-9][0-9]*$", max_length=12)], Number] = Field(
+        max_length=32, description="quantile level ('0.05') -> demand")
 
     @model_validator(mode="after")
     def _levels_monotone(self) -> "HorizonForecast":
@@ -258,8 +280,8 @@ class Forecast(Event):
     event_type: Literal["forecast"] = "forecast"
     KEY: ClassVar[str] = "series"
     series: NonEmptyStr = Field(description="e.g. pool=default/region=eu/dim=vcpu")
-    interval_seconds: int = Field(gt=0)
-    horizons: list[HorizonForecast] = Field(min_length=1)
+    interval_seconds: Integer = Field(gt=0, le=INT64_MAX)
+    horizons: list[HorizonForecast] = Field(min_length=1, max_length=MAX_ITEMS)
     model: str = ""
 
 
@@ -273,7 +295,7 @@ class ExternalEvent(Event):
     scope: NonEmptyStr = Field("global", description="pool, region or tenant it affects")
     starts_at: UtcTime
     ends_at: UtcTime
-    magnitude: float | None = None
+    magnitude: Number | None = None
 
     @model_validator(mode="after")
     def _span(self) -> "ExternalEvent":
@@ -287,10 +309,10 @@ class DemandSpike(Event):
     KEY: ClassVar[str] = "series"
     series: NonEmptyStr
     interval_start: UtcTime
-    observed: float
-    expected: float
-    score: float
-    external_ids: list[str] = Field(default_factory=list)
+    observed: Number
+    expected: Number
+    score: Number
+    external_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
 class DemandObservation(Event):
@@ -301,19 +323,12 @@ class DemandObservation(Event):
     KEY: ClassVar[str] = "group"
     group: NonEmptyStr = Field(description="series group, e.g. tier=gold or source=usage")
     observed_at: UtcTime
-    amounts: dict[str, float] = Field(description="dimension -> demand, e.g. {'vcpu': 8.0}")
+    amounts: dict[Literal["vcpu", "memory_gib", "gpu"], Quantity] = Field(
+        description="dimension -> demand, e.g. {'vcpu': 8.0}")
     source_topic: str
-    source_partition: int = Field(ge=0)
-    source_offset: int = Field(ge=0)
+    source_partition: Integer = Field(ge=0, le=INT64_MAX)
+    source_offset: Integer = Field(ge=0, le=INT64_MAX)
 
-    @model_validator(mode="after")
-    def _finite_amounts(self) -> "DemandObservation":
-        for dim, v in self.amounts.items():
-            if dim not in ("vcpu", "memory_gib", "gpu"):
-                raise ValueError(f"unknown dimension {dim!r}; use vcpu, memory_gib or gpu")
-            if not (v == v and abs(v) != float("inf")) or v < 0:
-                raise ValueError(f"amount for {dim!r} must be a finite number >= 0")
-        return self
 
 
 class DemandInterval(Event):
@@ -323,15 +338,15 @@ class DemandInterval(Event):
     KEY: ClassVar[str] = "series"
     series: NonEmptyStr
     interval_start: UtcTime
-    interval_seconds: int = Field(gt=0)
-    value: float = Field(ge=0)
+    interval_seconds: Integer = Field(gt=0, le=INT64_MAX)
+    value: Quantity
 
 
 class SuggestedResource(_Part):
     resource_id: Identifier
     provider: Identifier
-    vcpu: float = Field(ge=0)
-    price_per_hour: Money
+    vcpu: Quantity
+    price_per_hour: Price
 
 
 class ProvisioningHint(Event):
@@ -348,11 +363,13 @@ class ProvisioningHint(Event):
     pool: NonEmptyStr
     needed_by: UtcTime = Field(description="start of the first interval the capacity in service runs short")
     peak_at: UtcTime = Field(description="start of the interval with the largest shortfall")
-    arriving_vcpu: float = Field(ge=0, description="vCPU forecast to arrive up to peak_at (protective quantiles)")
-    free_in_service_vcpu: float = Field(ge=0)
-    shortfall_vcpu: float = Field(gt=0)
-    levels: dict[str, float] = Field(description="tier -> quantile level used (shortage vs idle cost)")
-    suggested: list[SuggestedResource] = Field(default_factory=list, description="cheapest per vCPU first")
+    arriving_vcpu: float = Field(ge=0, le=1e15, description="vCPU forecast to arrive up to peak_at (protective quantiles)")
+    free_in_service_vcpu: Quantity
+    shortfall_vcpu: float = Field(gt=0, le=1e15)
+    levels: dict[Annotated[str, Field(max_length=32)], Number] = Field(
+        max_length=16, description="tier -> quantile level used (shortage vs idle cost)")
+    suggested: list[SuggestedResource] = Field(default_factory=list, max_length=MAX_ITEMS,
+                                               description="cheapest per vCPU first")
     suggested_cost_per_hour: Money = Decimal(0)
 
 
@@ -410,7 +427,7 @@ class BillingLine(Event):
     rate: Money
     amount: Money
     currency: str = Field("USD", min_length=3, max_length=3)
-    revision: int = Field(0, ge=0, description="higher revision of the same line_id supersedes")
+    revision: Integer = Field(0, ge=0, le=INT64_MAX, description="higher revision of the same line_id supersedes")
 
 
 class AgreementUpdated(Event):
@@ -420,13 +437,42 @@ class AgreementUpdated(Event):
     event_type: Literal["agreement.updated"] = "agreement.updated"
     KEY: ClassVar[str] = "partner_id"
     partner_id: Identifier
-    agreement: dict[str, Any] = Field(description="the agreement document; its 'partner' must equal partner_id")
+    agreement: dict[str, Any] = Field(max_length=MAX_ITEMS,
+                                      description="the agreement document; its 'partner' must equal partner_id")
 
     @model_validator(mode="after")
     def _same_partner(self) -> "AgreementUpdated":
         if self.agreement.get("partner") != self.partner_id:
             raise ValueError("agreement.partner must equal partner_id")
+        _bounded_document(self.agreement)
         return self
+
+
+#: A free-form document (an agreement) nests at most this deep and holds at most this
+#: many values: enough for any agreement, and no message can make a consumer recurse
+#: or re-encode without end.
+MAX_DOCUMENT_DEPTH = 8
+MAX_DOCUMENT_VALUES = 4096
+
+
+def _bounded_document(doc: Any) -> None:
+    """Walk a JSON document iteratively (no recursion to exhaust) and refuse one that nests
+    too deep or holds too much."""
+    stack, values = [(doc, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        values += 1
+        if values > MAX_DOCUMENT_VALUES:
+            raise ValueError(f"the document holds more than {MAX_DOCUMENT_VALUES} values")
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth >= MAX_DOCUMENT_DEPTH and children:
+            raise ValueError(f"the document nests deeper than {MAX_DOCUMENT_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in children)
 
 
 class UsageLimitAlert(Event):
@@ -435,7 +481,7 @@ class UsageLimitAlert(Event):
     partner_id: Identifier
     period_start: UtcTime
     limit_name: NonEmptyStr
-    threshold_pct: int = Field(ge=1, le=1000)
+    threshold_pct: Integer = Field(ge=1, le=1000)
     used: Money
     limit: Money
     enforcement: Literal["soft", "hard"] = "soft"
@@ -445,19 +491,30 @@ class UsageLimitAlert(Event):
 # ---------------------------------------------------------------------------
 # Dead letters
 # ---------------------------------------------------------------------------
+#: A dead letter keeps its reason up to this many characters ...
+MAX_REASON = 2000
+#: ... and at most this many bytes of the original key and value (a larger value is kept
+#: truncated, and says so), so that a dead letter always fits in a Kafka message.
+MAX_KEPT_BYTES = 64 * 1024
+MAX_KEPT_B64 = 4 * ((MAX_KEPT_BYTES + 2) // 3)
+
+
 class DeadLetter(Event):
     """An input that failed validation, with why and where it came from."""
 
     event_type: Literal["dead_letter"] = "dead_letter"
     KEY: ClassVar[str] = "source_topic"
-    reason: NonEmptyStr = Field(max_length=2000)
-    field: str = Field("", description="dotted path of the offending field, if one")
+    reason: str = Field(min_length=1, max_length=MAX_REASON)
+    field: str = Field("", max_length=MAX_TEXT, description="dotted path of the offending field, if one")
     source_topic: NonEmptyStr
-    source_partition: int = Field(ge=0)
-    source_offset: int = Field(ge=0)
-    source_key_b64: str = ""
-    original_b64: str = Field(description="the message value exactly as received, base64")
-    consumer: str = Field("", description="agent that rejected it")
+    source_partition: Integer = Field(ge=0, le=INT64_MAX)
+    source_offset: Integer = Field(ge=0, le=INT64_MAX)
+    source_key_b64: str = Field("", max_length=MAX_KEPT_B64)
+    original_b64: str = Field(max_length=MAX_KEPT_B64,
+                              description="the message value as received, base64 (its first MAX_KEPT_BYTES bytes)")
+    original_size: Integer = Field(0, ge=0, le=INT64_MAX, description="bytes of the message value as received")
+    original_truncated: bool = Field(False, description="original_b64 holds only the first bytes of the value")
+    consumer: str = Field("", max_length=128, description="agent that rejected it")
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (
