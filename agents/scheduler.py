@@ -103,7 +103,7 @@ class SchedulerWorker:
     async def recover(self) -> None:
         for e in (await self._read_all("resources") + await self._read_all("health")
                   + await self._read_all("alerts", committed_only=True)):
-            self.core.apply(e)
+            self._apply(e)
         own = await self._read_all("allocations", committed_only=True)
         self.core.replay(own)
         # Release timers of live allocations come back from their placed events.
@@ -144,6 +144,12 @@ class SchedulerWorker:
             await tail.stop()
             await producer.stop()
 
+    def _apply(self, e: Event) -> None:
+        refused = self.core.apply(e)
+        if refused:
+            metrics.RESOURCE_EVENTS_REFUSED.labels(AGENT).inc()
+            log.warning("%s %s: %s", e.event_type, getattr(e, "resource_id", e.event_id), refused)
+
     async def _tail(self, tail: AIOKafkaConsumer) -> None:
         allocations = self.topic["allocations"]
         for recs in (await tail.getmany(timeout_ms=0, max_records=10_000)).values():
@@ -160,7 +166,7 @@ class SchedulerWorker:
                 e = d.event
                 if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast,
                                   UsageLimitAlert)):
-                    self.core.apply(e)
+                    self._apply(e)
                 elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
                     self.core.release(e.allocation_id, e.reason)
 
@@ -209,6 +215,11 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            await send_batched(producer, [(self.topic[name], e.key(), encode(e)) for name, e in out])
+            futures = await send_batched(producer, [(self.topic[name], e.key(), encode(e)) for name, e in out])
+            # Every send is acknowledged before the offsets join the transaction: a send that
+            # failed (a record too large, a broker error) raises here, the transaction aborts
+            # and the batch is read again, instead of its requests being consumed unanswered.
+            for f in futures:
+                await f
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group)

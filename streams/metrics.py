@@ -16,6 +16,10 @@ DEAD_LETTERS = Counter(
     "tessera_dead_letters_total", "Inputs that failed validation and went to the dead-letter topic",
     ["agent", "topic"],
 )
+RESOURCE_EVENTS_REFUSED = Counter(
+    "tessera_resource_events_refused_total", "Valid resource events a worker refused (e.g. beyond its place limit)",
+    ["agent"],
+)
 SINK_ROWS = Counter("tessera_sink_rows_total", "Rows written to ClickHouse", ["table"])
 SINK_FAILURES = Counter("tessera_sink_failures_total", "Failed ClickHouse batch writes (retried)", ["table"])
 SINK_BATCH_SECONDS = Histogram(

@@ -66,15 +66,18 @@ def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np
 def kernel_inputs(requests: Sequence[PackRequest], table: ResourceTable, D: int) -> tuple[Requests, Resources]:
     """The kernel's arrays for these requests on this table (constraint bitsets over the
     batch's tags and the table's regions and providers)."""
-    tag_idx = index_names(sorted({t for q in requests for t in q.tags_required}), "required tags")
+    # Only tags some resource carries get a bit; a request requiring any other can go
+    # nowhere, like one naming only unknown regions or providers: it gets the impossible bit.
+    impossible = 1 << 62  # bitsets are int64; bit 62 is never a real tag, region or provider
+    wanted = sorted({t for q in requests for t in q.tags_required})
+    tag_idx = index_names([t for t in wanted if table.has_tag(t).any()], "required tags carried by resources")
     region_idx, prov_idx = table.region_idx, table.provider_idx
     R = len(requests)
-    # A request naming only unknown regions/providers can go nowhere: give it an impossible bit.
-    impossible = 1 << 62  # bitsets are int64; bit 62 is never a real region or provider
     reqs = Requests(
         demand=np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D),
         replicas=np.array([q.replicas for q in requests], dtype=np.int64),
-        tags=np.array([bitset(q.tags_required, tag_idx) for q in requests], dtype=np.int64),
+        tags=np.array([bitset(q.tags_required, tag_idx) if q.tags_required <= tag_idx.keys() else impossible
+                       for q in requests], dtype=np.int64),
         regions=np.array([(bitset([x for x in q.regions if x in region_idx], region_idx) or impossible)
                           if q.regions else 0 for q in requests], dtype=np.int64),
         providers=np.array([(bitset([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
@@ -104,11 +107,11 @@ def why_not_placed(i: int, q: PackRequest, reqs: Requests, res: Resources) -> Re
     if not compat.any():
         parts = []
         if q.tags_required:
-            parts.append(f"tags {sorted(q.tags_required)}")
+            parts.append(f"tags {_few(q.tags_required)}")
         if q.regions:
-            parts.append(f"regions {sorted(q.regions)}")
+            parts.append(f"regions {_few(q.regions)}")
         if q.providers:
-            parts.append(f"providers {sorted(q.providers)}")
+            parts.append(f"providers {_few(q.providers)}")
         return Rejection(RejectReason.no_matching_resource,
                          "no resource matches " + (" and ".join(parts) or "the constraints"))
     big_enough = compat & (res.cap + 1e-9 >= reqs.demand[i]).all(axis=1)
@@ -120,3 +123,10 @@ def why_not_placed(i: int, q: PackRequest, reqs: Requests, res: Resources) -> Re
                          f"impossible: only {len(providers)} compatible")
     return Rejection(RejectReason.insufficient_capacity,
                      "insufficient free capacity for all replicas (placed whole or not at all)")
+
+
+def _few(names: frozenset[str], shown: int = 4) -> str:
+    """Names for a person to read: a long list is cut (the event's reason is bounded)."""
+    names_ = sorted(names)
+    text = ", ".join(n[:40] for n in names_[:shown])
+    return f"[{text}{f' and {len(names_) - shown} more' if len(names_) > shown else ''}]"

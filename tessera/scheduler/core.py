@@ -47,12 +47,26 @@ from tessera.schemas import (
     WorkloadRequest,
 )
 
-from .packing import NO_SEARCH, QUICK, PackRequest, PackResource, Rejection, ResourceTable, SearchEffort, pack_batch
+from .packing import (
+    NO_SEARCH,
+    QUICK,
+    PackingError,
+    PackRequest,
+    PackResource,
+    PackResult,
+    Rejection,
+    ResourceTable,
+    SearchEffort,
+    pack_batch,
+)
 from .provisioning import HintGate, Offer, plan_hint
 from .queue import SchedulingQueue
 from .reservation import Reservations, parse_series
 
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
+#: Distinct regions, and distinct providers, one scheduler places onto (the packer's
+#: constraint bitsets are int64; bit 62 means "nowhere").
+MAX_PLACES = 62
 
 
 def _period_end(period_start: datetime) -> float:
@@ -126,14 +140,21 @@ class Scheduler:
     _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
     _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
     _vcpu_by_tier: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    _regions: dict[str, int] = field(default_factory=dict, init=False, repr=False)    # region -> resources
+    _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
         self._forecast_pool: str | None = None     # set when a forecast arrived since the last hint check
 
     # -- inputs ----------------------------------------------------------------
-    def apply(self, event: Event) -> None:
-        """Resource lifecycle and health verdicts update the capacity view."""
+    def apply(self, event: Event) -> str | None:
+        """Resource lifecycle and health verdicts update the capacity view. Returns why an
+        event was refused (it then changes nothing), or None."""
+        if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
+            refused = self._beyond_places(event.resource_id, event.spec.region, event.spec.provider)
+            if refused:
+                return refused
         if isinstance(event, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
             self._table = None
         if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
@@ -145,9 +166,11 @@ class Scheduler:
                                used=old.used if old else [0.0] * len(DIMS))
             if any(t.startswith("taint:") for t in sp.tags):
                 st.healthy = False  # tainted nodes take no new work
+            self._count_places(old, -1)
+            self._count_places(st, +1)
             self.resources[event.resource_id] = st
         elif isinstance(event, ResourceRemoved):
-            self.resources.pop(event.resource_id, None)
+            self._count_places(self.resources.pop(event.resource_id, None), -1)
         elif isinstance(event, Forecast):
             self.reservations.observe(event)
             self._forecast_pool = parse_series(event.series).get("pool", "default")
@@ -204,7 +227,7 @@ class Scheduler:
                                         _vec(rq.per_replica), frozenset(rq.required_tags),
                                         frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
                                         rq.spread_min, seq=q.seq))
-        result = self._pack_with_reservations(pack_req, pack_res)
+        result = self._pack_or_split(pack_req, pack_res)
         by_id = {q.request.request_id: q for q in batch}
         for rid, placements in result.placements.items():
             q = by_id[rid]
@@ -218,7 +241,7 @@ class Scheduler:
             elif not q.notified:
                 q.notified = True
                 out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
-                                            sla_tier=q.request.sla_tier, position=0, reason=rejection.text))
+                                            sla_tier=q.request.sla_tier, position=0, reason=rejection.text[:256]))
         positions = self.queue.positions(now)
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
                 if isinstance(e, AllocationQueued) else e for e in out]
@@ -261,6 +284,26 @@ class Scheduler:
             self._dirty.clear()
         return self._table
 
+    def _beyond_places(self, resource_id: str, region: str, provider: str) -> str | None:
+        """The packer marks regions and providers as bits of one int64: a scheduler places
+        onto at most MAX_PLACES of each (more calls for another placement domain)."""
+        old = self.resources.get(resource_id)
+        for what, value, counts, had in (("regions", region, self._regions, old.region if old else None),
+                                         ("providers", provider, self._providers, old.provider if old else None)):
+            distinct = len(counts) - (1 if had is not None and counts.get(had) == 1 and had != value else 0)
+            if value not in counts and distinct >= MAX_PLACES:
+                return (f"refused: this scheduler already places onto {MAX_PLACES} {what}, its limit; "
+                        f"give {what} beyond that a placement domain of their own")
+        return None
+
+    def _count_places(self, st: ResourceState | None, sign: int) -> None:
+        if st is None:
+            return
+        for counts, key in ((self._regions, st.region), (self._providers, st.provider)):
+            counts[key] = counts.get(key, 0) + sign
+            if counts[key] <= 0:
+                del counts[key]
+
     def _available(self, blocked: set[str]) -> ResourceTable:
         """The table as the packer may use it now. Unhealthy resources and partners blocked by
         a hard limit take no work (no free capacity) but still count as existing, so a request
@@ -281,6 +324,28 @@ class Scheduler:
         for d in range(len(DIMS)):
             used[d] = max(used[d] + sign * replicas * demand[d], 0.0)
         self._dirty.add(res_id)
+
+    def _pack_or_split(self, reqs: list[PackRequest], res: ResourceTable) -> PackResult:
+        """Pack the batch; if it cannot be packed as one (more distinct constraints than the
+        packer's bitsets hold), pack its halves one after the other, down to the single
+        request that cannot be packed at all, which alone is rejected with the reason."""
+        try:
+            return self._pack_with_reservations(reqs, res)
+        except PackingError as exc:
+            if len(reqs) == 1:
+                result = PackResult()
+                result.rejected[reqs[0].id] = Rejection(RejectReason.invalid_request, str(exc))
+                return result
+        half = len(reqs) // 2
+        first = self._pack_or_split(reqs[:half], res)
+        second = self._pack_or_split(reqs[half:], _after(res, reqs[:half], first))
+        first.placements.update(second.placements)
+        first.rejected.update(second.rejected)
+        first.opened += second.opened
+        first.cost += second.cost
+        first.lower_bound += second.lower_bound
+        first.free_after_rows = first.opened_rows = None
+        return first
 
     def _pack_with_reservations(self, reqs: list[PackRequest], res: ResourceTable):
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
@@ -337,7 +402,8 @@ class Scheduler:
 
     def _rejected(self, request: WorkloadRequest, why: Rejection) -> AllocationRejected:
         return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
-                                  tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text, code=why.code)
+                                  tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text[:256],
+                                  code=why.code)
 
     def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
         a = self._drop(allocation_id)
@@ -362,3 +428,18 @@ class Scheduler:
                 self.decided.add(e.request_id)
             elif isinstance(e, AllocationReleased):
                 self._drop(e.allocation_id)
+
+
+def _after(res: ResourceTable, reqs: list[PackRequest], result: PackResult) -> ResourceTable:
+    """The table with what ``result`` placed of ``reqs`` taken: the next half of a split
+    batch must not see that capacity as free."""
+    if not result.placements:
+        return res
+    row = {rid: i for i, rid in enumerate(res.ids)}
+    demand = {q.id: np.asarray(q.demand, dtype=np.float64) for q in reqs}
+    free, open_ = res.free.copy(), res.open.copy()
+    for rid, placements in result.placements.items():
+        for res_id, k in placements:
+            free[row[res_id]] = np.maximum(free[row[res_id]] - k * demand[rid], 0.0)
+            open_[row[res_id]] = True
+    return res.with_state(free, open_)

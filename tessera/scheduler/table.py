@@ -91,16 +91,20 @@ class ResourceTable:
     def with_state(self, free: np.ndarray, open_: np.ndarray | None = None) -> "ResourceTable":
         return replace(self, free=free, open=self.open if open_ is None else open_)
 
+    def has_tag(self, tag: str) -> np.ndarray:
+        """Which resources carry ``tag`` (kept per tag: the tags that exist bound it)."""
+        has = self._has_tag.get(tag)
+        if has is None:
+            has = self._has_tag[tag] = np.array([tag in tags for tags in self.tags], dtype=np.bool_)
+        return has
+
     def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
         """Each resource's tags as a bitset over the batch's required tags. Which resources
         carry a tag is kept per tag (bounded by the tags that exist; the batches' tag sets
         are not, so caching whole bitsets per set would grow without end)."""
         bits = np.zeros(len(self.ids), dtype=np.int64)
         for tag, i in tag_idx.items():
-            has = self._has_tag.get(tag)
-            if has is None:
-                has = self._has_tag[tag] = np.array([tag in tags for tags in self.tags], dtype=np.bool_)
-            bits |= has.astype(np.int64) << i
+            bits |= self.has_tag(tag).astype(np.int64) << i
         return bits
 
     def types(self, res_tags: np.ndarray) -> np.ndarray:
