@@ -13,9 +13,20 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "TESSERA_"
 SECRET_FIELDS = frozenset({"kafka_sasl_password"})
+MASK = "********"
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (``user:password@``) masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:{MASK}@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class ConfigError(ValueError):
@@ -119,12 +130,17 @@ class Settings:
         return f"{self.topic_prefix}.{name}"
 
     def shown(self) -> dict[str, Any]:
-        """Settings as a dict with secrets masked, for ``tessera config``."""
+        """Settings as a dict with secrets masked, for ``tessera config`` and logs."""
         out = dataclasses.asdict(self)
         for key in SECRET_FIELDS:
             if out.get(key):
-                out[key] = "********"
+                out[key] = MASK
+        out["clickhouse_url"] = mask_url(out.get("clickhouse_url", ""))
         return out
+
+    def __repr__(self) -> str:
+        # Settings end up in logs and tracebacks: never with a secret in them.
+        return f"Settings({', '.join(f'{k}={v!r}' for k, v in self.shown().items())})"
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
@@ -222,6 +238,6 @@ def _check(s: Settings) -> None:
         raise ConfigError("TESSERA_TOPIC_PARTITIONS must be >= 1")
     if s.clickhouse_url and not s.clickhouse_url.startswith(("http://", "https://")):
         raise ConfigError(
-            f"TESSERA_CLICKHOUSE_URL={s.clickhouse_url!r} must start with http:// or https:// "
+            f"TESSERA_CLICKHOUSE_URL={mask_url(s.clickhouse_url)!r} must start with http:// or https:// "
             "(clickhouse-connect speaks the HTTP interface); leave it empty for embedded chdb"
         )

@@ -109,7 +109,8 @@ class RestPartner(_Server):
     def __init__(self, machines: list[dict], page_size: int = 3) -> None:
         self.machines = machines
         self.page_size = page_size
-        self.faults: list[str] = []  # "500", "timeout", "malformed", "no-items", popped per request
+        self.faults: list[str] = []  # "500", "429", "timeout", "malformed", "no-items", popped per request
+        self.next_base = ""          # pages link to their next page on this origin instead (e.g. another server)
         self.requests: list[tuple[str, str | None]] = []
         self.not_modified = 0
         super().__init__(_RestHandler)
@@ -122,6 +123,8 @@ class _RestHandler(_Handler):
         fault = st.faults.pop(0) if st.faults else None
         if fault == "500":
             return self._json(500, {"error": "internal"})
+        if fault == "429":
+            return self._json(429, {"error": "slow down"}, {"Retry-After": "1"})
         if fault == "timeout":
             time.sleep(2.0)
             return self._json(200, {"items": []})
@@ -132,7 +135,7 @@ class _RestHandler(_Handler):
         page = int(parse_qs(urlparse(self.path).query).get("page", ["1"])[0])
         chunk = st.machines[(page - 1) * st.page_size: page * st.page_size]
         more = page * st.page_size < len(st.machines)
-        doc = {"items": chunk, "links": {"next": f"/v1/machines?page={page + 1}" if more else None}}
+        doc = {"items": chunk, "links": {"next": f"{st.next_base}/v1/machines?page={page + 1}" if more else None}}
         etag = f'"{hash(json.dumps(doc, sort_keys=True)) & 0xFFFFFFFF:x}"'
         if self.headers.get("If-None-Match") == etag:
             st.not_modified += 1

@@ -65,7 +65,8 @@ def test_the_hostile_corpus_on_every_input_topic_stops_no_worker(settings, consu
                 await asyncio.sleep(1)
             # Still working after all of it: a valid resource reaches the live table and
             # ClickHouse, and the scheduler and billing workers are still running.
-            await register(st, [_resource(99)])
+            late = _resource(99)
+            await register(st, [late])
             live = p.app.tessera_resources
             table_ok = False
             while time.monotonic() < deadline and not table_ok:
@@ -74,8 +75,7 @@ def test_the_hostile_corpus_on_every_input_topic_stops_no_worker(settings, consu
             db = p.store.database
             sink_ok = False
             while time.monotonic() < deadline and not sink_ok:
-                rows = p.store.query(f"SELECT count() AS n FROM {db}.events WHERE event_id = "
-                                     f"'{_resource(99).event_id}'")
+                rows = p.store.query(f"SELECT count() AS n FROM {db}.events WHERE event_id = '{late.event_id}'")
                 sink_ok = int(rows[0]["n"]) == 1
                 await asyncio.sleep(0.5)
             running = {t.get_name(): not t.done() for t in p.tasks}

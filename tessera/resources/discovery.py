@@ -22,19 +22,25 @@ from prometheus_client import Counter, Gauge
 
 from tessera.schemas import Event, HealthSample, HealthStatus, ResourceDiscovered, ResourceRemoved, ResourceUpdated
 
-from .model import AdapterError, DiscoveredResource
+from .model import DiscoveredResource
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_FAILURES = Counter("tessera_discovery_failures_total", "Failed partner listings", ["partner"])
+DISCOVERY_SKIPPED = Counter("tessera_discovery_items_skipped_total", "Malformed partner items skipped",
+                            ["partner"])
 DISCOVERY_RESOURCES = Gauge("tessera_discovery_resources", "Resources in the partner's last good view", ["partner"])
 DISCOVERY_LAST_SUCCESS = Gauge("tessera_discovery_last_success_timestamp", "Unix time of the last good listing",
                                ["partner"])
 
 
-def diff(old: Mapping[str, DiscoveredResource], new: Iterable[DiscoveredResource], source: str = ""
-         ) -> tuple[dict[str, DiscoveredResource], list[Event]]:
+def diff(old: Mapping[str, DiscoveredResource], new: Iterable[DiscoveredResource], source: str = "",
+         partial: bool = False) -> tuple[dict[str, DiscoveredResource], list[Event]]:
+    """The new view and the events that turn ``old`` into it. A ``partial`` listing (some
+    items could not be read) removes nothing: an unreadable item is not a vanished one."""
     view = {r.resource_id: r for r in new}
+    if partial:
+        view = {**old, **view}
     events: list[Event] = []
     for rid, r in view.items():
         before = old.get(rid)
@@ -81,13 +87,17 @@ class Discoverer:
     async def poll_once(self) -> list[Event]:
         try:
             listing = await self.adapter.snapshot()  # type: ignore[attr-defined]
-        except (AdapterError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a partner sends, the other partners go on
             self.failures += 1
             DISCOVERY_FAILURES.labels(self.partner).inc()
-            log.warning("discovery of partner %s failed (%s); keeping its last good view of %d resources",
-                        self.partner, exc, len(self.view))
+            log.warning("discovery of partner %s failed (%s: %s); keeping its last good view of %d resources",
+                        self.partner, type(exc).__name__, str(exc)[:300], len(self.view))
             return []
-        self.view, events = diff(self.view, listing, self.source or self.partner)
+        skipped = list(getattr(self.adapter, "last_skipped", ()))
+        if skipped:
+            DISCOVERY_SKIPPED.labels(self.partner).inc(len(skipped))
+            log.warning("partner %s: %d malformed item(s) skipped, e.g. %s", self.partner, len(skipped), skipped[0])
+        self.view, events = diff(self.view, listing, self.source or self.partner, partial=bool(skipped))
         DISCOVERY_RESOURCES.labels(self.partner).set(len(self.view))
         DISCOVERY_LAST_SUCCESS.labels(self.partner).set(time.time())
         events = [*events, *readiness_samples(listing)]
@@ -124,10 +134,11 @@ class Discoverer:
                         await self.publish(events)
                     await self.follow_watch(rv, timeout_s=int(self.interval_s))
                     continue  # the watch ended (server timeout): list again at once
-                except (AdapterError, ValueError) as exc:
+                except Exception as exc:  # noqa: BLE001 - one partner's failure stops no other
                     self.failures += 1
                     DISCOVERY_FAILURES.labels(self.partner).inc()
-                    log.warning("watching partner %s failed (%s); keeping the last good view", self.partner, exc)
+                    log.warning("watching partner %s failed (%s: %s); keeping the last good view", self.partner,
+                                type(exc).__name__, str(exc)[:300])
             else:
                 await self.poll_once()
             try:

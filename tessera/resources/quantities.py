@@ -1,10 +1,11 @@
 """Units, normalized once at the edge: CPU to float cores, memory/storage to int bytes,
 network to Gbps.
 
-Accepts Kubernetes quantities (``3920m``, ``16303140Ki``, ``4Gi``, ``1G``, ``12e6``),
-human units (``16 GiB``, ``1.5GB``, ``100 Mbps``) and plain numbers (already in the base
-unit). Binary suffixes (Ki, Mi, KiB, ...) are powers of 1024, decimal ones (k, M, G, KB,
-MB, ...) powers of 1000, as in Kubernetes and SI.
+A string in Kubernetes' quantity grammar (``3920m``, ``16303140Ki``, ``4Gi``, ``1G``,
+``100M``, ``12e6``) is read exactly as Kubernetes reads it, suffixes case-sensitive: ``m``
+is milli, ``M`` mega, whatever the dimension (the tests hold it to the Kubernetes
+client's own parser). Other strings are human units (``16 GiB``, ``1.5GB``, ``2 cores``,
+``100 Mbps``); plain numbers are already in the base unit.
 
 >>> parse_cpu("3920m"), parse_bytes("16303140Ki"), parse_bytes("1G"), parse_gbps("100Mbps")
 (3.92, 16694415360, 1000000000, 0.1)
@@ -26,6 +27,32 @@ _CPU_RE = re.compile(_NUM + r"\s*(?P<unit>[mun]|cores?|vcpus?)?$", re.IGNORECASE
 _NET_RE = re.compile(_NUM + r"\s*(?P<unit>[kmgt])?(?:bps|bit/s|b/s|bits?)?$", re.IGNORECASE)
 
 
+_K8S_RE = re.compile(r"(?P<num>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+                     r"(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?")
+_K8S_SCALE = {"Ki": Decimal(1 << 10), "Mi": Decimal(1 << 20), "Gi": Decimal(GIB), "Ti": Decimal(1 << 40),
+              "Pi": Decimal(1 << 50), "Ei": Decimal(1 << 60), "n": Decimal("1e-9"), "u": Decimal("1e-6"),
+              "m": Decimal("1e-3"), "": Decimal(1), "k": Decimal(10**3), "M": Decimal(10**6),
+              "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18)}
+
+
+def kubernetes_quantity(text: str) -> Decimal | None:
+    """A Kubernetes quantity's exact value, or None if ``text`` is not in its grammar.
+
+    >>> kubernetes_quantity("100M"), kubernetes_quantity("100m"), kubernetes_quantity("1Ki")
+    (Decimal('100000000'), Decimal('0.100'), Decimal('1024'))
+    """
+    m = _K8S_RE.fullmatch(text)
+    if not m:
+        return None
+    num, suffix = Decimal(m.group("num")), m.group("suffix") or ""
+    if suffix not in _K8S_SCALE:          # an exponent: e3, E-3 ("E" alone is exa)
+        exponent = int(suffix[1:])
+        if abs(exponent) > 30:
+            raise QuantityError(f"quantity {text!r} is out of range")
+        return num.scaleb(exponent)
+    return num * _K8S_SCALE[suffix]
+
+
 class QuantityError(ValueError):
     """A quantity that cannot be read; the message quotes it and says what was expected."""
 
@@ -44,6 +71,9 @@ def parse_cpu(value: str | int | float | Decimal) -> float:
     """CPU to cores: ``"3920m"`` -> 3.92, ``"2"`` -> 2.0, ``"500u"`` -> 0.0005."""
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return float(_number(str(value), "cpu"))
+    k8s = kubernetes_quantity(str(value).strip())
+    if k8s is not None:
+        return float(_number(str(k8s), "cpu"))
     m = _CPU_RE.match(str(value).strip())
     if not m:
         raise QuantityError(f"cpu quantity {value!r} not understood (examples: 2, 0.5, 3920m)")
@@ -57,6 +87,9 @@ def parse_bytes(value: str | int | float | Decimal) -> int:
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         return int(_number(str(value), "size").to_integral_value())
     text = str(value).strip()
+    k8s = kubernetes_quantity(text)
+    if k8s is not None:
+        return int(_number(str(k8s), "size").to_integral_value())
     m = _BYTES_RE.match(text)
     if not m:
         raise QuantityError(f"size {value!r} not understood (examples: 4Gi, 16303140Ki, 1G, 512 MB, 16 GiB)")

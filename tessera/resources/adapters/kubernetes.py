@@ -46,7 +46,7 @@ def _get(obj: Any, *path: str) -> Any:
 class KubernetesAdapter:
     partner: str
     server: str
-    token: str = ""
+    token: str = field(default="", repr=False)   # a secret: never in repr or logs
     verify_tls: bool = True
     ca_file: str = ""
     timeout_s: float = 10.0

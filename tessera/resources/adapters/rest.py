@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Mapping
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -82,15 +82,21 @@ class RestAdapter:
     fx: FxTable = field(default_factory=FxTable)
     rate_card: RateCard = field(default_factory=RateCard)
     tags: tuple[str, ...] = ()
-    token: str = ""
+    token: str = field(default="", repr=False)   # a secret: never in repr or logs
     fetcher: HttpFetcher = field(default_factory=HttpFetcher)
+    #: Why items of the last snapshot were skipped (malformed); empty when it was whole.
+    last_skipped: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.token:
+            if not _secure(self.url):
+                raise AdapterError(f"partner {self.partner!r}: a token is sent only over https (or to this "
+                                   f"machine); {self.url!r} is neither")
             self.fetcher.headers.setdefault("Authorization", f"Bearer {self.token}")
         self.fetcher.headers.setdefault("Accept", "application/json")
 
     async def snapshot(self) -> list[DiscoveredResource]:
+        self.last_skipped = []
         out: list[DiscoveredResource] = []
         url: str | None = self.url
         seen_urls: set[str] = set()
@@ -108,9 +114,18 @@ class RestAdapter:
                 if not isinstance(items, list):
                     raise AdapterError(f"{url}: no list at {self.items_path!r}")
                 for i, item in enumerate(items):
-                    out.append(self.item_to_resource(item, where=f"{url} item {i}"))
+                    try:
+                        out.append(self.item_to_resource(item, where=f"{url} item {i}"))
+                    except (AdapterError, ValueError) as exc:
+                        # One malformed item costs that item, not the partner's listing; the
+                        # listing is then partial (see Discoverer: nothing is removed on it).
+                        self.last_skipped.append(str(exc)[:500])
                 nxt = dig(page, self.next_path) if self.next_path else None
                 url = urljoin(url, nxt) if isinstance(nxt, str) and nxt else None
+                if url and _origin(url) != _origin(self.url):
+                    # The token must not follow a link elsewhere (or down to plain http).
+                    raise AdapterError(f"partner {self.partner!r}: next page {url[:200]!r} is not on "
+                                       f"{_origin(self.url)}; refusing to follow it")
         return out
 
     def item_to_resource(self, item: Any, where: str = "") -> DiscoveredResource:
@@ -158,3 +173,13 @@ class RestAdapter:
             price_per_hour=price, currency=self.fx.base,
         )
         return DiscoveredResource(f"{self.partner}/{values['id']}", spec, ready)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def _secure(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme.lower() == "https" or (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
