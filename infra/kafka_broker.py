@@ -17,7 +17,9 @@ port that accepts a TCP connection means the broker is ready for clients.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +33,8 @@ from typing import Callable
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 LIB_DIR = POM.parent / "target" / "lib"
+#: SHA-256 of every jar of the broker classpath, as resolved and reviewed for this pom.
+CHECKSUMS = POM.parent / "jars.sha256"
 
 
 class BrokerError(RuntimeError):
@@ -87,26 +91,73 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def ensure_jars(progress: Callable[[str], None] = lambda _m: None) -> Path:
-    """Resolve the broker classpath with Maven (cached in ~/.m2 and infra/kafka/target/lib)."""
-    if LIB_DIR.is_dir() and any(LIB_DIR.glob("kafka_2.13-*.jar")):
-        return LIB_DIR
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError("Maven (`mvn`) is not on PATH; install Maven 3.8+ to fetch the Kafka jars")
+def java_major_version() -> int:
+    """The major version of the ``java`` on PATH (Kafka 4.x needs 17 or newer)."""
     if shutil.which("java") is None:
-        raise BrokerError("Java (`java`) is not on PATH; Kafka 4.x needs Java 17 or newer")
-    progress("resolving the Kafka broker jars from Maven Central (first run only) ...")
-    proc = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0 or not any(LIB_DIR.glob("kafka_2.13-*.jar")):
-        raise BrokerError(
-            "Maven could not resolve the Kafka jars:\n" + (proc.stdout + proc.stderr)[-2000:]
-        )
+        raise BrokerError("Java (`java`) is not on PATH; Kafka 4.x needs Java 17 or newer (e.g. apt-get install "
+                          "openjdk-17-jre-headless)")
+    out = subprocess.run(["java", "-version"], capture_output=True, text=True)
+    m = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not m:
+        raise BrokerError(f"cannot tell the Java version from `java -version`: {(out.stderr or out.stdout)[:200]!r}")
+    major = int(m.group(1))
+    return int(m.group(2) or 0) if major == 1 else major     # "1.8" is Java 8
+
+
+def ensure_jars(progress: Callable[[str], None] = lambda _m: None) -> Path:
+    """Resolve the broker classpath with Maven (cached in ~/.m2 and infra/kafka/target/lib),
+    and check every jar against the SHA-256 list recorded in the repository.
+
+    Maven runs with strict checksums (a jar whose checksum from the repository does not
+    match fails the build). The jar set is resolved again whenever ``pom.xml`` changes
+    (another ``kafka.version``), and the broker is not started from jars that differ from
+    ``infra/kafka/jars.sha256`` in any way."""
+    major = java_major_version()
+    if major < 17:
+        raise BrokerError(f"Java {major} found; Kafka 4.x needs Java 17 or newer (set PATH or JAVA_HOME to one)")
+    pom_hash = _sha256(POM)
+    stamp = LIB_DIR / ".pom.sha256"
+    fresh = LIB_DIR.is_dir() and stamp.is_file() and stamp.read_text().strip() == pom_hash
+    if not fresh:
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise BrokerError("Maven (`mvn`) is not on PATH; install Maven 3.8+ to fetch the Kafka jars")
+        shutil.rmtree(LIB_DIR, ignore_errors=True)       # a changed pom: no stale jar may stay
+        progress("resolving the Kafka broker jars from Maven Central (first run only) ...")
+        proc = subprocess.run([mvn, "-B", "--strict-checksums", "-f", str(POM), "dependency:copy-dependencies"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not any(LIB_DIR.glob("kafka_2.13-*.jar")):
+            raise BrokerError("Maven could not resolve the Kafka jars:\n" + (proc.stdout + proc.stderr)[-2000:])
+        stamp.write_text(pom_hash + "\n")
+    verify_jars()
     return LIB_DIR
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def jar_checksums(lib: Path = LIB_DIR) -> dict[str, str]:
+    return {p.name: _sha256(p) for p in sorted(lib.glob("*.jar"))}
+
+
+def verify_jars(lib: Path = LIB_DIR, recorded: Path = CHECKSUMS) -> None:
+    """Every jar the broker would load is exactly one recorded in ``recorded``."""
+    want = dict(line.split()[::-1] for line in recorded.read_text().splitlines() if line.strip())
+    have = jar_checksums(lib)
+    problems = [f"{n}: not in the recorded list" for n in sorted(set(have) - set(want))]
+    problems += [f"{n}: missing" for n in sorted(set(want) - set(have))]
+    problems += [f"{n}: SHA-256 {have[n][:12]}... differs from the recorded {want[n][:12]}..."
+                 for n in sorted(set(have) & set(want)) if have[n] != want[n]]
+    if problems:
+        raise BrokerError(f"the Kafka jars in {lib} differ from {recorded.name}: " + "; ".join(problems[:5])
+                          + ". After a deliberate change of kafka.version, check the new jars and record them: "
+                            "python -m tessera.infra.kafka_broker record-checksums")
+
+
+def record_checksums(lib: Path = LIB_DIR, recorded: Path = CHECKSUMS) -> Path:
+    recorded.write_text("".join(f"{digest}  {name}\n" for name, digest in jar_checksums(lib).items()))
+    return recorded
 
 
 class KafkaBroker:
@@ -388,6 +439,11 @@ def broker_from_settings(settings) -> KafkaBroker:  # noqa: ANN001 (avoid import
     )
 
 
-if __name__ == "__main__":  # python -m infra.kafka_broker  -> start with defaults
-    b = KafkaBroker(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".tessera" / "kafka")
-    print(b.start(progress=print).describe())
+if __name__ == "__main__":
+    # python -m tessera.infra.kafka_broker [HOME]        start a broker with defaults
+    # python -m tessera.infra.kafka_broker record-checksums   after reviewing new jars
+    if sys.argv[1:2] == ["record-checksums"]:
+        print(record_checksums())
+    else:
+        b = KafkaBroker(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".tessera" / "kafka")
+        print(b.start(progress=print).describe())
