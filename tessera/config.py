@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "TESSERA_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password"})
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "sql_password"})
 MASK = "********"
 
 
@@ -103,6 +103,9 @@ class Settings:
     clickhouse_url: str = ""
     #: Database used on either backend.
     clickhouse_database: str = "tessera"
+    #: The password ``tessera sql serve`` asks clients for (from the environment or the
+    #: config file, never the command line, where the process list would show it).
+    sql_password: str = ""
 
     # --- Files and ports -----------------------------------------------------
     data_dir: str = field(default_factory=_default_data_dir)

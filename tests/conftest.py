@@ -148,7 +148,7 @@ def sql_server(session_data_dir: Path) -> Iterator[Any]:
     from tessera.storage.store import ChdbStore
 
     settings = load_settings(env={}, data_dir=str(session_data_dir), clickhouse_database="default")
-    server = SqlServer(ChdbStore(settings.chdb_path, "default"), port=0).start()
+    server = SqlServer(ChdbStore(settings.chdb_path, "default"), port=0, allow_writes=True).start()
     try:
         yield server
     finally:

@@ -129,7 +129,7 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
     from tessera.storage.store import ServerStore
 
     async def scenario():
-        server = SqlServer(sql_server.engine.store, port=0).start()
+        server = SqlServer(sql_server.engine.store, port=0, allow_writes=True).start()
         url_settings = settings.replace(clickhouse_url=server.url)
         port = server.port
         async with running_worker(url_settings, ["event-log"]) as app, started_producer(url_settings) as producer:
@@ -141,7 +141,7 @@ def test_clickhouse_outage_loses_nothing_and_counts_nothing_twice(settings, sql_
                 server.stop()                                            # ClickHouse is gone
                 await send_events(producer, url_settings, "requests", _requests("out-b", 80))
                 await asyncio.sleep(3)                                   # the agent retries meanwhile
-                server = SqlServer(sql_server.engine.store, port=port).start()   # back, same address
+                server = SqlServer(sql_server.engine.store, port=port, allow_writes=True).start()   # back, same address
                 got = await _wait_for(lambda: _count(store, "events"), 130, timeout=90)
                 # Redeliver a slice too (a producer retry): still once per event id in views.
                 await send_events(producer, url_settings, "requests", _requests("out-b", 20))

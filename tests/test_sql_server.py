@@ -88,7 +88,7 @@ def test_insert_with_data_in_the_body_compressed_and_database_parameter(sql_serv
 
 def test_user_and_password_are_enforced_when_configured(base_settings):
     store = ChdbStore(base_settings.chdb_path, "default")
-    server = SqlServer(store, port=0, user="ana", password="s3cret").start()
+    server = SqlServer(store, port=0, user="ana", password="s3cret", allow_writes=True).start()
     try:
         q = "/?" + urlencode({"query": "SELECT 1"})
         status, headers, body = http(server.url + q)

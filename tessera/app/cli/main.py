@@ -181,7 +181,9 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
 
 
 def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
-    from tessera.app.sqlserver import SqlServer
+    import ssl
+
+    from tessera.app.sqlserver import LOOPBACK, SqlError, SqlServer
     from tessera.storage.ddl import apply_migrations
     from tessera.storage.store import ChdbStore, StorageError, open_store
 
@@ -189,15 +191,27 @@ def _sql_serve(args: argparse.Namespace, s: Settings) -> int:
         print("error: TESSERA_CLICKHOUSE_URL points at a ClickHouse server already; `sql serve` serves the "
               "embedded store. Unset it (or query that server directly).", file=sys.stderr)
         return 2
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.password:
-        print(f"warning: listening on {args.host} without a password; anyone who can reach it can read and "
-              "write the store (give --user/--password)", file=sys.stderr)
+    password = s.sql_password or None
+    if args.password_file:
+        try:
+            password = open(args.password_file, encoding="utf-8").read().strip() or None
+        except OSError as exc:
+            print(f"error: cannot read --password-file: {exc}", file=sys.stderr)
+            return 2
+    if args.host not in LOOPBACK and not password:
+        print(f"error: refusing to listen on {args.host} without a password: set TESSERA_SQL_PASSWORD or give "
+              "--password-file (and --user)", file=sys.stderr)
+        return 2
     try:
         store = open_store(s)
         apply_migrations(store)
         assert isinstance(store, ChdbStore)
-        server = SqlServer(store, args.host, args.port, args.user, args.password)
-    except (StorageError, OSError) as exc:
+        server = SqlServer(store, args.host, args.port, args.user, password, allow_writes=args.allow_writes,
+                           certfile=args.tls_cert, keyfile=args.tls_key, max_execution_time_s=args.max_execution_time)
+    except SqlError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (StorageError, OSError, ssl.SSLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"ClickHouse HTTP interface over the embedded store {s.chdb_path} on {server.url} (database "
@@ -296,14 +310,23 @@ def build_parser() -> argparse.ArgumentParser:
              "default, or the server in TESSERA_CLICKHOUSE_URL. Tables live in the database\n"
              "`tessera` (TESSERA_CLICKHOUSE_DATABASE); qualify them, e.g. tessera.events.\n\n"
              "`tessera sql serve [--host 127.0.0.1] [--port 8123]` serves the ClickHouse HTTP\n"
-             "interface over the embedded store, for clickhouse-connect, curl, Grafana and the like.")
+             "interface over the embedded store, for clickhouse-connect, curl, Grafana and the like:\n"
+             "reads only unless --allow-writes; never file(), url() and the like, nor INTO OUTFILE;\n"
+             "a password (TESSERA_SQL_PASSWORD or --password-file) is required beyond loopback.")
     sp.add_argument("query", help='e.g. "SELECT event_type, count() FROM tessera.events GROUP BY 1", '
                                   'or `serve` to serve the ClickHouse HTTP interface over the embedded store')
     sp.add_argument("--format", choices=["pretty", "csv", "json", "tsv"], default="pretty")
     sp.add_argument("--host", default="127.0.0.1", help="with serve: address to listen on (default loopback)")
     sp.add_argument("--port", type=int, default=8123, help="with serve: port (default 8123)")
-    sp.add_argument("--user", help="with serve: user name clients must give (default: any / 'default')")
-    sp.add_argument("--password", help="with serve: password clients must give (default: none)")
+    sp.add_argument("--user", help="with serve: user name clients must give (default: 'default')")
+    sp.add_argument("--password-file", metavar="FILE",
+                    help="with serve: file holding the password clients must give (or TESSERA_SQL_PASSWORD)")
+    sp.add_argument("--allow-writes", action="store_true",
+                    help="with serve: also serve inserts and schema changes (POST only)")
+    sp.add_argument("--tls-cert", metavar="PEM", help="with serve: serve HTTPS with this certificate chain")
+    sp.add_argument("--tls-key", metavar="PEM", help="with serve: the certificate's private key")
+    sp.add_argument("--max-execution-time", type=int, default=60, metavar="S",
+                    help="with serve: the longest a query may run (default 60 s)")
 
     sp = add("schemas", cmd_schemas, "export or check the JSON Schema files for producers")
     sp.add_argument("action", choices=["export", "check"])
