@@ -116,3 +116,31 @@ def test_one_partner_failing_in_any_way_stops_no_other():
 
     d = Discoverer(Exploding(), publish)
     assert run(d.poll_once()) == [] and d.failures == 1
+
+
+def test_compliance_tags_are_the_operators_word_not_the_partners(tmp_path):
+    from tests.partner_servers import KubernetesAPI, k8s_node
+    from tests.test_discovery import RATES
+
+    from tessera.resources.partners import compliance_allow_lists
+
+    partners = tmp_path / "partners.toml"
+    partners.write_text('[[partner]]\nname = "acme-k8s"\nadapter = "kubernetes"\nserver = "https://k8s.example"\n'
+                        'compliance = ["pci"]\ntags = ["residency:eu", "ssd"]\n')
+    allow = compliance_allow_lists(partners)
+    assert allow == {"acme-k8s": frozenset({"pci", "residency:eu"})}
+    published: list[list[s.Event]] = []
+
+    async def publish(events):
+        published.append(events)
+
+    labels = {"tessera.io/compliance-hipaa": "true", "tessera.io/compliance-pci": "true",
+              "tessera.io/residency": "us", "gpu-class": "x"}
+    with KubernetesAPI() as api:
+        api.nodes = {"n1": k8s_node("n1", labels=labels)}
+        d = Discoverer(KubernetesAdapter("acme-k8s", api.url, token="secret-token", rate_card=RATES), publish,
+                       compliance=allow["acme-k8s"])
+        run(d.poll_once())
+    (found,) = [e for e in published[0] if isinstance(e, s.ResourceDiscovered)]
+    assert found.spec.tags == ["pci"], "hipaa and residency:us were not allowed for this partner"
+

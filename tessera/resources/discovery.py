@@ -22,6 +22,7 @@ from prometheus_client import Counter, Gauge
 
 from tessera.schemas import Event, HealthSample, HealthStatus, ResourceDiscovered, ResourceRemoved, ResourceUpdated
 
+from .compliance import screen
 from .model import DiscoveredResource
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 DISCOVERY_FAILURES = Counter("tessera_discovery_failures_total", "Failed partner listings", ["partner"])
 DISCOVERY_SKIPPED = Counter("tessera_discovery_items_skipped_total", "Malformed partner items skipped",
                             ["partner"])
+COMPLIANCE_DROPPED = Counter("tessera_discovery_compliance_tags_dropped_total",
+                              "Compliance tags a partner reported outside its allow-list", ["partner"])
 DISCOVERY_RESOURCES = Gauge("tessera_discovery_resources", "Resources in the partner's last good view", ["partner"])
 DISCOVERY_LAST_SUCCESS = Gauge("tessera_discovery_last_success_timestamp", "Unix time of the last good listing",
                                ["partner"])
@@ -79,6 +82,19 @@ class Discoverer:
     view: dict[str, DiscoveredResource] = field(default_factory=dict)
     failures: int = 0
     healthy_listing: bool = False
+    #: Compliance tags this partner's resources may carry (tessera.resources.compliance);
+    #: None trusts the adapter (the operator's own inventory).
+    compliance: frozenset[str] | None = None
+
+    def _screen(self, listing: list[DiscoveredResource]) -> list[DiscoveredResource]:
+        if self.compliance is None:
+            return listing
+        listing, dropped = screen(listing, self.compliance)
+        if dropped:
+            COMPLIANCE_DROPPED.labels(self.partner).inc(len(dropped))
+            log.warning("partner %s reported compliance tags it is not allowed (dropped): %s", self.partner,
+                        ", ".join(f"{rid}:{tag}" for rid, tag in dropped[:5]) + (" ..." if len(dropped) > 5 else ""))
+        return listing
 
     @property
     def partner(self) -> str:
@@ -93,6 +109,7 @@ class Discoverer:
             log.warning("discovery of partner %s failed (%s: %s); keeping its last good view of %d resources",
                         self.partner, type(exc).__name__, str(exc)[:300], len(self.view))
             return []
+        listing = self._screen(list(listing))
         skipped = list(getattr(self.adapter, "last_skipped", ()))
         if skipped:
             DISCOVERY_SKIPPED.labels(self.partner).inc(len(skipped))
@@ -109,6 +126,7 @@ class Discoverer:
         """Apply a watch stream (Kubernetes informer pattern) to the view; returns events published."""
         sent = 0
         async for kind, r in self.adapter.watch(resource_version, timeout_s=timeout_s):  # type: ignore[attr-defined]
+            r = self._screen([r])[0]
             new_view = dict(self.view)
             if kind == "DELETED":
                 new_view.pop(r.resource_id, None)
@@ -128,6 +146,7 @@ class Discoverer:
             if can_watch:
                 try:
                     listing, rv = await self.adapter.list_nodes()  # type: ignore[attr-defined]
+                    listing = self._screen(list(listing))
                     self.view, events = diff(self.view, listing, self.source or self.partner)
                     events = [*events, *readiness_samples(listing)]
                     if events:

@@ -13,6 +13,7 @@ from .adapters.catalog import CatalogAdapter
 from .adapters.kubernetes import KubernetesAdapter
 from .adapters.own import OwnInventoryAdapter
 from .adapters.rest import FieldMapping, RestAdapter
+from .compliance import is_compliance_tag
 from .pricing import FxTable, OwnCost, RateCard
 
 
@@ -75,3 +76,15 @@ def load_partners(path: str | os.PathLike[str]) -> tuple[list[Any], dict[str, in
                                         tags=tuple(part.get("tags", [])), **common))
         intervals[name] = int(part.get("interval_s", 60))
     return adapters, intervals
+
+
+def compliance_allow_lists(path: str | os.PathLike[str]) -> dict[str, frozenset[str]]:
+    """Per partner, the compliance tags its resources may carry: its ``compliance`` list and
+    the compliance tags the operator gives it in ``tags``. The own inventory is not listed
+    (its tags are the operator's)."""
+    doc = read_toml(Path(path), "partners file")
+    out = {}
+    for part in doc.get("partner", []):
+        given = [t for t in part.get("tags", []) if is_compliance_tag(t)]
+        out[part.get("name", "")] = frozenset([*part.get("compliance", []), *given])
+    return out

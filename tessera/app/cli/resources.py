@@ -119,6 +119,15 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
         for topic, evs in by_topic.items():
             await send_events(producer, s, topic, evs)
 
+    from tessera.resources.compliance import screen
+    from tessera.resources.partners import compliance_allow_lists
+
+    allow = compliance_allow_lists(args.partners) if args.partners else {}
+
+    def compliance(a: Any) -> frozenset[str] | None:
+        # The own inventory's tags are the operator's; a partner's need the operator's allow-list.
+        return None if a.partner == "own" else allow.get(a.partner, frozenset())
+
     try:
         if args.once:
             failed = 0
@@ -130,17 +139,23 @@ async def _discover(args: argparse.Namespace, s: Settings, adapters: list[Any]) 
                     print(f"error: partner {a.partner}: {exc}", file=sys.stderr)
                     failed += 1
                     continue
+                if compliance(a) is not None:
+                    listing, dropped = screen(listing, compliance(a))
+                    for rid, tag in dropped[:5]:
+                        print(f"  ! {rid}: compliance tag {tag!r} dropped (not allowed for partner {a.partner} "
+                              "in the partners file)", file=sys.stderr)
                 records += listing
                 print(f"  - {a.partner}: {len(listing)} resources", file=sys.stderr)
                 if producer is not None:
-                    await Discoverer(a, publish).poll_once()
+                    await Discoverer(a, publish, compliance=compliance(a)).poll_once()
             _print([r.as_json_line() for r in records], args.json)
             return 1 if failed else 0
         stop = asyncio.Event()
         from tessera.resources.partners import load_partners
 
         intervals = load_partners(args.partners)[1] if args.partners else {}
-        loops = [Discoverer(a, publish, interval_s=args.interval or intervals.get(a.partner, 60)) for a in adapters]
+        loops = [Discoverer(a, publish, interval_s=args.interval or intervals.get(a.partner, 60),
+                            compliance=compliance(a)) for a in adapters]
         print(f"discovering {len(loops)} source(s) into {s.topic_prefix}.resources.v1; Ctrl-C to stop",
               file=sys.stderr)
         await asyncio.gather(*(d.run(stop) for d in loops))
