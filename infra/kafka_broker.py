@@ -18,8 +18,10 @@ port that accepts a TCP connection means the broker is ready for clients.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -30,6 +32,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from .acl_policy import ROLES, acl_lines
+from .tls import issue, make_authority
 
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
 LIB_DIR = POM.parent / "target" / "lib"
@@ -172,9 +177,23 @@ class KafkaBroker:
         host: str = "127.0.0.1",
         sasl_port: int | None = None,
         sasl_users: dict[str, str] | None = None,
+        secure: bool = False,
+        ssl_port: int | None = None,
+        topic_prefix: str = "tessera",
+        app_id: str = "tessera",
     ) -> None:
         """``sasl_port`` + ``sasl_users`` add a SASL_PLAINTEXT (PLAIN) client listener
-        with those username -> password pairs, beside the PLAINTEXT one."""
+        with those username -> password pairs, beside the PLAINTEXT one.
+
+        ``secure``: no plaintext listener at all. Clients connect with SASL_SSL and
+        SCRAM-SHA-512 on ``port`` (users: Tessera's roles, passwords generated once into
+        ``home/credentials.json``), or with TLS client certificates on ``ssl_port``; the
+        controller listener takes only the broker's own certificate; a certificate
+        authority made for this broker (``home/tls/ca.pem``) signs every certificate; an
+        authorizer applies Tessera's ACLs (tessera.infra.acl_policy) for ``topic_prefix``
+        and ``app_id``."""
+        self.secure, self.ssl_port = secure, ssl_port
+        self.topic_prefix, self.app_id = topic_prefix, app_id
         self.sasl_port = sasl_port
         self.sasl_users = dict(sasl_users or {})
         if self.sasl_port and not self.sasl_users:
@@ -206,6 +225,53 @@ class KafkaBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca.pem"
+
+    def credentials(self) -> dict[str, str]:
+        """Role -> SCRAM password of a secure broker (made once, owner-readable only)."""
+        path = self.home / "credentials.json"
+        if not path.exists():
+            self.home.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({role: secrets.token_urlsafe(18) for role in ROLES}, indent=2))
+            os.chmod(path, 0o600)
+        return json.loads(path.read_text())
+
+    def _secure_properties(self) -> list[str]:
+        h, p, c = self.host, self.port, self.controller_port
+        make_authority(self.tls_dir)
+        me = issue(self.tls_dir, "tessera-broker")
+        listeners = [f"SASL_SSL://{h}:{p}"] + ([f"SSL://{h}:{self.ssl_port}"] if self.ssl_port else [])
+        return [
+            f"listeners={','.join(listeners)},CONTROLLER://{h}:{c}",
+            f"advertised.listeners={','.join(listeners)}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=" + ("SSL" if self.ssl_port else "SASL_SSL"),
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL",
+            "ssl.keystore.type=PKCS12",
+            f"ssl.keystore.location={me.keystore_p12}",
+            f"ssl.keystore.password={me.password}",
+            f"ssl.key.password={me.password}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.ca_file}",
+            # Certificates are required on the SSL and controller listeners (the principal is
+            # the certificate's subject); on SASL_SSL the SCRAM user is the principal.
+            "ssl.client.auth=required",
+            "listener.name.sasl_ssl.ssl.client.auth=none",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram."
+            f'ScramLoginModule required username="admin" password="{self.credentials()["admin"]}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users=User:CN=tessera-broker;User:admin",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
     def _properties(self) -> str:
         h, p, c = self.host, self.port, self.controller_port
         listeners = [f"PLAINTEXT://{h}:{p}"]
@@ -222,17 +288,20 @@ class KafkaBroker:
                 "listener.name.sasl_plaintext.plain.sasl.jaas.config="
                 "org.apache.kafka.common.security.plain.PlainLoginModule required " + users + ";",
             ]
+        network = self._secure_properties() if self.secure else [
+            f"listeners={','.join(listeners)},CONTROLLER://{h}:{c}",
+            f"advertised.listeners={','.join(advertised)}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"listener.security.protocol.map={protocols}",
+            *sasl,
+        ]
         return "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.bootstrap.servers={h}:{c}",
-                f"listeners={','.join(listeners)},CONTROLLER://{h}:{c}",
-                f"advertised.listeners={','.join(advertised)}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                f"listener.security.protocol.map={protocols}",
-                *sasl,
+                *network,
                 f"log.dirs={self.log_dir}",
                 "num.partitions=6",
                 "offsets.topic.replication.factor=1",
@@ -314,6 +383,8 @@ class KafkaBroker:
                 str(self.properties_file),
                 "--standalone",
                 "-g",
+                *[arg for role, pw in (self.credentials().items() if self.secure else ())
+                  for arg in ("--add-scram", f"SCRAM-SHA-512=[name={role},password={pw}]")],
             ),
             capture_output=True,
             text=True,
@@ -373,7 +444,33 @@ class KafkaBroker:
             close_fds=True,
         )
         self.pid_file.write_text(str(proc.pid))
-        return self._wait_ready(proc.pid, timeout, progress, proc)
+        st = self._wait_ready(proc.pid, timeout, progress, proc)
+        if self.secure:
+            self._apply_acls(progress)
+        return st
+
+    def admin_properties(self) -> Path:
+        """Java client properties for the admin role (SASL_SSL, SCRAM), for Kafka's tools."""
+        path = self.home / "admin.properties"
+        path.write_text("\n".join([
+            f"bootstrap.servers={self.bootstrap}", "security.protocol=SASL_SSL", "sasl.mechanism=SCRAM-SHA-512",
+            "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="admin" password="{self.credentials()["admin"]}";',
+            "ssl.truststore.type=PEM", f"ssl.truststore.location={self.ca_file}", ""]))
+        os.chmod(path, 0o600)
+        return path
+
+    def _apply_acls(self, progress: Callable[[str], None]) -> None:
+        marker = self.home / "acls.applied"
+        lines = acl_lines(self.topic_prefix, self.app_id)
+        if marker.exists() and marker.read_text() == "\n".join(lines):
+            return
+        progress(f"applying {len(lines)} ACLs for Tessera's roles")
+        proc = subprocess.run(self._java(str(POM.parent / "Acls.java"), str(self.admin_properties())),
+                              input="\n".join(lines), capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise BrokerError("creating the ACLs failed:\n" + (proc.stdout + proc.stderr)[-2000:])
+        marker.write_text("\n".join(lines))
 
     def _wait_ready(
         self,
@@ -430,12 +527,19 @@ class KafkaBroker:
         shutil.rmtree(self.home, ignore_errors=True)
 
 
-def broker_from_settings(settings) -> KafkaBroker:  # noqa: ANN001 (avoid import cycle in type)
+def broker_from_settings(settings, secure: bool = False) -> KafkaBroker:  # noqa: ANN001 (avoid import cycle)
+    """The local broker the settings describe; ``secure`` is the TLS + SCRAM + ACL one,
+    with its own data directory (``kafka-secure``) and its TLS listener on the port after
+    the controller's."""
     return KafkaBroker(
-        home=settings.kafka_home,
+        home=settings.kafka_home.parent / "kafka-secure" if secure else settings.kafka_home,
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
         heap=settings.kafka_heap,
+        secure=secure,
+        ssl_port=settings.kafka_controller_port + 1 if secure else None,
+        topic_prefix=settings.topic_prefix,
+        app_id=settings.app_id,
     )
 
 

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer
 from tessera.schemas import GIB, TIERS, Capacity, HealthSample, UsageSample, WorkloadRequest, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams.produce import producer_for, send_batched
+from tessera.streams.security import aiokafka_security_kwargs
 
 TICK_S = 0.002
 
@@ -91,7 +92,8 @@ async def run_rate(settings, rate: int, seconds: float, make_request: Callable[[
     usage_topic = topic_spec("usage").full_name(settings.topic_prefix)
     allocs = topic_spec("allocations").full_name(settings.topic_prefix)
     consumer = AIOKafkaConsumer(allocs, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                auto_offset_reset="latest", isolation_level="read_committed")
+                                auto_offset_reset="latest", isolation_level="read_committed",
+                                **aiokafka_security_kwargs(settings))
     await consumer.start()
     await consumer.seek_to_end()
     # The generator builds its own batches (below); no linger, or a tick's batch would

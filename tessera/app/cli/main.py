@@ -46,7 +46,7 @@ def _progress(msg: str) -> None:
 def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
     from tessera.infra.kafka_broker import BrokerError, broker_from_settings
 
-    broker = broker_from_settings(s)
+    broker = broker_from_settings(s, secure=args.secure)
     if s.kafka_bootstrap and args.action in {"up", "down"}:
         print(f"TESSERA_KAFKA_BOOTSTRAP={s.kafka_bootstrap} points at an external broker; "
               "`tessera infra` manages only the local one. Unset it to use the local broker.", file=sys.stderr)
@@ -55,7 +55,14 @@ def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
         if args.action == "up":
             st = broker.start(timeout=args.timeout, progress=_progress)
             print(f"Kafka listening on {st.bootstrap}  (data: {broker.home}, pid: {st.pid or 'external'})")
-            print(f"Point clients at it with TESSERA_KAFKA_BOOTSTRAP={st.bootstrap} (the default).")
+            if broker.secure:
+                print(f"TLS + SCRAM-SHA-512 only, with ACLs per role ({', '.join(broker.credentials())}); the "
+                      f"role passwords are in {broker.home / 'credentials.json'}. Configure each service as its "
+                      "role:\n  TESSERA_KAFKA_SECURITY_PROTOCOL=SASL_SSL TESSERA_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 "
+                      f"TESSERA_KAFKA_SSL_CAFILE={broker.ca_file} \\\n  TESSERA_KAFKA_SASL_USERNAME=<role> "
+                      "TESSERA_KAFKA_SASL_PASSWORD=<its password>")
+            else:
+                print(f"Point clients at it with TESSERA_KAFKA_BOOTSTRAP={st.bootstrap} (the default).")
             return 0
         if args.action == "down":
             stopped = broker.stop()
@@ -289,9 +296,13 @@ def build_parser() -> argparse.ArgumentParser:
 
                up      start it (idempotent: reuses a running broker) and wait until ready
                down    stop it (--wipe also deletes its data)
-               status  say whether it runs; exit code 0 if it does, 3 if not""")
+               status  say whether it runs; exit code 0 if it does, 3 if not
+
+             --secure runs the secured broker instead (docs/security.md): TLS only, SCRAM-SHA-512
+             users for Tessera's roles, ACLs, no plaintext listener.""")
     sp.add_argument("action", choices=["up", "down", "status"])
     sp.add_argument("--wipe", action="store_true", help="with down: delete the broker's data directory")
+    sp.add_argument("--secure", action="store_true", help="the secured broker: TLS, SCRAM users per role, ACLs")
     sp.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
 
     sp = add("topics", cmd_topics, "list Tessera's topics or create them on the broker")
