@@ -103,6 +103,9 @@ class Settings:
     clickhouse_url: str = ""
     #: Database used on either backend.
     clickhouse_database: str = "tessera"
+    #: CA certificate (PEM) that signed an https ClickHouse server's certificate, when the
+    #: system does not trust it already.
+    clickhouse_ca_file: str = ""
     #: The password ``tessera sql serve`` asks clients for (from the environment or the
     #: config file, never the command line, where the process list would show it).
     sql_password: str = ""

@@ -201,3 +201,22 @@ def test_tls(store, tmp_path):
     finally:
         srv.stop()
     assert Path(cert).exists()
+
+
+def test_the_server_backend_speaks_https_with_a_custom_ca(store, tmp_path, base_settings):
+    """ClickHouse over https: the store trusts the CA it is given, and no other."""
+    from tessera.storage.store import ServerStore, StorageError
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    srv = SqlServer(store, port=0, allow_writes=True, certfile=str(cert), keyfile=str(key))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        remote = ServerStore(f"{srv.url}/sec", ca_file=str(cert))
+        assert int(remote.query("SELECT count() AS n FROM sec.t")[0]["n"]) >= 10
+        with pytest.raises(StorageError):
+            ServerStore(f"{srv.url}/sec")      # the system does not trust this CA
+    finally:
+        srv.stop()

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from tessera.config import Settings
+from tessera.config import Settings, mask_url
 from tessera.schemas.codec import json_default
 
 
@@ -153,7 +153,9 @@ class ChdbStore:
 class ServerStore:
     backend = "clickhouse-server"
 
-    def __init__(self, url: str, database: str = "tessera") -> None:
+    def __init__(self, url: str, database: str = "tessera", ca_file: str = "") -> None:
+        """``ca_file``: the CA that signed an https server's certificate, when it is not one
+        the system trusts (a company CA, or `tessera sql serve --tls-cert`'s)."""
         try:   # imported here: only a process configured for a server needs the client
             import clickhouse_connect
         except ImportError as exc:  # pragma: no cover
@@ -167,9 +169,12 @@ class ServerStore:
                 username=u.username or "default",
                 password=u.password or "",
                 secure=u.scheme == "https",
+                verify=True,
+                **({"ca_cert": ca_file} if ca_file and u.scheme == "https" else {}),
             )
         except Exception as exc:
-            raise StorageError(f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: {exc}") from exc
+            raise StorageError(f"cannot reach ClickHouse at {u.scheme}://{u.hostname}:{u.port}: "
+                               f"{mask_url(str(exc))}") from exc
         # A clickhouse-connect client carries one HTTP session, which refuses concurrent
         # queries; agents insert from worker threads while others query, so calls are serialised.
         self._lock = threading.Lock()
@@ -220,7 +225,8 @@ def open_store(settings: Settings) -> AnalyticsStore:
         store = _stores.get(key)
         if store is None:
             if settings.clickhouse_url:
-                store = ServerStore(settings.clickhouse_url, settings.clickhouse_database)
+                store = ServerStore(settings.clickhouse_url, settings.clickhouse_database,
+                                    ca_file=settings.clickhouse_ca_file)
             else:
                 store = ChdbStore(settings.chdb_path, settings.clickhouse_database)
             _stores[key] = store
