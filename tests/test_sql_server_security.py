@@ -220,3 +220,22 @@ def test_the_server_backend_speaks_https_with_a_custom_ca(store, tmp_path, base_
             ServerStore(f"{srv.url}/sec")      # the system does not trust this CA
     finally:
         srv.stop()
+
+
+def test_readers_do_not_wait_for_each_other(server):
+    """A long query does not hold up a short one (each reader has a connection of its own)."""
+    finished: list[str] = []
+
+    def slow():
+        http(q(server.url, "SELECT sleep(3)"))
+        finished.append("slow")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    import time as _time
+
+    _time.sleep(0.5)                       # the slow query is running
+    assert http(q(server.url, "SELECT count() FROM sec.t"))[0] == 200
+    finished.append("fast")
+    t.join()
+    assert finished == ["fast", "slow"]

@@ -27,8 +27,8 @@ What it refuses, by default (it runs on the machine that holds the data):
   file, never the command line); query texts and credentials never reach the logs;
 - HTTPS with ``--tls-cert``/``--tls-key``.
 
-Requests run one at a time against the engine (one embedded process; its session is
-shared with the writers); HTTP handling itself is threaded.
+Readers run concurrently, each on a chdb connection of its own; a request that may write
+holds the store's session, one at a time, as the store's own writers do.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import time
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -195,12 +195,13 @@ class Engine:
         self.store = store
         self.default_database = store.database
         self.max_execution_time_s = MAX_EXECUTION_TIME_S
-        self._run: Callable[[str, str], bytes] | None = None   # set while a request holds the engine
+        self._local = threading.local()   # .run: the connection the current thread's request holds
 
     def _q(self, sql: str, fmt: str = "TabSeparated") -> bytes:
-        assert self._run is not None, "statements run inside execute()"
+        run = getattr(self._local, "run", None)
+        assert run is not None, "statements run inside execute()"
         try:
-            return self._run(sql, fmt)
+            return run(sql, fmt)
         except Exception as exc:
             text = str(exc).strip()
             m = _CODE.search(text)
@@ -255,13 +256,16 @@ class Engine:
         to it alone: they are put back as they were before the next request runs."""
         started = time.perf_counter()
         settings = self._settings(params)
-        with self.store.exclusive() as self._run:
+        # Readers run concurrently, each on a connection of its own; a request that may write
+        # holds the store's own session, as the store's writers do.
+        with (self.store.exclusive() if writable else self.store.reader()) as self._local.run:
             before = self._current(settings)
             try:
                 return self._execute(query, body, params, settings, writable, started)
             finally:
                 for k, v in before.items():
                     self._q(f"SET {k} = {_quote(v)}")
+                self._local.run = None
 
     def _current(self, settings: dict[str, str]) -> dict[str, str]:
         names = ", ".join(_quote(k) for k in settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import sys
 import threading
 from pathlib import Path
@@ -106,6 +107,7 @@ class ChdbStore:
         # `tessera sql serve`): chdb's engine is a process-wide singleton, and several
         # sessions on one path crash it at exit.
         self._session, self._lock = shared
+        self._readers: queue.Queue = queue.Queue()   # idle reader connections (see reader())
         self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
 
     def _run(self, sql: str, fmt: str = "CSV") -> bytes:
@@ -127,6 +129,28 @@ class ChdbStore:
 
         with self._lock:
             yield run
+
+    @contextlib.contextmanager
+    def reader(self) -> Iterator[Callable[[str, str], bytes]]:
+        """A connection of the reader pool for several statements, concurrently with other
+        readers and with the writers' session (the engine is one per process; connections
+        to its path share its data and keep their own settings). Yields ``run`` as
+        ``exclusive`` does."""
+        try:
+            conn = self._readers.get_nowait()
+        except queue.Empty:
+            from chdb import connect  # the module is loaded already (the session above)
+
+            conn = connect(str(self.path.resolve()))
+
+        def run(sql: str, fmt: str = "TabSeparated") -> bytes:
+            res = conn.query(sql, fmt)
+            return res.bytes() if res is not None else b""
+
+        try:
+            yield run
+        finally:
+            self._readers.put(conn)
 
     def command(self, sql: str) -> None:
         self._run(sql)
