@@ -144,3 +144,10 @@ class _RestHandler(_Handler):
             self.end_headers()
             return None
         return self._json(200, doc, {"ETag": etag})
+
+
+class Published(list):
+    """A Discoverer's ``publish``: keeps each published batch of events, in order."""
+
+    async def __call__(self, events) -> None:
+        self.append(events)

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 from tests.conftest import run
-from tests.partner_servers import KubernetesAPI, RestPartner, k8s_node
+from tests.partner_servers import KubernetesAPI, Published, RestPartner, k8s_node
 
 import tessera.schemas as s
 from tessera.app.datasets import DATA_DIR
@@ -130,10 +130,7 @@ def test_rest_faults_are_retried_or_reported(faults, ok):
 
 
 def test_failed_listing_keeps_the_last_good_view_and_vanished_resources_are_removed():
-    published: list[list[s.Event]] = []
-
-    async def publish(events):
-        published.append(events)
+    publish = Published()
 
     with RestPartner(MACHINES, page_size=3) as srv:
         d = Discoverer(_rest(srv.url), publish)

@@ -8,7 +8,7 @@ import random
 import pytest
 from kubernetes.utils.quantity import parse_quantity
 from tests.conftest import run
-from tests.partner_servers import RestPartner
+from tests.partner_servers import Published, RestPartner
 from tests.test_discovery import MACHINES, _rest
 
 import tessera.schemas as s
@@ -86,10 +86,7 @@ def test_oversized_responses_are_refused():
 
 
 def test_a_malformed_item_costs_that_item_not_the_partner_and_removes_nothing():
-    published: list[list[s.Event]] = []
-
-    async def publish(events):
-        published.append(events)
+    publish = Published()
 
     with RestPartner(MACHINES, page_size=3) as srv:
         d = Discoverer(_rest(srv.url), publish)
@@ -109,10 +106,7 @@ def test_one_partner_failing_in_any_way_stops_no_other():
         async def snapshot(self):
             raise KeyError("a bug in an adapter")
 
-    published = []
-
-    async def publish(events):
-        published.append(events)
+    publish = Published()
 
     d = Discoverer(Exploding(), publish)
     assert run(d.poll_once()) == [] and d.failures == 1
@@ -129,10 +123,7 @@ def test_compliance_tags_are_the_operators_word_not_the_partners(tmp_path):
                         'compliance = ["pci"]\ntags = ["residency:eu", "ssd"]\n')
     allow = compliance_allow_lists(partners)
     assert allow == {"acme-k8s": frozenset({"pci", "residency:eu"})}
-    published: list[list[s.Event]] = []
-
-    async def publish(events):
-        published.append(events)
+    published = publish = Published()
 
     labels = {"tessera.io/compliance-hipaa": "true", "tessera.io/compliance-pci": "true",
               "tessera.io/residency": "us", "gpu-class": "x"}
