@@ -17,7 +17,7 @@ test-unit: bootstrap
 	.venv/bin/python -m pytest -m "not kafka and not slow"
 
 lint: bootstrap
-	@scripts/lint-imports.sh
+	.venv/bin/lint-imports
 
 wheel-check: bootstrap
 	@scripts/check-wheel.sh
