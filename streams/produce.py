@@ -129,10 +129,6 @@ async def produce_lines(settings: Settings, topic: str, stream: BinaryIO | Itera
         except SchemaError as exc:
             rejected += 1
             print(f"line {lineno}: {exc}", file=sys.stderr)
-    producer = producer_for(settings)
-    await producer.start()
-    try:
+    async with started_producer(settings) as producer:
         sent = await send_events(producer, settings, topic, good) + await send_raw(producer, settings, topic, raw)
-    finally:
-        await producer.stop()
     return sent, rejected

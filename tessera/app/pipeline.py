@@ -23,7 +23,7 @@ from tessera.billing.agreements import Agreement
 from tessera.config import Settings
 from tessera.schemas import HealthSample
 from tessera.streams.admin import ensure_topics, wait_for_coordinators
-from tessera.streams.produce import producer_for, publish, send_events
+from tessera.streams.produce import publish, send_events, started_producer
 from tessera.streams.runner import running
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,12 @@ async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.E
     timeout until ``stop``, so that a run longer than the timeout keeps them healthy (with
     only the first heartbeat they all turn unhealthy after it and placement stops)."""
     every = max(settings.health_heartbeat_timeout_s / 3, 1.0)
-    producer = producer_for(settings)
-    await producer.start()
-    try:
+    async with started_producer(settings) as producer:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:
                 await send_events(producer, settings, "health", [HealthSample(resource_id=r) for r in resource_ids])
-    finally:
-        await producer.stop()
 
 
 @dataclass
