@@ -216,3 +216,13 @@ def test_small_batches_reach_the_brute_force_optimum(inst):
         assert result.cost == _cheapest_by_brute_force([q for q in requests if q.id in placed], resources)
     else:
         assert result.cost == _cheapest_by_brute_force(requests, resources)
+
+
+def test_a_rejection_with_nothing_left_to_open_is_explained_not_searched():
+    """Found by hypothesis: the only resource is open and full, nothing is closed. The
+    search for a whole-batch packing has no resource type to open and must not run."""
+    full = PackResource("s0", "own", "eu", (0.0, 0.0, 0.0), (2.0, 4.0, 0.0), Decimal("0.01"), open=True)
+    request = [PackRequest("q0", "platinum", 1, (0.5, 1.0, 0.0))]
+    for jit in (True, False):
+        result = pack_batch(request, [full], jit=jit)
+        assert result.rejected["q0"].code is RejectReason.insufficient_capacity

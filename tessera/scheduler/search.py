@@ -135,6 +135,10 @@ def exact_search(out: Packing, reqs: Requests, res: Resources, jit: bool, total_
     for s_ in closed.tolist():
         types.setdefault(int(res.type[s_]), []).append(s_)
     members = [m for _, m in sorted(types.items())]
+    if not members:
+        # Nothing closed to open (the search walks types; with none it has nothing to
+        # choose): the greedy's packing of the open resources stands.
+        return out
     type_rep = np.array([m[0] for m in members], dtype=np.int64)
     type_members = np.array([s_ for m in members for s_ in m], dtype=np.int64)
     type_count = np.zeros(len(members) + 1, dtype=np.int64)
