@@ -6,14 +6,14 @@
 True
 """
 
-from .base import GIB, UTC, Event, Money, UtcTime, new_event_id, utc_now
+from .base import GIB, MAX_MESSAGE_BYTES, UTC, Event, Money, UtcTime, new_event_id, utc_now
 from .codec import EVENT_TYPES, SchemaError, decode, decode_obj, encode
 from .events import *  # noqa: F401,F403
 from .events import ALL_EVENTS, TIER_RANK, TIERS, TRANSIENT_REJECTIONS, RejectReason
 from .topics import BY_NAME, TOPICS, TopicSpec, topic_spec
 
 __all__ = [
-    "GIB", "TIERS", "TIER_RANK", "TRANSIENT_REJECTIONS", "RejectReason", "UTC", "Event", "Money", "UtcTime", "new_event_id", "utc_now",
+    "GIB", "MAX_MESSAGE_BYTES", "TIERS", "TIER_RANK", "TRANSIENT_REJECTIONS", "RejectReason", "UTC", "Event", "Money", "UtcTime", "new_event_id", "utc_now",
     "EVENT_TYPES", "SchemaError", "decode", "decode_obj", "encode",
     "ALL_EVENTS", "BY_NAME", "TOPICS", "TopicSpec", "topic_spec",
 ] + [e.__name__ for e in ALL_EVENTS] + ["Capacity", "ResourceSpec", "Placement", "HorizonForecast",

@@ -109,6 +109,8 @@ class Settings:
     #: The password ``tessera sql serve`` asks clients for (from the environment or the
     #: config file, never the command line, where the process list would show it).
     sql_password: str = ""
+    #: JSON file of token digest -> tenant for ``tessera gateway`` (see tessera.app.gateway).
+    gateway_tokens: str = ""
 
     # --- Files and ports -----------------------------------------------------
     data_dir: str = field(default_factory=_default_data_dir)

@@ -79,6 +79,36 @@ def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
         return 1
 
 
+# --------------------------------------------------------------------------- gateway
+def cmd_gateway(args: argparse.Namespace, s: Settings) -> int:
+    from tessera.app.gateway import Gateway, load_tokens, new_token
+
+    if args.action == "token":
+        if not args.tenant:
+            print("error: give the tenant: tessera gateway token TENANT", file=sys.stderr)
+            return 2
+        token, line = new_token(args.tenant)
+        print(f"token for {args.tenant} (give it to them; it is shown once):\n  {token}\n"
+              f"add its digest to the tokens file ({s.gateway_tokens or 'TESSERA_GATEWAY_TOKENS'}):\n  {line}")
+        return 0
+    path = args.tokens or s.gateway_tokens
+    if not path:
+        print("error: the gateway needs a tokens file: --tokens FILE or TESSERA_GATEWAY_TOKENS "
+              "(make tokens with `tessera gateway token TENANT`)", file=sys.stderr)
+        return 2
+    try:
+        tokens = load_tokens(path)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from aiohttp import web
+
+    print(f"request gateway for {len(set(tokens.values()))} tenant(s) on http://{args.host}:{args.port}/v1/requests "
+          f"-> {s.topic('requests.v1')}; Ctrl-C to stop", file=sys.stderr)
+    web.run_app(Gateway(s, tokens).app(), host=args.host, port=args.port, print=None)
+    return 0
+
+
 # --------------------------------------------------------------------------- topics
 def cmd_topics(args: argparse.Namespace, s: Settings) -> int:
     from tessera.schemas.topics import TOPICS
@@ -304,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--wipe", action="store_true", help="with down: delete the broker's data directory")
     sp.add_argument("--secure", action="store_true", help="the secured broker: TLS, SCRAM users per role, ACLs")
     sp.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
+
+    sp = add("gateway", cmd_gateway, "the HTTP front door where tenants submit requests (tenant from the token)",
+             "Serve POST /v1/requests: tenants submit workload requests with a bearer token; the\n"
+             "gateway sets each request's tenant from the token (refusing any other), validates it\n"
+             "and publishes it. Tenants then need no Kafka credentials (docs/security.md).\n\n"
+             "  serve   run it (--tokens FILE or TESSERA_GATEWAY_TOKENS: token digest -> tenant)\n"
+             "  token   make a token for TENANT and print the line to add to the tokens file")
+    sp.add_argument("action", choices=["serve", "token"])
+    sp.add_argument("tenant", nargs="?", help="with token: the tenant")
+    sp.add_argument("--tokens", metavar="FILE", help="JSON tokens file (token digest -> tenant)")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default loopback)")
+    sp.add_argument("--port", type=int, default=8088, help="port (default 8088)")
 
     sp = add("topics", cmd_topics, "list Tessera's topics or create them on the broker")
     sp.add_argument("action", choices=["list", "create"], nargs="?", default="list")

@@ -1,0 +1,65 @@
+"""The request gateway: the tenant of a request is the tenant its bearer token belongs to,
+whatever the body says; everything else a careless or hostile client sends is refused
+with its reason, and valid requests reach the requests topic."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiohttp import web
+from tests.conftest import run
+
+import tessera.schemas as s
+from tessera.app.gateway import Gateway, digest, new_token
+
+pytestmark = pytest.mark.kafka
+
+
+def test_the_tenant_is_the_tokens_and_bad_input_is_refused(settings, consume_events):
+    acme, line = new_token("acme")
+    assert digest(acme) in line and acme not in line, "the tokens file holds digests only"
+    globex, _ = new_token("globex")
+    gateway = Gateway(settings, {digest(acme): "acme", digest(globex): "globex"})
+    request = {"request_id": "gw-1", "per_replica": {"vcpu": 2, "memory_bytes": 1 << 30}}
+
+    async def scenario():
+        runner = web.AppRunner(gateway.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
+        answers = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def post(name, body, token=acme, **headers):
+                    if token:
+                        headers["Authorization"] = f"Bearer {token}"
+                    async with http.post(url, data=body, headers=headers) as r:
+                        answers[name] = (r.status, await r.json())
+
+                import orjson
+                await post("ok", orjson.dumps(request))
+                await post("other tenant", orjson.dumps({**request, "request_id": "gw-2", "tenant": "globex"}))
+                await post("same tenant named", orjson.dumps({**request, "request_id": "gw-3", "tenant": "acme"}))
+                await post("no token", orjson.dumps(request), token=None)
+                await post("unknown token", orjson.dumps(request), token="guess")
+                await post("not json", b"{nope")
+                await post("invalid", orjson.dumps({**request, "per_replica": {"vcpu": "2"}}))
+                await post("too large", b"x" * (s.MAX_MESSAGE_BYTES + 1))
+                await post("foreign page", orjson.dumps(request), Origin="http://evil.example")
+                await post("globex", orjson.dumps({**request, "request_id": "gw-4"}), token=globex)
+        finally:
+            await runner.cleanup()
+        events = await consume_events(settings, "requests", 3, timeout=20)
+        return answers, events
+
+    answers, events = run(scenario())
+    assert answers["ok"][0] == 202 and answers["ok"][1]["request_id"] == "gw-1"
+    assert answers["other tenant"] == (403, {"error": "this token submits for tenant 'acme' only", "field": "tenant"})
+    assert answers["same tenant named"][0] == 202
+    assert answers["no token"][0] == answers["unknown token"][0] == 401
+    assert answers["not json"][0] == 400
+    assert answers["invalid"][0] == 422 and answers["invalid"][1]["field"] == "per_replica.vcpu"
+    assert answers["too large"][0] == 413
+    assert answers["foreign page"][0] == 403
+    assert {(e.request_id, e.tenant) for e in events} == {("gw-1", "acme"), ("gw-3", "acme"), ("gw-4", "globex")}
