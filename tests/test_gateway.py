@@ -63,3 +63,33 @@ def test_the_tenant_is_the_tokens_and_bad_input_is_refused(settings, consume_eve
     assert answers["too large"][0] == 413
     assert answers["foreign page"][0] == 403
     assert {(e.request_id, e.tenant) for e in events} == {("gw-1", "acme"), ("gw-3", "acme"), ("gw-4", "globex")}
+
+
+def test_a_request_the_broker_did_not_take_is_answered_503(settings, monkeypatch):
+    from aiokafka.errors import KafkaConnectionError
+
+    import tessera.app.gateway as gw
+
+    async def refuse(*_args, **_kw):
+        raise KafkaConnectionError("broker gone")
+
+    monkeypatch.setattr(gw, "send_events", refuse)
+    token, _ = new_token("acme")
+    gateway = Gateway(settings, {digest(token): "acme"})
+
+    async def scenario():
+        runner = web.AppRunner(gateway.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
+        try:
+            async with aiohttp.ClientSession() as http:
+                body = b'{"request_id": "gw-503", "per_replica": {"vcpu": 1}}'
+                async with http.post(url, data=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                    return r.status, await r.json()
+        finally:
+            await runner.cleanup()
+
+    status, answer = run(scenario())
+    assert status == 503 and "send it again" in answer["error"]

@@ -11,7 +11,8 @@ broker, the ``producer`` role, the only one its ACLs let write requests).
   ``event_type``, ``schema_version`` and ``tenant`` may be left out (the gateway fills
   them). 202 with ``{"request_id", "event_id"}`` once the broker has it; 400 (not JSON),
   401 (no or unknown token), 403 (another tenant, or a web page of another origin), 413
-  (over 256 KiB), 422 (invalid, with the field and the problem).
+  (over 256 KiB), 422 (invalid, with the field and the problem), 503 (the broker did not
+  take it: send it again with the same ``event_id``).
 - ``GET /healthz``: 200 when the producer is connected.
 
 Tokens are kept as SHA-256 digests in a JSON file (``{"<hex digest>": "<tenant>"}``);
@@ -29,6 +30,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 
 from tessera.config import Settings
 from tessera.schemas import MAX_MESSAGE_BYTES, SchemaError, WorkloadRequest, decode, new_event_id
@@ -121,5 +123,9 @@ class Gateway:
         except SchemaError as exc:
             return _error(422, exc.problem, exc.field)
         assert isinstance(event, WorkloadRequest)
-        await send_events(self.producer, self.settings, "requests", [event])
+        try:
+            await send_events(self.producer, self.settings, "requests", [event])
+        except KafkaError as exc:
+            return _error(503, f"the broker did not take the request ({type(exc).__name__}); send it again "
+                               "(the same event_id is deduplicated)")
         return web.json_response({"request_id": event.request_id, "event_id": event.event_id}, status=202)
