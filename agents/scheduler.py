@@ -44,6 +44,7 @@ from tessera.schemas import (
     Event,
     Forecast,
     HealthChanged,
+    ReleaseRequested,
     ResourceDiscovered,
     ResourceRemoved,
     ResourceUpdated,
@@ -180,8 +181,11 @@ class SchedulerWorker:
                 metrics.DEAD_LETTERS.labels(AGENT, rec.topic).inc()
                 out.append(("dead-letters", d.dead_letter))
                 continue
-            req: WorkloadRequest = d.event  # type: ignore[assignment]
             metrics.child(metrics.EVENTS_CONSUMED, AGENT, rec.topic).inc()
+            if isinstance(d.event, ReleaseRequested):
+                out += [("allocations", e) for e in self.core.release_requested(d.event.request_id, d.event.reason)]
+                continue
+            req: WorkloadRequest = d.event  # type: ignore[assignment]
             tp = TopicPartition(rec.topic, rec.partition)
             decided = self.core.submit(req, now, now_dt)
             if req.request_id in self.core.queue:

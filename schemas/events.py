@@ -16,10 +16,10 @@ from pydantic import BaseModel, Field, model_validator
 
 from .base import (
     CONTRACT_CONFIG,
+    INT64_MAX,
     MAX_ITEMS,
     MAX_TEXT,
     Event,
-    INT64_MAX,
     Identifier,
     Integer,
     Money,
@@ -234,6 +234,7 @@ class RejectReason(str, Enum):
     insufficient_capacity = "insufficient_capacity"    # would fit, not now (transient)
     no_resources = "no_resources"                      # no resource available at all (transient)
     deadline_passed = "deadline_passed"
+    withdrawn = "withdrawn"                            # its producer released it before it was placed
 
 
 #: Rejection codes a later capacity change can resolve (the request stays queued).
@@ -244,6 +245,17 @@ class AllocationRejected(_AllocationEvent):
     event_type: Literal["allocation.rejected"] = "allocation.rejected"
     reason: NonEmptyStr
     code: RejectReason = Field(description="why, as a code (reason is the text for people)")
+
+
+class ReleaseRequested(Event):
+    """A producer ends its work (for work with no expected duration): the scheduler releases
+    the request's allocation, or withdraws the request if it still waits. On the requests
+    topic, keyed by ``request_id`` like the request it ends, so it never overtakes it."""
+
+    event_type: Literal["release.requested"] = "release.requested"
+    KEY: ClassVar[str] = "request_id"
+    request_id: Identifier
+    reason: str = Field("released by its producer", max_length=256)
 
 
 class AllocationReleased(_AllocationEvent):
@@ -525,6 +537,7 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     HealthChanged,
     UsageSample,
     WorkloadRequest,
+    ReleaseRequested,
     AllocationPlaced,
     AllocationQueued,
     AllocationRejected,

@@ -31,6 +31,7 @@ _EVENTS = [
     s.WorkloadRequest(event_id="e7", event_time=T0, request_id="req-1", tenant="acme", sla_tier=s.SlaTier.gold,
                       replicas=3, per_replica=CAP, required_tags=["hipaa"], allowed_regions=["europe-west4"],
                       max_price_per_hour=Decimal("1.50"), spread_min=2, deadline=T0),
+    s.ReleaseRequested(event_id="e7r", event_time=T0, request_id="req-1"),
     s.AllocationPlaced(event_id="e8", event_time=T0, request_id="req-1", allocation_id="alloc-1", per_replica=CAP,
                        placements=[s.Placement(resource_id="own/n1", provider="own", replicas=3,
                                                price_per_hour=Decimal("0.49"))]),

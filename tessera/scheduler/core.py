@@ -405,6 +405,15 @@ class Scheduler:
                                   tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text[:256],
                                   code=why.code)
 
+    def release_requested(self, request_id: str, reason: str) -> list[Event]:
+        """A producer ends its request: its allocation is released, or, if it still waits,
+        it is withdrawn (rejected with code ``withdrawn``). Idempotent."""
+        q = self.queue.remove(request_id)
+        if q is not None:
+            self.decided.add(request_id)
+            return [self._rejected(q.request, Rejection(RejectReason.withdrawn, reason or "withdrawn"))]
+        return self.release(f"alloc:{request_id}", reason)
+
     def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
         a = self._drop(allocation_id)
         if a is None:
