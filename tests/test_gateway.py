@@ -93,3 +93,37 @@ def test_a_request_the_broker_did_not_take_is_answered_503(settings, monkeypatch
 
     status, answer = run(scenario())
     assert status == 503 and "send it again" in answer["error"]
+
+
+def test_the_hostile_corpus_gets_answers_not_failures(settings):
+    """Every hostile input gets a 4xx with its reason (or, when all it lacked was what the
+    gateway fills in, is accepted); none gets a 5xx, and the gateway goes on serving."""
+    from tests.hostile import corpus
+
+    token, _ = new_token("acme")
+    gateway = Gateway(settings, {digest(token): "acme"})
+
+    async def scenario():
+        from tessera.streams.admin import ensure_topics
+
+        await ensure_topics(settings)
+        runner = web.AppRunner(gateway.app())
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
+        statuses = {}
+        try:
+            async with aiohttp.ClientSession() as http:
+                for name, body in [*corpus(), ("valid", b'{"request_id": "gw-after", "per_replica": {"vcpu": 1}}')]:
+                    async with http.post(url, data=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                        statuses[name] = r.status
+        finally:
+            await runner.cleanup()
+        return statuses
+
+    statuses = run(scenario(), timeout=120)
+    assert statuses.pop("valid") == 202, "still serving after the corpus"
+    assert not {n: st for n, st in statuses.items() if st >= 500}
+    accepted = {name for name, status in statuses.items() if status == 202}
+    assert accepted <= {"missing event_time"}, accepted      # the gateway fills event_time in

@@ -122,6 +122,8 @@ class Gateway:
             event = decode(orjson.dumps(doc), allowed=("workload.request",))
         except SchemaError as exc:
             return _error(422, exc.problem, exc.field)
+        except TypeError as exc:        # orjson will not write it back (nested too deep, integer too large)
+            return _error(422, f"not a workload request: {exc}")
         assert isinstance(event, WorkloadRequest)
         try:
             await send_events(self.producer, self.settings, "requests", [event])
