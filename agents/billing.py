@@ -36,7 +36,7 @@ from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.edge import decode_message
-from tessera.streams.produce import producer_for, send_batched
+from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import read_to_end
 from tessera.streams.security import aiokafka_security_kwargs
 
@@ -165,8 +165,8 @@ class BillingWorker:
         for e in events:
             name = ("alerts" if isinstance(e, UsageLimitAlert)
                     else "dead-letters" if isinstance(e, DeadLetter) else "billing-lines")
-            key = e.source_topic.encode() if isinstance(e, DeadLetter) else e.key()
-            records.append((self.topic[name], key, encode(e)))
+            key = e.source_topic.encode() if isinstance(e, DeadLetter) else None
+            records.append(event_record(self.topic[name], e, key))
             metrics.child(metrics.BILLING_EVENTS, name).inc()
         futures = await send_batched(producer, records)
         for f in futures:

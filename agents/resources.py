@@ -45,7 +45,7 @@ from tessera.schemas import (
 )
 from tessera.schemas.topics import topic_spec
 from tessera.storage.store import AnalyticsStore
-from tessera.streams import metrics
+from tessera.streams import cloudevents, metrics
 from tessera.streams.deadletter import publish_dead_letters, publish_events
 from tessera.streams.edge import decode_faust_event
 from tessera.streams.topics import Topics
@@ -159,7 +159,9 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                 e = d.event
                 if isinstance(e, (AllocationPlaced, AllocationReleased)):
                     for p in e.placements:
-                        futures.append(await by_resource.send(key=p.resource_id.encode(), value=encode(e)))
+                        futures.append(await by_resource.send(
+                            key=p.resource_id.encode(), value=encode(e),
+                            headers=cloudevents.headers(e, by_resource.get_topic_name())))
             for f in futures:
                 await f
 

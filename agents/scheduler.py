@@ -50,13 +50,12 @@ from tessera.schemas import (
     ResourceUpdated,
     UsageLimitAlert,
     WorkloadRequest,
-    encode,
     utc_now,
 )
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.edge import decode_message
-from tessera.streams.produce import producer_for, send_batched
+from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import read_to_end
 from tessera.streams.security import aiokafka_security_kwargs
 
@@ -219,7 +218,7 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            futures = await send_batched(producer, [(self.topic[name], e.key(), encode(e)) for name, e in out])
+            futures = await send_batched(producer, [event_record(self.topic[name], e) for name, e in out])
             # Every send is acknowledged before the offsets join the transaction: a send that
             # failed (a record too large, a broker error) raises here, the transaction aborts
             # and the batch is read again, instead of its requests being consumed unanswered.

@@ -21,7 +21,9 @@ def event_schema(event_type: str) -> dict:
     cls = EVENT_TYPES[event_type]
     schema = cls.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://tessera.dev/schemas/{event_type}.v{cls.SCHEMA_VERSION}.json"
+    # Relative: it resolves against where the file is read from (the repository's
+    # schemas/json/, or a copy), to that very file; CloudEvents' ce_dataschema says the same.
+    schema["$id"] = f"{event_type}.v{cls.SCHEMA_VERSION}.schema.json"
     schema["x-tessera-key"] = cls.KEY
     schema["x-tessera-schema-version"] = cls.SCHEMA_VERSION
     # event_type and schema_version are required on the wire, whatever the Python defaults.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from tessera.schemas import encode
-from tessera.streams import metrics
+from tessera.streams import cloudevents, metrics
 
 from .edge import Decoded
 
@@ -15,7 +15,8 @@ async def publish_dead_letters(dlq: Any, decoded: Sequence[Decoded], agent: str)
     for d in decoded:
         if d.dead_letter is not None:
             metrics.DEAD_LETTERS.labels(agent, d.topic).inc()
-            futures.append(await dlq.send(key=d.topic.encode(), value=encode(d.dead_letter)))
+            futures.append(await dlq.send(key=d.topic.encode(), value=encode(d.dead_letter),
+                                          headers=cloudevents.headers(d.dead_letter, dlq.get_topic_name())))
     for f in futures:
         await f
     return len(futures)
@@ -23,6 +24,7 @@ async def publish_dead_letters(dlq: Any, decoded: Sequence[Decoded], agent: str)
 
 async def publish_events(topic: Any, events: Sequence[Any]) -> None:
     """Send events keyed per their contract and wait until the broker has them."""
-    futures = [await topic.send(key=e.key(), value=encode(e)) for e in events]
+    futures = [await topic.send(key=e.key(), value=encode(e), headers=cloudevents.headers(e, topic.get_topic_name()))
+               for e in events]
     for f in futures:
         await f

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from tessera.config import Settings
 from tessera.schemas import Event, SchemaError, decode, encode
 from tessera.schemas.topics import topic_spec
+from tessera.streams import cloudevents
 from tessera.streams.partitioner import Murmur2Partitioner
 from tessera.streams.security import aiokafka_security_kwargs
 
@@ -56,10 +57,16 @@ async def send_events(producer: AIOKafkaProducer, settings: Settings, topic: str
     for e in events:
         if e.event_type not in spec.event_types:
             raise ValueError(f"{e.event_type!r} does not belong on topic {topic!r}")
-        futures.append(await producer.send(name, encode(e), key=e.key()))
+        futures.append(await producer.send(name, encode(e), key=e.key(), headers=cloudevents.headers(e, name)))
     for f in futures:
         await f
     return len(futures)
+
+
+def event_record(topic: str, event: Event, key: bytes | None = None) -> tuple[str, bytes | None, bytes, list]:
+    """``(topic, key, value, headers)`` for ``send_batched``: the event encoded, keyed per its
+    contract unless ``key`` says otherwise, with its CloudEvents headers."""
+    return topic, event.key() if key is None else key, encode(event), cloudevents.headers(event, topic)
 
 
 async def publish(settings: Settings, topic: str, events: Iterable[Event]) -> int:
@@ -82,7 +89,8 @@ async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, 
     partitions: dict[str, list[int]] = {}
     open_batches: dict[tuple[str, int], object] = {}
     futures = []
-    for topic, key, value in records:
+    for topic, key, value, *rest in records:
+        headers = rest[0] if rest else []
         parts = partitions.get(topic)
         if parts is None:
             parts = partitions[topic] = sorted(await producer.partitions_for(topic))
@@ -90,10 +98,10 @@ async def send_batched(producer: AIOKafkaProducer, records: Iterable[tuple[str, 
         batch = open_batches.get(tp)
         if batch is None:
             batch = open_batches[tp] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:   # full: submit it, start another
+        if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:   # full: send, start another
             futures.append(await producer.send_batch(batch, topic, partition=tp[1]))
             batch = open_batches[tp] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch; "
                                  "raise the producer's max_batch_size")
     for (topic, partition), batch in open_batches.items():
