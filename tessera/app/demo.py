@@ -40,7 +40,9 @@ def _say(msg: str) -> None:
 
 
 def _pretty(store, sql: str) -> str:
-    return store.query_raw(sql, "PrettyCompactMonoBlock").decode()
+    # NoEscapes: chdb colours Pretty output when stdout is a terminal, and these tables also
+    # go into the HTML report, where the colour codes would be garbage.
+    return store.query_raw(sql, "PrettyCompactNoEscapesMonoBlock").decode()
 
 
 async def _replay(p, settings: Settings, requests, run: str) -> int:
