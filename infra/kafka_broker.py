@@ -61,7 +61,8 @@ class BrokerStatus:
         if self.state == "running":
             return f"Kafka is running (pid {self.pid}) on {self.bootstrap}; data in {self.home}"
         if self.state == "external":
-            return f"a Kafka broker not started by Tessera answers on {self.bootstrap}; Tessera will use it"
+            return (f"something this data directory ({self.home}) did not start answers on {self.bootstrap}; "
+                    "`tessera infra up` will not use it (set TESSERA_KAFKA_BOOTSTRAP to use it)")
         if self.state == "stale":
             return f"Kafka is not running; pid file for pid {self.pid} is stale (run `tessera infra up`)"
         return f"Kafka is not running (expected on {self.bootstrap}; run `tessera infra up`)"
@@ -418,7 +419,15 @@ class KafkaBroker:
     def start(self, timeout: float = 90.0, progress: Callable[[str], None] = lambda _m: None) -> BrokerStatus:
         """Start the broker unless one already answers; return when clients can connect."""
         st = self.status()
-        if st.state in {"running", "external"} and port_open(self.host, self.port):
+        if st.state == "external":
+            # Something this data directory did not start answers on the port: another
+            # program, or another data directory's broker. Using it silently would mix
+            # Tessera's topics into it (and `infra down` could not stop it).
+            raise BrokerError(
+                f"port {self.port} is taken by a process this data directory ({self.home}) did not start; stop "
+                "it, or set TESSERA_KAFKA_PORT to a free port, or set TESSERA_KAFKA_BOOTSTRAP to use that broker"
+            )
+        if st.state == "running" and port_open(self.host, self.port):
             progress(f"reusing the broker on {self.bootstrap}")
             return st
         if st.state == "running":  # our JVM is up but still starting

@@ -58,3 +58,17 @@ def test_the_compose_file_binds_to_loopback_and_has_no_password():
     ports = [p for svc in doc["services"].values() for p in svc.get("ports", [])]
     assert ports and all(p.startswith("127.0.0.1:") for p in ports)
     assert doc["services"]["clickhouse"]["environment"]["CLICKHOUSE_PASSWORD"].startswith("${CLICKHOUSE_PASSWORD:?")
+
+
+def test_a_port_taken_by_another_process_is_not_used_silently(tmp_path):
+    import socket
+
+    with socket.socket() as other:            # something else already listens on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        broker = kb.KafkaBroker(tmp_path / "kafka", port=port, controller_port=kb.free_port())
+        assert broker.status().state == "external"
+        assert "will not use it" in broker.status().describe()
+        with pytest.raises(kb.BrokerError, match=f"port {port} is taken by a process this data directory"):
+            broker.start(timeout=5)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import time
 import uuid
@@ -265,9 +266,12 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
         _report(store, db, t0, run, tables, Path(path))
     print(f"\nHTML report with plots: {Path(path).resolve()}")
+    # The command as this process was started (`.venv/bin/tessera` from `make demo`), so the
+    # hints work as printed.
+    me = sys.argv[0] if os.path.basename(sys.argv[0]) == "tessera" else "tessera"
     print(f"Finished in {time.monotonic() - t_start:.0f} s. Query more with: "
-          f"tessera sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
-          f"or serve it: tessera sql serve. Stop the broker: tessera infra down")
+          f"{me} sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
+          f"or serve it: {me} sql serve. Stop the broker: {me} infra down")
     return 0
 
 
