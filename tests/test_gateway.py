@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from aiohttp import web
 from tests.conftest import run
 
 import tessera.schemas as s
@@ -23,13 +22,8 @@ def test_the_tenant_is_the_tokens_and_bad_input_is_refused(settings, consume_eve
     request = {"request_id": "gw-1", "per_replica": {"vcpu": 2, "memory_bytes": 1 << 30}}
 
     async def scenario():
-        runner = web.AppRunner(gateway.app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
-        answers = {}
-        try:
+        async with gateway.running() as url:
+            answers = {}
             async with aiohttp.ClientSession() as http:
                 async def post(name, body, token=acme, **headers):
                     if token:
@@ -48,8 +42,6 @@ def test_the_tenant_is_the_tokens_and_bad_input_is_refused(settings, consume_eve
                 await post("too large", b"x" * (s.MAX_MESSAGE_BYTES + 1))
                 await post("foreign page", orjson.dumps(request), Origin="http://evil.example")
                 await post("globex", orjson.dumps({**request, "request_id": "gw-4"}), token=globex)
-        finally:
-            await runner.cleanup()
         events = await consume_events(settings, "requests", 3, timeout=20)
         return answers, events
 
@@ -78,18 +70,11 @@ def test_a_request_the_broker_did_not_take_is_answered_503(settings, monkeypatch
     gateway = Gateway(settings, {digest(token): "acme"})
 
     async def scenario():
-        runner = web.AppRunner(gateway.app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
-        try:
+        async with gateway.running() as url:
             async with aiohttp.ClientSession() as http:
                 body = b'{"request_id": "gw-503", "per_replica": {"vcpu": 1}}'
                 async with http.post(url, data=body, headers={"Authorization": f"Bearer {token}"}) as r:
                     return r.status, await r.json()
-        finally:
-            await runner.cleanup()
 
     status, answer = run(scenario())
     assert status == 503 and "send it again" in answer["error"]
@@ -107,19 +92,12 @@ def test_the_hostile_corpus_gets_answers_not_failures(settings):
         from tessera.streams.admin import ensure_topics
 
         await ensure_topics(settings)
-        runner = web.AppRunner(gateway.app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/requests"
-        statuses = {}
-        try:
+        async with gateway.running() as url:
+            statuses = {}
             async with aiohttp.ClientSession() as http:
                 for name, body in [*corpus(), ("valid", b'{"request_id": "gw-after", "per_replica": {"vcpu": 1}}')]:
                     async with http.post(url, data=body, headers={"Authorization": f"Bearer {token}"}) as r:
                         statuses[name] = r.status
-        finally:
-            await runner.cleanup()
         return statuses
 
     statuses = run(scenario(), timeout=120)

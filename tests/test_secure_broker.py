@@ -157,7 +157,6 @@ def test_tenants_submit_through_the_gateway_in_their_own_name(secure_broker, bas
     requests with the tenant its token authenticates."""
     import aiohttp
     import orjson
-    from aiohttp import web
 
     from tessera.app.gateway import Gateway, digest, new_token
 
@@ -166,20 +165,11 @@ def test_tenants_submit_through_the_gateway_in_their_own_name(secure_broker, bas
 
     async def scenario():
         await ensure_topics(as_role(secure_broker, base_settings, "admin"))
-        runner = web.AppRunner(Gateway(producer, {digest(token): "acme"}).app())
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        try:
-            async with aiohttp.ClientSession() as http:
-                body = orjson.dumps({"request_id": "gw-sec", "tenant": "acme",
-                                     "per_replica": {"vcpu": 1, "memory_bytes": 1 << 30}})
-                async with http.post(f"http://127.0.0.1:{port}/v1/requests", data=body,
-                                     headers={"Authorization": f"Bearer {token}"}) as r:
-                    status = r.status
-        finally:
-            await runner.cleanup()
+        async with Gateway(producer, {digest(token): "acme"}).running() as url, aiohttp.ClientSession() as http:
+            body = orjson.dumps({"request_id": "gw-sec", "tenant": "acme",
+                                 "per_replica": {"vcpu": 1, "memory_bytes": 1 << 30}})
+            async with http.post(url, data=body, headers={"Authorization": f"Bearer {token}"}) as r:
+                status = r.status
         recs = await read_to_end(as_role(secure_broker, base_settings, "scheduler"), f"{PREFIX}.requests.v1", 6)
         return status, [s.decode(r.value) for r in recs]
 

@@ -21,12 +21,13 @@ Tokens are kept as SHA-256 digests in a JSON file (``{"<hex digest>": "<tenant>"
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 from aiohttp import web
@@ -72,6 +73,18 @@ class Gateway:
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
+
+    @contextlib.asynccontextmanager
+    async def running(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Serve in this event loop (port 0: any free one); yields the requests URL."""
+        runner = web.AppRunner(self.app())
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            bound_host, bound_port = runner.addresses[0][:2]
+            yield f"http://{bound_host}:{bound_port}/v1/requests"
+        finally:
+            await runner.cleanup()
 
     async def _start(self, _app: web.Application) -> None:
         self.producer = producer_for(self.settings)
