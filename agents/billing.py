@@ -26,7 +26,7 @@ import base64
 import logging
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from tessera.billing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.billing.state import BillingState
@@ -37,8 +37,7 @@ from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import read_to_end
-from tessera.streams.security import aiokafka_security_kwargs
+from tessera.streams.reader import groupless_consumer, read_to_end
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
@@ -109,13 +108,11 @@ class BillingWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        sec = aiokafka_security_kwargs(s)
         producer = producer_for(s)
         await producer.start()
         positions = await self.recover()
         collector.settle_after_recovery()
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                    isolation_level="read_committed", **sec)
+        consumer = groupless_consumer(s)
         await consumer.start()
         tps = [TopicPartition(self.topic[n], p) for n in USAGE_TOPICS for p in range(topic_spec(n).partitions)]
         agreements_tp = TopicPartition(self.topic["agreements"], 0)

@@ -56,7 +56,7 @@ from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import read_to_end
+from tessera.streams.reader import groupless_consumer, read_to_end
 from tessera.streams.security import aiokafka_security_kwargs
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,7 @@ class SchedulerWorker:
         requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,
                                     group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
                                     isolation_level="read_committed", **sec)
-        tail = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", **sec)
+        tail = groupless_consumer(s)
         await requests.start()
         await tail.start()
         tail_tps = [TopicPartition(self.topic[n], p)

@@ -19,12 +19,11 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from tessera.schemas import GIB, TIERS, Capacity, HealthSample, UsageSample, WorkloadRequest, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams.produce import producer_for, send_batched
-from tessera.streams.security import aiokafka_security_kwargs
+from tessera.streams.reader import groupless_consumer
 
 TICK_S = 0.002
 
@@ -91,9 +90,7 @@ async def run_rate(settings, rate: int, seconds: float, make_request: Callable[[
     health_topic = topic_spec("health").full_name(settings.topic_prefix)
     usage_topic = topic_spec("usage").full_name(settings.topic_prefix)
     allocs = topic_spec("allocations").full_name(settings.topic_prefix)
-    consumer = AIOKafkaConsumer(allocs, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                auto_offset_reset="latest", isolation_level="read_committed",
-                                **aiokafka_security_kwargs(settings))
+    consumer = groupless_consumer(settings, allocs, auto_offset_reset="latest")
     await consumer.start()
     await consumer.seek_to_end()
     # The generator builds its own batches (below); no linger, or a tick's batch would

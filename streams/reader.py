@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -12,23 +12,32 @@ from tessera.config import Settings
 from .security import aiokafka_security_kwargs
 
 
-async def read_to_end(settings: Settings, topic: str, partitions: int, *, committed_only: bool = False,
-                      timeout: float | None = None) -> list[Any]:
-    """Every record of ``topic`` (all ``partitions``) up to the end offsets seen at the start.
+def groupless_consumer(settings: Settings, *topics: str, committed_only: bool = True, **kw: Any) -> AIOKafkaConsumer:
+    """A consumer outside any consumer group (the caller assigns partitions, or names
+    ``topics``), committing nothing, with the configured security. ``committed_only``
+    reads with read_committed: a transaction that aborted stays invisible."""
+    return AIOKafkaConsumer(*topics, bootstrap_servers=settings.bootstrap_servers, group_id=None,
+                            enable_auto_commit=False,
+                            isolation_level="read_committed" if committed_only else "read_uncommitted",
+                            **aiokafka_security_kwargs(settings), **kw)
+
+
+async def read_to_end(settings: Settings, topic: str, partitions: int | Sequence[int], *,
+                      committed_only: bool = False, timeout: float | None = None) -> list[Any]:
+    """Every record of ``topic`` up to the end offsets seen at the start: of all its
+    partitions (``partitions``, a count), or of the ones listed.
 
     Outside any consumer group. ``committed_only`` reads with read_committed (aborted
     transactions stay invisible). A missing topic reads as empty. With a ``timeout`` the
     read stops there, possibly short of the end; without one it reads to the end.
     """
-    c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                         isolation_level="read_committed" if committed_only else "read_uncommitted",
-                         **aiokafka_security_kwargs(settings))
+    c = groupless_consumer(settings, committed_only=committed_only)
     await c.start()
     records: list[Any] = []
     try:
         if topic not in await c.topics():
             return records
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        tps = [TopicPartition(topic, p) for p in (range(partitions) if isinstance(partitions, int) else partitions)]
         c.assign(tps)
         await c.seek_to_beginning(*tps)
         end = await c.end_offsets(tps)

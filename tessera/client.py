@@ -44,7 +44,7 @@ from tessera.schemas import (
 )
 from tessera.streams.partitioner import Murmur2Partitioner
 from tessera.streams.produce import producer_for, send_events
-from tessera.streams.security import aiokafka_security_kwargs
+from tessera.streams.reader import groupless_consumer, read_to_end
 
 Outcome = AllocationPlaced | AllocationRejected
 
@@ -82,9 +82,7 @@ class TesseraClient:
     async def __aenter__(self) -> "TesseraClient":
         self._producer = producer_for(self.settings)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-                                          enable_auto_commit=False, isolation_level="read_committed",
-                                          **aiokafka_security_kwargs(self.settings))
+        self._consumer = groupless_consumer(self.settings)
         await self._consumer.start()
         parts = [TopicPartition(self._allocations, p) for p in range(topic_spec("allocations").partitions)]
         self._consumer.assign(parts)
@@ -168,25 +166,14 @@ class TesseraClient:
         decides it) from the start."""
         parts = list(range(topic_spec("allocations").partitions))
         partition = Murmur2Partitioner()(request_id.encode(), parts, parts)
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, isolation_level="read_committed",
-                                    **aiokafka_security_kwargs(self.settings))
-        await consumer.start()
-        try:
-            tp = TopicPartition(self._allocations, partition)
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end = (await consumer.end_offsets([tp]))[tp]
-            while await consumer.position(tp) < end:
-                for records in (await consumer.getmany(tp, timeout_ms=500)).values():
-                    for rec in records:
-                        if rec.key == request_id.encode():
-                            try:
-                                event = decode(rec.value)
-                            except SchemaError:
-                                continue
-                            if isinstance(event, (AllocationPlaced, AllocationRejected)):
-                                self._seen(event, live=False)
-                                return
-        finally:
-            await consumer.stop()
+        key = request_id.encode()
+        for rec in await read_to_end(self.settings, self._allocations, [partition], committed_only=True):
+            if rec.key != key:
+                continue
+            try:
+                event = decode(rec.value)
+            except SchemaError:
+                continue
+            if isinstance(event, (AllocationPlaced, AllocationRejected)):
+                self._seen(event, live=False)
+                return
