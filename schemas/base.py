@@ -118,10 +118,8 @@ Money = Annotated[
 #: A resource's price per hour: non-negative and below MAX_PRICE_PER_HOUR (so that the
 #: packing kernel's integer micro-unit sums cannot overflow).
 Price = Annotated[
-    Decimal,
-    BeforeValidator(_parse_money),
+    Money,
     Field(ge=0, lt=MAX_PRICE_PER_HOUR),
-    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": rf"^[0-9]{{1,6}}(\.[0-9]{{1,{MONEY_FRACTION_DIGITS}}})?$",
                     "maxLength": 6 + MONEY_FRACTION_DIGITS + 1,
                     "description": f"non-negative decimal amount below {MAX_PRICE_PER_HOUR}"}),
