@@ -45,7 +45,7 @@ import time
 import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -182,6 +182,14 @@ def _code_only(sql: str) -> str:
     return "".join(out)
 
 
+def _allowed_settings(names: Iterable[str]) -> None:
+    """Refuse a request that would change a setting outside ALLOWED_SETTINGS."""
+    for name in names:
+        if name not in ALLOWED_SETTINGS:
+            raise SqlError(f"Code: 164. DB::Exception: setting {name[:64]!r} cannot be changed through this "
+                           f"endpoint (allowed: {', '.join(sorted(ALLOWED_SETTINGS)[:8])}, ...)", 164, 403)
+
+
 def _quote(v: str) -> str:
     if re.fullmatch(r"-?\d+(\.\d+)?", v):
         return v
@@ -213,10 +221,7 @@ class Engine:
     def _settings(self, params: dict[str, str]) -> dict[str, str]:
         """The request's settings: allow-listed only, and a time limit always."""
         settings = {k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
-        for k in settings:
-            if k not in ALLOWED_SETTINGS:
-                raise SqlError(f"Code: 164. DB::Exception: setting {k[:64]!r} cannot be changed through this "
-                               f"endpoint (allowed: {', '.join(sorted(ALLOWED_SETTINGS)[:8])}, ...)", 164, 403)
+        _allowed_settings(settings)
         limit = settings.get("max_execution_time", "")
         if not (limit.isdigit() and 0 < int(limit) <= self.max_execution_time_s):
             settings["max_execution_time"] = str(self.max_execution_time_s)
@@ -315,10 +320,7 @@ class Engine:
         s = _SETTINGS_IN_INSERT.search(target)
         if s:
             settings, target = " SETTINGS " + s.group("settings"), target[: s.start()]
-            for name in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=", s.group("settings")):
-                if name not in ALLOWED_SETTINGS:
-                    raise SqlError(f"Code: 164. DB::Exception: setting {name!r} cannot be changed through this "
-                                   "endpoint", 164, 403)
+            _allowed_settings(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)\s*=", s.group("settings")))
         if rest.strip():   # data inline after FORMAT, then more in the body
             body = rest.encode() + b"\n" + body
         if fmt.lower() in _TEXT_FORMATS or fmt.lower().startswith(("jsoneachrow", "csv", "tabseparated")):
