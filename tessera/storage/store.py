@@ -81,6 +81,14 @@ _sessions: dict[str, tuple[Any, threading.Lock]] = {}
 _sessions_lock = threading.Lock()
 
 
+def _runner(target: Any) -> Callable[[str, str], bytes]:
+    """``run(sql, fmt) -> bytes`` over a chdb session or connection (an empty answer is b"")."""
+    def run(sql: str, fmt: str = "TabSeparated") -> bytes:
+        res = target.query(sql, fmt)
+        return res.bytes() if res is not None else b""
+    return run
+
+
 class ChdbStore:
     backend = "chdb"
 
@@ -112,23 +120,18 @@ class ChdbStore:
 
     def _run(self, sql: str, fmt: str = "CSV") -> bytes:
         try:
-            with self._lock:
-                res = self._session.query(sql, fmt)
+            with self.exclusive() as run:
+                return run(sql, fmt)
         except Exception as exc:
             raise StorageError(str(exc)) from exc
-        return res.bytes() if res is not None else b""
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[Callable[[str, str], bytes]]:
         """The engine to oneself for several statements (``tessera sql serve`` runs a
         request's ``USE``, ``SET`` and query together): yields ``run(sql, fmt) -> bytes``,
         which raises what chdb raises (its text carries ClickHouse's error code)."""
-        def run(sql: str, fmt: str = "TabSeparated") -> bytes:
-            res = self._session.query(sql, fmt)
-            return res.bytes() if res is not None else b""
-
         with self._lock:
-            yield run
+            yield _runner(self._session)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[Callable[[str, str], bytes]]:
@@ -143,12 +146,8 @@ class ChdbStore:
 
             conn = connect(str(self.path.resolve()))
 
-        def run(sql: str, fmt: str = "TabSeparated") -> bytes:
-            res = conn.query(sql, fmt)
-            return res.bytes() if res is not None else b""
-
         try:
-            yield run
+            yield _runner(conn)
         finally:
             self._readers.put(conn)
 
