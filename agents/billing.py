@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from tessera.billing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.billing.state import BillingState
 from tessera.config import Settings
+from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.schemas import AgreementUpdated, DeadLetter, Event, UsageLimitAlert, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics

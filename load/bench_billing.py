@@ -29,9 +29,9 @@ from pathlib import Path
 import orjson
 from load.machine import machine, pin_to_one_core
 
-from tessera.billing.agreements import parse_agreements
 from tessera.billing.ledger import Ledger
 from tessera.billing.usage import parse_usage
+from tessera.pricing.agreements import parse_agreements
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -444,7 +444,8 @@ class BillingLine(Event):
 
 class AgreementUpdated(Event):
     """A partner agreement, new or changed (the same document `tessera bill` reads; see
-    tessera.billing.agreements). The latest per partner applies from when it is read."""
+    tessera.pricing.agreements). It applies from its ``effective_from`` (undated: it replaces
+    the partner's terms for all time); usage before that keeps the terms it ran under."""
 
     event_type: Literal["agreement.updated"] = "agreement.updated"
     KEY: ClassVar[str] = "partner_id"

@@ -12,10 +12,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from tessera.app.cli.main import main
-from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.export import FOCUS_COLUMNS, focus_rows, invoice_json
 from tessera.billing.ledger import Ledger, SeenOverlay
 from tessera.billing.usage import UsageError, parse_usage
+from tessera.pricing.agreements import AgreementError, parse_agreements
 from tessera.schemas import UsageLimitAlert
 
 
@@ -272,3 +272,39 @@ def test_raising_a_hard_limit_lifts_the_block_and_rearms_the_thresholds():
     st.ledger.add(usage("u2", "2026-03-02T00:00:00Z", "2026-03-02T10:00:00Z", vcpu=75))    # +30.00 = 42.00
     again = [e for e in st.outputs({("gcp", "2026-03")}) if isinstance(e, UsageLimitAlert)]
     assert [(a.threshold_pct, a.enforcement) for a in again] == [(80, "soft")]
+
+
+def test_new_terms_rate_from_their_effective_time_not_the_whole_month():
+    base = {"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"}}
+    cheaper = {**base, "rates": {"vcpu_hour": "0.02"}, "effective_from": "2026-03-11T00:00:00Z"}
+    led = Ledger(parse_agreements([cheaper, base]))     # listed in any order
+    # 1 vCPU from Mar 10 12:00 to Mar 11 12:00: 12 h at 0.04 and 12 h at 0.02
+    led.add(usage("u1", "2026-03-10T12:00:00Z", "2026-03-11T12:00:00Z", vcpu=1))
+    inv = led.invoice("gcp", "2026-03")
+    assert [(l.sku, str(l.quantity), inv.money(l.amount_minor)) for l in inv.lines] == [
+        ("vcpu_hour", "12.000000000", "0.48"), ("vcpu_hour@2026-03-11T00:00Z", "12.000000000", "0.24")]
+
+
+def test_an_agreement_update_on_the_live_state_keeps_earlier_usage_at_earlier_terms():
+    from tessera.billing.state import BillingState
+    from tessera.pricing.agreements import parse_agreement
+    state = BillingState(dict(parse_agreements([{"partner": "gcp", "currency": "USD",
+                                                 "rates": {"vcpu_hour": "0.04"}}])))
+    state.update_agreement(parse_agreement({"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.02"},
+                                            "tiers": {"vcpu_hour": [{"from": "0", "rate": "0.02"},
+                                                                    {"from": "10", "rate": "0.01"}]},
+                                            "effective_from": "2026-03-11T00:00:00Z"}))
+    state.ledger.add(usage("u1", "2026-03-10T00:00:00Z", "2026-03-11T10:00:00Z", vcpu=1))
+    inv = state.ledger.invoice("gcp", "2026-03")
+    # 24 h at 0.04 = 0.96; then tiers count on from 24 unit-hours: all 10 h in band 2 at 0.01
+    assert [(l.sku, inv.money(l.amount_minor)) for l in inv.lines] == [
+        ("vcpu_hour", "0.96"), ("vcpu_hour/tier2@2026-03-11T00:00Z", "0.10")]
+    # undated terms replace the partner's terms for all time
+    state.update_agreement(parse_agreement({"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.03"}}))
+    assert state.ledger.invoice("gcp", "2026-03").total == "1.02"
+
+
+def test_two_versions_with_the_same_effective_time_are_refused():
+    doc = {"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"}, "effective_from": "2026-03-11T00:00:00Z"}
+    with pytest.raises(AgreementError, match="same effective_from"):
+        parse_agreements([doc, doc])

@@ -12,7 +12,7 @@ from tests.conftest import latest_revisions, run
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
-from tessera.billing.agreements import parse_agreements
+from tessera.pricing.agreements import parse_agreements
 from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import producer_for, send_events
 

@@ -12,8 +12,8 @@ from decimal import Decimal
 import pytest
 
 import tessera.schemas as s
-from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.state import BillingState
+from tessera.pricing.agreements import AgreementError, parse_agreements
 
 T = datetime(2026, 3, 10, tzinfo=timezone.utc)
 GIB = 1024 ** 3

@@ -10,13 +10,13 @@ from tests.partner_servers import KubernetesAPI, Published, RestPartner, k8s_nod
 
 import tessera.schemas as s
 from tessera.app.datasets import DATA_DIR
+from tessera.pricing.rates import FxTable, RateCard
 from tessera.resources.adapters.catalog import CatalogAdapter
 from tessera.resources.adapters.http import HttpFetcher
 from tessera.resources.adapters.kubernetes import KubernetesAdapter
 from tessera.resources.adapters.rest import FieldMapping, RestAdapter
 from tessera.resources.discovery import Discoverer, diff
 from tessera.resources.model import AdapterError
-from tessera.resources.pricing import FxTable, RateCard
 
 RATES = RateCard(vcpu_hour=Decimal("0.03"), gib_hour=Decimal("0.004"), gpu_hour=Decimal("0.9"))
 

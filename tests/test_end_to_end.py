@@ -17,7 +17,7 @@ from tests.conftest import latest_revisions, run
 import tessera.schemas as s
 from tessera.app import datasets
 from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, pipeline, register
-from tessera.billing.agreements import parse_agreements
+from tessera.pricing.agreements import parse_agreements
 from tessera.streams.produce import producer_for, send_events
 
 pytestmark = pytest.mark.kafka

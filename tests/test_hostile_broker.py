@@ -12,7 +12,7 @@ from tests.conftest import run
 
 import tessera.schemas as s
 from tessera.app.pipeline import DEMO_AGREEMENTS, pipeline, register
-from tessera.billing.agreements import parse_agreements
+from tessera.pricing.agreements import parse_agreements
 from tessera.streams.produce import send_events, started_producer
 
 from .hostile import corpus

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tessera.schemas as s
-from tessera.billing.agreements import parse_agreements
 from tessera.billing.state import BillingState
 from tessera.forecast.demand import observation_of_request
+from tessera.pricing.agreements import parse_agreements
 from tessera.scheduler.core import MAX_PLACES, Scheduler
 from tessera.storage.rows import dead_letter_row, event_row
 from tessera.streams.edge import decode_message

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tessera.resources.pricing import FxTable, OwnCost, PricingError, RateCard, to_hourly
+from tessera.pricing.rates import FxTable, OwnCost, PricingError, RateCard, to_hourly
 from tessera.resources.quantities import QuantityError, gib, parse_bytes, parse_cpu, parse_gbps
 
 BINARY = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}

@@ -12,10 +12,10 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tessera.pricing.rates import OwnCost
 from tessera.resources.adapters.catalog import CatalogAdapter
 from tessera.resources.adapters.own import OwnInventoryAdapter
 from tessera.resources.model import DiscoveredResource
-from tessera.resources.pricing import OwnCost
 from tessera.schemas import Capacity, ResourceDiscovered, SlaTier, WorkloadRequest
 
 #: The demo's and benchmarks' own data-center cost per node: $12,000 capex (+$9,000 per GPU)

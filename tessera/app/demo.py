@@ -28,9 +28,9 @@ from pathlib import Path
 from tessera.app import datasets
 from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
 from tessera.app.report import svg_chart, write_report
-from tessera.billing.agreements import parse_agreements
 from tessera.config import Settings
 from tessera.infra.kafka_broker import BrokerError, broker_from_settings
+from tessera.pricing.agreements import parse_agreements
 from tessera.streams.produce import producer_for, send_events, send_raw
 
 STEPS = 6

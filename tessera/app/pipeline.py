@@ -19,8 +19,8 @@ from tessera.agents.scheduler import SchedulerWorker
 from tessera.agents.worker import build_worker_app
 from tessera.app import datasets
 from tessera.app.warmup import compile_kernels
-from tessera.billing.agreements import Agreement
 from tessera.config import Settings
+from tessera.pricing.agreements import Agreement
 from tessera.schemas import HealthSample
 from tessera.streams.admin import ensure_topics, wait_for_coordinators
 from tessera.streams.produce import publish, send_events, started_producer

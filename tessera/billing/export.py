@@ -13,7 +13,8 @@ import io
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from .agreements import Agreement
+from tessera.pricing.agreements import Agreement
+
 from .ledger import D, Invoice, Ledger, apportion, unit_label
 from .usage import US, period_bounds
 

@@ -8,7 +8,10 @@ Rounding happens once, on the invoice: the total is the exact amount rounded hal
 the currency's minor unit, and line amounts are apportioned by largest remainder so that
 they add up to that total to the cent.
 
-Periods are calendar months (UTC). Usage spanning a month boundary is split there. Each
+Periods are calendar months (UTC). Usage spanning a month boundary is split there, and so
+is usage spanning a change of terms (an agreement's ``effective_from``): each part is rated
+at the terms in force while it ran, and graduated tiers count the period's usage across
+versions in time order. Each
 event id is rated once. A period can be *closed* (after its grace window, by the live
 agent); usage that still arrives for it is rated into the next open period as an
 adjustment line.
@@ -18,15 +21,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Iterable
 
-from .agreements import MICRO, UNITS, Agreement, Limit
-from .usage import UsageError, UsageRecord, month_segments, period_bounds, period_of
+from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, UNITS, Agreement, Limit
+
+from .usage import EPOCH, UsageError, UsageRecord, month_segments, period_bounds, period_of
 
 #: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
-D = 3_600_000_000 * 1000 * MICRO
-N_PER_UNIT_HOUR = 3_600_000_000 * 1000
+D = N_PER_UNIT_HOUR * MICRO
 
 
 def _dec(num: int, den: int, places: int = 12) -> Decimal:
@@ -154,26 +158,30 @@ class Ledger:
                              f"in the agreement with {r.partner!r}")
         self.seen.add(r.event_id)
         for period, s, e in month_segments(r.start_us, r.end_us):
-            dur = e - s
-            if not dur:
-                continue
-            corrected = ""
-            if self.closed and (r.partner, period) in self.closed:
-                period, corrected = self._next_open(r.partner, period), period
-            key = (r.partner, period, corrected, r.resource_id, r.region, r.instance_type)
-            acc = self.cells.get(key)
-            if acc is None:
-                acc = self.cells[key] = [0, 0, 0, 0]
-            acc[0] += r.vcpu_milli * dur
-            acc[1] += r.memory_milli * dur
-            acc[2] += r.gpu_milli * dur
-            if r.instance_type:
-                acc[3] += 1000 * dur
+            cuts = a.boundaries(s, e) if a.earlier is not None else ()
+            for s, e in zip([s, *cuts], [*cuts, e]):
+                self._accrue(r, a.at(s).effective_from_us, period, e - s)
         return True
 
+    def _accrue(self, r: UsageRecord, terms: int, period: str, dur: int) -> None:
+        if not dur:
+            return
+        corrected = ""
+        if self.closed and (r.partner, period) in self.closed:
+            period, corrected = self._next_open(r.partner, period), period
+        key = (r.partner, period, corrected, r.resource_id, r.region, r.instance_type, terms)
+        acc = self.cells.get(key)
+        if acc is None:
+            acc = self.cells[key] = [0, 0, 0, 0]
+        acc[0] += r.vcpu_milli * dur
+        acc[1] += r.memory_milli * dur
+        acc[2] += r.gpu_milli * dur
+        if r.instance_type:
+            acc[3] += 1000 * dur
+
     # Usage cells: (partner, period rated into, period corrected or "", resource, region,
-    # instance type) -> [vcpu N, memory N, gpu N, instance N]. One dict update per record;
-    # the per-unit views below are sums over cells.
+    # instance type, terms in force: their effective_from_us) -> [vcpu N, memory N, gpu N,
+    # instance N]. One dict update per record; the per-unit views below are sums over cells.
     def _units(self, key: tuple, acc: list[int]) -> list[tuple[str, int]]:
         out = [(u, n) for u, n in zip(("vcpu_hour", "memory_gib_hour", "gpu_hour"), acc) if n]
         if acc[3]:
@@ -187,6 +195,17 @@ class Ledger:
             if not key[2]:
                 for unit, n in self._units(key, acc):
                     out[(key[0], key[1], unit)] += n
+        return out
+
+    @property
+    def usage_by_terms(self) -> dict[tuple[str, str, str], dict[int, int]]:
+        """(partner, period, unit) -> {terms' effective_from_us: N}, regular usage only."""
+        out: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
+        for key, acc in self.cells.items():
+            if not key[2]:
+                for unit, n in self._units(key, acc):
+                    cell = out[(key[0], key[1], unit)]
+                    cell[key[6]] = cell.get(key[6], 0) + n
         return out
 
     @property
@@ -220,45 +239,49 @@ class Ledger:
         return sum(self.add(r) for r in records)
 
     # ------------------------------------------------------------------ rating
-    def _rate_unit(self, a: Agreement, key: str, n: int) -> list[tuple[str, int, int, int]]:
-        """(sku, n in band, rate, numerator) per band for one unit's period quantity."""
+    def _rate_unit(self, a: Agreement, key: str, n: int, before: int = 0) -> list[tuple[str, int, int, int]]:
+        """(sku, n in band, rate, numerator) per band for ``n`` more of one unit after
+        ``before`` this period, at the terms ``a``."""
         if key.startswith("instance_hour:"):
             t = key.split(":", 1)[1]
             rate = a.instance_rates.get(t)
             return [] if rate is None else [(key, n, rate, rate * n)]
-        tiers = a.tiers.get(key)
-        if not tiers:
-            rate = a.rates.get(key)
-            return [] if rate is None else [(key, n, rate, rate * n)]
-        out = []
-        bounds = [int(t.from_units * N_PER_UNIT_HOUR) for t in tiers] + [None]
-        for i, t in enumerate(tiers):
-            lo, hi = bounds[i], bounds[i + 1]
-            inside = max(0, (n if hi is None else min(n, hi)) - lo)
-            if inside:
-                out.append((f"{key}/tier{i + 1}", inside, t.rate, t.rate * inside))
+        return [(key if band < 0 else f"{key}/tier{band + 1}", inside, rate, rate * inside)
+                for band, inside, rate in a.bands(key, before, n)]
+
+    def _rate_terms(self, a: Agreement, key: str, by_terms: dict[int, int]) -> list[tuple[str, int, int, int]]:
+        """A unit's period usage rated version by version in time order; tiers count on
+        across versions. A version other than the first names its start in the sku."""
+        out, before = [], 0
+        for terms, n in sorted(by_terms.items()):
+            version = a.at(terms)
+            suffix = "" if version.earlier is None else "@" + _stamp(version.effective_from_us)
+            out += [(sku + suffix, nb, rate, num) for sku, nb, rate, num in self._rate_unit(version, key, n, before)]
+            before += n
         return out
 
     def invoice(self, partner: str, period: str) -> Invoice:
         a = self.agreements[partner]
         lines: list[Line] = []
         usage = self.usage          # derived from the cells: build it once per invoice
-        for (p, per, key), n in sorted(usage.items()):
+        for (p, per, key), by_terms in sorted(self.usage_by_terms.items()):
             if p == partner and per == period:
-                for sku, nb, rate, num in self._rate_unit(a, key, n):
+                for sku, nb, rate, num in self._rate_terms(a, key, by_terms):
                     lines.append(Line(partner, period, sku, key.split(":")[0], "usage", nb, rate, num))
         for (p, per, corrected, key), n in sorted(self.adjustments.items()):
             if p == partner and per == period:
-                # Late usage is rated at the corrected period's marginal (last-band) rate.
+                # Late usage is rated at the corrected period's marginal rate, at the terms
+                # in force at that period's end.
                 full = usage.get((partner, corrected, key), 0)
-                before = self._rate_unit(a, key, full)
-                after = self._rate_unit(a, key, full + n)
-                num = sum(x[3] for x in after) - sum(x[3] for x in before)
-                rate = after[-1][2] if after else 0
+                terms = a.at(period_bounds(corrected)[1] - 1)
+                bands = self._rate_unit(terms, key, n, full)
+                num = sum(x[3] for x in bands)
+                rate = bands[-1][2] if bands else 0
                 lines.append(Line(partner, period, key, key.split(":")[0], "adjustment", n, rate, num,
                                   adjusts=corrected))
         subtotal = sum(l.numerator for l in lines)
-        commit_num = a.monthly_commit * N_PER_UNIT_HOUR   # micro-units -> numerator units
+        # The commitment is the one in the terms in force at the period's end.
+        commit_num = a.at(period_bounds(period)[1] - 1).monthly_commit * N_PER_UNIT_HOUR   # micro-units -> numerator units
         if commit_num and subtotal < commit_num:
             lines.append(Line(partner, period, "commitment-shortfall", "commitment", "commitment_shortfall", 0,
                               0, commit_num - subtotal))
@@ -323,6 +346,11 @@ class Ledger:
                     self.alerted.discard((partner, period, lim.name, t))
             out.append(Alert(partner, period, lim.name, max(pct, 1), used, lim.amount, "soft", lifted=True))
         return out
+
+
+def _stamp(us: int) -> str:
+    """A terms version's start as it appears in a sku: 2026-11-15T00:00Z."""
+    return (EPOCH + timedelta(microseconds=us)).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def unit_label(key: str) -> str:

@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Callable, Iterable
 
+from tessera.pricing.agreements import Agreement
 from tessera.schemas import AllocationPlaced, BillingLine, Event, UsageLimitAlert, UsageSample
 
-from .agreements import Agreement
 from .ledger import Ledger, SeenOverlay
 from .lifecycle import Lifecycle, sample_record
 from .usage import US, month_segments, period_bounds, period_of
@@ -139,7 +139,10 @@ class BillingState:
         return out
 
     def update_agreement(self, a: Agreement) -> set[tuple[str, str]]:
-        """New terms for a partner: its open periods are re-rated at them on the next output."""
+        """New terms for a partner, from their ``effective_from`` (or, undated, for all time):
+        its open periods are re-rated on the next output; usage before an effective date
+        keeps the terms it ran under."""
+        a = a.superseding(self.agreements.get(a.partner))
         self.agreements[a.partner] = a
         self.ledger.agreements[a.partner] = a
         return {(p, period) for p, period in self.ledger.periods(a.partner) if (p, period) not in self.ledger.closed}

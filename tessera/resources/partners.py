@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from tessera.config import ConfigError, read_toml
+from tessera.pricing.rates import FxTable, OwnCost, RateCard
 
 from .adapters.catalog import CatalogAdapter
 from .adapters.kubernetes import KubernetesAdapter
 from .adapters.own import OwnInventoryAdapter
 from .adapters.rest import FieldMapping, RestAdapter
 from .compliance import is_compliance_tag
-from .pricing import FxTable, OwnCost, RateCard
 
 
 def rate_card(doc: dict[str, Any] | None) -> RateCard:

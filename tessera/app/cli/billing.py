@@ -11,10 +11,10 @@ from typing import Any
 
 import orjson
 
-from tessera.billing.agreements import AgreementError, parse_agreements
 from tessera.billing.export import focus_csv, focus_rows, invoice_json
 from tessera.billing.ledger import Ledger
 from tessera.billing.usage import UsageError, parse_usage
+from tessera.pricing.agreements import AgreementError, parse_agreements
 
 
 def add_parser(sub: Any, fmt: type) -> None:

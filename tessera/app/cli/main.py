@@ -175,7 +175,7 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
 def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.billing import BillingWorker
-    from tessera.billing.agreements import AgreementError, load_agreements
+    from tessera.pricing.agreements import AgreementError, load_agreements
 
     path = args.agreements or s.billing_agreements
     if not path:

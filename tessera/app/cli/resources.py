@@ -69,10 +69,10 @@ examples:
 
 
 def _adapters(args: argparse.Namespace, s: Settings) -> list[Any]:
+    from tessera.pricing.rates import RateCard
     from tessera.resources.adapters.catalog import CatalogAdapter
     from tessera.resources.adapters.kubernetes import KubernetesAdapter
     from tessera.resources.partners import load_partners
-    from tessera.resources.pricing import RateCard
 
     if args.partners:
         return load_partners(args.partners)[0]

@@ -17,10 +17,10 @@ from typing import Iterable, Iterator
 
 import aiohttp
 
+from tessera.pricing.rates import FxTable, RateCard, to_hourly
 from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
-from ..pricing import FxTable, RateCard, to_hourly
 from ..quantities import QuantityError, gib, parse_cpu
 from .http import HttpFetcher
 

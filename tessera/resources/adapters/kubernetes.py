@@ -18,10 +18,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from tessera.pricing.rates import FxTable, PricingError, RateCard
 from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
-from ..pricing import FxTable, PricingError, RateCard
 from ..quantities import QuantityError, parse_bytes, parse_cpu
 
 REGION = "topology.kubernetes.io/region"

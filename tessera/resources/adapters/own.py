@@ -9,10 +9,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tessera.pricing.rates import OwnCost
 from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
-from ..pricing import OwnCost
 from ..quantities import parse_bytes, parse_cpu
 
 

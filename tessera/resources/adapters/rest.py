@@ -19,10 +19,10 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 
+from tessera.pricing.rates import FxTable, RateCard, to_hourly
 from tessera.schemas import Capacity, PricingModel, ResourceSpec
 
 from ..model import AdapterError, DiscoveredResource
-from ..pricing import FxTable, RateCard, to_hourly
 from ..quantities import QuantityError, parse_bytes, parse_cpu, parse_gbps
 from .http import HttpFetcher
 

@@ -6,6 +6,11 @@ graduated: each band's rate applies to the quantity inside the band of cumulativ
 unit-hours in the billing period. Limits carry alert thresholds (percent) and soft or hard
 enforcement (hard: the scheduler stops placing on the partner for the rest of the period).
 
+Terms change: a document with ``effective_from`` (ISO-8601 UTC) applies from that instant,
+and the terms before it still rate the usage before it. Each version links to the one it
+replaced (``earlier``), so ``at(t)`` answers which terms held at any time. Both billing (the
+ledger) and placement (``tessera.pricing.book``) read rates through this one module.
+
 >>> a = parse_agreement({"partner": "gcp", "currency": "EUR", "rates": {"vcpu_hour": "0.031"}})
 >>> a.rates["vcpu_hour"], a.minor_unit
 (31000, 2)
@@ -13,7 +18,8 @@ enforcement (hard: the scheduler stops placing on the partner for the rest of th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,9 @@ UNITS = {"vcpu_hour": "vCPU-hour", "memory_gib_hour": "GiB-hour", "gpu_hour": "G
 #: Decimal places of each currency's minor unit (ISO 4217); others default to 2.
 MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
 MICRO = 1_000_000
+#: Usage is counted in unit-microseconds x 1000 ("N"): one unit-hour is this many.
+N_PER_UNIT_HOUR = 3_600_000_000 * 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: What usage a partner bills on: capacity held while placed, or measured use (usage samples).
 BASES = ("allocated", "measured")
 
@@ -75,10 +84,65 @@ class Agreement:
     limits: tuple[Limit, ...] = ()
     provider_name: str = ""
     basis: str = "allocated"     # or "measured": rated from usage samples, not reserved capacity
+    #: When these terms start to apply (UTC microseconds; 0: from the beginning).
+    effective_from_us: int = 0
+    #: The terms these replaced, in force before ``effective_from_us``.
+    earlier: "Agreement | None" = None
 
     @property
     def minor_unit(self) -> int:
         return MINOR_UNITS.get(self.currency, 2)
+
+    def at(self, t_us: int) -> "Agreement":
+        """The terms in force at ``t_us`` (the earliest version for times before all of them)."""
+        a = self
+        while a.earlier is not None and t_us < a.effective_from_us:
+            a = a.earlier
+        return a
+
+    def versions(self) -> list["Agreement"]:
+        """Every version, oldest first."""
+        out, a = [], self
+        while a is not None:
+            out.append(a)
+            a = a.earlier
+        return out[::-1]
+
+    def boundaries(self, start_us: int, end_us: int) -> list[int]:
+        """Times strictly inside ``(start_us, end_us)`` where the terms change."""
+        return sorted(v.effective_from_us for v in self.versions() if start_us < v.effective_from_us < end_us)
+
+    def superseding(self, old: "Agreement | None") -> "Agreement":
+        """These terms as the newest version after ``old``'s. Terms without a date, or dated
+        at or before every older version, replace them all (as a corrected contract does)."""
+        kept = old
+        while kept is not None and kept.effective_from_us >= self.effective_from_us:
+            kept = kept.earlier
+        if self.effective_from_us == 0:
+            kept = None
+        return replace(self, earlier=kept)
+
+    def bands(self, unit: str, before: int, n: int) -> list[tuple[int, int, int]]:
+        """How ``n`` more units (N) after ``before`` already used this period are charged:
+        ``(band index or -1 for a flat rate, N in the band, rate in micro-units)`` per band
+        touched. Empty when these terms have no rate for the unit."""
+        tiers = self.tiers.get(unit)
+        if not tiers:
+            rate = self.rates.get(unit)
+            return [] if rate is None or not n else [(-1, n, rate)]
+        out = []
+        ends = [int(t.from_units * N_PER_UNIT_HOUR) for t in tiers[1:]] + [None]
+        for i, t in enumerate(tiers):
+            lo, hi = int(t.from_units * N_PER_UNIT_HOUR), ends[i]
+            inside = max(0, (before + n if hi is None else min(before + n, hi)) - max(before, lo))
+            if inside:
+                out.append((i, inside, t.rate))
+        return out
+
+    def marginal_rate(self, unit: str, before: int) -> int | None:
+        """Micro-units per unit-hour of the next unit after ``before`` (N) used this period."""
+        b = self.bands(unit, before, 1)
+        return b[0][2] if b else None
 
 
 def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
@@ -145,7 +209,26 @@ def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
         raise AgreementError(f"{where}.basis: {basis!r}; use 'allocated' (reserved capacity while placed) "
                              f"or 'measured' (usage samples)")
     return Agreement(partner, currency, rates, instance_rates, tiers, commit, tuple(limits),
-                     str(doc.get("provider_name") or partner), basis)
+                     str(doc.get("provider_name") or partner), basis,
+                     _effective_from(doc.get("effective_from"), f"{where}.effective_from"))
+
+
+def _effective_from(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, str):
+        raise AgreementError(f"{where}: an ISO-8601 UTC time like \"2026-11-15T00:00:00Z\"")
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        raise AgreementError(f"{where}: {value!r} is not an ISO-8601 time") from None
+    if dt.tzinfo is None:
+        raise AgreementError(f"{where}: {value!r} has no time zone; give UTC (Z)")
+    d = dt - _EPOCH
+    us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    if us <= 0:
+        raise AgreementError(f"{where}: {value!r} is before 1970")
+    return us
 
 
 def parse_agreements(doc: Any) -> dict[str, Agreement]:
@@ -153,12 +236,19 @@ def parse_agreements(doc: Any) -> dict[str, Agreement]:
         doc = doc.get("agreements", [doc])
     if not isinstance(doc, list):
         raise AgreementError("agreements: a JSON list of agreement objects")
-    out: dict[str, Agreement] = {}
+    parsed: dict[str, list[tuple[int, Agreement]]] = {}
     for i, item in enumerate(doc):
         a = parse_agreement(item, f"agreements[{i}]")
-        if a.partner in out:
-            raise AgreementError(f"agreements[{i}].partner: {a.partner!r} appears twice")
-        out[a.partner] = a
+        if any(b.effective_from_us == a.effective_from_us for _, b in parsed.get(a.partner, [])):
+            raise AgreementError(f"agreements[{i}].partner: {a.partner!r} appears twice with the same "
+                                 f"effective_from; give each version of its terms its own effective_from")
+        parsed.setdefault(a.partner, []).append((i, a))
+    out: dict[str, Agreement] = {}
+    for partner, versions in parsed.items():
+        latest = None
+        for _, a in sorted(versions, key=lambda x: x[1].effective_from_us):
+            latest = a.superseding(latest)
+        out[partner] = latest
     return out
 
 
