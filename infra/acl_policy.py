@@ -21,7 +21,8 @@ WRITES = {
 READS = {
     "producer": ("allocations",),
     "discovery": (),
-    "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations"),
+    "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
+                  "billing-lines"),
     "billing": ("allocations", "migrations", "usage", "agreements", "alerts"),
     "worker": tuple(t.name for t in TOPICS),
 }

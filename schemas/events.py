@@ -93,6 +93,9 @@ class ResourceSpec(_Part):
     labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_ITEMS)
     pricing_model: PricingModel = PricingModel.on_demand
     price_per_hour: Price = Field(description="whole-resource price per hour in `currency`")
+    marginal_price_per_hour: Price | None = Field(
+        None, description="own capacity in service: what running it costs per hour (opex, power); "
+                          "amortized capex is sunk, so placement decisions weigh this, reports the full price")
     currency: str = Field("USD", min_length=3, max_length=3)
 
 
@@ -235,6 +238,7 @@ class RejectReason(str, Enum):
     no_resources = "no_resources"                      # no resource available at all (transient)
     deadline_passed = "deadline_passed"
     withdrawn = "withdrawn"                            # its producer released it before it was placed
+    over_price_cap = "over_price_cap"                  # nothing it may use fits within max_price_per_hour
 
 
 #: Rejection codes a later capacity change can resolve (the request stays queued).

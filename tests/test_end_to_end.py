@@ -103,9 +103,22 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
             cap = capacity[pl.resource_id]
             assert u[0] <= cap.vcpu + 1e-9 and u[1] <= cap.memory_bytes and u[2] <= cap.gpu, pl.resource_id
 
-    # 3. Billing equals the usage at the agreed rates (DigitalOcean: flat rates, to the cent).
+    # 3. Billing equals the usage at the agreed rates (DigitalOcean: flat rates, to the cent),
+    #    and the three cost views agree: the partner's bill, the prices the scheduler put on
+    #    its placements (one pricing core), and ClickHouse's v_allocation_usage.
     latest = latest_revisions(lines)
-    assert _do_total(lines) == _do_expected(allocs)
+    assert _do_total(lines) == _do_expected(allocs) == _stamped(allocs, "digitalocean")
+    released = {e.allocation_id for e in allocs if isinstance(e, s.AllocationReleased)}
+    done = [e for e in allocs if getattr(e, "allocation_id", None) in released]
+    view = {r["provider"]: Decimal(r["c"]) for r in store.query(
+        f"SELECT provider, toString(sum(cost)) AS c FROM {store.database}.v_allocation_usage "
+        f"WHERE released_at IS NOT NULL GROUP BY provider")}
+    assert set(view) - {"own"}, "some partner work finished: the comparison is not empty"
+    for provider, cost in view.items():
+        assert cost.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) == _stamped(done, provider), provider
+    gcp_usage = sum((l.amount for l in latest.values() if l.partner_id == "gcp" and l.charge_category == "usage"),
+                    Decimal(0))
+    assert gcp_usage == _stamped(allocs, "gcp")
     gcp_total = sum((l.amount for l in latest.values() if l.partner_id == "gcp"), Decimal(0))
     assert gcp_total >= Decimal("0.50")                     # the commitment is always billed
 
@@ -118,8 +131,15 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
     assert sum(by_tier.values()) == len(placed)
 
 
-def _do_expected(allocs) -> Decimal:
-    """DigitalOcean's bill computed from the allocation events by hand: flat rates, each
+def _stamped(allocs, provider: str) -> Decimal:
+    """A provider's cost from the prices the scheduler put on its placements, each from placed
+    to released (or to the latest event time if still running)."""
+    return _do_expected(allocs, provider)
+
+
+def _do_expected(allocs, stamped: str = "") -> Decimal:
+    """DigitalOcean's bill computed from the allocation events by hand: flat rates (or, with
+    ``stamped`` naming a provider, the price the scheduler put on each placement there), each
     placement from placed to released (or to the latest event time if still running)."""
     placed = [e for e in allocs if isinstance(e, s.AllocationPlaced)]
     watermark = max(e.event_time for e in allocs if isinstance(e, (s.AllocationPlaced, s.AllocationReleased)))
@@ -131,7 +151,9 @@ def _do_expected(allocs) -> Decimal:
         d = end - e.event_time
         hours = Decimal((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) / Decimal(3_600_000_000)
         for pl in e.placements:
-            if pl.provider == "digitalocean":
+            if stamped and pl.provider == stamped:
+                exact += hours * pl.price_per_hour
+            elif not stamped and pl.provider == "digitalocean":
                 c = e.per_replica
                 exact += hours * pl.replicas * (rates["vcpu_hour"] * Decimal(str(c.vcpu))
                                                 + rates["memory_gib_hour"] * Decimal(c.memory_bytes) / GIB

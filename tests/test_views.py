@@ -92,10 +92,11 @@ def test_views_answer_from_events_and_count_a_redelivered_batch_once(any_backend
     st.insert(f"{db}.dead_letters", [dead_letter_row(dl)], dedup_token="dl-1-redelivered")
     assert _answers(st) == first
 
-    # a1 holds 4 of own/n1's 8 vCPU for 2 h: half of 0.0971 USD/h for 2 h.
-    assert first["own_day"] == [{"c": "0.0971", "h": pytest.approx(8.0), "n": first["own_day"][0]["n"]}]
+    # a1's placement was priced 0.40 USD/h (the pricing core's figure for its replicas) and
+    # ran 2 h: 0.80 USD, 8 vCPU-hours.
+    assert first["own_day"] == [{"c": "0.8", "h": pytest.approx(8.0), "n": first["own_day"][0]["n"]}]
     assert int(first["own_day"][0]["n"]) == 1
-    assert first["blended_own"][0]["r"] == pytest.approx(0.0971 / 8)
+    assert first["blended_own"][0]["r"] == pytest.approx(0.8 / 8)
     util = {r["provider"]: r for r in first["util"]}
     assert util["gcp"]["cap"] == 4 and util["gcp"]["used"] == 2 and util["gcp"]["u"] == pytest.approx(0.5)
     assert util["own"]["used"] == 0

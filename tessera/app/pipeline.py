@@ -98,7 +98,7 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     await ensure_topics(settings)
     compile_kernels(say)       # before any consumer joins a group (tessera.app.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
-    scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s)
+    scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s, agreements=agreements)
     billing = BillingWorker(settings, agreements)
     # A fresh broker creates its offsets and transaction logs on first use; joining before
     # that only fills the log with retried coordinator errors.

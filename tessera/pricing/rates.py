@@ -110,3 +110,7 @@ class OwnCost:
         if hourly <= 0:
             raise PricingError("own capacity must cost something per hour (set capex and/or opex)")
         return hourly
+
+    def marginal_per_hour(self) -> Decimal:
+        """What running a node already in service costs per hour: opex only (capex is sunk)."""
+        return q(Decimal(self.opex_per_hour))

@@ -24,14 +24,18 @@ from typing import Iterable
 
 import numpy as np
 
+from tessera.pricing.agreements import AgreementError, parse_agreement
+from tessera.pricing.book import PriceBook, PricedResource, period_of_us
 from tessera.schemas import (
     GIB,
     TIER_RANK,
     TRANSIENT_REJECTIONS,
+    AgreementUpdated,
     AllocationPlaced,
     AllocationQueued,
     AllocationRejected,
     AllocationReleased,
+    BillingLine,
     Capacity,
     Event,
     Forecast,
@@ -86,10 +90,11 @@ class ResourceState:
     provider: str
     region: str
     capacity: tuple[float, ...]
-    price: Decimal
+    price: Decimal          # what opening it costs per hour, from the price book
     tags: frozenset[str]
     healthy: bool = True
     used: list[float] = field(default_factory=lambda: [0.0] * len(DIMS))
+    offer: PricedResource | None = None
 
     @property
     def free(self) -> tuple[float, ...]:
@@ -133,6 +138,10 @@ class Scheduler:
     #: Batches larger than this get the greedy only: a large batch means requests arrive
     #: fast, and then the search's milliseconds are latency for all of them.
     search_batch_max: int = 32
+    #: The one price truth (tessera.pricing.book): agreements and each partner's month to date.
+    prices: PriceBook = field(default_factory=PriceBook)
+    #: The time prices are read at (epoch microseconds): the latest batch's.
+    _now_us: int = field(default=0, init=False, repr=False)
     #: The packer's view of ``resources`` (arrays), kept between batches: rebuilt when
     #: resources or their health change, and row by row when capacity is used or freed.
     _table: ResourceTable | None = field(default=None, init=False, repr=False)
@@ -160,10 +169,14 @@ class Scheduler:
         if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
             sp = event.spec
             old = self.resources.get(event.resource_id)
-            st = ResourceState(event.resource_id, sp.provider, sp.region, _vec(sp.capacity), sp.price_per_hour,
+            c = sp.capacity
+            offer = PricedResource(sp.provider, sp.instance_type, c.vcpu, c.memory_bytes / GIB, float(c.gpu),
+                          sp.price_per_hour, sp.marginal_price_per_hour)
+            st = ResourceState(event.resource_id, sp.provider, sp.region, _vec(sp.capacity),
+                               self.prices.opening_price(offer, self._now_us),
                                frozenset(t for t in sp.tags if not t.startswith("taint:")),
                                healthy=old.healthy if old else True,
-                               used=old.used if old else [0.0] * len(DIMS))
+                               used=old.used if old else [0.0] * len(DIMS), offer=offer)
             if any(t.startswith("taint:") for t in sp.tags):
                 st.healthy = False  # tainted nodes take no new work
             self._count_places(old, -1)
@@ -178,12 +191,41 @@ class Scheduler:
             st = self.resources.get(event.resource_id)
             if st is not None:
                 st.healthy = event.status == HealthStatus.healthy
+        elif isinstance(event, AgreementUpdated):
+            try:
+                self.prices.set_agreement(parse_agreement(event.agreement))
+            except AgreementError as exc:
+                return f"refused: {exc}"
+            self.reprice(self._now_us)
+        elif isinstance(event, BillingLine):
+            if self.prices.observe_line(event):
+                self.reprice(self._now_us, event.partner_id)
         elif isinstance(event, UsageLimitAlert) and event.lifted:
             self.blocked_until.pop(event.partner_id, None)     # the limit was raised
         elif isinstance(event, UsageLimitAlert) and event.enforcement == "hard":
             # A partner over its hard limit takes no new work until its billing period ends.
             end = _period_end(event.period_start)
             self.blocked_until[event.partner_id] = max(self.blocked_until.get(event.partner_id, 0.0), end)
+
+    def reprice(self, t_us: int, provider: str | None = None) -> None:
+        """Read opening prices from the price book again (all, or one provider's) at ``t_us``;
+        the packer's table is rebuilt when any changed."""
+        self._now_us = t_us
+        changed = False
+        for st in self.resources.values():
+            if st.offer is not None and (provider is None or st.provider == provider):
+                price = self.prices.opening_price(st.offer, t_us)
+                if price != st.price:
+                    st.price, changed = price, True
+        if changed:
+            self._table = None
+
+    def placement_price(self, resource_id: str, per_replica: Capacity, replicas: int) -> Decimal:
+        """What ``replicas`` of ``per_replica`` on the resource cost per hour (what billing charges)."""
+        st = self.resources[resource_id]
+        if st.offer is None:
+            return st.price
+        return self.prices.replicas_price(st.offer, _vec(per_replica)[:3], replicas, self._now_us)
 
     def submit(self, request: WorkloadRequest, now: float, now_dt: datetime) -> list[Event]:
         if request.request_id in self.decided or request.request_id in self.queue:
@@ -219,6 +261,10 @@ class Scheduler:
         batch = self.queue.next_batch(now)
         if not batch:
             return out
+        t_us = int(now_dt.timestamp() * 1_000_000)
+        if period_of_us(t_us) != period_of_us(self._now_us):
+            self.reprice(t_us)          # a new month: tiers and commitments start again
+        self._now_us = t_us
         pack_res = self._available(self._blocked(now_dt))
         pack_req = []
         for q in batch:
@@ -227,8 +273,12 @@ class Scheduler:
                                         _vec(rq.per_replica), frozenset(rq.required_tags),
                                         frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
                                         rq.spread_min, seq=q.seq))
-        result = self._pack_or_split(pack_req, pack_res)
         by_id = {q.request.request_id: q for q in batch}
+        capped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is not None]
+        uncapped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is None]
+        result = self._pack_or_split(uncapped, pack_res) if uncapped else PackResult()
+        if capped:
+            self._pack_capped(capped, by_id, _after(pack_res, uncapped, result), result)
         for rid, placements in result.placements.items():
             q = by_id[rid]
             out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt))
@@ -347,6 +397,32 @@ class Scheduler:
         first.free_after_rows = first.opened_rows = None
         return first
 
+    def _pack_capped(self, reqs: list[PackRequest], by_id: dict, res: ResourceTable, into: PackResult) -> None:
+        """Requests with a ``max_price_per_hour``, one by one after the rest of the batch, each
+        on the resources where all its replicas together stay within the cap (prices are
+        linear in replicas, so any split of them stays within it too). A request that could
+        not fit within its cap even on empty resources is refused with ``over_price_cap``;
+        one that could waits for capacity like any other."""
+        for r in reqs:
+            request = by_id[r.id].request
+            cap = request.max_price_per_hour
+            within = np.array([self.placement_price(rid, request.per_replica, r.replicas) <= cap
+                               for rid in res.ids], dtype=np.bool_)
+            part = self._pack_or_split([r], res.with_state(np.where(within[:, None], res.free, 0.0)))
+            why = part.rejected.get(r.id)
+            if why is not None and why.code in TRANSIENT_REJECTIONS:
+                ever = pack_batch([r], res.with_state(np.where(within[:, None], res.cap, 0.0),
+                                                      np.zeros(len(res), dtype=np.bool_)), effort=NO_SEARCH)
+                if r.id not in ever.placements:
+                    part.rejected[r.id] = Rejection(
+                        RejectReason.over_price_cap,
+                        f"nothing it may use fits within max_price_per_hour {cap} (with all resources free)")
+            into.placements.update(part.placements)
+            into.rejected.update(part.rejected)
+            into.opened += part.opened
+            into.cost += part.cost
+            res = _after(res, [r], part)
+
     def _pack_with_reservations(self, reqs: list[PackRequest], res: ResourceTable):
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
         effort = self.effort if len(reqs) <= self.search_batch_max else NO_SEARCH
@@ -389,7 +465,7 @@ class Scheduler:
         duration = request.expected_duration_seconds
         alloc_id = f"alloc:{request.request_id}"
         events = [Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
-                            price_per_hour=self.resources[r].price) for r, k in placements]
+                            price_per_hour=self.placement_price(r, request.per_replica, k)) for r, k in placements]
         self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
                               request.sla_tier.value, request.per_replica, events))
         self.queue.remove(request.request_id)

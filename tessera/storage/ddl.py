@@ -115,9 +115,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
             """
             CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS
-            -- Cost is the placement's share of its resource's price (by vCPU; the whole
-            -- price when the resource has no vCPU count) over the hours it ran, so it adds up
-            -- to what the capacity in use costs, own or partner.
+            -- Cost is the placement's price (the scheduler's, from the pricing core: what the
+            -- partner bills for these replicas, or their share of an own node's full cost)
+            -- over the hours it ran, so it agrees with the partners' bills.
             SELECT pl.allocation_id AS allocation_id, pl.request_id AS request_id, pl.tenant AS tenant,
                    pl.sla_tier AS sla_tier, pl.placed_at AS placed_at, pl.queued_seconds AS queued_seconds,
                    pl.vcpu_per_replica AS vcpu_per_replica, pl.resource_id AS resource_id, pl.provider AS provider,
@@ -126,7 +126,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                    dateDiff('microsecond', pl.placed_at, if(r.released_at IS NULL, now64(6), r.released_at))
                        / 3600e6 AS hours,
                    if(res.vcpu > 0, least(pl.vcpu_per_replica * pl.replicas / res.vcpu, 1.0), 1.0) AS capacity_share,
-                   toDecimal128(hours * capacity_share, 9) * ifNull(res.price_per_hour, pl.price_per_hour) AS cost,
+                   toDecimal128(hours, 9) * pl.price_per_hour AS cost,
                    hours * pl.vcpu_per_replica * pl.replicas AS vcpu_hours
             FROM {db}.v_placements AS pl
             LEFT JOIN (

@@ -159,12 +159,21 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
     from tessera.app.warmup import compile_kernels
+    from tessera.pricing.agreements import AgreementError, load_agreements
+
+    # The scheduler prices partners by the same agreements billing charges (optional: without
+    # them it uses the discovered list prices; updates also arrive on the agreements topic).
+    try:
+        agreements = load_agreements(s.billing_agreements) if s.billing_agreements else {}
+    except (OSError, AgreementError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         stop = await _prepare_service(s)
         compile_kernels(lambda text: print(text, file=sys.stderr), forecasts=False)   # before joining the group
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
-                                 aging_s=args.aging_s)
+                                 aging_s=args.aging_s, agreements=agreements)
         print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"
               " (Ctrl-C to stop)", file=sys.stderr)
         await worker.run(stop)

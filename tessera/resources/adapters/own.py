@@ -50,6 +50,7 @@ class OwnInventoryAdapter:
                     region=self.region, capacity=Capacity(vcpu=vcpu, memory_bytes=mem, gpu=gpus),
                     gpu_model=(row.get("model") or "") if gpus else "", tags=sorted(self.tags),
                     pricing_model=PricingModel.own, price_per_hour=self.cost.per_hour(vcpu, gpus),
+                    marginal_price_per_hour=self.cost.marginal_per_hour(),
                     currency=self.currency,
                 )
                 out.append(DiscoveredResource(f"{self.partner}/{row['sn']}", spec))
