@@ -144,6 +144,9 @@ class Scheduler:
     _now_us: int = field(default=0, init=False, repr=False)
     #: The packer's view of ``resources`` (arrays), kept between batches: rebuilt when
     #: resources or their health change, and row by row when capacity is used or freed.
+    #: Resources already running (paid for) even while empty: opening them costs nothing
+    #: more. (Resources holding work always count as running.)
+    running: set[str] = field(default_factory=set)
     _table: ResourceTable | None = field(default=None, init=False, repr=False)
     _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
@@ -219,6 +222,14 @@ class Scheduler:
                     st.price, changed = price, True
         if changed:
             self._table = None
+
+    def set_running(self, resource_id: str, running: bool) -> None:
+        """Mark a resource as running (paid for whether or not it holds work) or not."""
+        if running:
+            self.running.add(resource_id)
+        else:
+            self.running.discard(resource_id)
+        self._dirty.add(resource_id)
 
     def placement_price(self, resource_id: str, per_replica: Capacity, replicas: int) -> Decimal:
         """What ``replicas`` of ``per_replica`` on the resource cost per hour (what billing charges)."""
@@ -320,8 +331,8 @@ class Scheduler:
         if self._table is None:
             states = list(self.resources.values())
             self._table = ResourceTable.from_resources(
-                [PackResource(r.resource_id, r.provider, r.region, r.free, r.capacity, r.price, r.tags, r.open)
-                 for r in states], len(DIMS))
+                [PackResource(r.resource_id, r.provider, r.region, r.free, r.capacity, r.price, r.tags,
+                              r.open or r.resource_id in self.running) for r in states], len(DIMS))
             self._rows = {r.resource_id: i for i, r in enumerate(states)}
             self._healthy = np.array([r.healthy for r in states], dtype=np.bool_)
             self._dirty.clear()
@@ -330,7 +341,8 @@ class Scheduler:
             rows = [row for row, _ in dirty]
             used = np.array([u for _, u in dirty]).reshape(len(rows), -1)
             self._table.free[rows] = np.maximum(self._table.cap[rows] - used, 0.0)
-            self._table.open[rows] = (used > 1e-9).any(axis=1)
+            self._table.open[rows] = (used > 1e-9).any(axis=1) | np.array(
+                [self._table.ids[row] in self.running for row in rows], dtype=np.bool_)
             self._dirty.clear()
         return self._table
 

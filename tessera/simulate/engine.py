@@ -1,0 +1,488 @@
+"""Replay a trace through the live cores under a virtual clock: no Kafka, deterministic.
+
+The same modules the workers run decide here: the scheduler core (queue, packing kernel,
+price book), the demand engine (``SeriesForecaster``) and billing's state machine (ledger
+and allocation lifecycle). Only time is virtual: events (arrivals, releases, VMs becoming
+usable, control ticks) are taken from a heap in time order.
+
+The controller keeps partner capacity warm. Every ``interval_s`` it sets a vCPU target and
+opens partner VMs (cheapest opening price per vCPU first, from the price book) up to it,
+or closes VMs idle for the partner's ``idle_close_s`` beyond it. A VM is usable
+``lead_time_s`` after it is opened and is paid from open to close. Whatever the policy,
+work that waits for capacity makes it open VMs for that work (the reactive floor).
+
+Policies set the target:
+
+* ``reactive``: current demand + a static warm buffer (``buffer_vcpu``);
+* ``predictive``: the demand engine's forecast, learnt online, never ahead of the trace,
+  at quantile ``quantile`` over the steps that cover the lead time;
+* ``oracle``: the realised demand over the same steps (the trace's own future);
+* ``learned``: predictive, with the quantile chosen per context (hour of day) online by a
+  River bandit from the realised reward (``tessera.simulate.tuning``).
+
+Demand is the trace's offered load: vCPU of requests submitted and not yet finished,
+counted as if each ran from its submission (so what the controller learns and the oracle
+sees do not depend on the policy's own waits).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Sequence
+
+import numpy as np
+
+from tessera.billing.lifecycle import OWN
+from tessera.billing.state import BillingState
+from tessera.billing.usage import US, UsageRecord, period_of
+from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
+from tessera.pricing.agreements import Agreement
+from tessera.pricing.book import PriceBook, Standing
+from tessera.scheduler.core import Scheduler
+from tessera.schemas import (
+    TIER_RANK,
+    AllocationPlaced,
+        AllocationRejected,
+    HealthChanged,
+    HealthStatus,
+    RejectReason,
+    ResourceDiscovered,
+)
+
+from .fleet import Fleet, instance_agreements
+from .trace import TracedRequest
+from .tuning import QuantileTuner
+
+GIB_BYTES = 1 << 30
+POLICIES = ("reactive", "predictive", "oracle", "learned")
+DEFAULT_SLA_TARGETS = {"platinum": 30.0, "gold": 120.0, "silver": 600.0, "bronze": 3600.0}
+#: Rejections that count as an SLA miss ("rejected for capacity").
+CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacity, RejectReason.no_resources,
+                       RejectReason.deadline_passed, RejectReason.spread_impossible}
+_ARRIVE, _RELEASE, _READY, _TICK = 0, 1, 2, 3
+
+
+@dataclass
+class SimConfig:
+    policy: str = "predictive"
+    sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
+    interval_s: float = 300.0
+    buffer_vcpu: float = 0.0          # reactive: the static warm buffer
+    quantile: float = 0.9             # predictive / oracle headroom quantile
+    seed: int = 0
+    #: What one SLA miss costs in the learned policy's reward (base currency).
+    miss_penalty: Decimal = Decimal("1.00")
+
+
+@dataclass
+class Timeline:
+    t: list[float] = field(default_factory=list)
+    cost_rate: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    warm_vcpu: list[float] = field(default_factory=list)
+    used_vcpu: list[float] = field(default_factory=list)
+    demand: list[float] = field(default_factory=list)
+    band: list[tuple[float, float, float]] = field(default_factory=list)   # forecast lo, mid, hi
+
+
+@dataclass
+class SimResult:
+    policy: str
+    requests: int
+    cost_total: Decimal
+    cost_by_provider: dict[str, Decimal]
+    sla_miss_rate: float
+    sla_miss_rate_by_tier: dict[str, float]
+    mean_utilization: float
+    migrations: int
+    wall_s: float
+    placed: dict[str, list[tuple[str, int]]]
+    buffer_vcpu: float = 0.0
+    timeline: Timeline = field(default_factory=Timeline)
+    tuner_choices: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"policy": self.policy, "requests": self.requests, "cost_total": format(self.cost_total, "f"),
+                "cost_by_provider": {k: format(v, "f") for k, v in sorted(self.cost_by_provider.items())},
+                "sla_miss_rate": round(self.sla_miss_rate, 6),
+                "sla_miss_rate_by_tier": {k: round(v, 6) for k, v in self.sla_miss_rate_by_tier.items()},
+                "mean_utilization": round(self.mean_utilization, 6), "migrations": self.migrations,
+                "wall_s": round(self.wall_s, 3), "buffer_vcpu": self.buffer_vcpu,
+                "tuner_choices": self.tuner_choices}
+
+
+@dataclass
+class _Vm:
+    resource_id: str
+    provider: str
+    instance_type: str
+    vcpu: float
+    gpu: int
+    state: str = "closed"             # closed | opening | open
+    opened_at: float = 0.0
+    idle_since: float = 0.0
+
+
+def offered_load(trace: Sequence[TracedRequest], interval_s: float, end: float) -> np.ndarray:
+    """vCPU submitted and not yet finished, peak per interval (the demand series)."""
+    n = int(end // interval_s) + 2
+    diff = np.zeros(n + 1)
+    for r in trace:
+        v = r.request.per_replica.vcpu * r.request.replicas
+        a, b = int(r.at // interval_s), int((r.at + r.duration_s) // interval_s)
+        diff[a] += v
+        diff[min(b + 1, n)] -= v
+    return np.cumsum(diff)[:n]
+
+
+class Simulation:
+    def __init__(self, fleet: Fleet, agreements: dict[str, Agreement], trace: Sequence[TracedRequest],
+                 start: datetime, config: SimConfig):
+        if config.policy not in POLICIES:
+            raise ValueError(f"policy {config.policy!r} unknown; use one of {', '.join(POLICIES)}")
+        self.fleet, self.trace, self.start, self.cfg = fleet, list(trace), start, config
+        self.agreements = instance_agreements(fleet, agreements)
+        self.start_us = int(start.timestamp() * US)
+        self.book = PriceBook(dict(self.agreements), fx=fleet.fx)
+        self.core = Scheduler(prices=self.book, aging_s=config.sla_targets.get("silver", 600.0))
+        self.core.reprice(self.start_us)
+        self.billing = BillingState(dict(self.agreements), grace_s=0.0)
+        self.vms: dict[str, _Vm] = {}
+        self.heap: list[tuple[float, int, int, object]] = []
+        self._seq = 0
+        self.submitted: dict[str, tuple[float, str]] = {}     # request id -> (submit time, tier)
+        self.waits: dict[str, float] = {}
+        self.missed: set[str] = set()
+        self.placed: dict[str, list[tuple[str, int]]] = {}
+        self.instance_usage: list[UsageRecord] = []
+        self.timeline = Timeline()
+        self.end = max((r.at + r.duration_s for r in self.trace), default=0.0) + config.interval_s
+        self.load = offered_load(self.trace, config.interval_s, self.end)
+        self.steps = max(1, math.ceil(max((fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers),
+                                          default=0.0) / config.interval_s) + 1)
+        self.forecaster = None
+        if config.policy in ("predictive", "learned"):
+            season = max(2, int(round(86_400 / config.interval_s)))
+            levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
+            self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps, quantiles=levels,
+                                                              interval_s=int(config.interval_s), season=season))
+        self.tuner = QuantileTuner(seed=config.seed) if config.policy == "learned" else None
+        self._util_samples: list[float] = []
+
+    # -- the clock --------------------------------------------------------------
+    def _push(self, t: float, kind: int, payload: object) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (t, kind, self._seq, payload))
+
+    def _dt(self, t: float) -> datetime:
+        return self.start + timedelta(seconds=t)
+
+    def run(self) -> SimResult:
+        wall0 = time.perf_counter()
+        for e in (*self.fleet.own, *self.fleet.offers):
+            self.core.apply(ResourceDiscovered(resource_id=e.resource_id, spec=e.spec, event_time=self.start))
+        for e in self.fleet.own:
+            self.core.set_running(e.resource_id, True)          # in service: capex is sunk
+        for e in self.fleet.offers:
+            s = e.spec
+            self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
+            self._health(e.resource_id, False, 0.0)
+        for r in self.trace:
+            self._push(r.at, _ARRIVE, r)
+        t = 0.0
+        while t <= self.end:
+            self._push(t, _TICK, None)
+            t += self.cfg.interval_s
+        while self.heap:
+            now = self.heap[0][0]
+            while self.heap and self.heap[0][0] == now:
+                _, kind, _, payload = heapq.heappop(self.heap)
+                self._handle(kind, payload, now)
+            if len(self.core.queue):
+                self._batch(now)
+                if len(self.core.queue):
+                    self._open_for_waiting(now)
+        return self._result(time.perf_counter() - wall0)
+
+    def _handle(self, kind: int, payload, now: float) -> None:
+        if kind == _ARRIVE:
+            r: TracedRequest = payload
+            self.submitted[r.request.request_id] = (now, r.request.sla_tier.value)
+            self.core.submit(r.request, now, self._dt(now))
+        elif kind == _RELEASE:
+            for e in self.core.release(payload, "completed"):
+                self.billing.apply(e.model_copy(update={"event_time": self._dt(now)}))
+                for p in e.placements:              # a VM's idle time counts from its last work
+                    if p.resource_id in self.vms:
+                        self.vms[p.resource_id].idle_since = now
+        elif kind == _READY:
+            vm = self.vms[payload]
+            if vm.state == "opening":
+                vm.state, vm.idle_since = "open", now
+                self.core.set_running(vm.resource_id, True)
+                self._health(vm.resource_id, True, now)
+        elif kind == _TICK:
+            self._control(now)
+
+    def _health(self, rid: str, healthy: bool, now: float) -> None:
+        self.core.apply(HealthChanged(resource_id=rid, event_time=self._dt(now),
+                                      status=HealthStatus.healthy if healthy else HealthStatus.unhealthy,
+                                      previous=HealthStatus.unhealthy if healthy else HealthStatus.healthy,
+                                      reason="simulated open" if healthy else "simulated closed"))
+
+    def _batch(self, now: float) -> None:
+        dt = self._dt(now)
+        for e in self.core.run_batch(now, dt):
+            if isinstance(e, AllocationPlaced):
+                rid = e.request_id
+                sub, tier = self.submitted[rid]
+                self.waits[rid] = now - sub
+                if now - sub > self.cfg.sla_targets.get(tier, math.inf):
+                    self.missed.add(rid)
+                self.placed[rid] = [(p.resource_id, p.replicas) for p in e.placements]
+                self.billing.apply(e.model_copy(update={"event_time": dt}))
+                self._push(now + (e.expires_at - dt).total_seconds() if e.expires_at else self.end, _RELEASE,
+                           e.allocation_id)
+            elif isinstance(e, AllocationRejected) and e.code in CAPACITY_REJECTIONS:
+                self.missed.add(e.request_id)
+
+    # -- the controller -----------------------------------------------------------
+    def _demand_now(self) -> float:
+        queued = sum(q.request.per_replica.vcpu * q.request.replicas for q in self.core.queue)
+        return sum(self.core.vcpu_in_use_by_tier().values()) + queued
+
+    def _target(self, now: float, step: int) -> tuple[float, tuple[float, float, float]]:
+        cfg = self.cfg
+        demand = self._demand_now()
+        band = (math.nan, math.nan, math.nan)
+        if cfg.policy == "reactive":
+            return demand + cfg.buffer_vcpu, band
+        if cfg.policy == "oracle":
+            ahead = self.load[step:step + self.steps + 1]
+            return max(demand, float(ahead.max()) if len(ahead) else 0.0), band
+        q = cfg.quantile if self.tuner is None else self.tuner.choose(self._dt(now))
+        if step == 0:
+            return demand, band
+        levels = self.forecaster.forecast().as_dicts()
+        peak = max((lv.get(_level_key(q), 0.0) for lv in levels), default=0.0)
+        first = levels[0]
+        band = (first.get("0.05", math.nan), first.get("0.5", math.nan), first.get("0.95", math.nan))
+        return max(demand, peak), band
+
+    def _control(self, now: float) -> None:
+        step = int(now // self.cfg.interval_s)
+        if self.forecaster is not None and step > 0:
+            self.forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s, float(self.load[step - 1]))
+        if self.tuner is not None:
+            self.tuner.reward(self._reward_since_last(now))
+        target, band = self._target(now, step)
+        self._standings(now)
+        own_vcpu = sum(r.spec.capacity.vcpu for r in self.fleet.own)
+        warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state != "closed")
+        if target > warm:
+            self._open(target - warm, now, gpu=False)
+        if len(self.core.queue):
+            self._open_for_waiting(now)
+        elif target < warm:
+            self._close(warm - target, now)
+        used = sum(self.core.vcpu_in_use_by_tier().values())
+        warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state == "open")
+        tl = self.timeline
+        tl.t.append(now)
+        tl.warm_vcpu.append(warm)
+        tl.used_vcpu.append(used)
+        tl.demand.append(float(self.load[step]) if step < len(self.load) else 0.0)
+        tl.band.append(band)
+        rates: dict[str, float] = defaultdict(float)
+        for r in self.fleet.own:
+            rates[OWN] += float(r.spec.price_per_hour)
+        for v in self.vms.values():
+            if v.state != "closed":
+                rates[v.provider] += float(self.core.resources[v.resource_id].offer.list_price)
+        for p in {OWN, *(v.provider for v in self.vms.values())}:
+            tl.cost_rate[p].append(rates.get(p, 0.0))
+        if warm > 0:
+            self._util_samples.append(used / warm)
+
+    def _standings(self, now: float) -> None:
+        """Feed billing's month to date back into the price book (tiers, commitments)."""
+        for partner, a in self.agreements.items():
+            if not (a.monthly_commit or a.tiers):
+                continue
+            view = self.billing.view()
+            period = period_of(self.start_us + int(now * US))
+            units = {u: n for (p, per, u), n in view.usage.items() if p == partner and per == period}
+            inv = view.invoice(partner, period)
+            spend = sum(l.numerator for l in inv.lines if l.charge_category != "commitment_shortfall")
+            self.book.set_standing(partner, Standing(period, units, spend // (3_600_000_000 * 1000)))
+            self.core.reprice(self.start_us + int(now * US), partner)
+
+    def _candidates(self, gpu: bool) -> list[_Vm]:
+        t_us = self.core._now_us
+        closed = [v for v in self.vms.values() if v.state == "closed" and (v.gpu > 0) == gpu]
+        return sorted(closed, key=lambda v: (self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
+                                             / Decimal(repr(max(v.gpu if gpu else v.vcpu, 1e-9))), v.resource_id))
+
+    def _open_vm(self, vm: _Vm, now: float) -> None:
+        vm.state, vm.opened_at = "opening", now
+        self._push(now + self.fleet.timing_of(vm.provider).lead_time_s, _READY, vm.resource_id)
+
+    def _open(self, vcpu: float, now: float, gpu: bool) -> None:
+        for vm in self._candidates(gpu):
+            if vcpu <= 0:
+                break
+            self._open_vm(vm, now)
+            vcpu -= vm.vcpu
+
+    def _open_for_waiting(self, now: float) -> None:
+        """Work that waits opens capacity for itself: per waiting request (in the queue's
+        order), the cheapest closed VM per unit that holds one replica, until VMs opening or
+        open and empty cover its replicas."""
+        coming = [v for v in self.vms.values() if v.state == "opening"]
+        for q in self.core.queue.ordered(now):
+            per = q.request.per_replica
+            need = (per.vcpu, per.memory_bytes, per.gpu)
+            left = q.request.replicas
+            for v in coming:
+                cap = self.core.resources[v.resource_id].capacity
+                if left > 0 and _fits(need, cap):
+                    left -= _how_many(need, cap)
+            if left <= 0:
+                continue
+            gpu = per.gpu > 0
+            for vm in self._candidates(gpu):
+                cap = self.core.resources[vm.resource_id].capacity
+                if not _fits(need, cap):
+                    continue
+                self._open_vm(vm, now)
+                coming.append(vm)
+                left -= _how_many(need, cap)
+                if left <= 0:
+                    break
+
+    def _close(self, surplus: float, now: float) -> None:
+        t_us = self.core._now_us
+        idle = [v for v in self.vms.values() if v.state == "open" and not self._busy(v.resource_id)]
+        idle.sort(key=lambda v: -self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
+                  / Decimal(repr(max(v.vcpu, 1e-9))))
+        for v in idle:
+            if v.vcpu > surplus or now - v.idle_since < self.fleet.timing_of(v.provider).idle_close_s:
+                continue
+            self._close_vm(v, now)
+            surplus -= v.vcpu
+
+    def _busy(self, rid: str) -> bool:
+        return any(u > 1e-9 for u in self.core.resources[rid].used)
+
+    def _close_vm(self, v: _Vm, now: float) -> None:
+        self.instance_usage.append(self._instance_record(v, now))
+        v.state = "closed"
+        self.core.set_running(v.resource_id, False)
+        self._health(v.resource_id, False, now)
+
+    def _instance_record(self, v: _Vm, end: float) -> UsageRecord:
+        return UsageRecord(event_id=f"vm:{v.resource_id}:{v.opened_at}", partner=v.provider, allocation_id="",
+                           resource_id=v.resource_id, start_us=self.start_us + int(v.opened_at * US),
+                           end_us=self.start_us + int(end * US), vcpu_milli=0, memory_milli=0, gpu_milli=0,
+                           instance_type=v.instance_type)
+
+    _last_reward_at = 0.0
+    _last_cost = Decimal(0)
+    _last_missed = 0
+
+    def _reward_since_last(self, now: float) -> float:
+        cost = self._running_cost(now)
+        d_cost = cost - self._last_cost
+        d_missed = len(self.missed) - self._last_missed
+        self._last_cost, self._last_missed = cost, len(self.missed)
+        return -float(d_cost + self.cfg.miss_penalty * d_missed)
+
+    def _running_cost(self, now: float) -> Decimal:
+        total = Decimal(0)
+        for v in self.vms.values():
+            if v.state != "closed":
+                hours = Decimal(repr(now - v.opened_at)) / 3600
+                total += self.core.resources[v.resource_id].offer.list_price * hours
+        for rec in self.instance_usage:
+            hours = Decimal(rec.end_us - rec.start_us) / (3600 * US)
+            total += self.core.resources[rec.resource_id].offer.list_price * hours
+        return total
+
+    # -- the result -----------------------------------------------------------------
+    def _result(self, wall: float) -> SimResult:
+        end = self.end
+        for v in self.vms.values():
+            if v.state != "closed":
+                self.instance_usage.append(self._instance_record(v, end))
+                v.state = "closed"
+        ledger = self.billing.view()
+        for rec in self.instance_usage:
+            ledger.add(rec)
+        by_provider: dict[str, Decimal] = defaultdict(Decimal)
+        for partner, period in ledger.periods():
+            inv = ledger.invoice(partner, period)
+            by_provider[partner] += self.fleet.fx.to_base(Decimal(inv.total), inv.currency)
+        hours = Decimal(repr(end)) / 3600
+        own = sum((r.spec.price_per_hour for r in self.fleet.own), Decimal(0)) * hours
+        if own:
+            by_provider[OWN] = own.quantize(Decimal("0.01"))
+        # requests still waiting at the end: a miss if they waited past their target
+        for q in self.core.queue:
+            rid = q.request.request_id
+            sub, tier = self.submitted[rid]
+            if end - sub > self.cfg.sla_targets.get(tier, math.inf):
+                self.missed.add(rid)
+        n = len(self.trace)
+        by_tier: dict[str, list[int]] = {t: [0, 0] for t in TIER_RANK}
+        for rid, (_, tier) in self.submitted.items():
+            by_tier[tier][0] += 1
+            by_tier[tier][1] += rid in self.missed
+        return SimResult(
+            policy=self.cfg.policy, requests=n, cost_total=sum(by_provider.values(), Decimal(0)),
+            cost_by_provider=dict(by_provider), sla_miss_rate=len(self.missed) / n if n else 0.0,
+            sla_miss_rate_by_tier={t: m / c for t, (c, m) in by_tier.items() if c},
+            mean_utilization=float(np.mean(self._util_samples)) if self._util_samples else 0.0,
+            migrations=0, wall_s=wall, placed=self.placed, buffer_vcpu=self.cfg.buffer_vcpu,
+            timeline=self.timeline, tuner_choices=self.tuner.choices() if self.tuner else {})
+
+
+def _fits(need: tuple[float, int, int], cap: tuple[float, ...]) -> bool:
+    return need[0] <= cap[0] + 1e-9 and need[1] / GIB_BYTES <= cap[1] + 1e-9 and need[2] <= cap[2] + 1e-9
+
+
+def _how_many(need: tuple[float, int, int], cap: tuple[float, ...]) -> int:
+    """Replicas of ``need`` one empty resource of capacity ``cap`` holds."""
+    ratios = [c / x for x, c in ((need[0], cap[0]), (need[1] / GIB_BYTES, cap[1]), (need[2], cap[2])) if x > 0]
+    return max(1, int(min(ratios) + 1e-9)) if ratios else 1
+
+
+def simulate(fleet: Fleet, agreements: dict[str, Agreement], trace: Sequence[TracedRequest], start: datetime,
+             config: SimConfig, buffers: Sequence[float] = (0, 4, 8, 16, 32, 64, 128, 256, 512),
+             miss_target: float = 0.01, progress=None) -> SimResult:
+    """Run one policy. ``reactive`` searches the smallest static buffer on ``buffers`` that
+    keeps SLA misses at or under ``miss_target`` (the best a user can do without prediction);
+    the result reports the buffer chosen and the wall time of the whole search."""
+    if config.policy != "reactive":
+        return Simulation(fleet, agreements, trace, start, config).run()
+    wall = 0.0
+    best = None
+    for b in buffers:
+        if progress:
+            progress(f"reactive: trying a warm buffer of {b:g} vCPU")
+        r = Simulation(fleet, agreements, trace, start, _with(config, buffer_vcpu=float(b))).run()
+        wall += r.wall_s
+        best = r
+        if r.sla_miss_rate <= miss_target:
+            break
+    best.wall_s = wall
+    return best
+
+
+def _with(cfg: SimConfig, **changes) -> SimConfig:
+    from dataclasses import replace
+    return replace(cfg, **changes)

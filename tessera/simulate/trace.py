@@ -1,0 +1,105 @@
+"""A request trace (REQ.csv) as workload requests, normalised once, here.
+
+Columns: ``submit_time`` (seconds from trace start, or ISO-8601 UTC), ``duration_s``,
+``vcpu``, ``memory_gib``, optional ``gpu``, ``replicas`` (default 1), ``tier`` (default
+silver), ``tenant``, ``tags_required`` and ``regions`` (``;``-separated).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from tessera.schemas import TIER_RANK, Capacity, WorkloadRequest
+
+GIB = 1 << 30
+#: Where a trace given in seconds from its start is put on the calendar (a Monday, UTC).
+DEFAULT_START = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+
+class TraceError(ValueError):
+    """A trace row that cannot be used; the message names the line and the field."""
+
+
+@dataclass(frozen=True)
+class TracedRequest:
+    at: float                  # seconds from the trace start
+    duration_s: float
+    request: WorkloadRequest
+
+
+def _number(row: dict, key: str, where: str, default: str | None = None) -> float:
+    raw = (row.get(key) or "").strip() or default
+    if raw is None:
+        raise TraceError(f"{where}: column {key!r} is required")
+    try:
+        v = float(raw)
+    except ValueError:
+        raise TraceError(f"{where}: {key} = {raw!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise TraceError(f"{where}: {key} = {raw!r} must be a finite number >= 0")
+    return v
+
+
+def _time(raw: str, where: str) -> float | datetime:
+    raw = raw.strip()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise TraceError(f"{where}: submit_time {raw!r} is neither seconds nor an ISO-8601 time") from None
+    if dt.tzinfo is None:
+        raise TraceError(f"{where}: submit_time {raw!r} has no time zone; give UTC (Z)")
+    return dt
+
+
+def _list(raw: str | None) -> list[str]:
+    return [x.strip() for x in (raw or "").split(";") if x.strip()]
+
+
+def load_trace(path: str | Path) -> tuple[datetime, list[TracedRequest]]:
+    """The trace's start on the calendar and its requests in submit order."""
+    p = Path(path)
+    if not p.is_file():
+        raise TraceError(f"requests file {p} not found")
+    rows = []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"submit_time", "duration_s", "vcpu", "memory_gib"} - set(reader.fieldnames or ())
+        if missing:
+            raise TraceError(f"{p}: columns {', '.join(sorted(missing))} missing (see `tessera simulate --help`)")
+        for i, row in enumerate(reader):
+            where = f"{p.name}:{i + 2}"
+            rows.append((where, row, _time(row.get("submit_time") or "", where)))
+    if not rows:
+        raise TraceError(f"{p}: no requests")
+    stamps = [t for _, _, t in rows if isinstance(t, datetime)]
+    if stamps and len(stamps) != len(rows):
+        raise TraceError(f"{p}: submit_time mixes seconds and ISO-8601 times; use one")
+    start = min(stamps) if stamps else DEFAULT_START
+    out = []
+    for i, (where, row, t) in enumerate(rows):
+        at = (t - start).total_seconds() if isinstance(t, datetime) else float(t)
+        tier = (row.get("tier") or "silver").strip()
+        if tier not in TIER_RANK:
+            raise TraceError(f"{where}: tier {tier!r} unknown; use one of {', '.join(TIER_RANK)}")
+        replicas = int(_number(row, "replicas", where, "1"))
+        if replicas < 1:
+            raise TraceError(f"{where}: replicas must be at least 1")
+        duration = _number(row, "duration_s", where)
+        request = WorkloadRequest(
+            event_id=f"sim-{i}", event_time=start + timedelta(seconds=at), request_id=f"sim-{i}",
+            tenant=(row.get("tenant") or "default").strip() or "default", sla_tier=tier, replicas=replicas,
+            per_replica=Capacity(vcpu=_number(row, "vcpu", where),
+                                 memory_bytes=int(_number(row, "memory_gib", where) * GIB),
+                                 gpu=int(_number(row, "gpu", where, "0"))),
+            required_tags=_list(row.get("tags_required")), allowed_regions=_list(row.get("regions")),
+            expected_duration_seconds=max(duration, 1.0))
+        out.append(TracedRequest(at, max(duration, 1.0), request))
+    out.sort(key=lambda r: r.at)
+    return start, out
