@@ -329,7 +329,9 @@ class Scheduler:
     def table(self) -> ResourceTable:
         """The packer's arrays for ``resources`` (real free capacity, healthy or not)."""
         if self._table is None:
-            states = list(self.resources.values())
+            # Rows in resource-id order: the packer breaks ties by row, and the order the
+            # resource events happened to arrive in (partitions, a replay) must not matter.
+            states = sorted(self.resources.values(), key=lambda r: r.resource_id)
             self._table = ResourceTable.from_resources(
                 [PackResource(r.resource_id, r.provider, r.region, r.free, r.capacity, r.price, r.tags,
                               r.open or r.resource_id in self.running) for r in states], len(DIMS))

@@ -9,7 +9,9 @@ The controller keeps partner capacity warm. Every ``interval_s`` it sets a vCPU 
 opens partner VMs (cheapest opening price per vCPU first, from the price book) up to it,
 or closes VMs idle for the partner's ``idle_close_s`` beyond it. A VM is usable
 ``lead_time_s`` after it is opened and is paid from open to close. Whatever the policy,
-work that waits for capacity makes it open VMs for that work (the reactive floor).
+work that waits makes the controller open VMs for it once waiting longer would break its
+tier's target (its target less the lead time): until then it waits for capacity to free
+up, which costs nothing (the reactive floor).
 
 Policies set the target:
 
@@ -22,7 +24,11 @@ Policies set the target:
 
 Demand is the trace's offered load: vCPU of requests submitted and not yet finished,
 counted as if each ran from its submission (so what the controller learns and the oracle
-sees do not depend on the policy's own waits).
+sees do not depend on the policy's own waits). Only *urgent* tiers, those whose wait
+target is shorter than the partners' lead time, need capacity warm ahead: the others are
+served by opening when they wait, which costs nothing while they wait. So the forecast and
+the oracle follow the urgent tiers' offered load, and the target is demand now plus its
+expected growth before capacity opened now becomes usable.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ DEFAULT_SLA_TARGETS = {"platinum": 30.0, "gold": 120.0, "silver": 600.0, "bronze
 #: Rejections that count as an SLA miss ("rejected for capacity").
 CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacity, RejectReason.no_resources,
                        RejectReason.deadline_passed, RejectReason.spread_impossible}
-_ARRIVE, _RELEASE, _READY, _TICK = 0, 1, 2, 3
+_ARRIVE, _RELEASE, _READY, _TICK, _DUE = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -163,13 +169,23 @@ class Simulation:
         self.timeline = Timeline()
         self.end = max((r.at + r.duration_s for r in self.trace), default=0.0) + config.interval_s
         self.load = offered_load(self.trace, config.interval_s, self.end)
+        # Tiers whose wait target is shorter than the partners' lead time cannot wait for a VM
+        # opened when they arrive: capacity for their growth must be warm ahead (the others
+        # are served by opening when work waits, which costs nothing while it waits).
+        lead = max((fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers), default=0.0)
+        self.lead = lead
+        self.urgent = frozenset(t for t in TIER_RANK if config.sla_targets.get(t, math.inf) < lead)
+        self.urgent_load = offered_load([r for r in self.trace if r.request.sla_tier.value in self.urgent],
+                                        config.interval_s, self.end)
+        # Capacity asked for now is usable after the lead time: the controller provisions for
+        # the intervals from the next one to the one the longest lead time reaches into.
         self.steps = max(1, math.ceil(max((fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers),
-                                          default=0.0) / config.interval_s) + 1)
+                                          default=0.0) / config.interval_s))
         self.forecaster = None
         if config.policy in ("predictive", "learned"):
             season = max(2, int(round(86_400 / config.interval_s)))
             levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
-            self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps, quantiles=levels,
+            self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps + 1, quantiles=levels,
                                                               interval_s=int(config.interval_s), season=season))
         self.tuner = QuantileTuner(seed=config.seed) if config.policy == "learned" else None
         self._util_samples: list[float] = []
@@ -186,8 +202,8 @@ class Simulation:
         wall0 = time.perf_counter()
         for e in (*self.fleet.own, *self.fleet.offers):
             self.core.apply(ResourceDiscovered(resource_id=e.resource_id, spec=e.spec, event_time=self.start))
-        for e in self.fleet.own:
-            self.core.set_running(e.resource_id, True)          # in service: capex is sunk
+        # Own nodes are in service: the price book already prices them at their marginal cost
+        # (capex is sunk), exactly as the live scheduler does.
         for e in self.fleet.offers:
             s = e.spec
             self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
@@ -214,6 +230,9 @@ class Simulation:
             r: TracedRequest = payload
             self.submitted[r.request.request_id] = (now, r.request.sla_tier.value)
             self.core.submit(r.request, now, self._dt(now))
+            due = self._due(r.request.request_id)
+            if due > now:
+                self._push(due, _DUE, r.request.request_id)
         elif kind == _RELEASE:
             for e in self.core.release(payload, "completed"):
                 self.billing.apply(e.model_copy(update={"event_time": self._dt(now)}))
@@ -228,6 +247,8 @@ class Simulation:
                 self._health(vm.resource_id, True, now)
         elif kind == _TICK:
             self._control(now)
+        elif kind == _DUE and payload in self.core.queue:
+            self._open_for_waiting(now)
 
     def _health(self, rid: str, healthy: bool, now: float) -> None:
         self.core.apply(HealthChanged(resource_id=rid, event_time=self._dt(now),
@@ -256,28 +277,41 @@ class Simulation:
         queued = sum(q.request.per_replica.vcpu * q.request.replicas for q in self.core.queue)
         return sum(self.core.vcpu_in_use_by_tier().values()) + queued
 
+    def _urgent_now(self) -> float:
+        use = self.core.vcpu_in_use_by_tier()
+        waiting = sum(q.request.per_replica.vcpu * q.request.replicas for q in self.core.queue
+                      if q.request.sla_tier.value in self.urgent)
+        return sum(use.get(t, 0.0) for t in self.urgent) + waiting
+
     def _target(self, now: float, step: int) -> tuple[float, tuple[float, float, float]]:
+        """vCPU to keep warm: demand now, plus the growth of urgent demand expected before
+        capacity opened now would be usable (reactive: a static buffer instead)."""
         cfg = self.cfg
         demand = self._demand_now()
         band = (math.nan, math.nan, math.nan)
         if cfg.policy == "reactive":
             return demand + cfg.buffer_vcpu, band
-        if cfg.policy == "oracle":
-            ahead = self.load[step:step + self.steps + 1]
-            return max(demand, float(ahead.max()) if len(ahead) else 0.0), band
-        q = cfg.quantile if self.tuner is None else self.tuner.choose(self._dt(now))
-        if step == 0:
+        if not self.urgent:
             return demand, band
-        levels = self.forecaster.forecast().as_dicts()
-        peak = max((lv.get(_level_key(q), 0.0) for lv in levels), default=0.0)
-        first = levels[0]
-        band = (first.get("0.05", math.nan), first.get("0.5", math.nan), first.get("0.95", math.nan))
-        return max(demand, peak), band
+        if cfg.policy == "oracle":
+            ahead = self.urgent_load[step + 1:step + 1 + self.steps]
+            peak = float(ahead.max()) if len(ahead) else 0.0
+        else:
+            q = cfg.quantile if self.tuner is None else self.tuner.choose(self._dt(now))
+            if step == 0:
+                return demand, band
+            levels = self.forecaster.forecast().as_dicts()
+            # horizon 1 is the interval now under way (covered by demand now); then the ones ahead
+            peak = max((lv.get(_level_key(q), 0.0) for lv in levels[1:]), default=0.0)
+            first = levels[0]
+            band = (first.get("0.05", math.nan), first.get("0.5", math.nan), first.get("0.95", math.nan))
+        return demand + max(0.0, peak - self._urgent_now()), band
 
     def _control(self, now: float) -> None:
         step = int(now // self.cfg.interval_s)
         if self.forecaster is not None and step > 0:
-            self.forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s, float(self.load[step - 1]))
+            self.forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s,
+                                  float(self.urgent_load[step - 1]))
         if self.tuner is not None:
             self.tuner.reward(self._reward_since_last(now))
         target, band = self._target(now, step)
@@ -296,7 +330,7 @@ class Simulation:
         tl.t.append(now)
         tl.warm_vcpu.append(warm)
         tl.used_vcpu.append(used)
-        tl.demand.append(float(self.load[step]) if step < len(self.load) else 0.0)
+        tl.demand.append(float(self.urgent_load[step]) if step < len(self.urgent_load) else 0.0)
         tl.band.append(band)
         rates: dict[str, float] = defaultdict(float)
         for r in self.fleet.own:
@@ -339,12 +373,20 @@ class Simulation:
             self._open_vm(vm, now)
             vcpu -= vm.vcpu
 
+    def _due(self, request_id: str) -> float:
+        """When a waiting request must have capacity opened for it: its wait target less the
+        lead time. Before that it waits for capacity to free up, which costs nothing."""
+        sub, tier = self.submitted[request_id]
+        return sub + self.cfg.sla_targets.get(tier, math.inf) - self.lead
+
     def _open_for_waiting(self, now: float) -> None:
-        """Work that waits opens capacity for itself: per waiting request (in the queue's
-        order), the cheapest closed VM per unit that holds one replica, until VMs opening or
-        open and empty cover its replicas."""
+        """Work that waits opens capacity for itself once it is due (``_due``): per due request
+        (in the queue's order), the cheapest closed VM per unit that holds one replica, until
+        VMs opening cover its replicas."""
         coming = [v for v in self.vms.values() if v.state == "opening"]
         for q in self.core.queue.ordered(now):
+            if self._due(q.request.request_id) > now:
+                continue        # it can still wait for capacity to free up at no cost
             per = q.request.per_replica
             need = (per.vcpu, per.memory_bytes, per.gpu)
             left = q.request.replicas

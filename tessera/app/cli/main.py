@@ -437,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_forecast(sub, fmt)
 
+    from tessera.app.cli.simulate import add_parser as add_simulate
+
+    add_simulate(sub, fmt)
+
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
     sp = add("demo", cmd_demo, "run the demo: own data center + partner clouds on the Alibaba trace, end to end",

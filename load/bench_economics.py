@@ -1,0 +1,151 @@
+"""Economics: do prediction and learning save money? Reactive vs predictive vs oracle vs
+learned on real traces, through ``tessera.simulate`` (the live cores, virtual clock).
+
+Traces (all from ``data/``, see data/SOURCES.md):
+
+* ``alibaba-v2023-pods``: the 8,124 Alibaba GPU-cluster v2023 pods that arrive within the
+  trace's dense 35 days, as they are (GPU pods included; tier from the QoS class);
+* ``google2019-cpu`` and ``alibaba2018-cpu``: 7 days of the cluster-wide CPU series
+  (300 s steps) turned into arrivals: jobs of 4 vCPU / 16 GiB lasting 30 min, so that the
+  vCPU in flight follows the series scaled to a 400 vCPU peak; tiers in turn 1:3:4:2
+  (platinum:gold:silver:bronze).
+
+Fleet: own nodes (Alibaba v2023 node list: amortized capex + opex) holding about 60 % of
+the peak, and GCP europe-west4 + DigitalOcean catalog VMs billed per instance-hour at list
+price, usable 90 s (GCP) / 60 s (DigitalOcean) after they are opened and closed after
+10 idle minutes (``load/economics/fleet-*.toml``). Each series also runs with *slow
+partners* (usable 10 minutes after opening: bare-metal or scarce GPU capacity), where
+waiting for capacity breaks the gold and platinum targets.
+
+Reported per trace and policy: cost (base currency, own + partner bills), SLA misses, and
+the share of the oracle's saving over reactive that a policy captures,
+``(cost_reactive - cost_policy) / (cost_reactive - cost_oracle)``. The partner share of the
+cost is what the policies can change (own capacity is paid whatever happens), so it is
+reported too. Also the simulator's speed (trace requests per wall second, one core).
+
+    python -m load.bench_economics            # all traces (~10 min on 2 cores)
+    python -m load.bench_economics --quick    # one day of each series, for a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+from load.machine import machine, pin_to_one_core, save_result
+
+from tessera.pricing.agreements import load_agreements
+from tessera.simulate.engine import SimConfig, simulate
+from tessera.simulate.fleet import load_fleet
+from tessera.simulate.trace import load_trace
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+HERE = Path(__file__).resolve().parent / "economics"
+POLICIES = ("reactive", "predictive", "oracle", "learned")
+TIERS = ["platinum"] + ["gold"] * 3 + ["silver"] * 4 + ["bronze"] * 2
+QOS_TIER = {"LS": "gold", "Guaranteed": "platinum", "Burstable": "silver", "BE": "bronze"}
+
+
+def pods_trace(path: Path) -> int:
+    rows = list(csv.DictReader((DATA / "alibaba_clusterdata_gpu_v2023/openb_pod_list_default.csv").open()))
+    rows = [r for r in rows if r["creation_time"] and 9.9e6 <= float(r["creation_time"]) <= 12.9e6]
+    rows.sort(key=lambda r: (float(r["creation_time"]), r["name"]))
+    t0 = float(rows[0]["creation_time"])
+    end = max(float(r["creation_time"]) for r in rows)
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["submit_time", "duration_s", "vcpu", "memory_gib", "gpu", "tier", "tenant"])
+        for r in rows:
+            created = float(r["creation_time"])
+            gone = float(r["deletion_time"]) if r["deletion_time"] else end
+            w.writerow([round(created - t0, 3), max(1.0, gone - created), int(r["cpu_milli"]) / 1000,
+                        round(int(r["memory_mib"]) / 1024, 3), int(r["num_gpu"] or 0),
+                        QOS_TIER.get(r["qos"], "silver"), "openb"])
+    return len(rows)
+
+
+def series_trace(path: Path, file: str, column: str, days: float, peak_vcpu: float = 400.0,
+                 job_vcpu: float = 4.0, job_s: float = 1800.0, step_s: float = 300.0) -> int:
+    values = [float(r[column]) for r in csv.DictReader((DATA / "datacenter_traces_datasets" / file).open())]
+    values = values[: int(days * 86_400 / step_s)]
+    top = max(values)
+    lasting = int(job_s // step_s)
+    started: list[int] = []
+    n = 0
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["submit_time", "duration_s", "vcpu", "memory_gib", "tier", "tenant"])
+        for k, v in enumerate(values):
+            in_flight = sum(started[-(lasting - 1):]) if lasting > 1 else 0
+            new = max(0, round(peak_vcpu * v / top / job_vcpu) - in_flight)
+            started.append(new)
+            for j in range(new):
+                w.writerow([round(k * step_s + step_s * j / new, 3), job_s, job_vcpu, job_vcpu * 4,
+                            TIERS[n % len(TIERS)], f"tenant-{n % 3}"])
+                n += 1
+    return n
+
+
+def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
+    fleet = load_fleet(fleet_file)
+    agreements = load_agreements(HERE / "agreements.json")
+    start, trace = load_trace(req)
+    out: dict = {"trace": name, "requests": len(trace), "own_nodes": len(fleet.own),
+                 "partner_vms": len(fleet.offers), "policies": {}}
+    for policy in POLICIES:
+        r = simulate(fleet, agreements, trace, start, SimConfig(policy=policy, seed=seed),
+                     progress=lambda m: print(f"  {name}: {m}", flush=True))
+        d = r.as_json()
+        d["partner_cost"] = format(sum((c for p, c in r.cost_by_provider.items() if p != "own"), Decimal(0)), "f")
+        runs = 1 if policy != "reactive" else max(1, _grid_runs(r.buffer_vcpu))
+        d["requests_per_s"] = round(len(trace) * runs / r.wall_s) if r.wall_s else None
+        out["policies"][policy] = d
+        print(f"  {name} {policy}: cost {d['cost_total']} (partners {d['partner_cost']}), "
+              f"misses {d['sla_miss_rate']:.4f}, {d['wall_s']} s", flush=True)
+    cost = {p: Decimal(v["cost_total"]) for p, v in out["policies"].items()}
+    gap = cost["reactive"] - cost["oracle"]
+    out["capture"] = {p: (float((cost["reactive"] - cost[p]) / gap) if gap else None)
+                      for p in ("predictive", "learned")}
+    return out
+
+
+def _grid_runs(buffer: float) -> int:
+    """Simulations the reactive grid search ran to reach ``buffer`` (its wall time covers them all)."""
+    grid = (0, 4, 8, 16, 32, 64, 128, 256, 512)
+    return grid.index(buffer) + 1 if buffer in grid else len(grid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one day of each series and no pods trace (smoke run)")
+    args = ap.parse_args(argv)
+    core = pin_to_one_core()
+    days = 1.0 if args.quick else 7.0
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        traces = [("google2019-cpu", HERE / "fleet-series.toml", "google2019_instance_usage_grouped_300_seconds_month.csv",
+                   "avg_cpu"),
+                  ("alibaba2018-cpu", HERE / "fleet-series.toml",
+                   "alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv", "cpu_util_percent")]
+        for name, fleet, file, column in traces:
+            req = t / f"{name}.csv"
+            series_trace(req, file, column, days)
+            results.append(run_trace(name, fleet, req))
+            results.append(run_trace(f"{name}, slow partners", HERE / "fleet-series-slow.toml", req))
+        if not args.quick:
+            req = t / "pods.csv"
+            pods_trace(req)
+            results.append(run_trace("alibaba-v2023-pods", HERE / "fleet-pods.toml", req))
+    report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
+              "days_of_series": days, "traces": results}
+    save_result("economics" + ("-quick" if args.quick else ""), report, ("traces",) if False else ())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

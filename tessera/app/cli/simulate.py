@@ -1,0 +1,130 @@
+"""``tessera simulate``: replay a request trace through the live cores, no Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+POLICIES = ("reactive", "predictive", "oracle", "learned")
+
+
+def add_parser(sub: Any, fmt: type) -> None:
+    sp = sub.add_parser(
+        "simulate", formatter_class=fmt, help="replay a request trace through the scheduler, forecasts and billing",
+        description="""\
+Replay a trace through the same cores the live workers run (scheduler core and packing
+kernel, demand engine, price book, billing ledger) under a virtual clock: no Kafka, and
+the same result for the same inputs and seed. Partner VMs open lead_time_s after they are
+asked for and are paid from open to close; the policy decides how much to keep warm.
+
+  reactive    no forecasts: open when work waits, plus the smallest static warm buffer
+              that keeps SLA misses at or under 1 % (searched on a grid)
+  predictive  the demand engine, learning as the trace unfolds, keeps capacity warm ahead
+              of the partners' lead time at a headroom quantile
+  oracle      the same controller fed the realised future demand
+  learned     predictive, with the quantile chosen online by a River bandit
+
+FLEET.toml is the partners file `tessera resources discover` reads, plus per partner
+lead_time_s (default 90) and idle_close_s (default 600). AGR.json is the file `tessera
+bill` reads; partners without an agreement pay their VMs' list price per instance-hour.
+REQ.csv columns: submit_time (s from the start, or ISO-8601 UTC), duration_s, vcpu,
+memory_gib, gpu, replicas, tier, tenant, tags_required, regions (lists `;`-separated).""",
+        epilog="example:\n  tessera simulate --partners fleet.toml --agreements agr.json --requests req.csv "
+               "--policy predictive --json")
+    sp.add_argument("--partners", required=True, metavar="FLEET.toml")
+    sp.add_argument("--agreements", required=True, metavar="AGR.json")
+    sp.add_argument("--requests", required=True, metavar="REQ.csv")
+    sp.add_argument("--policy", required=True, choices=POLICIES)
+    sp.add_argument("--sla-targets", metavar="TIER=S,...", default="platinum=30,gold=120,silver=600,bronze=3600",
+                    help="longest acceptable wait per tier, seconds (default %(default)s)")
+    sp.add_argument("--interval", type=float, default=300.0, metavar="S",
+                    help="control and forecast interval, seconds (default 300)")
+    sp.add_argument("--quantile", type=float, default=0.9,
+                    help="predictive/oracle headroom quantile (default 0.9; one of 0.5 0.8 0.9 0.95 0.99)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    sp.add_argument("--report", metavar="OUT.html", help="write an HTML page with cost, capacity and forecast plots")
+    sp.set_defaults(fn=run)
+
+
+def _targets(text: str) -> dict[str, float]:
+    from tessera.schemas import TIER_RANK
+
+    out = {}
+    for part in text.split(","):
+        tier, _, value = part.partition("=")
+        tier = tier.strip()
+        if tier not in TIER_RANK:
+            raise ValueError(f"--sla-targets: tier {tier!r} unknown; use {', '.join(TIER_RANK)}")
+        try:
+            out[tier] = float(value)
+        except ValueError:
+            raise ValueError(f"--sla-targets: {part!r} is not TIER=SECONDS") from None
+    return out
+
+
+def run(args: argparse.Namespace, _settings: Any) -> int:
+    from tessera.config import ConfigError
+    from tessera.pricing.agreements import AgreementError, load_agreements
+    from tessera.resources.model import AdapterError
+    from tessera.simulate.engine import SimConfig, simulate
+    from tessera.simulate.fleet import load_fleet
+    from tessera.simulate.trace import TraceError, load_trace
+    from tessera.simulate.tuning import ARMS
+
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        targets = _targets(args.sla_targets)
+        if args.quantile not in ARMS:
+            raise ValueError(f"--quantile {args.quantile:g}: use one of {' '.join(format(a, 'g') for a in ARMS)}")
+        fleet = load_fleet(args.partners)
+        agreements = load_agreements(args.agreements)
+        start, trace = load_trace(args.requests)
+    except (OSError, ValueError, ConfigError, AgreementError, AdapterError, TraceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    say(f"simulating {len(trace):,} requests on {len(fleet.own)} own nodes and {len(fleet.offers)} partner VMs "
+        f"({args.policy})")
+    cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
+                    interval_s=args.interval, quantile=args.quantile, seed=args.seed)
+    result = simulate(fleet, agreements, trace, start, cfg, progress=say)
+    if args.report:
+        write_sim_report(Path(args.report), result)
+        say(f"report: {args.report}")
+    if args.json:
+        sys.stdout.write(orjson.dumps(result.as_json()).decode() + "\n")
+    else:
+        print(f"policy {result.policy}: {result.requests:,} requests, cost {result.cost_total} "
+              f"({', '.join(f'{p} {c}' for p, c in sorted(result.cost_by_provider.items()))}), "
+              f"SLA misses {result.sla_miss_rate:.2%}, utilization {result.mean_utilization:.1%}, "
+              f"{result.wall_s:.1f} s" + (f", warm buffer {result.buffer_vcpu:g} vCPU" if result.policy == "reactive"
+                                          else ""))
+    return 0
+
+
+def write_sim_report(path: Path, result) -> Path:
+    from tessera.app.report import svg_chart, write_report
+
+    tl = result.timeline
+    hours = [t / 3600 for t in tl.t]
+    cost = {p: list(zip(hours, rates)) for p, rates in sorted(tl.cost_rate.items()) if any(rates)}
+    sections = [
+        ("Cost over time by provider", svg_chart("Cost rate of running capacity (per hour)", cost,
+                                                 y_label="currency/h", x_unit="h")),
+        ("Warm vs used capacity", svg_chart("vCPU warm (own + open partner VMs) and in use",
+                                            {"warm": list(zip(hours, tl.warm_vcpu)),
+                                             "used": list(zip(hours, tl.used_vcpu))}, y_label="vCPU", x_unit="h")),
+    ]
+    band = [(h, b) for h, b in zip(hours, tl.band) if b[0] == b[0]]
+    if band:
+        xs = [h for h, _ in band]
+        sections.append(("Forecast band vs realised demand", svg_chart(
+            "One-interval-ahead forecast (5-95 % band, median) vs realised demand",
+            {"realised": list(zip(hours, tl.demand)), "median forecast": [(h, b[1]) for h, b in band]},
+            band=(xs, [b[0] for _, b in band], [b[2] for _, b in band]), y_label="vCPU", x_unit="h")))
+    summary = orjson.dumps(result.as_json(), option=orjson.OPT_INDENT_2).decode()
+    return write_report(path, f"Tessera simulation: {result.policy}", sections, [("Result", summary)])

@@ -1,0 +1,220 @@
+"""`tessera simulate`: the trace format, determinism, the JSON and report it promises, the
+invariants under replay, and the same placements as the live scheduler worker on the broker
+(the simulator runs the scheduler core, not a copy of it)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+import pytest
+from tests.conftest import run
+
+import tessera.schemas as s
+from tessera.agents.scheduler import SchedulerWorker
+from tessera.app.cli.main import main
+from tessera.simulate.engine import POLICIES, SimConfig, Simulation, simulate
+from tessera.simulate.fleet import load_fleet
+from tessera.simulate.trace import TraceError, load_trace
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import publish
+
+ROOT = Path(__file__).resolve().parent.parent
+NODES = ROOT / "data/alibaba_clusterdata_gpu_v2023/openb_node_list_all_node.csv"
+DO = ROOT / "data/digitalocean_skypilot_catalog/do_vms.csv"
+
+
+def fleet_file(tmp: Path, own: int = 2, partners: bool = True, lead: int = 90) -> Path:
+    text = f"""base_currency = "USD"
+[own]
+inventory = "{NODES}"
+capex = "12000"
+opex_per_hour = "0.15"
+limit = {own}
+"""
+    if partners:
+        text += f"""
+[[partner]]
+name = "digitalocean"
+adapter = "catalog"
+format = "skypilot"
+source = "{DO}"
+regions = ["nyc1"]
+max_per_type = 2
+lead_time_s = {lead}
+idle_close_s = 300
+"""
+    p = tmp / "fleet.toml"
+    p.write_text(text)
+    return p
+
+
+def requests_file(tmp: Path, rows: list[dict], name: str = "req.csv") -> Path:
+    p = tmp / name
+    with p.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["submit_time", "duration_s", "vcpu", "memory_gib", "gpu", "replicas",
+                                          "tier", "tenant", "tags_required", "regions"])
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    return p
+
+
+def wave(n: int = 300, every: float = 20.0) -> list[dict]:
+    """A daily-ish wave of 2-8 vCPU jobs: enough to spill from two own nodes to partners."""
+    tiers = ["platinum", "gold", "gold", "silver", "silver", "bronze"]
+    out = []
+    for i in range(n):
+        out.append({"submit_time": round(i * every, 3), "duration_s": 600 + (i * 37) % 1800,
+                    "vcpu": 2 + 2 * (i % 4), "memory_gib": 4 + (i % 3) * 4, "gpu": 0,
+                    "replicas": 1 + (i % 5 == 0), "tier": tiers[i % len(tiers)], "tenant": f"t{i % 3}",
+                    "tags_required": "", "regions": ""})
+    return out
+
+
+def test_trace_errors_name_the_line_and_the_field(tmp_path):
+    bad = requests_file(tmp_path, [{**wave(1)[0], "vcpu": "lots"}])
+    with pytest.raises(TraceError, match=r"req.csv:2: vcpu = 'lots' is not a number"):
+        load_trace(bad)
+    bad = requests_file(tmp_path, [{**wave(1)[0], "tier": "diamond"}])
+    with pytest.raises(TraceError, match="tier 'diamond' unknown"):
+        load_trace(bad)
+    mixed = requests_file(tmp_path, [wave(1)[0], {**wave(1)[0], "submit_time": "2026-01-05T00:00:00Z"}])
+    with pytest.raises(TraceError, match="mixes seconds and ISO-8601"):
+        load_trace(mixed)
+    iso = requests_file(tmp_path, [{**wave(1)[0], "submit_time": "2026-01-05T00:00:10Z"},
+                                   {**wave(1)[0], "submit_time": "2026-01-05T00:00:00Z"}])
+    start, trace = load_trace(iso)
+    assert [t.at for t in trace] == [0.0, 10.0] and start.isoformat() == "2026-01-05T00:00:00+00:00"
+
+
+def test_every_policy_is_deterministic_and_keeps_the_invariants(tmp_path):
+    fleet = load_fleet(fleet_file(tmp_path))
+    start, trace = load_trace(requests_file(tmp_path, wave()))
+    capacity = {r.resource_id: r.spec.capacity for r in (*fleet.own, *fleet.offers)}
+    for policy in POLICIES:
+        runs = []
+        for _ in range(2):
+            sim = Simulation(fleet, {}, trace, start, SimConfig(policy=policy, seed=7))
+            checked = _checking(sim, capacity)
+            result = sim.run()
+            assert checked["batches"] > 0
+            runs.append((result.placed, {k: v for k, v in result.as_json().items() if k != "wall_s"}))
+        assert runs[0] == runs[1], policy
+        out = runs[0][1]
+        assert out["requests"] == len(trace)
+        assert Decimal(out["cost_total"]) == sum(Decimal(v) for v in out["cost_by_provider"].values())
+        assert set(runs[0][0]) | _unplaced(sim) == {t.request.request_id for t in trace}
+
+
+def _checking(sim: Simulation, capacity: dict) -> dict:
+    """Check after every batch that no resource holds more than its capacity, and that no
+    work sits on a partner VM that is not open."""
+    seen = {"batches": 0}
+    batch = sim._batch
+
+    def checked(now: float) -> None:
+        batch(now)
+        seen["batches"] += 1
+        for rid, st in sim.core.resources.items():
+            cap = capacity[rid]
+            assert st.used[0] <= cap.vcpu + 1e-6 and st.used[1] <= cap.memory_bytes / (1 << 30) + 1e-6, rid
+            if rid in sim.vms and any(u > 1e-9 for u in st.used):
+                assert sim.vms[rid].state == "open", rid
+
+    sim._batch = checked
+    return seen
+
+
+def _unplaced(sim: Simulation) -> set[str]:
+    return {q.request.request_id for q in sim.core.queue}
+
+
+def test_cli_prints_the_promised_json_and_writes_the_report(tmp_path, capsys):
+    fleet, req = fleet_file(tmp_path), requests_file(tmp_path, wave(120))
+    agreements = tmp_path / "agr.json"
+    agreements.write_text(orjson.dumps([{"partner": "digitalocean", "currency": "USD",
+                                         "rates": {"vcpu_hour": "0.018", "memory_gib_hour": "0.0045"},
+                                         "monthly_commit": "1.00"}]).decode())
+    report = tmp_path / "out.html"
+    assert main(["simulate", "--partners", str(fleet), "--agreements", str(agreements), "--requests", str(req),
+                 "--policy", "learned", "--sla-targets", "platinum=30,gold=120,silver=600,bronze=3600", "--json",
+                 "--report", str(report)]) == 0
+    out = orjson.loads(capsys.readouterr().out)
+    assert {"policy", "requests", "cost_total", "cost_by_provider", "sla_miss_rate", "sla_miss_rate_by_tier",
+            "mean_utilization", "migrations", "wall_s"} <= set(out)
+    assert out["policy"] == "learned" and out["requests"] == 120 and isinstance(out["cost_total"], str)
+    assert Decimal(out["cost_by_provider"]["digitalocean"]) >= Decimal("1.00"), "the commitment is billed"
+    assert sum(out["tuner_choices"].values()) > 0
+    page = report.read_text()
+    assert page.count("<svg") >= 2 and "Cost over time by provider" in page and "Warm vs used" in page
+
+
+def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):
+    req = requests_file(tmp_path, wave(3))
+    assert main(["simulate", "--partners", str(tmp_path / "nope.toml"), "--agreements", str(tmp_path / "a.json"),
+                 "--requests", str(req), "--policy", "oracle"]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
+                 "--requests", str(req), "--policy", "oracle", "--sla-targets", "diamond=5"]) == 2
+    assert "diamond" in capsys.readouterr().err
+
+
+def test_reactive_searches_the_smallest_buffer_within_the_miss_target(tmp_path):
+    fleet = load_fleet(fleet_file(tmp_path, own=1, lead=600))
+    start, trace = load_trace(requests_file(tmp_path, wave(200, every=10.0)))
+    calls = []
+    r = simulate(fleet, {}, trace, start, SimConfig(policy="reactive"), buffers=(0, 8, 64, 512), miss_target=0.0,
+                 progress=calls.append)
+    assert r.buffer_vcpu == float(calls[-1].split()[-2])
+    if r.sla_miss_rate > 0:
+        assert r.buffer_vcpu == 512, "only the last buffer of the grid may miss the target"
+
+
+@pytest.mark.kafka
+def test_the_simulator_places_as_the_live_scheduler_worker_does(settings, consume, tmp_path):
+    """The same requests, batched the same way, give the same placements in the simulator and
+    through the live scheduler worker on the broker."""
+    fleet = load_fleet(fleet_file(tmp_path, own=3, partners=False))
+    # Sizes (vCPU x replicas) all differ, so the packing order never falls back to arrival
+    # order (which the broker's partitions decide); all of them fit, so none waits.
+    tiers = ["platinum", "gold", "silver", "bronze"]
+    rows = [{"submit_time": 0, "duration_s": 36_000, "vcpu": round(0.5 + 0.1 * i + 0.01 * (i % 7 == 0), 2),
+             "memory_gib": 1 + i % 3, "gpu": 0, "replicas": 1 + (i % 7 == 0), "tier": tiers[i % 4], "tenant": "t", "tags_required": "",
+             "regions": ""} for i in range(30)]
+    _, trace = load_trace(requests_file(tmp_path, rows))
+    topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
+
+    async def live() -> list:
+        await ensure_topics(settings)
+        await publish(settings, "resources", [s.ResourceDiscovered(resource_id=r.resource_id, spec=r.spec)
+                                              for r in fleet.own])
+        await publish(settings, "requests", [t.request for t in trace])
+        stop = asyncio.Event()
+        task = asyncio.create_task(SchedulerWorker(settings, batch_wait_ms=200).run(stop))
+        deadline = time.monotonic() + 60
+        events: list = []
+        while time.monotonic() < deadline and len(events) < len(trace):
+            events = [e for e in (s.decode(r.value) for r in await consume(settings, topic, 1000, timeout=2,
+                                                                            committed_only=True))
+                      if isinstance(e, (s.AllocationPlaced, s.AllocationRejected))]
+        stop.set()
+        await task
+        return events
+
+    events = run(live(), timeout=120)
+    placed = {e.request_id: e for e in events if isinstance(e, s.AllocationPlaced)}
+    assert len(placed) == len(trace)
+    # Replay the live worker's batches in the simulator, one second apart, in their order.
+    batch_of = {e.request_id: int(e.batch_id.rsplit("-", 1)[1]) for e in placed.values()}
+    first = min(batch_of.values())
+    replay = [replace(t, at=float(batch_of[t.request.request_id] - first)) for t in trace]
+    start = trace[0].request.event_time
+    result = Simulation(fleet, {}, sorted(replay, key=lambda t: t.at), start, SimConfig(policy="reactive")).run()
+    assert result.placed == {rid: sorted((p.resource_id, p.replicas) for p in e.placements)
+                             for rid, e in placed.items()}
