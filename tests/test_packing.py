@@ -226,3 +226,31 @@ def test_a_rejection_with_nothing_left_to_open_is_explained_not_searched():
     for jit in (True, False):
         result = pack_batch(request, [full], jit=jit)
         assert result.rejected["q0"].code is RejectReason.insufficient_capacity
+
+
+def _one_bin(free: float, shapes: list[tuple[str, int, float]]):
+    res = [PackResource("r0", "p", "x", (free, free), (6.0, 6.0), Decimal("0.1"), open=True)]
+    return [PackRequest(f"q{i}", tier, k, (size, size), seq=i) for i, (tier, k, size) in enumerate(shapes)], res
+
+
+#: Batches where the greedy (largest first) placed fewer replicas of a tier than fit:
+#: found by a hypothesis search against brute force. (Placing the most replicas of each tier
+#: is a knapsack problem; load/bench_kernel.py measures how often the search reaches it.)
+FEWER_REPLICAS_THAN_FIT = [
+    (_one_bin(4.0, [("platinum", 1, 1.0), ("platinum", 2, 1.0), ("platinum", 1, 2.0), ("platinum", 1, 3.0)]),
+     (3, 0, 0, 0)),
+    (_one_bin(2.0, [("platinum", 1, 2.0), ("platinum", 2, 1.0)]), (2, 0, 0, 0)),
+    (_one_bin(6.0, [("platinum", 1, 1.0), ("platinum", 1, 2.0), ("platinum", 2, 2.0), ("platinum", 1, 1.0)]),
+     (4, 0, 0, 0)),
+    (_one_bin(4.0, [("bronze", 1, 1.0), ("bronze", 1, 1.0), ("gold", 1, 3.0), ("gold", 2, 2.0)]), (0, 2, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("inst,best", FEWER_REPLICAS_THAN_FIT)
+def test_small_batches_place_the_most_replicas_of_each_tier_in_turn(inst, best):
+    from tessera.schemas import TIER_RANK
+    requests, resources = inst
+    result = pack_batch(requests, resources, dims=2)
+    profile = tuple(sum(q.replicas for q in requests if q.id in result.placements and TIER_RANK[q.tier] == t)
+                    for t in range(4))
+    assert profile == best

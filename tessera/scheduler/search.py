@@ -45,34 +45,54 @@ NO_SEARCH = SearchEffort(restarts=0, exclusion_rounds=0, exact_nodes=0)
 Run = Callable[[np.ndarray, np.ndarray], Packing]
 
 
-def placed_profile(placed: np.ndarray, tiers: np.ndarray) -> tuple[int, ...]:
-    """Placed requests per tier, best tier first: a candidate must not place fewer anywhere."""
-    return tuple(int(((tiers == t) & placed).sum()) for t in range(4))
+def placed_profile(placed: np.ndarray, tiers: np.ndarray, replicas: np.ndarray) -> tuple[int, ...]:
+    """Placed replicas per tier, best tier first (the yardstick: most replicas of each tier
+    in turn): a candidate must not place fewer anywhere."""
+    return tuple(int(replicas[(tiers == t) & placed].sum()) for t in range(4))
 
 
 def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.ndarray, tiers: np.ndarray,
            effort: SearchEffort, jit: bool) -> Packing:
     """The greedy result ``out`` improved by every step within ``effort``."""
-    base = placed_profile(out.placed, tiers)
+    def profile(p: Packing) -> tuple[int, ...]:
+        return placed_profile(p.placed, tiers, reqs.replicas)
+
+    if effort.restarts and not out.placed.all():
+        # Smallest replicas first within each tier: when room is short, more of a tier's
+        # replicas fit that way than largest first. Taken if the yardstick prefers it.
+        size = (reqs.demand / np.maximum(res.cap.max(axis=0), 1e-12)).max(axis=1)     # per replica
+        small_first = np.array(sorted(order.tolist(), key=lambda i: (int(tiers[i]), float(size[i]),
+                                                                   -int(reqs.replicas[i]), i)),
+                               dtype=np.int64)
+        cand = run(res.free, small_first)
+        if (profile(cand), -cand.cost) > (profile(out), -out.cost):
+            out, order = cand, small_first
+    base = profile(out)
     for seed in range(effort.restarts):
         rng = np.random.default_rng(seed)
         keys = [(int(tiers[i]), float(rng.random())) for i in order]
         shuffled = np.array([i for _, i in sorted(zip(keys, order.tolist()))], dtype=np.int64)
         cand = run(res.free, shuffled)
-        if cand.cost < out.cost and all(a >= b for a, b in zip(placed_profile(cand.placed, tiers), base)):
+        if cand.cost < out.cost and all(a >= b for a, b in zip(profile(cand), base)):
             out, order = cand, shuffled
-    out = exclusion_search(out, lambda free: run(free, order), res, tiers, effort.exclusion_rounds)
+    out = exclusion_search(out, lambda free: run(free, order), res, profile, effort.exclusion_rounds)
     out = place_everything(out, reqs, res, jit, effort.exact_nodes)
+    # Two ways to place more of the better tiers (keeping every placed request, or letting
+    # worse tiers make way and trying them again); the exact search is budgeted, so either
+    # can miss what the other finds. The better by the yardstick is kept.
+    kept = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=False)
+    made_way = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=True)
+    out = max(kept, made_way, key=lambda p: (profile(p), -p.cost))
     return exact_search(out, reqs, res, jit, effort.exact_nodes)
 
 
-def exclusion_search(best: Packing, run: Callable[[np.ndarray], Packing], res: Resources, tiers: np.ndarray,
-                     rounds: int = 4) -> Packing:
+def exclusion_search(best: Packing, run: Callable[[np.ndarray], Packing], res: Resources,
+                     profile: Callable[[Packing], tuple[int, ...]], rounds: int = 4) -> Packing:
     """Re-pack with the type of one newly opened resource forbidden (all its closed
     instances: forbidding one would just open its twin), dearest first; keep any result that
     is cheaper and places at least as many requests of every tier. Forbidden types
     accumulate while they help. Small batches only: each try is a full kernel run."""
-    base_profile = placed_profile(best.placed, tiers)
+    base_profile = profile(best)
     forbidden = np.zeros(len(res.free), dtype=bool)
     for _ in range(rounds):
         improved = False
@@ -82,8 +102,7 @@ def exclusion_search(best: Packing, run: Callable[[np.ndarray], Packing], res: R
             free = res.free.copy()
             free[trial, :] = 0.0
             cand = run(free)
-            profile = placed_profile(cand.placed, tiers)
-            if cand.cost < best.cost and all(a >= b for a, b in zip(profile, base_profile)):
+            if cand.cost < best.cost and all(a >= b for a, b in zip(profile(cand), base_profile)):
                 cand.free[trial, :] = res.free[trial, :]  # report real free capacity of forbidden ones
                 best, forbidden, improved = cand, trial, True
                 break
@@ -101,6 +120,54 @@ def place_everything(out: Packing, reqs: Requests, res: Resources, jit: bool, to
         return out
     unbounded = int(res.price[~res.open].sum()) + 1
     return exact_search(out, reqs, res, jit, total_nodes, chosen=np.arange(len(out.placed)), bound=unbounded)
+
+
+def place_more_by_tier(out: Packing, reqs: Requests, res: Resources, tiers: np.ndarray, jit: bool,
+                       total_nodes: int, displace: bool = True) -> Packing:
+    """More replicas of the better tiers: tier by tier (best first), each request left out
+    (most replicas first) is tried by the exact search, at any cost, together with every
+    placed request (``displace=False``) or every placed request of its tier or better
+    (``displace=True``: requests of worse tiers may make way for it, and are tried again
+    when their tier's turn comes). No tier ever loses replicas to a worse one, and more
+    replicas of a better tier come before cost (the scheduler's yardstick). Small batches
+    only; the node budget is shared by all the tries."""
+    if out.placed.all() or not total_nodes:
+        return out
+    fits_somewhere = compatibility(reqs, res).any(axis=1)
+    unbounded = int(res.price[~res.open].sum()) + 1
+    budget = [total_nodes]
+
+    def attempt(chosen: np.ndarray) -> Packing | None:
+        if budget[0] <= 0 or int(reqs.replicas[chosen].sum()) > EXACT_MAX_ITEMS:
+            return None
+        cand = exact_search(out, reqs, res, jit, min(EXACT_NODES, budget[0]), chosen=np.sort(chosen), bound=unbounded)
+        budget[0] -= EXACT_NODES
+        return cand if cand is not out else None
+
+    for tier in sorted(set(tiers.tolist())):
+        mine = tiers == tier
+        tried: set[int] = set()
+        while budget[0] > 0:
+            left = [i for i in np.nonzero(~out.placed & fits_somewhere & mine)[0].tolist() if i not in tried]
+            if not left:
+                break
+            i = min(left, key=lambda j: (-int(reqs.replicas[j]), j))
+            tried.add(i)
+            keep = np.nonzero(out.placed & ((tiers <= tier) if displace else True))[0]
+            cand = attempt(np.append(keep, i))
+            if cand is None:
+                # Swap: the placed requests of this tier with fewer replicas make way, if
+                # that places more of the tier; they are tried again afterwards.
+                smaller = out.placed & mine & (reqs.replicas < reqs.replicas[i])
+                if smaller.any():
+                    swapped = attempt(np.append(np.setdiff1d(keep, np.nonzero(smaller)[0]), i))
+                    if swapped is not None and (int(reqs.replicas[swapped.placed & mine].sum())
+                                                > int(reqs.replicas[out.placed & mine].sum())):
+                        cand = swapped
+                        tried -= set(np.nonzero(smaller)[0].tolist())
+            if cand is not None:
+                out = cand
+    return out
 
 
 def exact_search(out: Packing, reqs: Requests, res: Resources, jit: bool, total_nodes: int,
