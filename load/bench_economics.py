@@ -3,15 +3,18 @@ learned on real traces, through ``tessera.simulate`` (the live cores, virtual cl
 
 Traces (all from ``data/``, see data/SOURCES.md):
 
+* ``alibaba-v2023-pods``: the 8,124 Alibaba GPU-cluster v2023 pods that arrive within the
+  trace's dense 35 days, as they are (GPU pods included; tier from the QoS class), on 8 own
+  nodes (every 200th of the cluster) and GCP / DigitalOcean VMs including GPU ones;
 * ``google2019-cpu`` and ``alibaba2018-cpu``: 7 days of the cluster-wide CPU series
   (300 s steps) turned into arrivals: jobs of 4 vCPU / 16 GiB lasting 30 min, so that the
   vCPU in flight follows the series scaled to a 400 vCPU peak; tiers in turn 1:3:4:2
   (platinum:gold:silver:bronze).
 
-Fleet: own nodes (Alibaba v2023 node list: amortized capex + opex) holding about 60 % of
+Fleet: own nodes (Alibaba v2023 node list: amortized capex + opex; for the series about 60 % of
 the peak, and GCP europe-west4 + DigitalOcean catalog VMs billed per instance-hour at list
 price, usable 90 s (GCP) / 60 s (DigitalOcean) after they are opened and closed after
-10 idle minutes (``load/economics/fleet-*.toml``). Each series also runs with *slow
+10 idle minutes (``load/economics/fleet-*.toml``). Each trace also runs with *slow
 partners* (usable 10 minutes after opening: bare-metal or scarce GPU capacity), where
 waiting for capacity breaks the gold and platinum targets.
 
@@ -21,14 +24,9 @@ the share of the oracle's saving over reactive that a policy captures,
 cost is what the policies can change (own capacity is paid whatever happens), so it is
 reported too. Also the simulator's speed (trace requests per wall second, one core).
 
-    python -m load.bench_economics            # 7 days of each series (~4 min)
+    python -m load.bench_economics            # everything (~5 min)
     python -m load.bench_economics --quick    # one day of each series, for a smoke run
 
-Not here yet: the Alibaba v2023 pods (``pods_trace`` writes them as a REQ.csv for
-``tessera simulate``). On a fleet small enough to spill to partners, bursts of GPU pods
-queue by the thousand while they may still wait (bronze: an hour), and the scheduler core
-re-packs its whole queue at every arrival: one simulation took 165-271 s, too long for the
-reactive policy's buffer search. See docs/simulate.md.
 """
 
 from __future__ import annotations
@@ -130,7 +128,7 @@ def _grid_runs(buffer: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one day of each series (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="one day of each series, no pods (smoke run)")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
     days = 1.0 if args.quick else 7.0
@@ -146,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             series_trace(req, file, column, days)
             results.append(run_trace(name, fleet, req))
             results.append(run_trace(f"{name}, slow partners", HERE / "fleet-series-slow.toml", req))
+        if not args.quick:
+            req = t / "pods.csv"
+            pods_trace(req)
+            results.append(run_trace("alibaba-v2023-pods", HERE / "fleet-pods.toml", req))
+            results.append(run_trace("alibaba-v2023-pods, slow partners", HERE / "fleet-pods-slow.toml", req))
     report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
               "days_of_series": days, "traces": results}
     save_result("economics" + ("-quick" if args.quick else ""), report, ("days_of_series",))

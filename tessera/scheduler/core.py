@@ -157,6 +157,10 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
+        #: Bumped whenever capacity may have grown (a release, a resource or its health, a
+        #: price, a lifted limit): a request that failed for want of capacity is tried
+        #: again only after it changes (SchedulingQueue.next_batch).
+        self.epoch = 0
         self._forecast_pool: str | None = None     # set when a forecast arrived since the last hint check
 
     # -- inputs ----------------------------------------------------------------
@@ -167,6 +171,7 @@ class Scheduler:
             refused = self._beyond_places(event.resource_id, event.spec.region, event.spec.provider)
             if refused:
                 return refused
+        self.epoch += 1          # any input may give a waiting request room or a new price
         if isinstance(event, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
             self._table = None
         if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
@@ -222,9 +227,11 @@ class Scheduler:
                     st.price, changed = price, True
         if changed:
             self._table = None
+            self.epoch += 1
 
     def set_running(self, resource_id: str, running: bool) -> None:
         """Mark a resource as running (paid for whether or not it holds work) or not."""
+        self.epoch += 1
         if running:
             self.running.add(resource_id)
         else:
@@ -269,7 +276,7 @@ class Scheduler:
         for q in self.queue.expired(now_dt):
             self.decided.add(q.request.request_id)
             out.append(self._rejected(q.request, Rejection(RejectReason.deadline_passed, "deadline passed while queued")))
-        batch = self.queue.next_batch(now)
+        batch = self.queue.next_batch(now, self.epoch)
         if not batch:
             return out
         t_us = int(now_dt.timestamp() * 1_000_000)
@@ -299,10 +306,14 @@ class Scheduler:
                 self.queue.remove(rid)
                 self.decided.add(rid)
                 out.append(self._rejected(q.request, rejection))
-            elif not q.notified:
+            else:
+                q.failed_at = (self.epoch, q.aged_tier(now, self.aging_s))
+            if rejection.code in TRANSIENT_REJECTIONS and not q.notified:
                 q.notified = True
                 out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
                                             sla_tier=q.request.sla_tier, position=0, reason=rejection.text[:256]))
+        if not any(isinstance(e, AllocationQueued) for e in out):
+            return out
         positions = self.queue.positions(now)
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
                 if isinstance(e, AllocationQueued) else e for e in out]
@@ -320,6 +331,7 @@ class Scheduler:
     def _drop(self, allocation_id: str) -> Allocation | None:
         a = self.allocations.pop(allocation_id, None)
         if a is not None:
+            self.epoch += 1
             for res_id, k in a.placements:
                 self._use(res_id, k, a.demand, -1.0)
             left = self._vcpu_by_tier.get(a.tier, 0.0) - a.vcpu

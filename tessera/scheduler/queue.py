@@ -22,6 +22,9 @@ class Queued:
     enqueued_at: float  # seconds (event-time clock of the scheduler)
     seq: int
     notified: bool = False  # a "queued" event was already emitted for it
+    #: (capacity epoch, aged tier) when it last failed for want of capacity: until capacity
+    #: is freed or its tier ages, trying it again cannot succeed.
+    failed_at: tuple[int, str] | None = None
 
     def effective_rank(self, now: float, aging_s: float) -> float:
         waited = max(now - self.enqueued_at, 0.0)
@@ -64,10 +67,17 @@ class SchedulingQueue:
     def ordered(self, now: float) -> list[Queued]:
         return sorted(self._items.values(), key=lambda q: (q.effective_rank(now, self.aging_s), q.seq))
 
-    def next_batch(self, now: float) -> list[Queued]:
-        """Up to batch_max requests, best effective rank first (they stay queued until decided)."""
-        return heapq.nsmallest(self.batch_max, self._items.values(),
-                               key=lambda q: (q.effective_rank(now, self.aging_s), q.seq))
+    def next_batch(self, now: float, epoch: int | None = None) -> list[Queued]:
+        """Up to batch_max requests, best effective rank first (they stay queued until decided).
+        With ``epoch`` (the scheduler's capacity epoch), requests that already failed for
+        want of capacity at this epoch and aged tier are left out: nothing they could use
+        was freed since, and re-packing a long queue at every batch is what made a
+        scheduler's batches grow with its queue."""
+        items = self._items.values()
+        if epoch is not None:
+            items = [q for q in items if q.failed_at is None or q.failed_at[0] != epoch
+                     or q.failed_at[1] != q.aged_tier(now, self.aging_s)]
+        return heapq.nsmallest(self.batch_max, items, key=lambda q: (q.effective_rank(now, self.aging_s), q.seq))
 
     def positions(self, now: float) -> dict[str, int]:
         return {q.request.request_id: i for i, q in enumerate(self.ordered(now))}

@@ -32,10 +32,13 @@ class SearchEffort:
     restarts: int              # greedy reruns with the order shuffled within each tier
     exclusion_rounds: int      # rounds of re-packing with an opened type forbidden
     exact_nodes: int           # total packing nodes for the exact search (1M ~ 50 ms here)
+    #: Tier by tier exact tries for requests the greedy left out (place_more_by_tier): up
+    #: to ~15 ms per try, so offline only.
+    tier_search: bool = False
 
 
 #: Offline (`tessera pack`, what-if, the quality benchmark): up to ~0.2 s per small batch.
-FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000)
+FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000, tier_search=True)
 #: Live scheduling: a few milliseconds per batch, so that the search never becomes the
 #: latency (a batch is waited for by every request in it).
 QUICK = SearchEffort(restarts=2, exclusion_rounds=1, exact_nodes=40_000)
@@ -80,9 +83,10 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
     # Two ways to place more of the better tiers (keeping every placed request, or letting
     # worse tiers make way and trying them again); the exact search is budgeted, so either
     # can miss what the other finds. The better by the yardstick is kept.
-    kept = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=False)
-    made_way = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=True)
-    out = max(kept, made_way, key=lambda p: (profile(p), -p.cost))
+    if effort.tier_search:
+        kept = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=False)
+        made_way = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=True)
+        out = max(kept, made_way, key=lambda p: (profile(p), -p.cost))
     return exact_search(out, reqs, res, jit, effort.exact_nodes)
 
 
@@ -116,7 +120,18 @@ def place_everything(out: Packing, reqs: Requests, res: Resources, jit: bool, to
     batch by the exact search: a request rejected for want of room may fit once the others
     are packed differently (two requests, three bins: the greedy can fill the one bin each
     needs with the other's replicas). Requests that fit no resource at all are not tried."""
-    if out.placed.all() or not compatibility(reqs, res).any(axis=1).all():
+    compat = compatibility(reqs, res)
+    if out.placed.all() or not compat.any(axis=1).all():
+        return out
+    # The whole batch cannot fit when it asks more of some dimension than is free in all, or
+    # when a request left out has no compatible resource with room for one replica even
+    # before anything else is placed (a queue waiting for capacity): no search then, it
+    # would only spend its budget (~20 ms a batch).
+    if ((reqs.demand * reqs.replicas[:, None]).sum(axis=0) > res.free.sum(axis=0) + 1e-9).any():
+        return out
+    left = np.nonzero(~out.placed)[0]
+    room = (res.free[None, :, :] + 1e-9 >= reqs.demand[left][:, None, :]).all(axis=2) & compat[left]
+    if not room.any(axis=1).all():
         return out
     unbounded = int(res.price[~res.open].sum()) + 1
     return exact_search(out, reqs, res, jit, total_nodes, chosen=np.arange(len(out.placed)), bound=unbounded)
