@@ -12,7 +12,7 @@ Traces (all from ``data/``, see data/SOURCES.md):
   (platinum:gold:silver:bronze).
 
 Fleet: own nodes (Alibaba v2023 node list: amortized capex + opex; for the series about 60 % of
-the peak, and GCP europe-west4 + DigitalOcean catalog VMs billed per instance-hour at list
+the peak), and GCP europe-west4 + DigitalOcean catalog VMs billed per instance-hour at list
 price, usable 90 s (GCP) / 60 s (DigitalOcean) after they are opened and closed after
 10 idle minutes (``load/economics/fleet-*.toml``). Each trace also runs with *slow
 partners* (usable 10 minutes after opening: bare-metal or scarce GPU capacity), where

@@ -198,6 +198,9 @@ class Placement(_Part):
     provider: Identifier
     replicas: Integer = Field(ge=1, le=10_000)
     price_per_hour: Price = Field(description="marginal price per hour charged for these replicas")
+    instance_type: str = Field("", max_length=128,
+                               description="the resource's instance type (billing: a partner that rates it "
+                                           "per instance-hour bills the whole VM while it holds work)")
 
 
 class _AllocationEvent(Event):

@@ -139,3 +139,24 @@ def test_billing_lines_move_the_schedulers_view_of_a_commitment():
                             period_end=period_start + timedelta(days=28), sku="vcpu_hour", unit="vcpu_hour",
                             quantity=Decimal(60), rate=Decimal("0.018"), amount=Decimal("1.08"), revision=1))
     assert sch.resources["do/vm0"].price == Decimal("0.108")
+
+
+def test_a_partner_billing_per_instance_hour_is_paid_for_the_whole_vm_while_it_holds_work():
+    agreements = parse_agreements([{**UNIT, "rates": {"vcpu_hour": "0.018", "instance_hour": {"s-4vcpu-8gb": "0.06"}}}])
+    sch = Scheduler(prices=PriceBook(dict(agreements)))
+    sch.apply(partner_vm(0))
+    billing = BillingState(dict(agreements))
+    placed = {}
+    for rid, at in (("a", 0), ("b", 1)):
+        sch.submit(request(rid, vcpu=1.0, mem_gib=2), 0.0, T0)
+        (p,) = [e for e in sch.run_batch(0.0, T0) if isinstance(e, s.AllocationPlaced)]
+        assert p.placements[0].instance_type == "s-4vcpu-8gb"
+        assert p.placements[0].price_per_hour == Decimal("0.015"), "a quarter of the VM's 0.06"
+        billing.apply(p.model_copy(update={"event_time": T0 + timedelta(hours=at)}))
+        placed[rid] = p
+    for rid, at in (("a", 2), ("b", 3)):
+        (released,) = sch.release(placed[rid].allocation_id)
+        billing.apply(released.model_copy(update={"event_time": T0 + timedelta(hours=at)}))
+    inv = billing.ledger.invoice("do", f"{T0.year:04d}-{T0.month:02d}")
+    # the VM was open from the first placement to the last release: 3 h x 0.06, no vCPU-hours
+    assert [(l.sku, inv.money(l.amount_minor)) for l in inv.lines] == [("instance_hour:s-4vcpu-8gb", "0.18")]

@@ -20,12 +20,18 @@ views and limits, and are rated for good when they close.
 
 Partners that bill on measured use instead of reserved capacity are rated from usage
 samples (:func:`sample_record`), not from segments; the billing agent picks per agreement.
+
+A partner whose agreement rates a resource's instance type per instance-hour bills the
+whole VM, not what allocations hold: the VM is open from the first segment that lands on
+it until the last one on it closes, and that span becomes one instance-hour record
+(``vm:<resource>:<start>``); its allocations' segments are tracked but not billed per unit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Callable
 
 from tessera.schemas import (
     GIB,
@@ -62,6 +68,7 @@ class Segment:
     start_us: int
     replicas: int
     per_replica_milli: tuple[int, int, int]
+    instance_type: str = ""     # set when the whole VM is billed instead (see the module doc)
 
     def record(self, end_us: int) -> UsageRecord:
         v, m, g = self.per_replica_milli
@@ -71,8 +78,28 @@ class Segment:
             vcpu_milli=v * self.replicas, memory_milli=m * self.replicas, gpu_milli=g * self.replicas)
 
 
+@dataclass(slots=True)
+class OpenVm:
+    partner: str
+    instance_type: str
+    start_us: int
+    segments: int = 0
+
+    def record(self, resource_id: str, end_us: int) -> UsageRecord:
+        return UsageRecord(event_id=f"vm:{resource_id}:{self.start_us}", partner=self.partner, allocation_id="",
+                           resource_id=resource_id, start_us=self.start_us, end_us=max(end_us, self.start_us),
+                           vcpu_milli=0, memory_milli=0, gpu_milli=0, instance_type=self.instance_type)
+
+
+def _never(partner: str, instance_type: str) -> bool:
+    return False
+
+
 @dataclass
 class Lifecycle:
+    #: Whether a partner bills this instance type per instance-hour (the whole VM).
+    bills_whole_vm: Callable[[str, str], bool] = field(default=_never, repr=False)
+    vms: dict[str, OpenVm] = field(default_factory=dict)                # resource -> VM billed whole
     running: dict[str, list[Segment]] = field(default_factory=dict)     # allocation -> open segments
     reserved: dict[str, Segment] = field(default_factory=dict)          # migration -> target held, not cut over
     finished_migrations: set[str] = field(default_factory=set)
@@ -89,44 +116,80 @@ class Lifecycle:
         if isinstance(e, AllocationPlaced):
             if e.allocation_id not in self.running and e.allocation_id not in self.released:
                 per = _milli_per_replica(e.per_replica)
-                self.running[e.allocation_id] = [
-                    Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
-                            p.replicas, per) for p in e.placements]
+                segs = [Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
+                                p.replicas, per, p.instance_type if self.bills_whole_vm(p.provider, p.instance_type)
+                                else "") for p in e.placements]
+                self.running[e.allocation_id] = segs
                 for p in e.placements:
                     self.providers[p.resource_id] = p.provider
+                for seg in segs:
+                    self._vm_in(seg, t)
             return []
         if isinstance(e, AllocationReleased):
             self.released.add(e.allocation_id)
             segs = self.running.pop(e.allocation_id, [])
             held = [m for m, s in self.reserved.items() if s.allocation_id == e.allocation_id]
             segs = segs + [self.reserved.pop(m) for m in held]
-            return _final(segs, t)
+            return self._close(segs, t)
         if isinstance(e, MigrationProgress) and e.step == "reserve_target":
             if e.migration_id in self.reserved or e.migration_id in self.finished_migrations:
                 return []
             target = self._target(e, t)
             if target is not None:
                 self.reserved[e.migration_id] = target
+                self._vm_in(target, t)
             return []
         if isinstance(e, MigrationDone):
             if e.migration_id in self.finished_migrations:
                 return []
             cut = _us(e.cut_over_at)
-            target = self.reserved.pop(e.migration_id, None) or self._target(e, cut)
+            target = self.reserved.pop(e.migration_id, None)
+            if target is None:
+                target = self._target(e, cut)
+                if target is not None:
+                    self._vm_in(target, cut)
             self.finished_migrations.add(e.migration_id)
             segs = self.running.get(e.allocation_id)
             if segs is None:
-                return []
+                return [] if target is None else self._close([target], cut)
             # The work left the source at cut-over whether or not the target's partner is
             # known (if not, the target is counted in ``unknown_migrations`` and not billed).
             moved = [s for s in segs if s.resource_id == e.source_resource_id]
             segs[:] = [s for s in segs if s.resource_id != e.source_resource_id] + ([target] if target else [])
-            return _final(moved, cut)
+            return self._close(moved, cut)
         if isinstance(e, MigrationFailed):
             self.finished_migrations.add(e.migration_id)
             held = self.reserved.pop(e.migration_id, None)
-            return [] if held is None else _final([held], t)
+            return [] if held is None else self._close([held], t)
         return []
+
+    def _vm_in(self, seg: Segment, t: int) -> None:
+        """A segment lands on a VM billed whole: the VM opens with the first one."""
+        if not seg.instance_type:
+            return
+        vm = self.vms.get(seg.resource_id)
+        if vm is None:
+            vm = self.vms[seg.resource_id] = OpenVm(seg.partner, seg.instance_type, t)
+        vm.segments += 1
+
+    def _close(self, segments: list[Segment], end_us: int) -> list[UsageRecord]:
+        """Closed segments as final usage: per unit, or, for VMs billed whole, the VM's span
+        when its last segment leaves."""
+        out = []
+        for s in segments:
+            if s.partner == OWN:
+                continue
+            if not s.instance_type:
+                out.append(s.record(end_us))
+                continue
+            vm = self.vms.get(s.resource_id)
+            if vm is None:
+                continue
+            vm.segments -= 1
+            if vm.segments <= 0:
+                del self.vms[s.resource_id]
+                out.append(vm.record(s.resource_id, end_us))
+        return out
 
     def _target(self, e, start_us: int) -> Segment | None:
         """The segment a migration opens on its target: the source placement's replicas."""
@@ -147,11 +210,8 @@ class Lifecycle:
         """Usage of still-open segments up to the watermark."""
         open_segments = [s for segs in self.running.values() for s in segs]
         open_segments += self.reserved.values()
-        return [s.record(self.watermark_us) for s in open_segments if s.partner != OWN]
-
-
-def _final(segments: list[Segment], end_us: int) -> list[UsageRecord]:
-    return [s.record(end_us) for s in segments if s.partner != OWN]
+        return ([s.record(self.watermark_us) for s in open_segments if s.partner != OWN and not s.instance_type]
+                + [vm.record(rid, self.watermark_us) for rid, vm in self.vms.items()])
 
 
 def sample_record(e: UsageSample, partner: str) -> UsageRecord:

@@ -41,6 +41,7 @@ class BillingState:
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.agreements)
+        self.lifecycle.bills_whole_vm = self._bills_whole_vm
         self._closed_through = ""
 
     def apply(self, e: Event) -> set[tuple[str, str]]:
@@ -71,6 +72,10 @@ class BillingState:
         for e in sorted(events, key=lambda e: e.event_time):
             touched |= self.apply(e)
         return touched
+
+    def _bills_whole_vm(self, partner: str, instance_type: str) -> bool:
+        a = self.agreements.get(partner)
+        return bool(instance_type) and a is not None and instance_type in a.instance_rates
 
     def _basis(self, partner: str) -> str:
         a = self.agreements.get(partner)

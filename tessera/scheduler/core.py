@@ -491,7 +491,9 @@ class Scheduler:
         duration = request.expected_duration_seconds
         alloc_id = f"alloc:{request.request_id}"
         events = [Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
-                            price_per_hour=self.placement_price(r, request.per_replica, k)) for r, k in placements]
+                            price_per_hour=self.placement_price(r, request.per_replica, k),
+                            instance_type=self.resources[r].offer.instance_type if self.resources[r].offer else "")
+                  for r, k in placements]
         self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
                               request.sla_tier.value, request.per_replica, events))
         self.queue.remove(request.request_id)
