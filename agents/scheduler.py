@@ -40,6 +40,7 @@ from tessera.config import Settings
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import Scheduler
+from tessera.scheduler.tuning import QuantileTuner
 from tessera.schemas import (
     AgreementUpdated,
     AllocationPlaced,
@@ -83,15 +84,20 @@ class SchedulerWorker:
     aging_s: float = 60.0
     #: Partner agreements to price by (tessera.pricing); updates arrive on the agreements topic.
     agreements: dict[str, Agreement] = field(default_factory=dict)
+    #: How often the tuner closes a window and chooses the headroom quantile again (s);
+    #: 0 leaves the newsvendor levels alone (tessera.scheduler.tuning).
+    tuning_interval_s: float = 300.0
 
     def __post_init__(self) -> None:
         s = self.settings
         self.group = f"{s.app_id}-scheduler-{self.domain}"
         self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s,
-                              prices=PriceBook(dict(self.agreements)))
+                              prices=PriceBook(dict(self.agreements)),
+                              tuner=QuantileTuner() if self.tuning_interval_s > 0 else None)
+        self.next_tuning = 0.0
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
-                                "provisioning", "dead-letters", "agreements", "billing-lines")}
+                                "provisioning", "dead-letters", "agreements", "billing-lines", "tuning")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         # (wall time to release, allocation id), a min-heap: a batch looks at the due ones
         # only (a scan of every live allocation per batch cost ~4 % of the CPU at 3,000/s).
@@ -114,8 +120,10 @@ class SchedulerWorker:
         reads = await asyncio.gather(
             self._read_all("agreements"), self._read_all("billing-lines", committed_only=True),
             self._read_all("resources"), self._read_all("health"), self._read_all("alerts", committed_only=True),
-            self._read_all("allocations", committed_only=True))
-        *state, own = reads
+            self._read_all("allocations", committed_only=True), self._read_all("tuning", committed_only=True))
+        *state, own, tuning = reads
+        if self.core.tuner is not None:
+            self.core.tuner.replay(sorted(tuning, key=lambda e: e.event_time))
         for e in (e for events in state for e in events):
             self._apply(e)
         self.core.replay(own)
@@ -181,7 +189,7 @@ class SchedulerWorker:
                                   UsageLimitAlert, AgreementUpdated, BillingLine)):
                     self._apply(e)
                 elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
-                    self.core.release(e.allocation_id, e.reason)
+                    self.core.release(e.allocation_id, e.reason, time.time())
 
     async def _step(self, producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, records: list[Any]) -> None:
         now, now_dt = time.time(), utc_now()
@@ -205,7 +213,12 @@ class SchedulerWorker:
             out += [("allocations", e) for e in decided]
         while self.release_at and self.release_at[0][0] <= now:
             _, alloc_id = heapq.heappop(self.release_at)
-            out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed")]
+            out += [("allocations", e) for e in self.core.release(alloc_id, "expected duration elapsed", now)]
+        if self.tuning_interval_s > 0 and now >= self.next_tuning:
+            self.next_tuning = now + self.tuning_interval_s
+            decision = self.core.tuning_step(now, now_dt)
+            if decision is not None:
+                out.append(("tuning", decision))
         out += [("provisioning", h) for h in self.core.provisioning_hints(now_dt)]
         if len(self.core.queue):
             self.batches += 1

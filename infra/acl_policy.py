@@ -14,7 +14,7 @@ from tessera.schemas.topics import TOPICS, topic_spec
 WRITES = {
     "producer": ("requests", "external-events", "usage"),
     "discovery": ("resources", "health", "usage"),
-    "scheduler": ("allocations", "dead-letters", "provisioning"),
+    "scheduler": ("allocations", "dead-letters", "provisioning", "tuning"),
     "billing": ("billing-lines", "alerts", "dead-letters"),
     "worker": ("dead-letters", "health", "resource-allocations", "demand", "forecasts"),
 }

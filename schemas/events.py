@@ -368,6 +368,25 @@ class SuggestedResource(_Part):
     price_per_hour: Price
 
 
+class TuningDecision(Event):
+    """The scheduler's online tuner chose a knob's value for the next window, and scored the
+    previous choice (tessera.scheduler.tuning: a River bandit per context).
+
+    The reward is what the previous choice earned over its window: minus the cost of the
+    capacity placements held (their prices over the window) minus a penalty per SLA miss."""
+
+    event_type: Literal["tuning.decision"] = "tuning.decision"
+    KEY: ClassVar[str] = "knob"
+    knob: Identifier = Field(description="e.g. headroom_quantile")
+    context: str = Field(max_length=128, description="the context the choice was made for, e.g. hours=12-18")
+    arm: str = Field(max_length=64, description="the value chosen for the next window")
+    previous_arm: str = Field("", max_length=64)
+    reward: float | None = Field(None, ge=-1e15, le=1e15, description="what the previous choice earned")
+    window_cost: Money = Field(Decimal(0), description="cost of the capacity held over the previous window")
+    window_misses: Integer = Field(0, ge=0, le=INT64_MAX, description="SLA misses in the previous window")
+    window_seconds: float = Field(0.0, ge=0, le=1e9)
+
+
 class ProvisioningHint(Event):
     """The forecast says more capacity will be needed than is in service: bring these up ahead.
 
@@ -538,6 +557,7 @@ class DeadLetter(Event):
 
 
 ALL_EVENTS: tuple[type[Event], ...] = (
+    TuningDecision,
     ResourceDiscovered,
     ResourceUpdated,
     ResourceRemoved,

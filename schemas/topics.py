@@ -57,6 +57,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               "demand quantiles per series, realised demand per interval, spikes"),
     TopicSpec("provisioning", 1, "pool", 3, (ev.ProvisioningHint,),
               "capacity to bring up ahead of forecast demand (scheduler's hints)"),
+    TopicSpec("tuning", 1, "knob", 1, (ev.TuningDecision,),
+              "the scheduler's tuned knobs: each choice and the reward of the one before"),
     TopicSpec("external-events", 1, "scope", 1, (ev.ExternalEvent,), "campaigns, releases, holidays"),
     TopicSpec("migrations", 1, "migration_id", 3,
               (ev.MigrationPlanned, ev.MigrationProgress, ev.MigrationDone, ev.MigrationFailed),

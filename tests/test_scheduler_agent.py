@@ -170,3 +170,37 @@ def test_a_forecast_beyond_capacity_in_service_publishes_a_provisioning_hint(set
     (hint,) = run(scenario(), timeout=120)
     assert hint.needed_by == T0 and hint.shortfall_vcpu > 50     # ~90 vCPU over 3 steps vs ~15 free
     assert hint.suggested and hint.suggested[0].resource_id.startswith("own/")   # 0.49 beats 0.80 per 16 vCPU
+
+
+def test_the_tuner_publishes_its_choices_and_rewards_and_keeps_them_across_a_restart(settings, consume):
+    """Learning-driven tuning in the live worker: each window's choice and the reward of the
+    one before go to the tuning topic (and from there to ClickHouse's v_tuning); a restarted
+    worker learns again from them."""
+    topic = s.topic_spec("tuning").full_name(settings.topic_prefix)
+
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        try:
+            await send_events(producer, settings, "resources", _resources(4))
+            await send_events(producer, settings, "requests", _requests(0, 8))
+        finally:
+            await producer.stop()
+        stop = asyncio.Event()
+        worker = SchedulerWorker(settings, tuning_interval_s=1.0)
+        task = asyncio.create_task(worker.run(stop))
+        await asyncio.sleep(4.0)
+        stop.set()
+        await task
+        decisions = [s.decode(r.value) for r in await consume(settings, topic, 100, timeout=3, committed_only=True)]
+        again = SchedulerWorker(settings, tuning_interval_s=1.0)
+        await again.recover()
+        return decisions, again.core.tuner
+
+    decisions, tuner = run(scenario(), timeout=120)
+    assert len(decisions) >= 2 and all(isinstance(d, s.TuningDecision) for d in decisions)
+    assert decisions[0].reward is None
+    assert all(d.reward is not None and d.reward <= 0 and d.previous_arm for d in decisions[1:])
+    learned = sum(sum(p._counts.values()) for p in tuner.policies.values())
+    assert learned == len(decisions) - 1

@@ -293,3 +293,37 @@ def test_no_hint_while_capacity_in_service_absorbs_the_forecast():
     sch.run_batch(0.0, T0)
     sch.apply(_steps("gold", 10.0))
     assert sch.provisioning_hints(T0) == []
+
+
+def test_the_tuner_scores_each_window_by_cost_and_misses_and_sets_the_headroom_quantile():
+    from tessera.scheduler.tuning import QuantileTuner
+    sch = Scheduler(tuner=QuantileTuner(seed=3))
+    sch.apply(resource(0, vcpu=8, price="1.00"))
+    first = sch.tuning_step(0.0, T0)
+    assert first.reward is None and first.previous_arm == "" and float(first.arm) in (0.5, 0.8, 0.9, 0.95, 0.99)
+    assert sch.reservations.level_override == float(first.arm)
+    sch.submit(request("a", vcpu=4), 0.0, T0)
+    (placed,) = [e for e in sch.run_batch(0.0, T0) if isinstance(e, s.AllocationPlaced)]
+    price = placed.placements[0].price_per_hour               # half of the node's price
+    late = request("late", tier="platinum", vcpu=8)           # waits past platinum's 30 s
+    sch.submit(late, 0.0, T0)
+    sch.run_batch(1.0, T0)
+    sch.release("alloc:a", now=1800.0)
+    sch.run_batch(1800.0, T0 + timedelta(seconds=1800))       # placed now: 1800 s > 30 s
+    second = sch.tuning_step(3600.0, T0 + timedelta(hours=1))
+    assert second.window_misses == 1 and second.previous_arm == first.arm
+    # a held half the node for 1800 s, then "late" the whole node for 1800 s
+    expected = price * Decimal("0.5") + Decimal("1.00") * Decimal("0.5")
+    assert second.window_cost == expected.quantize(Decimal("0.000001"))
+    assert second.reward == -float(expected + 1)
+
+
+def test_a_restarted_tuner_learns_again_from_its_published_decisions():
+    from tessera.scheduler.tuning import QuantileTuner
+    a = QuantileTuner(seed=1)
+    decisions = [s.TuningDecision(knob="headroom_quantile", context="hours=00-06", arm="0.9"),
+                 s.TuningDecision(knob="headroom_quantile", context="hours=00-06", arm="0.5", previous_arm="0.9",
+                                  reward=-3.0)]
+    a.replay(decisions)
+    policy = a.policies["hours=00-06"]
+    assert policy._counts[2] == 1 and policy._rewards[2].get() == -3.0

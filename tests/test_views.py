@@ -26,6 +26,10 @@ def _events() -> list[s.Event]:
                                                           price_per_hour=Decimal(price))])
 
     return [
+        s.TuningDecision(event_time=T0, knob="headroom_quantile", context="hours=00-06", arm="0.9"),
+        s.TuningDecision(event_time=T0 + timedelta(minutes=5), knob="headroom_quantile", context="hours=00-06",
+                         arm="0.95", previous_arm="0.9", reward=-1.25, window_cost=Decimal("0.25"), window_misses=1,
+                         window_seconds=300.0),
         s.ResourceDiscovered(event_time=T0, resource_id="own/n1", spec=own),
         s.ResourceDiscovered(event_time=T0, resource_id="gcp/r1", spec=gcp),
         placed("a1", "own/n1", "own", 2, "0.40", queued=1.0),
@@ -73,6 +77,8 @@ def _answers(st) -> dict:
         "tenant": q(f"SELECT tenant FROM {db}.v_cost_per_tenant_day"),
         "hints": q(f"SELECT pool, shortfall_vcpu AS s, suggested_resources AS n, "
                    f"toString(suggested_cost_per_hour) AS c, hints FROM {db}.v_provisioning_hints"),
+        "tuning": q(f"SELECT knob, context, arm, previous_arm, reward, toString(window_cost) AS c, window_misses AS m "
+                    f"FROM {db}.v_tuning ORDER BY decided_at"),
     }
 
 
@@ -96,6 +102,8 @@ def test_views_answer_from_events_and_count_a_redelivered_batch_once(any_backend
     # ran 2 h: 0.80 USD, 8 vCPU-hours.
     assert first["own_day"] == [{"c": "0.8", "h": pytest.approx(8.0), "n": first["own_day"][0]["n"]}]
     assert int(first["own_day"][0]["n"]) == 1
+    assert [(r["arm"], r["previous_arm"], r["reward"], r["c"], int(r["m"])) for r in first["tuning"]] == [
+        ("0.9", "", None, "0", 0), ("0.95", "0.9", -1.25, "0.25", 1)]
     assert first["blended_own"][0]["r"] == pytest.approx(0.8 / 8)
     util = {r["provider"]: r for r in first["util"]}
     assert util["gcp"]["cap"] == 4 and util["gcp"]["used"] == 2 and util["gcp"]["u"] == pytest.approx(0.5)

@@ -47,6 +47,7 @@ from tessera.schemas import (
     ResourceDiscovered,
     ResourceRemoved,
     ResourceUpdated,
+    TuningDecision,
     UsageLimitAlert,
     WorkloadRequest,
 )
@@ -66,6 +67,10 @@ from .packing import (
 from .provisioning import HintGate, Offer, plan_hint
 from .queue import SchedulingQueue
 from .reservation import Reservations, parse_series
+from .tuning import KNOB, QuantileTuner
+
+#: Longest acceptable queue wait per tier, seconds (the simulator's default targets too).
+DEFAULT_SLA_TARGETS = {"platinum": 30.0, "gold": 120.0, "silver": 600.0, "bronze": 3600.0}
 
 DIMS = ("vcpu", "memory_gib", "gpu", "storage_gib")
 #: Distinct regions, and distinct providers, one scheduler places onto (the packer's
@@ -142,6 +147,12 @@ class Scheduler:
     prices: PriceBook = field(default_factory=PriceBook)
     #: The time prices are read at (epoch microseconds): the latest batch's.
     _now_us: int = field(default=0, init=False, repr=False)
+    #: Learning-driven tuning of the headroom quantile (None: the newsvendor levels).
+    tuner: QuantileTuner | None = None
+    #: Longest acceptable queue wait per tier (s): a longer wait is an SLA miss for tuning.
+    sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
+    #: What one SLA miss costs in the tuner's reward (base currency).
+    miss_penalty: Decimal = Decimal("1.00")
     #: The packer's view of ``resources`` (arrays), kept between batches: rebuilt when
     #: resources or their health change, and row by row when capacity is used or freed.
     #: Resources already running (paid for) even while empty: opening them costs nothing
@@ -161,6 +172,9 @@ class Scheduler:
         #: price, a lifted limit): a request that failed for want of capacity is tried
         #: again only after it changes (SchedulingQueue.next_batch).
         self.epoch = 0
+        self._cost_rate = Decimal(0)           # price per hour of the live allocations
+        self._window = (None, Decimal(0), 0)   # tuning window: (start, cost so far, misses)
+        self._rate_since: float | None = None
         self._forecast_pool: str | None = None     # set when a forecast arrived since the last hint check
 
     # -- inputs ----------------------------------------------------------------
@@ -291,6 +305,7 @@ class Scheduler:
                                         _vec(rq.per_replica), frozenset(rq.required_tags),
                                         frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
                                         rq.spread_min, seq=q.seq))
+        self._accrue(now)
         by_id = {q.request.request_id: q for q in batch}
         capped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is not None]
         uncapped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is None]
@@ -300,12 +315,16 @@ class Scheduler:
         for rid, placements in result.placements.items():
             q = by_id[rid]
             out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt))
+            if now - q.enqueued_at > self.sla_targets.get(q.request.sla_tier.value, float("inf")):
+                self._missed()
         for rid, rejection in result.rejected.items():
             q = by_id[rid]
             if rejection.code not in TRANSIENT_REJECTIONS:     # no later capacity change can fix it
                 self.queue.remove(rid)
                 self.decided.add(rid)
                 out.append(self._rejected(q.request, rejection))
+                if rejection.code in (RejectReason.too_large, RejectReason.spread_impossible):
+                    self._missed()
             else:
                 q.failed_at = (self.epoch, q.aged_tier(now, self.aging_s))
             if rejection.code in TRANSIENT_REJECTIONS and not q.notified:
@@ -318,11 +337,50 @@ class Scheduler:
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
                 if isinstance(e, AllocationQueued) else e for e in out]
 
+    def _missed(self) -> None:
+        start, cost, misses = self._window
+        self._window = (start, cost, misses + 1)
+
+    def tuning_step(self, now: float, now_dt: datetime) -> TuningDecision | None:
+        """Close the tuning window: score the last choice (minus the cost of the capacity
+        held, minus the penalty per SLA miss), choose the headroom quantile for the next
+        window, and say so as an event. None without a tuner."""
+        if self.tuner is None:
+            return None
+        self._accrue(now)
+        start, cost, misses = self._window
+        previous = self.tuner.last_choice
+        reward = None
+        if previous is not None and start is not None:
+            reward = -float(cost + self.miss_penalty * misses)
+            self.tuner.reward(reward)
+        level = self.tuner.choose(now_dt)
+        self.reservations.level_override = level
+        self._window = (now, Decimal(0), 0)
+        context = self.tuner.last_choice[0]
+        return TuningDecision(event_id=f"tuning:{KNOB}:{int(now * 1000)}", event_time=now_dt, knob=KNOB,
+                              context=context, arm=format(level, "g"),
+                              previous_arm=format(previous[1], "g") if previous else "", reward=reward,
+                              window_cost=cost.quantize(Decimal("0.000001")) if start is not None else Decimal(0),
+                              window_misses=misses if start is not None else 0,
+                              window_seconds=max(now - start, 0.0) if start is not None else 0.0)
+
     def vcpu_in_use_by_tier(self) -> dict[str, float]:
         return dict(self._vcpu_by_tier)
 
+    def _accrue(self, now: float | None) -> None:
+        """Integrate the live allocations' price over time into the tuning window's cost."""
+        if now is None or self.tuner is None:
+            return
+        if self._rate_since is not None and now > self._rate_since:
+            start, cost, misses = self._window
+            cost += self._cost_rate * Decimal(repr(now - self._rate_since)) / 3600
+            self._window = (start, cost, misses)
+        self._rate_since = now
+
     def _hold(self, a: Allocation) -> None:
         """A live allocation: its replicas take capacity and count toward its tier's use."""
+        self._cost_rate += sum((p.price_per_hour for p in a.placement_events), Decimal(0))
         self.allocations[a.allocation_id] = a
         for res_id, k in a.placements:
             self._use(res_id, k, a.demand, +1.0)
@@ -332,6 +390,7 @@ class Scheduler:
         a = self.allocations.pop(allocation_id, None)
         if a is not None:
             self.epoch += 1
+            self._cost_rate -= sum((p.price_per_hour for p in a.placement_events), Decimal(0))
             for res_id, k in a.placements:
                 self._use(res_id, k, a.demand, -1.0)
             left = self._vcpu_by_tier.get(a.tier, 0.0) - a.vcpu
@@ -518,7 +577,8 @@ class Scheduler:
             return [self._rejected(q.request, Rejection(RejectReason.withdrawn, reason or "withdrawn"))]
         return self.release(f"alloc:{request_id}", reason)
 
-    def release(self, allocation_id: str, reason: str = "completed") -> list[Event]:
+    def release(self, allocation_id: str, reason: str = "completed", now: float | None = None) -> list[Event]:
+        self._accrue(now)      # the tuning window's cost runs at the old rate up to now
         a = self._drop(allocation_id)
         if a is None:
             return []  # unknown or already released: idempotent

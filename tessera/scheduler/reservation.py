@@ -54,6 +54,9 @@ class Reservations:
     idle_cost_per_vcpu_hour: Decimal = Decimal("0.03")
     shortage_cost: Mapping[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_SHORTAGE_COST))
     horizons: int = 3
+    #: A tuned quantile (tessera.scheduler.tuning) protecting every tier the newsvendor
+    #: protects, in place of each tier's critical ratio; None: the critical ratios.
+    level_override: float | None = None
     _forecasts: dict[str, Forecast] = field(default_factory=dict)  # tier -> latest vcpu forecast
 
     def observe(self, forecast: Forecast) -> None:
@@ -68,7 +71,8 @@ class Reservations:
 
     def level(self, tier: str) -> float:
         """The quantile level protected for ``tier`` (0 = not protected: such a tier waits)."""
-        return critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
+        ratio = critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
+        return ratio if ratio <= 0 or self.level_override is None else self.level_override
 
     def levels(self) -> dict[str, float]:
         """The protected level of every tier with a forecast."""

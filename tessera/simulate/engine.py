@@ -20,7 +20,7 @@ Policies set the target:
   at quantile ``quantile`` over the steps that cover the lead time;
 * ``oracle``: the realised demand over the same steps (the trace's own future);
 * ``learned``: predictive, with the quantile chosen per context (hour of day) online by a
-  River bandit from the realised reward (``tessera.simulate.tuning``).
+  River bandit from the realised reward (``tessera.scheduler.tuning``).
 
 Demand is the trace's offered load: vCPU of requests submitted and not yet finished,
 counted as if each ran from its submission (so what the controller learns and the oracle
@@ -50,11 +50,12 @@ from tessera.billing.usage import US, UsageRecord, period_of
 from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook, Standing
-from tessera.scheduler.core import Scheduler
+from tessera.scheduler.core import DEFAULT_SLA_TARGETS, Scheduler
+from tessera.scheduler.tuning import QuantileTuner
 from tessera.schemas import (
     TIER_RANK,
     AllocationPlaced,
-        AllocationRejected,
+    AllocationRejected,
     HealthChanged,
     HealthStatus,
     RejectReason,
@@ -63,11 +64,9 @@ from tessera.schemas import (
 
 from .fleet import Fleet, instance_agreements
 from .trace import TracedRequest
-from .tuning import QuantileTuner
 
 GIB_BYTES = 1 << 30
 POLICIES = ("reactive", "predictive", "oracle", "learned")
-DEFAULT_SLA_TARGETS = {"platinum": 30.0, "gold": 120.0, "silver": 600.0, "bronze": 3600.0}
 #: Rejections that count as an SLA miss ("rejected for capacity").
 CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacity, RejectReason.no_resources,
                        RejectReason.deadline_passed, RejectReason.spread_impossible}

@@ -138,6 +138,19 @@ MIGRATIONS: tuple[Migration, ...] = (
             SETTINGS join_use_nulls = 1
             """,
             """
+            CREATE VIEW IF NOT EXISTS {db}.v_tuning AS
+            -- The scheduler's tuner: each window's choice of a knob, and the reward the
+            -- choice before it earned (negative cost of capacity held minus SLA-miss penalty).
+            SELECT event_time AS decided_at, JSONExtractString(payload, 'knob') AS knob,
+                   JSONExtractString(payload, 'context') AS context, JSONExtractString(payload, 'arm') AS arm,
+                   JSONExtractString(payload, 'previous_arm') AS previous_arm,
+                   JSONExtract(payload, 'reward', 'Nullable(Float64)') AS reward,
+                   toDecimal64OrZero(JSONExtractString(payload, 'window_cost'), 6) AS window_cost,
+                   JSONExtractUInt(payload, 'window_misses') AS window_misses,
+                   JSONExtractFloat(payload, 'window_seconds') AS window_seconds
+            FROM {db}.events FINAL WHERE event_type = 'tuning.decision'
+            """,
+            """
             CREATE VIEW IF NOT EXISTS {db}.v_cost_per_partner_day AS
             SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
                    count() AS placements

@@ -71,10 +71,10 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
     from tessera.config import ConfigError
     from tessera.pricing.agreements import AgreementError, load_agreements
     from tessera.resources.model import AdapterError
+    from tessera.scheduler.tuning import ARMS
     from tessera.simulate.engine import SimConfig, simulate
     from tessera.simulate.fleet import load_fleet
     from tessera.simulate.trace import TraceError, load_trace
-    from tessera.simulate.tuning import ARMS
 
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
