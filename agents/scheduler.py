@@ -85,8 +85,9 @@ class SchedulerWorker:
     #: Partner agreements to price by (tessera.pricing); updates arrive on the agreements topic.
     agreements: dict[str, Agreement] = field(default_factory=dict)
     #: How often the tuner closes a window and chooses the headroom quantile again (s);
-    #: 0 leaves the newsvendor levels alone (tessera.scheduler.tuning).
-    tuning_interval_s: float = 300.0
+    #: 0 (the default) leaves the newsvendor levels alone (tessera.scheduler.tuning): a
+    #: bandit explores, so turning it on is the operator's choice (`--tune-every`).
+    tuning_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         s = self.settings

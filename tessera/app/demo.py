@@ -175,7 +175,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     _say(f"[2/{STEPS}] starting the pipeline: event log, live resource table, forecasts, scheduler, billing "
          f"(topics demo-{run}.*, database demo_{run})")
     t_start = time.monotonic()
-    async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0,
+    async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0, tuning_interval_s=15.0,
                         say=lambda text: _say(f"      {text}")) as p:
         store, db = p.store, p.store.database
         # A small own data center, so bursts spill to partners.
@@ -258,6 +258,13 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                        round(free_in_service_vcpu, 1) AS free_in_service_vcpu, suggested_resources,
                        suggested_cost_per_hour, hints
                 FROM {db}.v_provisioning_hints ORDER BY needed_by DESC LIMIT 8""")),
+            ("Learning-driven tuning (headroom quantile per 15 s window; reward = -(cost of capacity held) "
+             "- 1.00 per SLA miss)", _pretty(store, f"""
+                SELECT context, arm AS headroom_quantile, count() AS windows, round(avg(reward), 4) AS mean_reward,
+                       sum(window_misses) AS sla_misses
+                FROM (SELECT context, previous_arm AS arm, reward, window_misses FROM {db}.v_tuning
+                      WHERE reward IS NOT NULL)
+                GROUP BY context, arm ORDER BY context, arm""")),
             ("Usage-limit alerts", _pretty(store, f"SELECT * FROM {db}.v_alerts_over_time")),
             ("Dead letters", _pretty(store, f"SELECT * FROM {db}.v_dead_letters_over_time")),
         ]

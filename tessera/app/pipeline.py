@@ -93,12 +93,14 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
-                   aging_s: float = 30.0, say: Callable[[str], None] | None = None) -> AsyncIterator[Pipeline]:
+                   aging_s: float = 30.0, say: Callable[[str], None] | None = None,
+                   tuning_interval_s: float = 0.0) -> AsyncIterator[Pipeline]:
     """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
     await ensure_topics(settings)
     compile_kernels(say)       # before any consumer joins a group (tessera.app.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
-    scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s, agreements=agreements)
+    scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s, agreements=agreements,
+                                tuning_interval_s=tuning_interval_s)
     billing = BillingWorker(settings, agreements)
     # A fresh broker creates its offsets and transaction logs on first use; joining before
     # that only fills the log with retried coordinator errors.

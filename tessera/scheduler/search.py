@@ -60,7 +60,7 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
     def profile(p: Packing) -> tuple[int, ...]:
         return placed_profile(p.placed, tiers, reqs.replicas)
 
-    if effort.restarts and not out.placed.all():
+    if effort.restarts and len(order) > 1 and not out.placed.all():
         # Smallest replicas first within each tier: when room is short, more of a tier's
         # replicas fit that way than largest first. Taken if the yardstick prefers it.
         size = (reqs.demand / np.maximum(res.cap.max(axis=0), 1e-12)).max(axis=1)     # per replica
@@ -71,7 +71,9 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
         if (profile(cand), -cand.cost) > (profile(out), -out.cost):
             out, order = cand, small_first
     base = profile(out)
-    for seed in range(effort.restarts):
+    # Shuffling the order of one request changes nothing: a single-request batch (most
+    # batches at moderate rates) skips the restarts.
+    for seed in range(effort.restarts if len(order) > 1 else 0):
         rng = np.random.default_rng(seed)
         keys = [(int(tiers[i]), float(rng.random())) for i in order]
         shuffled = np.array([i for _, i in sorted(zip(keys, order.tolist()))], dtype=np.int64)

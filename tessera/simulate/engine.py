@@ -188,6 +188,7 @@ class Simulation:
                                                               interval_s=int(config.interval_s), season=season))
         self.tuner = QuantileTuner(seed=config.seed) if config.policy == "learned" else None
         self._util_samples: list[float] = []
+        self._ranked: dict[bool, list[_Vm]] = {}
 
     # -- the clock --------------------------------------------------------------
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -307,6 +308,7 @@ class Simulation:
         return demand + max(0.0, peak - self._urgent_now()), band
 
     def _control(self, now: float) -> None:
+        self._ranked.clear()           # prices may change below (standings, a new month)
         step = int(now // self.cfg.interval_s)
         if self.forecaster is not None and step > 0:
             self.forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s,
@@ -356,10 +358,16 @@ class Simulation:
             self.core.reprice(self.start_us + int(now * US), partner)
 
     def _candidates(self, gpu: bool) -> list[_Vm]:
-        t_us = self.core._now_us
-        closed = [v for v in self.vms.values() if v.state == "closed" and (v.gpu > 0) == gpu]
-        return sorted(closed, key=lambda v: (self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
-                                             / Decimal(repr(max(v.gpu if gpu else v.vcpu, 1e-9))), v.resource_id))
+        """Closed VMs, cheapest opening price per vCPU (per GPU for GPU work) first. The
+        ranking is kept until prices may have changed (each control tick)."""
+        ranked = self._ranked.get(gpu)
+        if ranked is None:
+            t_us = self.core._now_us
+            pool = [v for v in self.vms.values() if (v.gpu > 0) == gpu]
+            ranked = self._ranked[gpu] = sorted(pool, key=lambda v: (
+                self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
+                / Decimal(repr(max(v.gpu if gpu else v.vcpu, 1e-9))), v.resource_id))
+        return [v for v in ranked if v.state == "closed"]
 
     def _open_vm(self, vm: _Vm, now: float) -> None:
         vm.state, vm.opened_at = "opening", now

@@ -173,7 +173,7 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
         stop = await _prepare_service(s)
         compile_kernels(lambda text: print(text, file=sys.stderr), forecasts=False)   # before joining the group
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
-                                 aging_s=args.aging_s, agreements=agreements)
+                                 aging_s=args.aging_s, agreements=agreements, tuning_interval_s=args.tune_every)
         print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"
               " (Ctrl-C to stop)", file=sys.stderr)
         await worker.run(stop)
@@ -409,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--domain", default="global", help="placement domain this scheduler owns (default: global)")
     sp.add_argument("--batch-max", type=int, default=1000, help="requests per batch at most (default 1000)")
     sp.add_argument("--batch-wait-ms", type=int, default=20, help="max wait to fill a batch (default 20 ms)")
+    sp.add_argument("--tune-every", type=float, default=0.0, metavar="S",
+                    help="tune the headroom quantile online every S seconds (a River bandit; decisions on "
+                         "tuning.v1 and in v_tuning); default 0: the newsvendor levels")
     sp.add_argument("--aging-s", type=float, default=60.0,
                     help="seconds of waiting that promote a request by one tier (default 60)")
 
