@@ -42,6 +42,7 @@ from tessera.schemas import (
     HealthChanged,
     HealthStatus,
     Placement,
+    PricingModel,
     ProvisioningHint,
     RejectReason,
     ResourceDiscovered,
@@ -201,11 +202,16 @@ class Scheduler:
                                used=old.used if old else [0.0] * len(DIMS), offer=offer)
             if any(t.startswith("taint:") for t in sp.tags):
                 st.healthy = False  # tainted nodes take no new work
+            if sp.pricing_model == PricingModel.own or sp.provider == "own":
+                # Own capacity is in service whether or not it holds work: filling it opens
+                # nothing. (Partner VMs open with their first placement.)
+                self.running.add(event.resource_id)
             self._count_places(old, -1)
             self._count_places(st, +1)
             self.resources[event.resource_id] = st
         elif isinstance(event, ResourceRemoved):
             self._count_places(self.resources.pop(event.resource_id, None), -1)
+            self.running.discard(event.resource_id)
         elif isinstance(event, Forecast):
             self.reservations.observe(event)
             self._forecast_pool = parse_series(event.series).get("pool", "default")
