@@ -218,3 +218,15 @@ def test_the_simulator_places_as_the_live_scheduler_worker_does(settings, consum
     result = Simulation(fleet, {}, sorted(replay, key=lambda t: t.at), start, SimConfig(policy="reactive")).run()
     assert result.placed == {rid: sorted((p.resource_id, p.replicas) for p in e.placements)
                              for rid, e in placed.items()}
+
+
+def test_partner_vms_are_billed_once_from_open_to_close(tmp_path):
+    fleet = load_fleet(fleet_file(tmp_path, own=1))
+    start, trace = load_trace(requests_file(tmp_path, wave(200, every=10.0)))
+    sim = Simulation(fleet, {}, trace, start, SimConfig(policy="reactive"))
+    result = sim.run()
+    assert sim.instance_usage, "the wave spills to partner VMs"
+    price = {r.resource_id: r.spec.price_per_hour for r in fleet.offers}
+    expected = sum((price[u.resource_id].quantize(Decimal("0.000001")) * Decimal(u.end_us - u.start_us) / 3_600_000_000
+                    for u in sim.instance_usage), Decimal(0))
+    assert result.cost_by_provider["digitalocean"] == expected.quantize(Decimal("0.01"))

@@ -157,6 +157,10 @@ class Simulation:
         self.core = Scheduler(prices=self.book, aging_s=config.sla_targets.get("silver", 600.0))
         self.core.reprice(self.start_us)
         self.billing = BillingState(dict(self.agreements), grace_s=0.0)
+        # Here VMs open and close by the controller's decisions, and the simulation bills them
+        # from open to close itself (instance_usage); the live lifecycle's stand-in (first
+        # placement to last release) would bill them twice.
+        self.billing.lifecycle.bills_whole_vm = lambda partner, instance_type: False
         self.vms: dict[str, _Vm] = {}
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
