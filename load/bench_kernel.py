@@ -59,28 +59,10 @@ def mip_optimum(reqs: list[PackRequest], res: list[PackResource], placed: set[st
 
     h = highspy.Highs()
     h.silent()
-    y = {s.id: (h.addBinary() if not s.open else None) for s in res}
-    D = len(res[0].capacity)
-    load = {(s.id, d): [] for s in res for d in range(D)}
-    for q in reqs:
-        if q.id not in placed:
-            continue
-        xs = []
-        for s in res:
-            ok = q.tags_required <= s.tags and (not q.regions or s.region in q.regions)
-            if not ok:
-                continue
-            x = h.addVariable(lb=0, ub=q.replicas, type=highspy.HighsVarType.kInteger)
-            xs.append(x)
-            for d in range(D):
-                if q.demand[d]:
-                    load[(s.id, d)].append(q.demand[d] * x)
-        h.addConstr(sum(xs) == q.replicas)
-    for s in res:
-        for d in range(D):
-            if load[(s.id, d)]:
-                cap = s.free[d]
-                h.addConstr(sum(load[(s.id, d)]) <= (cap if s.open else cap * y[s.id]))
+    chosen = [q for q in reqs if q.id in placed]
+    y, replicas = _placement_model(h, chosen, res)
+    for q in chosen:
+        h.addConstr(replicas[q.id] == q.replicas)
     obj = sum(float(s.price_per_hour) * y[s.id] for s in res if not s.open)
     h.minimize(obj)
     return Decimal(str(round(h.getObjectiveValue(), 6)))
@@ -126,18 +108,16 @@ def _compatible(q: PackRequest, s: PackResource) -> bool:
             and (not q.providers or s.provider in q.providers))
 
 
-def lexicographic_optimum(reqs: list[PackRequest], res: list[PackResource]) -> tuple[list[int], Decimal]:
-    """The yardstick: most replicas of each tier in turn (platinum first), then least cost of
-    newly opened resources; requests are placed whole or not at all (HiGHS MIP, one solve
-    per stage, each stage's optimum fixed as a constraint for the next)."""
+def _placement_model(h, reqs: list[PackRequest], res: list[PackResource]) -> tuple[dict, dict]:
+    """Integer replicas of each request on each compatible resource, within free capacity
+    (a closed resource only if opened: binary ``y``). Returns ``y`` and, per request, the
+    expression of its replicas placed."""
     import highspy
 
-    h = highspy.Highs()
-    h.silent()
     D = len(res[0].capacity)
     y = {s.id: (h.addBinary() if not s.open else None) for s in res}
-    z = {q.id: h.addBinary() for q in reqs}
-    load = {(s.id, d): [] for s in res for d in range(D)}
+    load: dict = {(s.id, d): [] for s in res for d in range(D)}
+    replicas = {}
     for q in reqs:
         xs = []
         for s in res:
@@ -148,12 +128,27 @@ def lexicographic_optimum(reqs: list[PackRequest], res: list[PackResource]) -> t
             for d in range(D):
                 if q.demand[d]:
                     load[(s.id, d)].append(q.demand[d] * x)
-        h.addConstr((sum(xs) if xs else 0) - q.replicas * z[q.id] == 0)
+        replicas[q.id] = sum(xs) if xs else 0
     for s in res:
         for d in range(D):
             if load[(s.id, d)]:
                 cap = s.free[d]
                 h.addConstr(sum(load[(s.id, d)]) <= (cap if s.open else cap * y[s.id]))
+    return y, replicas
+
+
+def lexicographic_optimum(reqs: list[PackRequest], res: list[PackResource]) -> tuple[list[int], Decimal]:
+    """The yardstick: most replicas of each tier in turn (platinum first), then least cost of
+    newly opened resources; requests are placed whole or not at all (HiGHS MIP, one solve
+    per stage, each stage's optimum fixed as a constraint for the next)."""
+    import highspy
+
+    h = highspy.Highs()
+    h.silent()
+    y, replicas = _placement_model(h, reqs, res)
+    z = {q.id: h.addBinary() for q in reqs}
+    for q in reqs:
+        h.addConstr(replicas[q.id] - q.replicas * z[q.id] == 0)
     counts = []
     for tier in TIER_ORDER:
         group = [q for q in reqs if q.tier == tier]

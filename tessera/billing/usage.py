@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from tessera.pricing.agreements import utc_us
+
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 US = 1_000_000
 
@@ -41,16 +43,10 @@ class UsageRecord:   # not frozen: a frozen dataclass's __init__ costs 4x (objec
 
 
 def _time_us(value: Any, field: str, where: str) -> int:
-    if not isinstance(value, str):
-        raise UsageError(f"{where}.{field}: an ISO-8601 UTC time like 2026-01-31T23:00:00Z")
     try:
-        dt = datetime.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"{where}.{field}: {value!r} is not an ISO-8601 time") from None
-    if dt.tzinfo is None:
-        raise UsageError(f"{where}.{field}: {value!r} has no time zone; give UTC (Z)")
-    delta = dt - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US + delta.microseconds
+        return utc_us(value)
+    except ValueError as exc:
+        raise UsageError(f"{where}.{field}: {exc}") from None
 
 
 def _milli(value: Any, field: str, where: str) -> int:

@@ -213,19 +213,28 @@ def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
                      _effective_from(doc.get("effective_from"), f"{where}.effective_from"))
 
 
-def _effective_from(value: Any, where: str) -> int:
-    if value is None:
-        return 0
+def utc_us(value: Any) -> int:
+    """An ISO-8601 time with a zone as integer microseconds since 1970 (UTC). The ValueError
+    says what is wrong, for the caller to name the field."""
     if not isinstance(value, str):
-        raise AgreementError(f"{where}: an ISO-8601 UTC time like \"2026-11-15T00:00:00Z\"")
+        raise ValueError("an ISO-8601 UTC time like 2026-11-15T00:00:00Z")
     try:
         dt = datetime.fromisoformat(value)
     except ValueError:
-        raise AgreementError(f"{where}: {value!r} is not an ISO-8601 time") from None
+        raise ValueError(f"{value!r} is not an ISO-8601 time") from None
     if dt.tzinfo is None:
-        raise AgreementError(f"{where}: {value!r} has no time zone; give UTC (Z)")
+        raise ValueError(f"{value!r} has no time zone; give UTC (Z)")
     d = dt - _EPOCH
-    us = (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+    return (d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds
+
+
+def _effective_from(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    try:
+        us = utc_us(value)
+    except ValueError as exc:
+        raise AgreementError(f"{where}: {exc}") from None
     if us <= 0:
         raise AgreementError(f"{where}: {value!r} is before 1970")
     return us
