@@ -308,3 +308,19 @@ def test_two_versions_with_the_same_effective_time_are_refused():
     doc = {"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"}, "effective_from": "2026-03-11T00:00:00Z"}
     with pytest.raises(AgreementError, match="same effective_from"):
         parse_agreements([doc, doc])
+
+
+@pytest.mark.parametrize("currency,places", [("CLP", 0), ("VND", 0), ("ISK", 0), ("JPY", 0), ("KWD", 3),
+                                             ("BHD", 3), ("EUR", 2)])
+def test_minor_units_come_from_the_currency_data(currency, places):
+    (a,) = parse_agreements([{"partner": "p", "currency": currency, "rates": {"vcpu_hour": "1.2345"}}]).values()
+    assert a.minor_unit == places
+    led = Ledger({"p": a})
+    led.add(usage("u1", "2026-03-01T00:00:00Z", "2026-03-01T01:00:00Z", partner="p", res="p/1", vcpu=1))
+    total = led.invoice("p", "2026-03").total
+    assert (len(total.split(".")[1]) if "." in total else 0) == places
+
+
+def test_an_unknown_currency_is_refused():
+    with pytest.raises(AgreementError, match="'XYZ' is not an ISO 4217 currency"):
+        parse_agreements([{"partner": "p", "currency": "XYZ", "rates": {"vcpu_hour": "1"}}])

@@ -25,12 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from babel.numbers import get_currency_precision, is_currency
 
 #: The units usage is rated in, and how one unit is named on an invoice.
 UNITS = {"vcpu_hour": "vCPU-hour", "memory_gib_hour": "GiB-hour", "gpu_hour": "GPU-hour",
          "instance_hour": "instance-hour"}
-#: Decimal places of each currency's minor unit (ISO 4217); others default to 2.
-MINOR_UNITS = {"JPY": 0, "KRW": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
 MICRO = 1_000_000
 #: Usage is counted in unit-microseconds x 1000 ("N"): one unit-hour is this many.
 N_PER_UNIT_HOUR = 3_600_000_000 * 1000
@@ -91,7 +90,9 @@ class Agreement:
 
     @property
     def minor_unit(self) -> int:
-        return MINOR_UNITS.get(self.currency, 2)
+        """Decimal places an amount in this currency is billed in (CLDR's currency data via
+        Babel, maintained upstream: CLP, ISK, JPY, VND 0; BHD, KWD 3)."""
+        return get_currency_precision(self.currency)
 
     def at(self, t_us: int) -> "Agreement":
         """The terms in force at ``t_us`` (the earliest version for times before all of them)."""
@@ -153,8 +154,9 @@ def parse_agreement(doc: Any, where: str = "agreement") -> Agreement:
         raise AgreementError(f"{where}.partner: required, a non-empty string")
     where = f"agreement[{partner}]"
     currency = doc.get("currency")
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isupper():
-        raise AgreementError(f"{where}.currency: {currency!r} is not an ISO 4217 code like \"USD\"")
+    if (not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha() or not currency.isupper()
+            or not is_currency(currency)):
+        raise AgreementError(f"{where}.currency: {currency!r} is not an ISO 4217 currency code like \"USD\"")
     raw_rates = doc.get("rates")
     if not isinstance(raw_rates, dict) or not raw_rates:
         raise AgreementError(f"{where}.rates: required, e.g. {{\"vcpu_hour\": \"0.031\"}}")
