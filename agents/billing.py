@@ -38,6 +38,7 @@ from tessera.streams.batching import take_batch
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_to_end
+from tessera.streams.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
@@ -54,6 +55,7 @@ class BillingWorker:
     agreements: dict[str, Agreement]
 
     def __post_init__(self) -> None:
+        self.webhook: WebhookNotifier | None = None
         self.state = BillingState(self.agreements, self.settings.billing_grace_s,
                                   on_unrated=lambda partner: metrics.BILLING_UNRATED.labels(partner).inc())
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
@@ -107,6 +109,13 @@ class BillingWorker:
         return positions
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not self.settings.alert_webhook_url:
+            return await self._run(stop)
+        async with WebhookNotifier(self.settings.alert_webhook_url, source=f"tessera/{AGENT}",
+                                   token=self.settings.alert_webhook_token) as self.webhook:
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         s = self.settings
         producer = producer_for(s)
         await producer.start()
@@ -168,3 +177,7 @@ class BillingWorker:
         futures = await send_batched(producer, records)
         for f in futures:
             await f
+        if self.webhook is not None:      # once the alerts are on their topic
+            for e in events:
+                if isinstance(e, UsageLimitAlert):
+                    self.webhook.notify(e)

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "TESSERA_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "sql_password"})
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "sql_password", "alert_webhook_token"})
 MASK = "********"
 
 
@@ -97,6 +97,10 @@ class Settings:
     #: Usage arriving this long after its month ended is still rated into that month;
     #: later, it becomes an adjustment line in the next open month.
     billing_grace_s: float = 3 * 86400.0
+    #: Usage-limit alerts are also POSTed here (JSON, CloudEvents headers); empty: topic only.
+    alert_webhook_url: str = ""
+    #: Bearer token for the webhook (a secret: masked in `tessera config`).
+    alert_webhook_token: str = ""
 
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
@@ -229,6 +233,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(
             f"TESSERA_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol!r}; use one of {sorted(protocols)}"
         )
+    if s.alert_webhook_url and not s.alert_webhook_url.startswith(("http://", "https://")):
+        raise ConfigError(f"TESSERA_ALERT_WEBHOOK_URL={s.alert_webhook_url!r}: give an http(s) URL")
     if s.kafka_security_protocol.startswith("SASL") and not s.kafka_sasl_username:
         raise ConfigError("SASL needs TESSERA_KAFKA_SASL_USERNAME and TESSERA_KAFKA_SASL_PASSWORD")
     if s.processing_guarantee not in {"exactly_once", "at_least_once"}:

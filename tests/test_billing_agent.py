@@ -129,3 +129,49 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
     # gcp: 4 vCPU x 3 h x 0.05 = 0.60 ; do: (3.5 + 2.5 + 1.0) vCPU-h x 0.03 = 0.21
     assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("0.60"),
                                                         "do/2026-03/vcpu_hour": Decimal("0.21")}
+
+
+def test_alerts_also_go_to_the_webhook(settings, consume_events):
+    """A usage-limit alert is POSTed to the configured webhook (JSON body, CloudEvents
+    headers, the bearer token); a receiver that fails at first gets it on a retry."""
+    from aiohttp import web
+
+    got: list[tuple[dict, dict]] = []
+    calls = {"n": 0}
+
+    async def receive(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return web.Response(status=503)          # the first try fails: retried
+        got.append((dict(request.headers), await request.json()))
+        return web.Response(status=204)
+
+    async def scenario():
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        st = settings.replace(alert_webhook_url=f"http://127.0.0.1:{port}/hook", alert_webhook_token="s3cret")
+        try:
+            await ensure_topics(st)
+            producer = producer_for(st)
+            await producer.start()
+            try:
+                await send_events(producer, st, "allocations", [placed(1), released(1, 5)])   # 1.00 USD: 50 %
+            finally:
+                await producer.stop()
+            await run_for(BillingWorker(st, AGREEMENTS), 8)
+        finally:
+            await runner.cleanup()
+        return await consume_events(st, "alerts", 10, timeout=5)
+
+    alerts = run(scenario(), timeout=120)
+    assert [a.threshold_pct for a in alerts] == [50]
+    assert len(got) == 1
+    headers, body = got[0]
+    assert headers["ce-type"] == "usage_limit.alert" and headers["ce-id"] == alerts[0].event_id
+    assert headers["Authorization"] == "Bearer s3cret"
+    assert body["threshold_pct"] == 50 and body["partner_id"] == "gcp"
