@@ -202,17 +202,10 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
             await asyncio.sleep(1)
         await asyncio.sleep(8)
         _say(f"[6/{STEPS}] results (ClickHouse SQL over the run's events)")
-        tables = [
-            ("Placements by provider", _pretty(store, f"""
-                SELECT provider, uniqExact(allocation_id) AS allocations, sum(replicas) AS total_replicas,
-                       round(sum(vcpu_per_replica * replicas)) AS total_vcpu,
-                       round(sum(toFloat64(cost)), 4) AS cost_usd
-                FROM {db}.v_allocation_usage GROUP BY provider ORDER BY provider""")),
-            # The alternatives price this run's own usage: the own data center at its price per
-            # vCPU (had it the capacity), and partners at the cheapest offer per vCPU that could
-            # run each allocation (a GPU offer for GPU work: most Alibaba v2023 pods want one).
-            ("Cost per vCPU-hour: blended vs own-only (had it the capacity) vs cheapest partner only",
-             _pretty(store, f"""
+        # The alternatives price this run's own usage: the own data center at its price per
+        # vCPU (had it the capacity), and partners at the cheapest offer per vCPU that could
+        # run each allocation (a GPU offer for GPU work: most Alibaba v2023 pods want one).
+        alternatives = f"""
                 SELECT * FROM (
                 SELECT 'blended (this run)' AS option, round(toFloat64(sum(cost)) / sum(vcpu_hours), 5) AS usd_per_vcpu_hour
                 FROM {db}.v_allocation_usage
@@ -235,7 +228,15 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                            JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS v,
                            JSONExtractFloat(payload, 'spec', 'capacity', 'gpu') AS g
                     FROM {db}.events FINAL WHERE event_type = 'resource.discovered' AND pr != 'own' AND v > 0)) AS o
-                ) ORDER BY usd_per_vcpu_hour""")),
+                ) ORDER BY usd_per_vcpu_hour"""
+        tables = [
+            ("Placements by provider", _pretty(store, f"""
+                SELECT provider, uniqExact(allocation_id) AS allocations, sum(replicas) AS total_replicas,
+                       round(sum(vcpu_per_replica * replicas)) AS total_vcpu,
+                       round(sum(toFloat64(cost)), 4) AS cost_usd
+                FROM {db}.v_allocation_usage GROUP BY provider ORDER BY provider""")),
+            ("Cost per vCPU-hour: blended vs own-only (had it the capacity) vs cheapest partner only",
+             _pretty(store, alternatives)),
             ("Queue waits by SLA tier (seconds)", _pretty(store, f"SELECT * FROM {db}.v_queue_wait_by_tier ORDER BY sla_tier")),
             ("Forecast accuracy (one-step and longer horizons). The demo's series are about 30 intervals\n"
              "long, all inside the engine's 30-interval warm-up, where the band is a Gaussian guess from\n"
@@ -270,6 +271,10 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         ]
         for heading, text in tables:
             print(f"\n{heading}\n{text}", end="")
+        summary = _summary(store, db, {r["option"]: float(r["usd_per_vcpu_hour"] or 0)
+                                       for r in store.query(alternatives)})
+        print(f"\n{summary}")
+        tables.insert(0, ("In short", summary))
         path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
         _report(store, db, t0, run, tables, Path(path))
     print(f"\nHTML report with plots: {Path(path).resolve()}")
@@ -280,6 +285,51 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
           f"{me} sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
           f"or serve it: {me} sql serve. Stop the broker: {me} infra down")
     return 0
+
+
+def _summary(store, db: str, rates: dict[str, float]) -> str:
+    """What a platform engineer asks first, in numbers: cost and its alternatives (``rates``:
+    USD per vCPU-hour by option), what blending saved, waits against the tiers' targets, idle
+    own capacity, forecast quality."""
+    from tessera.scheduler.core import DEFAULT_SLA_TARGETS
+
+    def one(sql: str) -> dict:
+        rows = store.query(sql)
+        return rows[0] if rows else {}
+
+    use = one(f"SELECT toFloat64(sum(cost)) AS total_cost, sum(vcpu_hours) AS vh, "
+              f"sumIf(vcpu_hours, provider = 'own') AS own_vh, toFloat64(sumIf(cost, provider != 'own')) AS partner_cost "
+              f"FROM {db}.v_allocation_usage")
+    vh = float(use.get("vh") or 0.0)
+    cost = float(use.get("total_cost") or 0.0)
+    own_rate = rates.get("own data center only")
+    cheap_rate = rates.get("cheapest partner only (GPU offers for GPU work)")
+    lines = ["In short"]
+    if vh:
+        lines.append(f"- This run used {vh:,.1f} vCPU-hours and cost {cost:.4f} USD "
+                     f"({cost / vh:.4f} per vCPU-hour; partners {float(use.get('partner_cost') or 0):.4f}).")
+        if own_rate and cheap_rate:
+            lines.append(f"- Own capacity only would have cost {own_rate * vh:.4f} USD, had it the capacity; the "
+                         f"cheapest partner only {cheap_rate * vh:.4f} USD. Blending saved "
+                         f"{cheap_rate * vh - cost:.4f} USD ({1 - cost / (cheap_rate * vh):.0%}) against partners only.")
+    waits = store.query(f"SELECT sla_tier, placed, p99_s, max_s FROM {db}.v_queue_wait_by_tier ORDER BY sla_tier")
+    worst = [f"{w['sla_tier']} p99 {float(w['p99_s']):.0f} s (target {DEFAULT_SLA_TARGETS.get(w['sla_tier'], 0):.0f} s)"
+             for w in waits]
+    if worst:
+        lines.append("- Queue waits: " + "; ".join(worst) + ".")
+    cap = one(f"SELECT sum(vcpu) AS c FROM {db}.v_resources WHERE provider = 'own' AND NOT removed")
+    span = one(f"SELECT dateDiff('microsecond', min(placed_at), max(ifNull(released_at, placed_at))) / 3600e6 AS h "
+               f"FROM {db}.v_allocation_usage")
+    own_cap_h = float(cap.get("c") or 0) * float(span.get("h") or 0)
+    if own_cap_h:
+        lines.append(f"- Own capacity sat idle {1 - float(use.get('own_vh') or 0) / own_cap_h:.0%} of the time "
+                     f"(vCPU-hours used over vCPU-hours offered while work ran).")
+    fc = one(f"SELECT sum(forecasts) AS n, avg(mae) AS mae, sum(band_coverage * forecasts) / sum(forecasts) AS cov "
+             f"FROM {db}.v_forecast_accuracy WHERE step = 1")
+    if fc.get("n"):
+        lines.append(f"- Forecasts, one step ahead: {int(fc['n'])} scored, mean absolute error {float(fc['mae']):.2f},"
+                     f" 5-95 % band covering {float(fc['cov']):.0%} of outcomes (inside the engine's warm-up).")
+    return "\n".join(lines)
 
 
 def _log_to_file(settings: Settings) -> Path:
