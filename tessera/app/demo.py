@@ -106,8 +106,9 @@ def _outcomes(store, db: str) -> dict[str, int]:
     return {k: got.get(k, 0) for k in ("placed", "queued", "rejected", "released")}
 
 
-def _timeline(store, db: str, t0: datetime, value: str) -> dict[str, list[tuple[float, float]]]:
-    """Per provider, the sum of ``value`` over allocations live at each moment."""
+def _timeline(store, db: str, t0: datetime, value: str, scale: float = 1.0) -> dict[str, list[tuple[float, float]]]:
+    """Per provider, the sum of ``value`` over allocations live at each moment; x in hours of
+    the trace (``scale``: trace seconds per replay second)."""
     rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
                        f"toUnixTimestamp64Micro(ifNull(released_at, now64(6))) AS b, {value} AS v "
                        f"FROM {db}.v_allocation_usage")
@@ -122,16 +123,20 @@ def _timeline(store, db: str, t0: datetime, value: str) -> dict[str, list[tuple[
         spans[r["provider"]].append((int(r["a"]) / 1e6, int(r["b"]) / 1e6, float(r["v"])))
     for provider, ss in sorted(spans.items()):
         for g in grid:
-            out[provider].append((g - start, sum(v for a, b, v in ss if a <= g < b)))
+            out[provider].append(((g - start) * scale / 3600, sum(v for a, b, v in ss if a <= g < b)))
     return out
 
 
-def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]], path: Path) -> Path:
-    cost = _timeline(store, db, t0, "toFloat64(price_per_hour)")
-    vcpu = _timeline(store, db, t0, "vcpu_per_replica * replicas")
-    caps = {r["provider"]: float(r["c"]) for r in store.query(
-        f"SELECT provider, sum(vcpu) AS c FROM {db}.v_resources WHERE NOT removed GROUP BY provider")}
-    util = {p: [(x, y / caps[p]) for x, y in s] for p, s in vcpu.items() if caps.get(p)}
+def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]], path: Path,
+            scale: float = 1.0) -> Path:
+    """The HTML report; x axes in hours of the trace (``scale``: trace seconds per replay second)."""
+    cost = _timeline(store, db, t0, "toFloat64(price_per_hour)", scale)
+    vcpu = _timeline(store, db, t0, "vcpu_per_replica * replicas", scale)
+    gpu = _timeline(store, db, t0, "gpu_per_replica * replicas", scale)
+    caps = {r["provider"]: (float(r["c"]), float(r["g"])) for r in store.query(
+        f"SELECT provider, sum(vcpu) AS c, sum(gpu) AS g FROM {db}.v_resources WHERE NOT removed GROUP BY provider")}
+    util = {p: [(x, y / caps[p][0]) for x, y in s] for p, s in vcpu.items() if caps.get(p, (0, 0))[0]}
+    gpu_util = {p: [(x, y / caps[p][1]) for x, y in s] for p, s in gpu.items() if caps.get(p, (0, 0))[1]}
     series = store.query(f"SELECT series, count() AS n FROM {db}.v_forecast_accuracy GROUP BY series "
                          f"ORDER BY sum(forecasts) DESC, series LIMIT 1")
     band_svg = "<p>(no forecasts yet)</p>"
@@ -151,16 +156,23 @@ def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]
             FROM {db}.events FINAL WHERE event_type = 'demand.interval'
               AND JSONExtractString(payload, 'series') = '{name}' ORDER BY t""")
         s0 = t0.timestamp()
-        xs = [int(r["t"]) / 1e6 - s0 for r in rows]
+
+        def hours(us: int) -> float:
+            return (us / 1e6 - s0) * scale / 3600
+
+        xs = [hours(int(r["t"])) for r in rows]
         band_svg = svg_chart(f"{name}: one-step forecast band vs realised demand",
-                             {"realised": [(int(r["t"]) / 1e6 - s0, float(r["v"])) for r in actual],
+                             {"realised": [(hours(int(r["t"])), float(r["v"])) for r in actual],
                               "median forecast": list(zip(xs, [float(r["mid"]) for r in rows]))},
                              band=(xs, [float(r["lo"]) for r in rows], [float(r["hi"]) for r in rows]),
-                             y_label="demand per interval")
+                             y_label="demand per interval", x_unit="h")
     sections = [
-        ("Cost over time by provider", svg_chart("Cost rate of live placements (USD per hour)", cost,
-                                                 y_label="USD/h")),
-        ("Utilization", svg_chart("vCPU in use / vCPU offered, by provider", util, y_label="share")),
+        ("Cost over time by provider (x: hours of the trace)",
+         svg_chart("Cost rate of live placements (USD per hour)", cost, y_label="USD/h", x_unit="h")),
+        ("Utilization: vCPU", svg_chart("vCPU in use / vCPU offered, by provider", util, y_label="share",
+                                        x_unit="h")),
+        ("Utilization: GPU (most Alibaba v2023 pods want one: GPUs decide the spill to partners)",
+         svg_chart("GPUs in use / GPUs offered, by provider", gpu_util, y_label="share", x_unit="h")),
         ("Forecast bands vs actual demand", band_svg),
     ]
     return write_report(path, f"Tessera demo run {run}", sections, tables)
@@ -276,7 +288,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         print(f"\n{summary}")
         tables.insert(0, ("In short", summary))
         path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
-        _report(store, db, t0, run, tables, Path(path))
+        _report(store, db, t0, run, tables, Path(path), scale)
     print(f"\nHTML report with plots: {Path(path).resolve()}")
     # The command as this process was started (`.venv/bin/tessera` from `make demo`), so the
     # hints work as printed.

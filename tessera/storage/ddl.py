@@ -89,6 +89,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 event_time                                              AS placed_at,
                 JSONExtractFloat(payload, 'queued_seconds')             AS queued_seconds,
                 JSONExtractFloat(payload, 'per_replica', 'vcpu')        AS vcpu_per_replica,
+                JSONExtractUInt(payload, 'per_replica', 'gpu')          AS gpu_per_replica,
                 JSONExtractString(p, 'resource_id')                     AS resource_id,
                 JSONExtractString(p, 'provider')                        AS provider,
                 JSONExtractUInt(p, 'replicas')                          AS replicas,
@@ -100,13 +101,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             """
             CREATE VIEW IF NOT EXISTS {db}.v_resources AS
             SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
-                   argMax(vcpu, event_time) AS vcpu, argMax(price, event_time) AS price_per_hour,
+                   argMax(vcpu, event_time) AS vcpu, argMax(gpu, event_time) AS gpu,
+                   argMax(price, event_time) AS price_per_hour,
                    argMax(removed, event_time) AS removed
             FROM (
                 SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
                        JSONExtractString(payload, 'spec', 'provider') AS provider,
                        JSONExtractString(payload, 'spec', 'region') AS region,
                        JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
+                       JSONExtractUInt(payload, 'spec', 'capacity', 'gpu') AS gpu,
                        toDecimal128OrZero(JSONExtractString(payload, 'spec', 'price_per_hour'), 9) AS price,
                        event_type = 'resource.removed' AS removed
                 FROM {db}.events FINAL
@@ -120,7 +123,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             -- over the hours it ran, so it agrees with the partners' bills.
             SELECT pl.allocation_id AS allocation_id, pl.request_id AS request_id, pl.tenant AS tenant,
                    pl.sla_tier AS sla_tier, pl.placed_at AS placed_at, pl.queued_seconds AS queued_seconds,
-                   pl.vcpu_per_replica AS vcpu_per_replica, pl.resource_id AS resource_id, pl.provider AS provider,
+                   pl.vcpu_per_replica AS vcpu_per_replica, pl.gpu_per_replica AS gpu_per_replica,
+                   pl.resource_id AS resource_id, pl.provider AS provider,
                    pl.replicas AS replicas, pl.price_per_hour AS price_per_hour, r.released_at AS released_at,
                    res.vcpu AS resource_vcpu, res.price_per_hour AS resource_price_per_hour,
                    dateDiff('microsecond', pl.placed_at, if(r.released_at IS NULL, now64(6), r.released_at))
