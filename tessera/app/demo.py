@@ -110,8 +110,8 @@ def _timeline(store, db: str, t0: datetime, value: str, scale: float = 1.0) -> d
     """Per provider, the sum of ``value`` over allocations live at each moment; x in hours of
     the trace (``scale``: trace seconds per replay second)."""
     rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
-                       f"toUnixTimestamp64Micro(ifNull(released_at, now64(6))) AS b, {value} AS v "
-                       f"FROM {db}.v_allocation_usage")
+                       f"toUnixTimestamp64Micro(ifNull(released_at, (SELECT max(event_time) FROM {db}.events))) AS b, "
+                       f"{value} AS v FROM {db}.v_allocation_usage")
     if not rows:
         return {}
     start = t0.timestamp()

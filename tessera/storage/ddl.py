@@ -127,7 +127,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                    pl.resource_id AS resource_id, pl.provider AS provider,
                    pl.replicas AS replicas, pl.price_per_hour AS price_per_hour, r.released_at AS released_at,
                    res.vcpu AS resource_vcpu, res.price_per_hour AS resource_price_per_hour,
-                   dateDiff('microsecond', pl.placed_at, if(r.released_at IS NULL, now64(6), r.released_at))
+                   -- A placement still running counts up to the latest event, not the wall
+                   -- clock: the view is a function of the events, and does not drift after
+                   -- the workers stop (billing's month to date runs to the same watermark).
+                   dateDiff('microsecond', pl.placed_at,
+                            if(r.released_at IS NULL, (SELECT max(event_time) FROM {db}.events), r.released_at))
                        / 3600e6 AS hours,
                    if(res.vcpu > 0, least(pl.vcpu_per_replica * pl.replicas / res.vcpu, 1.0), 1.0) AS capacity_share,
                    toDecimal128(hours, 9) * pl.price_per_hour AS cost,
