@@ -121,10 +121,12 @@ class SchedulerWorker:
         reads = await asyncio.gather(
             self._read_all("agreements"), self._read_all("billing-lines", committed_only=True),
             self._read_all("resources"), self._read_all("health"), self._read_all("alerts", committed_only=True),
-            self._read_all("allocations", committed_only=True), self._read_all("tuning", committed_only=True))
-        *state, own, tuning = reads
-        if self.core.tuner is not None:
+            self._read_all("allocations", committed_only=True),
+            *([self._read_all("tuning", committed_only=True)] if self.core.tuner is not None else []))
+        if self.core.tuner is not None:       # only a tuning scheduler reads its past decisions
+            *reads, tuning = reads
             self.core.tuner.replay(sorted(tuning, key=lambda e: e.event_time))
+        *state, own = reads
         for e in (e for events in state for e in events):
             self._apply(e)
         self.core.replay(own)

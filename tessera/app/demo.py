@@ -31,6 +31,7 @@ from tessera.app.report import svg_chart, write_report
 from tessera.config import Settings
 from tessera.infra.kafka_broker import BrokerError, broker_from_settings
 from tessera.pricing.agreements import parse_agreements
+from tessera.scheduler.core import DEFAULT_SLA_TARGETS
 from tessera.streams.produce import producer_for, send_events, send_raw
 
 STEPS = 6
@@ -303,8 +304,6 @@ def _summary(store, db: str, rates: dict[str, float]) -> str:
     """What a platform engineer asks first, in numbers: cost and its alternatives (``rates``:
     USD per vCPU-hour by option), what blending saved, waits against the tiers' targets, idle
     own capacity, forecast quality."""
-    from tessera.scheduler.core import DEFAULT_SLA_TARGETS
-
     def one(sql: str) -> dict:
         rows = store.query(sql)
         return rows[0] if rows else {}

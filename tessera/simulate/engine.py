@@ -193,6 +193,8 @@ class Simulation:
         self.tuner = QuantileTuner(seed=config.seed) if config.policy == "learned" else None
         self._util_samples: list[float] = []
         self._ranked: dict[bool, list[_Vm]] = {}
+        # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
+        self._last_cost, self._last_missed, self._closed_cost = Decimal(0), 0, Decimal(0)
 
     # -- the clock --------------------------------------------------------------
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -350,16 +352,19 @@ class Simulation:
 
     def _standings(self, now: float) -> None:
         """Feed billing's month to date back into the price book (tiers, commitments)."""
-        for partner, a in self.agreements.items():
-            if not (a.monthly_commit or a.tiers):
-                continue
-            view = self.billing.view()
-            period = period_of(self.start_us + int(now * US))
-            units = {u: n for (p, per, u), n in view.usage.items() if p == partner and per == period}
+        partners = [p for p, a in self.agreements.items() if a.monthly_commit or a.tiers]
+        if not partners:
+            return
+        t_us = self.start_us + int(now * US)
+        period = period_of(t_us)
+        view = self.billing.view()          # one month-to-date view for every partner
+        usage = view.usage
+        for partner in partners:
+            units = {u: n for (p, per, u), n in usage.items() if p == partner and per == period}
             inv = view.invoice(partner, period)
             spend = sum(l.numerator for l in inv.lines if l.charge_category != "commitment_shortfall")
             self.book.set_standing(partner, Standing(period, units, spend // (3_600_000_000 * 1000)))
-            self.core.reprice(self.start_us + int(now * US), partner)
+            self.core.reprice(t_us, partner)
 
     def _candidates(self, gpu: bool) -> list[_Vm]:
         """Closed VMs, cheapest opening price per vCPU (per GPU for GPU work) first. The
@@ -433,7 +438,9 @@ class Simulation:
         return any(u > 1e-9 for u in self.core.resources[rid].used)
 
     def _close_vm(self, v: _Vm, now: float) -> None:
-        self.instance_usage.append(self._instance_record(v, now))
+        rec = self._instance_record(v, now)
+        self.instance_usage.append(rec)
+        self._closed_cost += self._vm_cost(rec.resource_id, rec.start_us, rec.end_us)
         v.state = "closed"
         self.core.set_running(v.resource_id, False)
         self._health(v.resource_id, False, now)
@@ -444,10 +451,6 @@ class Simulation:
                            end_us=self.start_us + int(end * US), vcpu_milli=0, memory_milli=0, gpu_milli=0,
                            instance_type=v.instance_type)
 
-    _last_reward_at = 0.0
-    _last_cost = Decimal(0)
-    _last_missed = 0
-
     def _reward_since_last(self, now: float) -> float:
         cost = self._running_cost(now)
         d_cost = cost - self._last_cost
@@ -455,15 +458,17 @@ class Simulation:
         self._last_cost, self._last_missed = cost, len(self.missed)
         return -float(d_cost + self.cfg.miss_penalty * d_missed)
 
+    def _vm_cost(self, resource_id: str, start_us: int, end_us: int) -> Decimal:
+        return self.core.resources[resource_id].offer.list_price * (Decimal(end_us - start_us) / (3600 * US))
+
     def _running_cost(self, now: float) -> Decimal:
-        total = Decimal(0)
+        """List-price cost of the VMs opened so far, up to ``now``: the closed ones are kept
+        as a running total (``_closed_cost``), so a tick costs what is open, not the run."""
+        total = self._closed_cost
         for v in self.vms.values():
             if v.state != "closed":
                 hours = Decimal(repr(now - v.opened_at)) / 3600
                 total += self.core.resources[v.resource_id].offer.list_price * hours
-        for rec in self.instance_usage:
-            hours = Decimal(rec.end_us - rec.start_us) / (3600 * US)
-            total += self.core.resources[rec.resource_id].offer.list_price * hours
         return total
 
     # -- the result -----------------------------------------------------------------
