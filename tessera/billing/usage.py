@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from tessera.pricing.agreements import utc_us
+from tessera.pricing.periods import EPOCH, MONTH_STARTS, US, month_start_us, period_bounds, period_name, period_of
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-US = 1_000_000
+__all__ = ["EPOCH", "US", "UsageError", "UsageRecord", "parse_usage", "month_segments", "month_start_us",
+           "period_bounds", "period_of"]
 
 
 class UsageError(ValueError):
@@ -79,38 +79,6 @@ def parse_usage(doc: Any, where: str = "usage") -> UsageRecord:
                        str(doc.get("region") or ""))
 
 
-def _month_starts() -> list[int]:
-    out = []
-    for y in range(1970, 2200):
-        for m in range(1, 13):
-            delta = datetime(y, m, 1, tzinfo=timezone.utc) - EPOCH
-            out.append((delta.days * 86_400 + delta.seconds) * US)
-    return out
-
-
-#: Start of every month 1970-01 .. 2199-12 (UTC) in microseconds: periods by bisection.
-MONTH_STARTS = _month_starts()
-
-
-def month_start_us(year: int, month: int) -> int:
-    delta = datetime(year, month, 1, tzinfo=timezone.utc) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * US
-
-
-def period_of(us: int) -> str:
-    return _period_name(bisect_right(MONTH_STARTS, us) - 1)
-
-
-def period_bounds(period: str) -> tuple[int, int]:
-    y, m = int(period[:4]), int(period[5:7])
-    ny, nm = (y + 1, 1) if m == 12 else (y, m + 1)
-    return month_start_us(y, m), month_start_us(ny, nm)
-
-
-def _period_name(i: int) -> str:
-    return f"{1970 + i // 12:04d}-{i % 12 + 1:02d}"
-
-
 def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
     """Split [start, end) at calendar-month boundaries (UTC): (period, start, end) pieces."""
     i = bisect_right(MONTH_STARTS, start_us) - 1
@@ -118,11 +86,11 @@ def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
         raise UsageError("usage must lie between 1970 and 2199")
     hi = MONTH_STARTS[i + 1]
     if end_us <= hi:
-        return [(_period_name(i), start_us, end_us)]
+        return [(period_name(i), start_us, end_us)]
     out = []
     s = start_us
     while s < end_us:
         e = min(MONTH_STARTS[i + 1], end_us)
-        out.append((_period_name(i), s, e))
+        out.append((period_name(i), s, e))
         s, i = e, i + 1
     return out

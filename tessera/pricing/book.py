@@ -27,22 +27,16 @@ Money is Decimal throughout; month-to-date positions are exact integers (``N``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
 
 from tessera.schemas import BillingLine
 
 from .agreements import MICRO, N_PER_UNIT_HOUR, Agreement
+from .periods import period_of
 from .rates import FxTable, PricingError, q
 
 OWN = "own"
 UNIT_KEYS = ("vcpu_hour", "memory_gib_hour", "gpu_hour")
-_US = 1_000_000
-
-
-def period_of_us(t_us: int) -> str:
-    d = datetime.fromtimestamp(t_us / _US, tz=timezone.utc)
-    return f"{d.year:04d}-{d.month:02d}"
 
 
 @dataclass(frozen=True)
@@ -114,7 +108,7 @@ class PriceBook:
 
     def _standing(self, provider: str, t_us: int) -> Standing:
         s = self.standings.get(provider)
-        period = period_of_us(t_us)
+        period = period_of(t_us)
         return s if s is not None and s.period == period else Standing(period)
 
     def _base(self, amount: Decimal, a: Agreement) -> Decimal:

@@ -25,7 +25,8 @@ from typing import Iterable
 import numpy as np
 
 from tessera.pricing.agreements import AgreementError, parse_agreement
-from tessera.pricing.book import PriceBook, PricedResource, period_of_us
+from tessera.pricing.book import PriceBook, PricedResource
+from tessera.pricing.periods import period_of
 from tessera.schemas import (
     GIB,
     TIER_RANK,
@@ -300,7 +301,7 @@ class Scheduler:
         if not batch:
             return out
         t_us = int(now_dt.timestamp() * 1_000_000)
-        if period_of_us(t_us) != period_of_us(self._now_us):
+        if period_of(t_us) != period_of(self._now_us):
             self.reprice(t_us)          # a new month: tiers and commitments start again
         self._now_us = t_us
         pack_res = self._available(self._blocked(now_dt))
