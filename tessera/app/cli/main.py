@@ -444,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_simulate(sub, fmt)
 
+    from tessera.app.cli.migrate import add_parser as add_migrate
+
+    add_migrate(sub, fmt)
+
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
     sp = add("demo", cmd_demo, "run the demo: own data center + partner clouds on the Alibaba trace, end to end",

@@ -1,0 +1,95 @@
+"""``tessera migrate``: the migration planner offline, on a snapshot file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def add_parser(sub: Any, fmt: type) -> None:
+    sp = sub.add_parser("migrate", formatter_class=fmt, help="plan migrations: evacuate, consolidate, rebalance",
+                        description="Plan which replicas to move, with the planner the migration agent runs.")
+    msub = sp.add_subparsers(dest="migrate_command", metavar="COMMAND", required=True)
+    p = msub.add_parser(
+        "plan", formatter_class=fmt, help="plan moves for a snapshot of the fleet and print them",
+        description="""\
+Plan moves for a snapshot: evacuate work from unhealthy or withdrawn resources, empty
+paid resources whose work fits on the running fleet (consolidation) or on cheaper idle
+capacity (rebalance), each only if its saving over the work's remaining life beats the
+cost of moving, within the disruption budget. Prints one JSON object with --json:
+{"moves": [{"allocation_id", "from_resource", "to_resource", "replicas", "reason"}],
+ "savings_per_hour", "disruption_cost", "unplaced": [...], "skipped": [...], ...}
+
+SNAP.json: {"now": ISO-8601 UTC,
+  "resources": [the RES lines `tessera pack` reads, with vcpu/memory_gib/gpu the total
+                capacity, "open" (running, paid for), "healthy", optional "withdrawing"],
+  "allocations": [{"id", "tier", "vcpu", "memory_gib", "gpu" (per replica), "tags_required",
+                   "regions", "placements": [{"resource_id", "replicas"}], "expected_end"}],
+  "forecast": [{"at", "vcpu"}] (optional), "recent_moves": [{"allocation_id", "at"}] (optional)}""",
+        epilog="example:\n  tessera migrate plan --snapshot snap.json --max-moves 20 --move-cost 0.02 --json")
+    p.add_argument("--snapshot", required=True, metavar="SNAP.json")
+    p.add_argument("--max-moves", type=int, metavar="N", help="at most N moves in the plan (default: no limit)")
+    p.add_argument("--move-cost", default="0", metavar="AMOUNT",
+                   help="cost of moving one replica, in the prices' currency, before tier weights (default 0)")
+    p.add_argument("--max-fraction", type=float, default=1.0, metavar="P",
+                   help="at most this share (0-1) of a pool's or tenant's allocations moved per window (default 1)")
+    p.add_argument("--window", type=float, default=3600.0, metavar="S", help="budget window, seconds (default 3600)")
+    p.add_argument("--maintenance", action="append", default=[], metavar="HH:MM-HH:MM",
+                   help="daily UTC window for consolidation and rebalance (repeatable; default: always)")
+    p.add_argument("--horizon", type=float, default=86400.0, metavar="S",
+                   help="remaining life assumed for work with no expected_end, and the most any saving counts "
+                        "(default 86400)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    p.set_defaults(fn=run_plan)
+
+
+def run_plan(args: argparse.Namespace, _settings: Any) -> int:
+    from tessera.migration.budget import DailyWindow, DisruptionBudget
+    from tessera.migration.planner import plan
+    from tessera.migration.snapshot import SnapshotError, parse_snapshot
+
+    def fail(msg: str) -> int:
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
+    path = Path(args.snapshot)
+    if not path.is_file():
+        return fail(f"{path} does not exist")
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        return fail(f"{path} is not JSON ({exc})")
+    try:
+        move_cost = Decimal(args.move_cost)
+        if not move_cost.is_finite():
+            raise InvalidOperation
+        budget = DisruptionBudget(max_moves=args.max_moves, max_fraction=args.max_fraction, window_s=args.window,
+                                  maintenance=tuple(DailyWindow.parse(w) for w in args.maintenance),
+                                  move_cost=move_cost, horizon_s=args.horizon)
+        snap = parse_snapshot(doc)
+    except InvalidOperation:
+        return fail(f"--move-cost {args.move_cost!r} is not a number")
+    except (SnapshotError, ValueError) as exc:
+        return fail(f"{path}: {exc}" if isinstance(exc, SnapshotError) else str(exc))
+    result = plan(snap, budget)
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(f"{len(result.moves)} moves, saving {result.as_dict()['savings_per_hour']} per hour "
+          f"(fleet {result.cost_before} -> {result.cost_after} per hour), disruption cost {result.disruption_cost}")
+    for m in result.moves:
+        print(f"  {m.reason:<13} {m.allocation_id}: {m.replicas} replica(s) {m.from_resource} -> {m.to_resource}")
+    if result.closed:
+        print(f"closes: {', '.join(result.closed)}")
+    if result.opened:
+        print(f"opens: {', '.join(result.opened)}")
+    for u in result.unplaced:
+        print(f"  UNPLACED {u.allocation_id} ({u.replicas} on {u.resource_id}): {u.reason}: {u.detail}")
+    for s in result.skipped:
+        print(f"  skipped {s.resource_id or '-'}: {s.reason}: {s.detail}")
+    return 0

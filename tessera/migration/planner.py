@@ -1,0 +1,502 @@
+"""The migration planner: which replicas to move where, and why, from one snapshot.
+
+A pure function of an immutable :class:`~tessera.migration.snapshot.Snapshot` (its ``now``
+is the clock) and a :class:`~tessera.migration.budget.DisruptionBudget`. It proposes moves
+for three reasons, in this order:
+
+1. **evacuate**: replicas on unhealthy or withdrawn resources move to compatible healthy
+   capacity. All evacuees are packed in one what-if batch by the scheduler's packing
+   kernel (best tier first, cheapest resources to open first); one the batch could not
+   place is retried alone, where the kernel's answer is exact (a single request's
+   replicas fit iff each compatible resource's fit count adds up), so evacuation finds a
+   target whenever one exists for it. What finds none is listed in ``unplaced``.
+2. **consolidate**: a paid resource whose work fits on the rest of the running fleet is
+   emptied and closes, saving its ``price_per_hour``;
+3. **rebalance**: a paid resource whose work fits on cheaper capacity that is not running
+   yet (own capacity freed, a partner with an unmet commitment at price 0, a price drop)
+   is emptied onto it.
+
+Consolidation and rebalance share one test. Emptying resource R saves
+``price(R) - price(resources it opens)`` per hour for as long as R would otherwise have
+run: until the last of its allocations is expected to end, at most the budget's horizon.
+The move is made only if that saving exceeds the disruption (move cost per replica,
+weighted by tier), and, if it shrinks the fleet, only if the demand forecast does not need
+the capacity again before the move pays off. Each candidate is tried as one what-if batch
+of the kernel (all of R's allocations together, the rest of the fleet as it stands after
+the moves already chosen). Greedy orders differ in which closings they reach, so the
+phase is run from several candidate orders (least used first, dearest first, dearest per
+used vCPU first, and the order a from-scratch repack of the whole fleet suggests) and the
+plan that saves most is kept.
+
+Cost model: the fleet costs the price of every resource that is open or holds work; after
+the plan, of every resource that holds work. A resource left with no work closes, so
+``savings_per_hour`` is the difference (an evacuation that must open capacity can make it
+negative). Not modelled: a provider spread across replicas (the snapshot carries none),
+and the longer life a target may get from work moved onto it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Callable, Iterable, Sequence
+
+from tessera.scheduler.packing import QUICK, PackRequest, PackResource, pack_batch
+from tessera.schemas import TIER_RANK
+
+from .budget import DisruptionBudget
+from .snapshot import Allocation, Resource, Snapshot
+
+EPS = 1e-9
+HOUR = Decimal(3600)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    allocation_id: str
+    from_resource: str
+    to_resource: str
+    replicas: int
+    reason: str   # evacuation | consolidation | rebalance
+
+    def as_dict(self) -> dict:
+        return {"allocation_id": self.allocation_id, "from_resource": self.from_resource,
+                "to_resource": self.to_resource, "replicas": self.replicas, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    allocation_id: str
+    reason: str   # a code
+    detail: str   # the sentence for people
+    replicas: int = 0
+    resource_id: str = ""
+
+    def as_dict(self) -> dict:
+        return {"allocation_id": self.allocation_id, "reason": self.reason, "detail": self.detail,
+                "replicas": self.replicas, "resource_id": self.resource_id}
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A candidate the planner looked at and left alone, and why."""
+
+    resource_id: str
+    reason: str
+    detail: str
+    allocation_id: str = ""
+
+    def as_dict(self) -> dict:
+        d = {"resource_id": self.resource_id, "reason": self.reason, "detail": self.detail}
+        if self.allocation_id:
+            d["allocation_id"] = self.allocation_id
+        return d
+
+
+@dataclass
+class Plan:
+    moves: list[Move] = field(default_factory=list)
+    unplaced: list[Unplaced] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    cost_before: Decimal = Decimal(0)
+    cost_after: Decimal = Decimal(0)
+    disruption_cost: Decimal = Decimal(0)
+    closed: list[str] = field(default_factory=list)
+    opened: list[str] = field(default_factory=list)
+    order: str = ""   # which candidate order the consolidation phase kept
+
+    @property
+    def savings_per_hour(self) -> Decimal:
+        return self.cost_before - self.cost_after
+
+    def as_dict(self) -> dict:
+        return {
+            "moves": [m.as_dict() for m in self.moves],
+            "savings_per_hour": _money(self.savings_per_hour),
+            "disruption_cost": _money(self.disruption_cost),
+            "cost_per_hour_before": _money(self.cost_before), "cost_per_hour_after": _money(self.cost_after),
+            "closed": self.closed, "opened": self.opened,
+            "unplaced": [u.as_dict() for u in self.unplaced],
+            "skipped": [s.as_dict() for s in self.skipped],
+        }
+
+
+def _money(d: Decimal) -> str:
+    s = format(d.normalize(), "f") if d else "0"
+    return s
+
+
+class _Fleet:
+    """The mutable working state of one planning run: where every replica is, what is free."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+        self.place: dict[str, dict[str, int]] = {a.id: dict(a.placements) for a in snap.allocations}
+        self.free = {r.id: list(r.capacity) for r in snap.resources}
+        self.load = {r.id: 0 for r in snap.resources}   # replicas held
+        for a in snap.allocations:
+            for rid, k in a.placements:
+                self.load[rid] += k
+                f = self.free[rid]
+                for d in range(3):
+                    f[d] -= a.demand[d] * k
+        self.moves: list[Move] = []
+        self.disruption = Decimal(0)
+        self.moved_by_pool: dict[str, set[str]] = {}
+        self.moved_by_tenant: dict[str, set[str]] = {}
+        self.emptied: set[str] = set()
+        self.skipped: list[Skip] = []
+
+    def copy(self) -> "_Fleet":
+        c = object.__new__(_Fleet)
+        c.snap = self.snap
+        c.place = {a: dict(p) for a, p in self.place.items()}
+        c.free = {r: list(f) for r, f in self.free.items()}
+        c.load = dict(self.load)
+        c.moves = list(self.moves)
+        c.disruption = self.disruption
+        c.moved_by_pool = {k: set(v) for k, v in self.moved_by_pool.items()}
+        c.moved_by_tenant = {k: set(v) for k, v in self.moved_by_tenant.items()}
+        c.emptied = set(self.emptied)
+        c.skipped = list(self.skipped)
+        return c
+
+    def hosting(self, rid: str) -> bool:
+        return self.load[rid] > 0
+
+    def on(self, rid: str) -> list[tuple[Allocation, int]]:
+        return [(a, self.place[a.id][rid]) for a in self.snap.allocations if self.place[a.id].get(rid)]
+
+    def pack_resources(self, exclude: Iterable[str] = ()) -> list[PackResource]:
+        """Healthy capacity as the kernel sees it: a resource holding work is open (no
+        opening cost); an idle one, running or not, costs its price to use (it would
+        otherwise close)."""
+        ex = set(exclude) | self.emptied
+        return [PackResource(r.id, r.provider, r.region, tuple(max(0.0, x) for x in self.free[r.id]), r.capacity,
+                             r.price_per_hour, r.tags, self.hosting(r.id))
+                for r in self.snap.resources if r.usable and r.id not in ex]
+
+    def apply(self, m: Move, a: Allocation, budget: DisruptionBudget) -> None:
+        p = self.place[a.id]
+        p[m.from_resource] -= m.replicas
+        if not p[m.from_resource]:
+            del p[m.from_resource]
+        p[m.to_resource] = p.get(m.to_resource, 0) + m.replicas
+        for rid, sign in ((m.from_resource, 1), (m.to_resource, -1)):
+            f = self.free[rid]
+            for d in range(3):
+                f[d] += sign * a.demand[d] * m.replicas
+        self.load[m.from_resource] -= m.replicas
+        self.load[m.to_resource] += m.replicas
+        self.moves.append(m)
+        self.disruption += budget.disruption(a.tier, m.replicas)
+        self.moved_by_pool.setdefault(self.snap.resource(m.from_resource).pool, set()).add(a.id)
+        self.moved_by_tenant.setdefault(a.tenant, set()).add(a.id)
+
+    def cost(self, initial: bool = False) -> Decimal:
+        total = Decimal(0)
+        for r in self.snap.resources:
+            if (r.open and initial) or self.hosting(r.id):
+                total += r.price_per_hour
+        return total
+
+
+def _request(a: Allocation, replicas: int, seq: int) -> PackRequest:
+    return PackRequest(a.id, a.tier, replicas, a.demand, a.tags_required, a.regions, a.providers, 1, seq=seq)
+
+
+def _spread(a: Allocation, sources: list[tuple[str, int]], targets: list[tuple[str, int]], reason: str) -> list[Move]:
+    """Pair the replicas leaving ``sources`` with the kernel's ``targets`` as moves."""
+    moves: list[Move] = []
+    src = [list(s) for s in sources]
+    i = 0
+    for to, k in targets:
+        while k > 0:
+            take = min(k, src[i][1])
+            if src[i][0] != to:
+                moves.append(Move(a.id, src[i][0], to, take, reason))
+            src[i][1] -= take
+            k -= take
+            if not src[i][1]:
+                i += 1
+    return moves
+
+
+def _price_per_vcpu(r: Resource) -> Decimal:
+    return r.price_per_hour / Decimal(str(max(r.capacity[0], EPS)))
+
+
+def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], may_open: bool):
+    """Pack ``reqs`` (all or nothing) preferring work to land where capacity is cheapest.
+
+    The kernel prices only *opening* a resource; among resources already running it packs
+    by fit. So the running ones are offered in classes of rising price per vCPU (own
+    capacity first), each try adding the next class; only if all of them cannot hold the
+    work are idle resources offered, at their price (the kernel opens the cheapest set).
+    Returns the kernel's result, or the last failed one."""
+    targets = fleet.pack_resources(exclude=exclude)
+    if not targets:
+        return None
+    snap = fleet.snap
+    running = sorted({_price_per_vcpu(snap.resource(t.id)) for t in targets if t.open})
+    result = None
+    for limit in running:
+        offer = [t for t in targets if t.open and _price_per_vcpu(snap.resource(t.id)) <= limit]
+        result = pack_batch(reqs, offer, effort=QUICK)
+        if not result.rejected:
+            return result
+    if may_open:
+        result = pack_batch(reqs, targets, effort=QUICK)
+    return result
+
+
+def _evacuate(fleet: _Fleet, budget: DisruptionBudget, unplaced: list[Unplaced]) -> None:
+    """Each evacuee alone, best tier first: one request's replicas fit iff the compatible
+    resources' fit counts add up, which the kernel computes exactly, so an evacuee finds a
+    target whenever one is left."""
+    snap = fleet.snap
+    bad = {r.id for r in snap.resources if not r.usable}
+    evacuees: list[tuple[Allocation, list[tuple[str, int]]]] = []
+    for a in snap.allocations:
+        srcs = [(rid, k) for rid, k in sorted(fleet.place[a.id].items()) if rid in bad]
+        if srcs:
+            evacuees.append((a, srcs))
+    evacuees.sort(key=lambda e: (TIER_RANK[e[0].tier], -sum(k for _, k in e[1]) * max(e[0].demand), e[0].id))
+    for a, srcs in evacuees:
+        result = _place_cheapest(fleet, [_request(a, sum(k for _, k in srcs), 0)], bad, may_open=True)
+        if result is not None and a.id in result.placements:
+            _commit_evacuation(fleet, budget, a, srcs, result.placements[a.id], unplaced)
+            continue
+        why = result.rejected[a.id] if result is not None else None
+        for rid, k in srcs:
+            unplaced.append(Unplaced(a.id, why.code.value if why else "no_resources",
+                                     why.text if why else "no healthy resource in the snapshot", k, rid))
+
+
+def _commit_evacuation(fleet: _Fleet, budget: DisruptionBudget, a: Allocation, srcs: list[tuple[str, int]],
+                       placed: list[tuple[str, int]], unplaced: list[Unplaced]) -> None:
+    moves = _spread(a, srcs, placed, "evacuation")
+    if budget.max_moves is not None and len(fleet.moves) + len(moves) > budget.max_moves:
+        for rid, k in srcs:
+            unplaced.append(Unplaced(a.id, "max_moves", f"a target exists, but the plan already holds "
+                                     f"{len(fleet.moves)} of at most {budget.max_moves} moves; it moves next round",
+                                     k, rid))
+        return
+    for m in moves:
+        fleet.apply(m, a, budget)
+
+
+def _remaining_hours(a: Allocation, now: datetime, budget: DisruptionBudget) -> Decimal:
+    if a.expected_end is None:
+        return Decimal(str(budget.horizon_s)) / HOUR
+    left = min(max((a.expected_end - now).total_seconds(), 0.0), budget.horizon_s)
+    return Decimal(str(left)) / HOUR
+
+
+def _forecast_need(snap: Snapshot, until: datetime) -> float:
+    return max((v for t, v in snap.forecast if snap.now <= t <= until), default=0.0)
+
+
+def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations: tuple[dict, dict],
+               reopen_window_s: float) -> None:
+    """Move everything off ``r`` if it pays and the budget allows; else record why not."""
+    snap = fleet.snap
+    work = fleet.on(r.id)
+    if not work:
+        return
+    for a, _ in work:
+        if a.tier in budget.evacuate_only:
+            fleet.skipped.append(Skip(r.id, "tier_evacuate_only", f"holds {a.tier} work ({a.id}), which moves "
+                                      "only to evacuate", a.id))
+            return
+    reqs = [_request(a, k, i) for i, (a, k) in enumerate(work)]
+    result = _place_cheapest(fleet, reqs, {r.id}, may_open=True)
+    if result is None:
+        fleet.skipped.append(Skip(r.id, "no_room", "no other healthy capacity"))
+        return
+    if result.rejected:
+        aid, why = next(iter(result.rejected.items()))
+        fleet.skipped.append(Skip(r.id, "no_room", f"its work does not fit elsewhere ({aid}: {why.text})", aid))
+        return
+    opened_price = sum((snap.resource(o).price_per_hour for o in result.opened), Decimal(0))
+    saving = r.price_per_hour - opened_price
+    reason = "rebalance" if result.opened else "consolidation"
+    if saving <= 0:
+        fleet.skipped.append(Skip(r.id, "no_saving", f"emptying it needs {', '.join(result.opened)} at "
+                                  f"{_money(opened_price)}/h, no cheaper than its {_money(r.price_per_hour)}/h"))
+        return
+    moves = [m for a, k in work for m in _spread(a, [(r.id, k)], result.placements[a.id], reason)]
+    if budget.max_moves is not None and len(fleet.moves) + len(moves) > budget.max_moves:
+        fleet.skipped.append(Skip(r.id, "max_moves", f"needs {len(moves)} moves; the plan holds "
+                                  f"{len(fleet.moves)} of at most {budget.max_moves}"))
+        return
+    pool_moved = fleet.moved_by_pool.get(r.pool, set()) | {a.id for a, _ in work}
+    population = len(populations[0].get(r.pool, set()) | {a.id for a, _ in work})
+    if len(pool_moved) > budget.fraction_limit(population):
+        fleet.skipped.append(Skip(r.id, "pool_budget", f"pool {r.pool!r} may move at most "
+                                  f"{budget.fraction_limit(population)} of its {population} "
+                                  f"allocations per {budget.window_s:g} s"))
+        return
+    for tenant in sorted({a.tenant for a, _ in work}):
+        moved = fleet.moved_by_tenant.get(tenant, set()) | {a.id for a, _ in work if a.tenant == tenant}
+        limit = budget.fraction_limit(populations[1].get(tenant, 0))
+        if len(moved) > limit:
+            fleet.skipped.append(Skip(r.id, "tenant_budget", f"tenant {tenant!r} may move at most {limit} of its "
+                                      f"{populations[1].get(tenant, 0)} allocations per {budget.window_s:g} s"))
+            return
+    disruption = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
+    life_h = max(_remaining_hours(a, snap.now, budget) for a, _ in work)
+    if saving * life_h <= disruption:
+        fleet.skipped.append(Skip(r.id, "not_worth_it", f"saves {_money(saving)}/h for {life_h:.2f} h, "
+                                  f"moving costs {_money(disruption)}"))
+        return
+    if not result.opened and snap.forecast:
+        payback_s = float(disruption / saving * HOUR)
+        until = snap.now + timedelta(seconds=max(payback_s, reopen_window_s))
+        need = _forecast_need(snap, until)
+        # vCPU free on the running fleet once R's work has moved onto it and R has closed
+        spare = sum(max(0.0, fleet.free[x.id][0]) for x in snap.resources
+                    if x.usable and x.id != r.id and fleet.hosting(x.id)) - sum(a.demand[0] * k for a, k in work)
+        if need > spare + EPS:
+            fleet.skipped.append(Skip(r.id, "needed_again", f"the forecast needs {need:g} more vCPU before "
+                                      f"{until:%Y-%m-%dT%H:%MZ}; {spare:g} would stay free in service"))
+            return
+    for a, _ in work:
+        for m in (m for m in moves if m.allocation_id == a.id):
+            fleet.apply(m, a, budget)
+    fleet.emptied.add(r.id)
+
+
+def _orders(fleet: _Fleet, candidates: list[Resource]) -> dict[str, list[Resource]]:
+    snap = fleet.snap
+
+    def used_share(r: Resource) -> float:
+        return max(((c - f) / c) if c > 0 else 0.0 for c, f in zip(r.capacity, fleet.free[r.id]))
+
+    def per_vcpu(r: Resource) -> Decimal:
+        used = max(r.capacity[0] - fleet.free[r.id][0], EPS)
+        return r.price_per_hour / Decimal(str(used))
+
+    orders = {
+        "least_used": sorted(candidates, key=lambda r: (used_share(r), -r.price_per_hour, r.id)),
+        "dearest": sorted(candidates, key=lambda r: (-r.price_per_hour, used_share(r), r.id)),
+        "dearest_per_vcpu": sorted(candidates, key=lambda r: (-per_vcpu(r), r.id)),
+    }
+    # A from-scratch repack says which resources a cheapest fleet would keep: try emptying
+    # the others first (dearest first), then the rest.
+    usable = [r for r in snap.resources if r.usable and r.id not in fleet.emptied]
+    reqs = [_request(a, sum(fleet.place[a.id].values()), i) for i, a in enumerate(snap.allocations)
+            if fleet.place[a.id]]
+    if reqs and usable:
+        repack = pack_batch(reqs, [PackResource(r.id, r.provider, r.region, r.capacity, r.capacity, r.price_per_hour,
+                                                r.tags, False) for r in usable], effort=QUICK)
+        if not repack.rejected:
+            keep = set(repack.opened)
+            orders["repack"] = sorted(candidates, key=lambda r: (r.id in keep, -r.price_per_hour, r.id))
+    return orders
+
+
+def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_window_s: float = 3600.0,
+         progress: Callable[[str], None] | None = None) -> Plan:
+    """Plan moves for ``snap`` within ``budget`` (see the module doc)."""
+    budget = budget or DisruptionBudget()
+    fleet = _Fleet(snap)
+    out = Plan(cost_before=fleet.cost(initial=True))
+    _evacuate(fleet, budget, out.unplaced)
+
+    if not budget.in_maintenance(snap.now):
+        fleet.skipped.append(Skip("", "outside_maintenance_window",
+                                  f"{snap.now:%H:%M} UTC is outside every maintenance window; only evacuations run"))
+    else:
+        window_start = snap.now - timedelta(seconds=budget.window_s)
+        recent = {aid for aid, t in snap.recent_moves if t >= window_start}
+        # A pool's population: its allocations at the start or after the evacuations.
+        by_pool: dict[str, set[str]] = {}
+        by_tenant: dict[str, int] = {}
+        alloc = {a.id: a for a in snap.allocations}
+        for a in snap.allocations:
+            for rid in [rid for rid, _ in a.placements] + list(fleet.place[a.id]):
+                by_pool.setdefault(snap.resource(rid).pool, set()).add(a.id)
+            by_tenant[a.tenant] = by_tenant.get(a.tenant, 0) + 1
+        for aid in recent & alloc.keys():
+            a = alloc[aid]
+            for rid in fleet.place[aid]:
+                fleet.moved_by_pool.setdefault(snap.resource(rid).pool, set()).add(aid)
+            fleet.moved_by_tenant.setdefault(a.tenant, set()).add(aid)
+        candidates = [r for r in snap.resources if r.usable and r.price_per_hour > 0 and fleet.hosting(r.id)]
+        best: _Fleet | None = None
+        best_name = ""
+        for name, order in _orders(fleet, candidates).items():
+            if progress:
+                progress(f"consolidation pass '{name}' over {len(order)} candidate resources")
+            trial = fleet.copy()
+            for r in order:
+                if r.id not in trial.emptied and trial.hosting(r.id):
+                    _try_empty(trial, r, budget, (by_pool, by_tenant), reopen_window_s)
+            if best is None or _better(trial, best):
+                best, best_name = trial, name
+        fleet, out.order = best or fleet, best_name
+    hosted = {rid for a in snap.allocations for rid, _ in a.placements}
+    # Work emptied off one resource may be emptied again off its target later in the
+    # greedy pass; each replica moves once, straight to where it ends up.
+    out.moves = _net_moves(snap, fleet, hosted)
+    out.skipped = fleet.skipped
+    weights = {a.id: a.tier for a in snap.allocations}
+    out.disruption_cost = sum((budget.disruption(weights[m.allocation_id], m.replicas) for m in out.moves), Decimal(0))
+    out.cost_after = fleet.cost()
+    out.closed = sorted(r.id for r in snap.resources if (r.open or r.id in hosted) and not fleet.hosting(r.id))
+    out.opened = sorted(r.id for r in snap.resources if fleet.hosting(r.id) and not r.open and r.id not in hosted)
+    return out
+
+
+def _net_moves(snap: Snapshot, fleet: _Fleet, hosted: set[str]) -> list[Move]:
+    """Moves from each allocation's placements in the snapshot to its final ones. A move is
+    an evacuation if it leaves a failed resource, a rebalance if it lands on a resource
+    that was not running, else a consolidation."""
+    moves: list[Move] = []
+    for a in snap.allocations:
+        before, after = dict(a.placements), fleet.place[a.id]
+        if before == after:
+            continue
+        down = [[rid, before[rid] - after.get(rid, 0)] for rid in sorted(before) if before[rid] > after.get(rid, 0)]
+        up = [[rid, after[rid] - before.get(rid, 0)] for rid in sorted(after) if after[rid] > before.get(rid, 0)]
+        # failed sources first, so their replicas are the ones that move
+        down.sort(key=lambda d: snap.resource(d[0]).usable)
+        i = 0
+        for to, k in up:
+            while k:
+                take = min(k, down[i][1])
+                src, dst = snap.resource(down[i][0]), snap.resource(to)
+                reason = ("evacuation" if not src.usable else
+                          "rebalance" if not (dst.open or dst.id in hosted) else "consolidation")
+                moves.append(Move(a.id, src.id, to, take, reason))
+                down[i][1] -= take
+                k -= take
+                if not down[i][1]:
+                    i += 1
+    return moves
+
+
+def _better(a: _Fleet, b: _Fleet) -> bool:
+    ca, cb = a.cost(), b.cost()
+    if ca != cb:
+        return ca < cb
+    if a.disruption != b.disruption:
+        return a.disruption < b.disruption
+    return len(a.moves) < len(b.moves)
+
+
+def apply_moves(snap: Snapshot, moves: Sequence[Move]) -> dict[str, dict[str, int]]:
+    """Each allocation's placements after ``moves`` (resource id -> replicas); raises
+    ValueError for a move that takes replicas a resource does not hold."""
+    place = {a.id: dict(a.placements) for a in snap.allocations}
+    for m in moves:
+        p = place.get(m.allocation_id)
+        if p is None or p.get(m.from_resource, 0) < m.replicas or m.replicas < 1:
+            raise ValueError(f"move {m} takes replicas {m.from_resource} does not hold")
+        p[m.from_resource] -= m.replicas
+        if not p[m.from_resource]:
+            del p[m.from_resource]
+        p[m.to_resource] = p.get(m.to_resource, 0) + m.replicas
+    return place
