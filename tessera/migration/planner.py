@@ -194,6 +194,24 @@ class _Fleet:
         self.moved_by_pool.setdefault(self.snap.resource(m.from_resource).pool, set()).add(a.id)
         self.moved_by_tenant.setdefault(a.tenant, set()).add(a.id)
 
+    def reassign(self, new: dict[str, dict[str, int]], budget: DisruptionBudget) -> None:
+        """Give the allocations in ``new`` those placements, recording the moves."""
+        by_id = {a.id: a for a in self.snap.allocations}
+        for aid, after in new.items():
+            a = by_id[aid]
+            before = dict(self.place[aid])
+            down = [[rid, k - after.get(rid, 0)] for rid, k in sorted(before.items()) if k > after.get(rid, 0)]
+            up = [(rid, k - before.get(rid, 0)) for rid, k in sorted(after.items()) if k > before.get(rid, 0)]
+            i = 0
+            for to, k in up:
+                while k:
+                    take = min(k, down[i][1])
+                    self.apply(Move(aid, down[i][0], to, take, "consolidation"), a, budget)
+                    down[i][1] -= take
+                    k -= take
+                    if not down[i][1]:
+                        i += 1
+
     def cost(self, initial: bool = False) -> Decimal:
         total = Decimal(0)
         for r in self.snap.resources:
@@ -240,8 +258,14 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
         return None
     snap = fleet.snap
     running = sorted({_price_per_vcpu(snap.resource(t.id)) for t in targets if t.open})
+    limits: list[Decimal] = []
+    for v in running:   # classes at most 2x apart in price per vCPU: a handful of kernel runs
+        if limits and v <= limits[-1] * 2:
+            limits[-1] = v
+        else:
+            limits.append(v)
     result = None
-    for limit in running:
+    for limit in limits:
         offer = [t for t in targets if t.open and _price_per_vcpu(snap.resource(t.id)) <= limit]
         result = pack_batch(reqs, offer, effort=QUICK)
         if not result.rejected:
@@ -299,7 +323,7 @@ def _forecast_need(snap: Snapshot, until: datetime) -> float:
 
 
 def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations: tuple[dict, dict],
-               reopen_window_s: float) -> None:
+               reopen_window_s: float, avoid: frozenset[str] = frozenset()) -> None:
     """Move everything off ``r`` if it pays and the budget allows; else record why not."""
     snap = fleet.snap
     work = fleet.on(r.id)
@@ -311,7 +335,7 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
                                       "only to evacuate", a.id))
             return
     reqs = [_request(a, k, i) for i, (a, k) in enumerate(work)]
-    result = _place_cheapest(fleet, reqs, {r.id}, may_open=True)
+    result = _place_cheapest(fleet, reqs, {r.id} | avoid, may_open=True)
     if result is None:
         fleet.skipped.append(Skip(r.id, "no_room", "no other healthy capacity"))
         return
@@ -368,23 +392,29 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
     fleet.emptied.add(r.id)
 
 
-def _orders(fleet: _Fleet, candidates: list[Resource]) -> dict[str, list[Resource]]:
+def _used_share(fleet: _Fleet, r: Resource) -> float:
+    return max(((c - f) / c) if c > 0 else 0.0 for c, f in zip(r.capacity, fleet.free[r.id]))
+
+
+def _orders(fleet: _Fleet, candidates: list[Resource]) -> dict[str, tuple[list[Resource], frozenset[str]]]:
+    """Candidate orders for the greedy pass, each with the resources its moves avoid."""
     snap = fleet.snap
 
     def used_share(r: Resource) -> float:
-        return max(((c - f) / c) if c > 0 else 0.0 for c, f in zip(r.capacity, fleet.free[r.id]))
+        return _used_share(fleet, r)
 
     def per_vcpu(r: Resource) -> Decimal:
         used = max(r.capacity[0] - fleet.free[r.id][0], EPS)
         return r.price_per_hour / Decimal(str(used))
 
+    none: frozenset[str] = frozenset()
     orders = {
-        "least_used": sorted(candidates, key=lambda r: (used_share(r), -r.price_per_hour, r.id)),
-        "dearest": sorted(candidates, key=lambda r: (-r.price_per_hour, used_share(r), r.id)),
-        "dearest_per_vcpu": sorted(candidates, key=lambda r: (-per_vcpu(r), r.id)),
+        "least_used": (sorted(candidates, key=lambda r: (used_share(r), -r.price_per_hour, r.id)), none),
+        "dearest": (sorted(candidates, key=lambda r: (-r.price_per_hour, used_share(r), r.id)), none),
+        "dearest_per_vcpu": (sorted(candidates, key=lambda r: (-per_vcpu(r), r.id)), none),
     }
-    # A from-scratch repack says which resources a cheapest fleet would keep: try emptying
-    # the others first (dearest first), then the rest.
+    # A from-scratch repack says which resources a cheapest fleet would keep: empty the
+    # others first (dearest first) onto the kept ones only.
     usable = [r for r in snap.resources if r.usable and r.id not in fleet.emptied]
     reqs = [_request(a, sum(fleet.place[a.id].values()), i) for i, a in enumerate(snap.allocations)
             if fleet.place[a.id]]
@@ -393,7 +423,9 @@ def _orders(fleet: _Fleet, candidates: list[Resource]) -> dict[str, list[Resourc
                                                 r.tags, False) for r in usable], effort=QUICK)
         if not repack.rejected:
             keep = set(repack.opened)
-            orders["repack"] = sorted(candidates, key=lambda r: (r.id in keep, -r.price_per_hour, r.id))
+            drop = frozenset(r.id for r in usable if r.id not in keep)
+            orders["repack"] = ([r for r in sorted(candidates, key=lambda r: (-r.price_per_hour, r.id))
+                                 if r.id in drop], drop)
     return orders
 
 
@@ -427,15 +459,26 @@ def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_windo
         candidates = [r for r in snap.resources if r.usable and r.price_per_hour > 0 and fleet.hosting(r.id)]
         best: _Fleet | None = None
         best_name = ""
-        for name, order in _orders(fleet, candidates).items():
+        populations = (by_pool, by_tenant)
+        for name, (order, avoid) in _orders(fleet, candidates).items():
             if progress:
                 progress(f"consolidation pass '{name}' over {len(order)} candidate resources")
             trial = fleet.copy()
             for r in order:
                 if r.id not in trial.emptied and trial.hosting(r.id):
-                    _try_empty(trial, r, budget, (by_pool, by_tenant), reopen_window_s)
+                    _try_empty(trial, r, budget, populations, reopen_window_s, avoid - {r.id} - trial.emptied)
+            # A second sweep, least used first: a closing can make room for another. Its
+            # verdicts are the ones reported.
+            trial.skipped = list(fleet.skipped)
+            for r in sorted(candidates, key=lambda r: (_used_share(trial, r), -r.price_per_hour, r.id)):
+                if r.id not in trial.emptied and trial.hosting(r.id):
+                    _try_empty(trial, r, budget, populations, reopen_window_s)
             if best is None or _better(trial, best):
                 best, best_name = trial, name
+        whole = _global_repack(fleet, budget, populations, reopen_window_s)
+        if whole is not None and (best is None or _better(whole, best)):
+            whole.skipped = best.skipped if best is not None else whole.skipped
+            best, best_name = whole, "whole_fleet_repack"
         fleet, out.order = best or fleet, best_name
     hosted = {rid for a in snap.allocations for rid, _ in a.placements}
     # Work emptied off one resource may be emptied again off its target later in the
@@ -448,6 +491,85 @@ def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_windo
     out.closed = sorted(r.id for r in snap.resources if (r.open or r.id in hosted) and not fleet.hosting(r.id))
     out.opened = sorted(r.id for r in snap.resources if fleet.hosting(r.id) and not r.open and r.id not in hosted)
     return out
+
+
+def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[dict, dict],
+                   reopen_window_s: float) -> _Fleet | None:
+    """One more candidate: the whole fleet repacked at once, for the fragmentation that
+    closing one resource at a time cannot undo (a small replica moves to a cheap VM so a
+    large one fits where it was). Work that may not move (evacuate-only tiers) stays put;
+    the kernel packs the rest from scratch, cheapest set of resources first; replicas that
+    land where they already were do not move. Taken only as a whole: it must pass the
+    same tests as one closing (saving over the work's life beats the disruption, budgets,
+    the forecast)."""
+    snap = fleet.snap
+    fixed = {a.id for a in snap.allocations if a.tier in budget.evacuate_only or not fleet.place[a.id]}
+    free = {r.id: list(r.capacity) for r in snap.resources}
+    pinned: set[str] = set()
+    for a in snap.allocations:
+        if a.id in fixed:
+            for rid, k in fleet.place[a.id].items():
+                pinned.add(rid)
+                for d in range(3):
+                    free[rid][d] -= a.demand[d] * k
+    movable = [a for a in snap.allocations if a.id not in fixed]
+    usable = [r for r in snap.resources if r.usable and r.id not in fleet.emptied]
+    if not movable or not usable:
+        return None
+    reqs = [_request(a, sum(fleet.place[a.id].values()), i) for i, a in enumerate(movable)]
+    offer = [PackResource(r.id, r.provider, r.region, tuple(max(0.0, x) for x in free[r.id]), r.capacity,
+                          r.price_per_hour, r.tags, r.id in pinned) for r in usable]
+    result = pack_batch(reqs, offer, effort=QUICK)
+    if result.rejected:
+        return None
+    keep = set(result.opened) | pinned
+    # Sticky first: replicas already on a kept resource stay; only the rest is packed.
+    trial = fleet.copy()
+    stay = {a.id: {rid: k for rid, k in fleet.place[a.id].items() if rid in keep} for a in movable}
+    for a in movable:
+        for rid, k in stay[a.id].items():
+            for d in range(3):
+                free[rid][d] -= a.demand[d] * k
+    rest = [(a, sum(fleet.place[a.id].values()) - sum(stay[a.id].values())) for a in movable]
+    rest = [(a, k) for a, k in rest if k]
+    sticky = None
+    if rest:
+        kept = [PackResource(r.id, r.provider, r.region, tuple(max(0.0, x) for x in free[r.id]), r.capacity,
+                             r.price_per_hour, r.tags, True) for r in usable if r.id in keep]
+        sticky = pack_batch([_request(a, k, i) for i, (a, k) in enumerate(rest)], kept, effort=QUICK) if kept else None
+    if sticky is not None and not sticky.rejected:
+        new = {a.id: dict(stay[a.id]) for a in movable}
+        for a, _ in rest:
+            for rid, k in sticky.placements[a.id]:
+                new[a.id][rid] = new[a.id].get(rid, 0) + k
+    else:
+        new = {a.id: dict(result.placements[a.id]) for a in movable}
+    trial.reassign(new, budget)
+    saving = fleet.cost() - trial.cost()
+    if saving <= 0:
+        return None
+    moved = {m.allocation_id for m in trial.moves[len(fleet.moves):]}
+    if budget.max_moves is not None and len(trial.moves) > budget.max_moves:
+        return None
+    for pool, ids in trial.moved_by_pool.items():
+        if len(ids) > budget.fraction_limit(len(populations[0].get(pool, set()) | ids)):
+            return None
+    for tenant, ids in trial.moved_by_tenant.items():
+        if len(ids) > budget.fraction_limit(populations[1].get(tenant, 0)):
+            return None
+    closing = [rid for rid in fleet.load if fleet.hosting(rid) and not trial.hosting(rid)]
+    life_h = min((max((_remaining_hours(a, snap.now, budget) for a, _ in fleet.on(rid)), default=Decimal(0))
+                  for rid in closing), default=Decimal(0))
+    disruption = trial.disruption - fleet.disruption
+    if not moved or saving * life_h <= disruption:
+        return None
+    if snap.forecast:
+        until = snap.now + timedelta(seconds=max(float(disruption / saving * HOUR), reopen_window_s))
+        spare = sum(max(0.0, trial.free[r.id][0]) for r in usable if trial.hosting(r.id))
+        if _forecast_need(snap, until) > spare + EPS:
+            return None
+    trial.emptied |= set(closing)
+    return trial
 
 
 def _net_moves(snap: Snapshot, fleet: _Fleet, hosted: set[str]) -> list[Move]:
