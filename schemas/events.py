@@ -423,6 +423,8 @@ class _MigrationEvent(Event):
     source_resource_id: Identifier
     target_resource_id: Identifier
     target_provider: str = Field("", description="provider of the target resource (billing needs it)")
+    replicas: Integer = Field(0, ge=0, le=1_000_000,
+                              description="replicas moved from the source; 0 = all it holds of the allocation")
 
 
 class MigrationPlanned(_MigrationEvent):
@@ -433,7 +435,7 @@ class MigrationPlanned(_MigrationEvent):
 
 class MigrationProgress(_MigrationEvent):
     event_type: Literal["migration.progress"] = "migration.progress"
-    step: NonEmptyStr = Field(description="reserve_target | sync_data | cut_over | release_source")
+    step: NonEmptyStr = Field(description="the step just completed: reserve_target | sync | cut_over | release_source")
     detail: str = ""
 
 

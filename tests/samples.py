@@ -60,7 +60,7 @@ _EVENTS = [
                      previous_arm="0.9", reward=-1.25, window_cost=Decimal("0.25"), window_misses=1,
                      window_seconds=300.0),
     _mig(s.MigrationPlanned, reason="consolidation", expected_saving_per_hour=Decimal("0.12")),
-    _mig(s.MigrationProgress, step="sync_data"),
+    _mig(s.MigrationProgress, step="sync"),
     _mig(s.MigrationDone, cut_over_at=T0),
     _mig(s.MigrationFailed, reason="target unhealthy"),
     s.BillingLine(event_id="e15", event_time=T0, line_id="gcp/2026-11/vcpu-hour", partner_id="gcp",

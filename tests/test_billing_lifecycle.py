@@ -58,7 +58,7 @@ def test_a_migration_bills_the_source_until_cut_over_and_the_target_from_its_res
     events = [placed(),                                                     # 2 vCPU on gcp from 0 h
               migration(s.MigrationPlanned, 3, reason="consolidation"),
               migration(s.MigrationProgress, 4, step="reserve_target"),     # do holds 2 vCPU from 4 h
-              migration(s.MigrationProgress, 4.5, step="sync_data"),
+              migration(s.MigrationProgress, 4.5, step="sync"),
               migration(s.MigrationDone, 6, cut_over_at=at(6)),            # gcp stops at 6 h
               released(hours=10)]                                           # do stops at 10 h
     # gcp: 2 vCPU x 6 h x 0.04 = 0.48 ; do: 2 vCPU x 6 h x 0.03 = 0.36 (4 h of them overlap gcp)
@@ -148,3 +148,12 @@ def test_a_sample_across_midnight_at_month_end_is_split_into_both_periods():
 def test_an_unknown_basis_is_refused_naming_the_field():
     with pytest.raises(AgreementError, match=r"agreement\[do\]\.basis"):
         parse_agreements([{"partner": "do", "currency": "USD", "rates": {"vcpu_hour": "1"}, "basis": "vibes"}])
+
+
+def test_a_partial_migration_moves_only_its_replicas():
+    # 2 replicas on gcp; one moves to do at 5 h (reserved at 4 h); release at 10 h.
+    events = [placed(), migration(s.MigrationProgress, 4, step="reserve_target", replicas=1),
+              migration(s.MigrationDone, 5, cut_over_at=at(5), replicas=1), released()]
+    # gcp: 2 vCPU x 5 h + 1 vCPU x 5 h = 15 vCPU-h x 0.04; do: 1 vCPU x 6 h x 0.03
+    assert bills(events) == {"gcp": "0.60", "do": "0.18"}
+    assert bills(events + events) == {"gcp": "0.60", "do": "0.18"}    # redelivered: the same

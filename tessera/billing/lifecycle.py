@@ -156,6 +156,13 @@ class Lifecycle:
             # known (if not, the target is counted in ``unknown_migrations`` and not billed).
             moved = [s for s in segs if s.resource_id == e.source_resource_id]
             segs[:] = [s for s in segs if s.resource_id != e.source_resource_id] + ([target] if target else [])
+            held = sum(s.replicas for s in moved)
+            if moved and 0 < e.replicas < held:
+                # Part of the source's replicas moved: the rest run on from cut-over as a segment of their own.
+                segs.append(replace(moved[0], record_id=f"{e.allocation_id}/{e.source_resource_id}/{e.migration_id}"
+                                    "/rest", start_us=cut, replicas=held - e.replicas))
+                if moved[0].instance_type:
+                    self._vm_in(segs[-1], cut)
             return self._close(moved, cut)
         if isinstance(e, MigrationFailed):
             self.finished_migrations.add(e.migration_id)
@@ -203,6 +210,8 @@ class Lifecycle:
             return None
         self.providers[e.target_resource_id] = partner
         replicas = sum(s.replicas for s in source)
+        if 0 < e.replicas < replicas:
+            replicas = e.replicas
         return replace(source[0], record_id=f"{e.allocation_id}/{e.target_resource_id}/{e.migration_id}",
                        partner=partner, resource_id=e.target_resource_id, start_us=start_us, replicas=replicas)
 

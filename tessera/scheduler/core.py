@@ -42,6 +42,9 @@ from tessera.schemas import (
     Forecast,
     HealthChanged,
     HealthStatus,
+    MigrationDone,
+    MigrationFailed,
+    MigrationProgress,
     Placement,
     PricingModel,
     ProvisioningHint,
@@ -165,6 +168,10 @@ class Scheduler:
     _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
     _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
     _vcpu_by_tier: dict[str, float] = field(default_factory=dict, init=False, repr=False)
+    #: Migrations holding capacity on their target (reserved, not yet released at the
+    #: source): migration id -> (allocation, source, target, replicas); and those finished.
+    moving: dict[str, tuple[str, str, str, int]] = field(default_factory=dict)
+    moved: set[str] = field(default_factory=set)
     _regions: dict[str, int] = field(default_factory=dict, init=False, repr=False)    # region -> resources
     _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
 
@@ -229,12 +236,55 @@ class Scheduler:
         elif isinstance(event, BillingLine):
             if self.prices.observe_line(event):
                 self.reprice(self._now_us, event.partner_id)
+        elif isinstance(event, (MigrationProgress, MigrationDone, MigrationFailed)):
+            self._migration(event)
         elif isinstance(event, UsageLimitAlert) and event.lifted:
             self.blocked_until.pop(event.partner_id, None)     # the limit was raised
         elif isinstance(event, UsageLimitAlert) and event.enforcement == "hard":
             # A partner over its hard limit takes no new work until its billing period ends.
             end = _period_end(event.period_start)
             self.blocked_until[event.partner_id] = max(self.blocked_until.get(event.partner_id, 0.0), end)
+
+    def _migration(self, e: MigrationProgress | MigrationDone | MigrationFailed) -> None:
+        """The capacity view follows a migration: the target is held from ``reserve_target``,
+        the source freed (and the allocation's placement moved) at ``release_source`` or
+        ``done``, the target let go if it failed. Each migration id acts once."""
+        mid = e.migration_id
+        if mid in self.moved:
+            return
+        if isinstance(e, MigrationFailed):
+            self.moved.add(mid)
+            held = self.moving.pop(mid, None)
+            if held is not None and held[0] in self.allocations:
+                self._use(held[2], held[3], self.allocations[held[0]].demand, -1.0)
+            return
+        a = self.allocations.get(e.allocation_id)
+        if a is None:
+            return
+        on_source = sum(k for r, k in a.placements if r == e.source_resource_id)
+        k = min(e.replicas, on_source) if e.replicas else on_source
+        if isinstance(e, MigrationProgress) and e.step == "reserve_target":
+            if mid not in self.moving and k > 0:
+                self._use(e.target_resource_id, k, a.demand, +1.0)
+                self.moving[mid] = (a.allocation_id, e.source_resource_id, e.target_resource_id, k)
+            return
+        if isinstance(e, MigrationDone) or (isinstance(e, MigrationProgress) and e.step == "release_source"):
+            held = self.moving.pop(mid, None)
+            self.moved.add(mid)
+            if held is not None:
+                k = held[3]
+            elif k > 0:
+                self._use(e.target_resource_id, k, a.demand, +1.0)
+            if k <= 0:
+                return
+            self._use(e.source_resource_id, k, a.demand, -1.0)
+            placements: dict[str, int] = {}
+            for r, n in a.placements:
+                placements[r] = placements.get(r, 0) + n
+            placements[e.source_resource_id] -= k
+            placements[e.target_resource_id] = placements.get(e.target_resource_id, 0) + k
+            a.placements = [(r, n) for r, n in placements.items() if n > 0]
+            self.epoch += 1
 
     def reprice(self, t_us: int, provider: str | None = None) -> None:
         """Read opening prices from the price book again (all, or one provider's) at ``t_us``;
@@ -397,6 +447,10 @@ class Scheduler:
         a = self.allocations.pop(allocation_id, None)
         if a is not None:
             self.epoch += 1
+            for mid, (aid, _, target, k) in list(self.moving.items()):
+                if aid == allocation_id:      # released mid-migration: the held target goes too
+                    del self.moving[mid]
+                    self._use(target, k, a.demand, -1.0)
             self._cost_rate -= sum((p.price_per_hour for p in a.placement_events), Decimal(0))
             for res_id, k in a.placements:
                 self._use(res_id, k, a.demand, -1.0)
