@@ -20,6 +20,9 @@ transaction as its decisions; tessera.scheduler.provisioning). Hard usage-limit
 alerts from the billing agent stop placement on that partner until its billing period
 ends (read in full at start, then tailed).
 
+Migrations (``migrations.v1``, read in full at start after the allocations, then tailed)
+move capacity: the target is held from ``reserve_target``, the source freed at release.
+
 Releases: an allocation is released when its ``expected_duration_seconds`` has elapsed, or
 when an ``allocation.released`` event for it appears on the allocations topic.
 """
@@ -49,6 +52,9 @@ from tessera.schemas import (
     Event,
     Forecast,
     HealthChanged,
+    MigrationDone,
+    MigrationFailed,
+    MigrationProgress,
     ReleaseRequested,
     ResourceDiscovered,
     ResourceRemoved,
@@ -98,7 +104,8 @@ class SchedulerWorker:
         self.next_tuning = 0.0
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
-                                "provisioning", "dead-letters", "agreements", "billing-lines", "tuning")}
+                                "provisioning", "dead-letters", "agreements", "billing-lines", "tuning",
+                                "migrations")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         # (wall time to release, allocation id), a min-heap: a batch looks at the due ones
         # only (a scan of every live allocation per batch cost ~4 % of the CPU at 3,000/s).
@@ -121,15 +128,17 @@ class SchedulerWorker:
         reads = await asyncio.gather(
             self._read_all("agreements"), self._read_all("billing-lines", committed_only=True),
             self._read_all("resources"), self._read_all("health"), self._read_all("alerts", committed_only=True),
-            self._read_all("allocations", committed_only=True),
+            self._read_all("allocations", committed_only=True), self._read_all("migrations", committed_only=True),
             *([self._read_all("tuning", committed_only=True)] if self.core.tuner is not None else []))
         if self.core.tuner is not None:       # only a tuning scheduler reads its past decisions
             *reads, tuning = reads
             self.core.tuner.replay(sorted(tuning, key=lambda e: e.event_time))
-        *state, own = reads
+        *state, own, migrations = reads
         for e in (e for events in state for e in events):
             self._apply(e)
         self.core.replay(own)
+        for e in migrations:      # after the allocations they move
+            self._apply(e)
         # Release timers of live allocations come back from their placed events.
         for e in own:
             if isinstance(e, AllocationPlaced) and e.expires_at is not None and e.allocation_id in self.core.allocations:
@@ -154,7 +163,7 @@ class SchedulerWorker:
         await tail.start()
         tail_tps = [TopicPartition(self.topic[n], p)
                     for n in ("resources", "health", "allocations", "forecasts", "alerts", "agreements",
-                              "billing-lines")
+                              "billing-lines", "migrations")
                     for p in range(topic_spec(n).partitions)]
         tail.assign(tail_tps)
         await tail.seek_to_end(*tail_tps)
@@ -189,7 +198,8 @@ class SchedulerWorker:
                                    key=rec.key, spec=topic_spec(name), consumer=AGENT)
                 e = d.event
                 if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast,
-                                  UsageLimitAlert, AgreementUpdated, BillingLine)):
+                                  UsageLimitAlert, AgreementUpdated, BillingLine, MigrationProgress, MigrationDone,
+                                  MigrationFailed)):
                     self._apply(e)
                 elif isinstance(e, AllocationReleased) and e.allocation_id in self.core.allocations:
                     self.core.release(e.allocation_id, e.reason, time.time())

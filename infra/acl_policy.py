@@ -16,14 +16,16 @@ WRITES = {
     "discovery": ("resources", "health", "usage"),
     "scheduler": ("allocations", "dead-letters", "provisioning", "tuning"),
     "billing": ("billing-lines", "alerts", "dead-letters"),
+    "migration": ("migrations", "dead-letters"),
     "worker": ("dead-letters", "health", "resource-allocations", "demand", "forecasts"),
 }
 READS = {
     "producer": ("allocations",),
     "discovery": (),
     "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
-                  "billing-lines"),
+                  "billing-lines", "migrations"),
     "billing": ("allocations", "migrations", "usage", "agreements", "alerts"),
+    "migration": ("resources", "health", "allocations", "migrations", "forecasts"),
     "worker": tuple(t.name for t in TOPICS),
 }
 ROLES = ("admin", *WRITES)
@@ -42,6 +44,8 @@ def acl_lines(prefix: str, app_id: str) -> list[str]:
     # The scheduler: its consumer group and its transactional ids, per placement domain.
     lines += [f"User:scheduler GROUP {app_id}-scheduler- PREFIXED READ",
               f"User:scheduler TRANSACTIONAL_ID {app_id}-scheduler- PREFIXED WRITE"]
+    # The migration agent: its transactional id (one step per transaction).
+    lines += [f"User:migration TRANSACTIONAL_ID {app_id}-migration PREFIXED WRITE"]
     # Faust workers: their groups, and the changelog topics Faust creates for its tables.
     lines += [f"User:worker GROUP {app_id} PREFIXED READ",
               f"User:worker TOPIC {app_id}- PREFIXED ALL"]

@@ -218,6 +218,10 @@ class AllocationPlaced(_AllocationEvent):
     queued_seconds: Quantity = 0.0
     batch_id: str = ""
     expires_at: UtcTime | None = Field(None, description="when the scheduler releases it (placed + expected duration)")
+    # The request's constraints travel with its placement: a migration must keep them.
+    required_tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    allowed_regions: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="empty = any")
+    allowed_providers: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS, description="empty = any")
 
 
 class AllocationQueued(_AllocationEvent):

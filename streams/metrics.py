@@ -47,6 +47,10 @@ FORECAST_OBSERVATIONS = Counter(
 FORECAST_SPIKES = Counter("tessera_forecast_spikes_total", "Demand spikes detected", ["group"])
 BILLING_UNRATED = Counter("tessera_billing_unrated_total", "Usage records for partners without an agreement",
                           ["partner"])
+MIGRATIONS = Counter("tessera_migrations_total", "Migrations finished, by reason and outcome (done, rolled_back, "
+                     "failed)", ["reason", "status"])
+MIGRATION_STRANDED = Counter("tessera_migration_unplaced_total",
+                             "Replicas the planner found no place for (left on failed capacity), by reason", ["reason"])
 BILLING_EVENTS = Counter("tessera_billing_events_total", "Billing lines and alerts published", ["topic"])
 SINK_LAG_SECONDS = Gauge("tessera_sink_lag_seconds",
                          "Age of the oldest event consumed but not yet written to ClickHouse (0 when caught up)",

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import tessera.schemas as s
-from tessera.migration.kvstore import request
+from tessera.migration.kvstore import read_log, request
 from tessera.migration.machine import STEPS, Migration, MigrationLog, drive
 from tessera.migration.process import ProcessExecutor, free_port, stop_process
 from tessera.scheduler.core import Scheduler
@@ -60,8 +60,9 @@ class Workload:
         writer.close()
 
     def close(self) -> None:
-        self.proxy.terminate()
-        self.proxy.wait(10)
+        if hasattr(self, "proxy"):
+            self.proxy.terminate()
+            self.proxy.wait(10)
         for f in self.tmp.glob("*.json"):
             doc = orjson.loads(f.read_bytes())
             if "pid" in doc:
@@ -103,8 +104,8 @@ def test_moves_a_live_service_without_losing_a_write(workload):
     async def check():
         reg = executor.registry("a1")
         assert reg["resource"] == "own-2"
-        log = await request(reg["addr"], {"op": "log", "from": 0})
-        held = {k: v for _, k, v in log["entries"]}
+        log = await read_log(reg["addr"])
+        held = {k: v for _, k, v in log}
         return held, reg
 
     held, reg = asyncio.run(check())

@@ -6,6 +6,7 @@ Both speak JSON lines over TCP (one request line, one response line; orjson):
     service   {"op": "set", "k", "v"} -> {"ok": true, "seq": n}     (logged, flushed, then acked)
               {"op": "get", "k"}      -> {"ok": true, "v": ... | null}
               {"op": "log", "from": n} -> {"ok": true, "entries": [[seq, k, v], ...], "seq": last}
+                                          (at most 2,000 entries after n: read it page by page)
               {"op": "replay", "entries": [...]} -> {"ok": true, "seq": last}   (entries at or below
                                           the service's seq are skipped: replaying is idempotent)
               {"op": "freeze"} / {"op": "thaw"} -> {"ok": true, "seq": n}  (a frozen service refuses writes)
@@ -28,7 +29,8 @@ from pathlib import Path
 
 import orjson
 
-MAX_LINE = 1 << 20
+MAX_LINE = 16 << 20
+PAGE = 2000      # log entries per "log" response
 
 
 class KvService:
@@ -74,9 +76,9 @@ class KvService:
             return {"ok": True, "seq": self.seq}
         if op == "get":
             return {"ok": True, "v": self.values.get(req.get("k"))}
-        if op == "log":
-            start = int(req.get("from", 0))
-            return {"ok": True, "entries": [e for e in self.entries[start:]], "seq": self.seq}
+        if op == "log":    # a page of the log: entries after ``from``, at most ``limit``
+            start, limit = int(req.get("from", 0)), min(int(req.get("limit", PAGE)), PAGE)
+            return {"ok": True, "entries": self.entries[start:start + limit], "seq": self.seq}
         if op == "replay":
             for seq, k, v in req.get("entries", []):
                 if seq == self.seq + 1:
@@ -192,6 +194,16 @@ async def request(addr: str, req: dict, timeout: float = 10.0) -> dict:
         return orjson.loads(line)
     finally:
         writer.close()
+
+
+async def read_log(addr: str) -> list[list]:
+    """A service's whole log, page by page."""
+    entries: list[list] = []
+    while True:
+        page = (await request(addr, {"op": "log", "from": len(entries)}))["entries"]
+        entries += page
+        if len(page) < PAGE:
+            return entries
 
 
 async def _main(args: argparse.Namespace) -> None:

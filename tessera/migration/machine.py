@@ -184,3 +184,25 @@ async def _run_step(executor: Executor, step: str, m: Migration, retries: int, d
                 raise
             log.warning("migration %s: %s failed, retrying (%d/%d)", m.migration_id, step, i + 1, attempts)
             await asyncio.sleep(delay)
+
+
+class BookkeepingExecutor:
+    """For work Tessera places but does not run itself (the demo's replayed pods, a batch
+    system that follows the allocations topic): every step succeeds at once, so the move
+    happens in the books (the scheduler's capacity, billing) and whoever runs the workload
+    acts on the ``migrations.v1`` events. Idempotent trivially."""
+
+    async def reserve_target(self, m: Migration) -> None:
+        return None
+
+    async def sync(self, m: Migration) -> None:
+        return None
+
+    async def cut_over(self, m: Migration) -> None:
+        return None
+
+    async def release_source(self, m: Migration) -> None:
+        return None
+
+    async def rollback(self, m: Migration) -> None:
+        return None

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from .kvstore import request
+from .kvstore import PAGE, request
 from .machine import Migration, StepFailed
 
 PRECOPY_ROUNDS = 8
@@ -57,6 +57,11 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(orjson.dumps(doc))
     os.replace(tmp, path)     # atomic: a crash leaves the old or the new record, never half
+
+
+def _safe(name: str) -> str:
+    """A resource or allocation id as one file name (ids may hold '/')."""
+    return name.replace("/", "_")
 
 
 def free_port() -> int:
@@ -104,13 +109,13 @@ class ProcessExecutor:
     pauses: list[float] = field(default_factory=list)
 
     def registry(self, allocation_id: str) -> dict:
-        path = self.workdir / f"{allocation_id}.json"
+        path = self.workdir / f"{_safe(allocation_id)}.json"
         if not path.exists():
             raise StepFailed(f"no running process is registered for allocation {allocation_id} ({path})")
         return orjson.loads(path.read_bytes())
 
     def _record(self, m: Migration) -> Path:
-        return self.workdir / f"{m.migration_id}.json"
+        return self.workdir / f"{_safe(m.migration_id)}.json"
 
     def target(self, m: Migration) -> dict:
         path = self._record(m)
@@ -121,27 +126,31 @@ class ProcessExecutor:
     async def register(self, allocation_id: str, resource_id: str) -> str:
         """Start the allocation's service on ``resource_id`` and register it (the workload's
         first placement)."""
-        pid, addr = await start_service(self.workdir / "data" / f"{allocation_id}@{resource_id}")
-        _write_json(self.workdir / f"{allocation_id}.json", {"pid": pid, "addr": addr, "resource": resource_id})
+        pid, addr = await start_service(self.workdir / "data" / _safe(f"{allocation_id}@{resource_id}"))
+        _write_json(self.workdir / f"{_safe(allocation_id)}.json", {"pid": pid, "addr": addr, "resource": resource_id})
         return addr
 
     async def reserve_target(self, m: Migration) -> None:
         path = self._record(m)
         if path.exists() and _alive(orjson.loads(path.read_bytes())["pid"]):
             return            # reserved before a crash: found, not started twice
-        pid, addr = await start_service(self.workdir / "data" / f"{m.allocation_id}@{m.target}")
+        pid, addr = await start_service(self.workdir / "data" / _safe(f"{m.allocation_id}@{m.target}"))
         _write_json(path, {"pid": pid, "addr": addr, "resource": m.target, "starts": self._starts(path) + 1})
 
     def _starts(self, path: Path) -> int:
         return orjson.loads(path.read_bytes()).get("starts", 0) if path.exists() else 0
 
     async def _copy(self, source: str, target: str) -> int:
-        """Copy what the target lacks of the source's log; returns how many entries."""
+        """Copy what the target lacks of the source's log, page by page; returns how many entries."""
+        copied = 0
         have = (await request(target, {"op": "ping"}))["seq"]
-        delta = await request(source, {"op": "log", "from": have})
-        if delta["entries"]:
-            await request(target, {"op": "replay", "entries": delta["entries"]})
-        return len(delta["entries"])
+        while True:
+            page = (await request(source, {"op": "log", "from": have}))["entries"]
+            if page:
+                have = (await request(target, {"op": "replay", "entries": page}))["seq"]
+                copied += len(page)
+            if len(page) < PAGE:
+                return copied
 
     async def sync(self, m: Migration) -> None:
         src, dst = self.registry(m.allocation_id)["addr"], self.target(m)["addr"]
@@ -166,7 +175,7 @@ class ProcessExecutor:
             if have != want:
                 raise StepFailed(f"the target holds {have} log entries, the source {want}")
             await request(self.proxy_control, {"op": "switch", "backend": dst})
-            _write_json(self.workdir / f"{m.allocation_id}.json",
+            _write_json(self.workdir / f"{_safe(m.allocation_id)}.json",
                         {"pid": tgt["pid"], "addr": dst, "resource": m.target, "previous": reg})
         except (OSError, ConnectionError, asyncio.TimeoutError, StepFailed) as exc:
             try:

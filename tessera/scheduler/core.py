@@ -125,6 +125,12 @@ class Allocation:
     #: As they were published when placed; the release event repeats them.
     per_replica: Capacity
     placement_events: list[Placement]
+    # What a migration needs to keep: the request's constraints, its owner, its end.
+    tenant: str = ""
+    tags: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    providers: frozenset[str] = frozenset()
+    expires_at: datetime | None = None
 
     @property
     def vcpu(self) -> float:
@@ -614,15 +620,19 @@ class Scheduler:
                             price_per_hour=self.placement_price(r, request.per_replica, k),
                             instance_type=self.resources[r].offer.instance_type if self.resources[r].offer else "")
                   for r, k in placements]
+        expires = now_dt + timedelta(seconds=duration) if duration else None
         self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
-                              request.sla_tier.value, request.per_replica, events))
+                              request.sla_tier.value, request.per_replica, events, request.tenant,
+                              frozenset(request.required_tags), frozenset(request.allowed_regions),
+                              frozenset(request.allowed_providers), expires))
         self.queue.remove(request.request_id)
         self.decided.add(request.request_id)
         return AllocationPlaced(
             event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
-            queued_seconds=max(waited, 0.0), batch_id=batch_id,
-            expires_at=now_dt + timedelta(seconds=duration) if duration else None, placements=events)
+            queued_seconds=max(waited, 0.0), batch_id=batch_id, expires_at=expires, placements=events,
+            required_tags=request.required_tags, allowed_regions=request.allowed_regions,
+            allowed_providers=request.allowed_providers)
 
     def _rejected(self, request: WorkloadRequest, why: Rejection) -> AllocationRejected:
         return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
@@ -656,7 +666,8 @@ class Scheduler:
                     continue
                 self._hold(Allocation(e.allocation_id, e.request_id, _vec(e.per_replica),
                                       [(p.resource_id, p.replicas) for p in e.placements], e.sla_tier.value,
-                                      e.per_replica, list(e.placements)))
+                                      e.per_replica, list(e.placements), e.tenant, frozenset(e.required_tags),
+                                      frozenset(e.allowed_regions), frozenset(e.allowed_providers), e.expires_at))
                 self.decided.add(e.request_id)
             elif isinstance(e, AllocationRejected):
                 self.decided.add(e.request_id)

@@ -47,6 +47,74 @@ SNAP.json: {"now": ISO-8601 UTC,
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     p.set_defaults(fn=run_plan)
 
+    r = msub.add_parser(
+        "run", formatter_class=fmt, help="run the migration agent: plan on the live table, execute, publish steps",
+        description="""\
+Run the migration agent against the configured broker: it keeps the live table from the
+resources, health, allocations and migrations topics, evacuates work from resources that
+turn unhealthy or disappear, consolidates every --consolidate-every seconds, and executes
+each move as a resumable state machine whose steps go to migrations.v1 (one Kafka
+transaction per step). Restarted, it resumes unfinished migrations first.
+
+Executors:
+  books     the move happens in the books only (capacity, billing): for workloads
+            Tessera places but does not run; their runner follows migrations.v1
+  process   moves the example key-value service (tessera.migration.kvstore) between
+            processes on this machine behind its proxy: --workdir holds the registry of
+            each allocation's process, --proxy-control the proxy's control address""",
+        epilog="example:\n  tessera migrate run --executor books --consolidate-every 300 --max-moves 10")
+    r.add_argument("--executor", choices=("books", "process"), default="books")
+    r.add_argument("--workdir", metavar="DIR", help="process executor: registry and data directory")
+    r.add_argument("--proxy-control", metavar="HOST:PORT", help="process executor: the proxy's control address")
+    r.add_argument("--consolidate-every", type=float, default=300.0, metavar="S",
+                   help="plan consolidation and rebalance this often (default 300; 0 = evacuations only)")
+    r.add_argument("--max-moves", type=int, metavar="N", help="at most N moves per plan")
+    r.add_argument("--move-cost", default="0", metavar="AMOUNT", help="cost of moving one replica (default 0)")
+    r.add_argument("--max-fraction", type=float, default=0.2, metavar="P",
+                   help="at most this share of a pool's or tenant's allocations moved per hour (default 0.2)")
+    r.add_argument("--maintenance", action="append", default=[], metavar="HH:MM-HH:MM",
+                   help="daily UTC window for consolidation (repeatable; default: always)")
+    r.add_argument("--step-pause", type=float, default=0.0, metavar="S",
+                   help="wait after each committed step (drills: lets a test kill the agent mid-migration)")
+    r.set_defaults(fn=run_agent)
+
+
+def run_agent(args: argparse.Namespace, settings: Any) -> int:
+    import asyncio
+
+    from tessera.agents.migration import MigrationWorker
+    from tessera.app.cli.main import _prepare_service
+    from tessera.migration.budget import DailyWindow, DisruptionBudget
+    from tessera.migration.machine import BookkeepingExecutor
+
+    try:
+        budget = DisruptionBudget(max_moves=args.max_moves, max_fraction=args.max_fraction,
+                                  maintenance=tuple(DailyWindow.parse(w) for w in args.maintenance),
+                                  move_cost=Decimal(args.move_cost))
+    except (ValueError, InvalidOperation) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.executor == "process":
+        if not args.workdir or not args.proxy_control:
+            print("error: the process executor needs --workdir and --proxy-control", file=sys.stderr)
+            return 2
+        from tessera.migration.process import ProcessExecutor
+
+        executor: Any = ProcessExecutor(Path(args.workdir), args.proxy_control)
+    else:
+        executor = BookkeepingExecutor()
+
+    async def main() -> None:
+        stop = await _prepare_service(settings)
+        worker = MigrationWorker(settings, executor, budget, consolidate_every_s=args.consolidate_every,
+                                 step_pause_s=args.step_pause)
+        print(f"migration agent ({args.executor} executor): steps -> {worker.topic['migrations']} (Ctrl-C to stop)",
+              file=sys.stderr)
+        await worker.run(stop)
+
+    asyncio.run(main())
+    return 0
+
 
 def run_plan(args: argparse.Namespace, _settings: Any) -> int:
     from tessera.migration.budget import DailyWindow, DisruptionBudget

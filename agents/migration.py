@@ -1,0 +1,235 @@
+"""The migration agent: plans moves on the live table and runs them, one durable step at a time.
+
+It keeps the same capacity view the scheduler keeps (a ``Scheduler`` core fed the resources,
+health, allocations and migrations topics; it never places anything) and:
+
+* on a resource turning unhealthy or being removed, plans at once (evacuation);
+* every ``consolidate_every_s``, plans consolidation and rebalance;
+* runs each planned move through the executor with the resumable state machine
+  (tessera.migration.machine): every step's event is published in its own Kafka transaction
+  and committed before the next step begins; the transactional id fences an older agent.
+
+On start it folds the migrations topic (``read_committed``) and resumes every unfinished
+migration at its first step without an event, before planning anything new. A move is
+never planned for an allocation that has one in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from aiokafka import TopicPartition
+
+from tessera.config import Settings
+from tessera.migration.budget import DisruptionBudget
+from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
+from tessera.migration.planner import Plan, plan
+from tessera.migration.snapshot import Allocation, Resource, Snapshot
+from tessera.scheduler.core import ResourceState, Scheduler
+from tessera.schemas import (
+    AllocationPlaced,
+    AllocationReleased,
+    Event,
+    HealthChanged,
+    HealthStatus,
+    MigrationDone,
+    MigrationFailed,
+    MigrationPlanned,
+    MigrationProgress,
+    ResourceDiscovered,
+    ResourceRemoved,
+    ResourceUpdated,
+    utc_now,
+)
+from tessera.schemas.topics import topic_spec
+from tessera.streams import metrics
+from tessera.streams.edge import decode_message
+from tessera.streams.produce import event_record, producer_for, send_batched
+from tessera.streams.reader import groupless_consumer, read_to_end
+
+log = logging.getLogger(__name__)
+AGENT = "migration"
+STATE_TOPICS = ("resources", "health", "allocations", "migrations")
+
+
+@dataclass
+class MigrationWorker:
+    settings: Settings
+    executor: Executor
+    budget: DisruptionBudget = field(default_factory=DisruptionBudget)
+    #: Plan consolidation and rebalance this often (s); 0 = only evacuations.
+    consolidate_every_s: float = 300.0
+    #: Seconds to wait after each committed step (a drill knob: lets fault tests kill the
+    #: agent mid-migration; 0 in production).
+    step_pause_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.core = Scheduler()
+        self.log = MigrationLog()
+        self.gone: dict[str, ResourceState] = {}      # removed resources, while work may still sit on them
+        self.topic = {n: topic_spec(n).full_name(s.topic_prefix) for n in (*STATE_TOPICS, "dead-letters")}
+        self.transactional_id = f"{s.app_id}-migration"
+        self.plans: list[Plan] = []
+        self.urgent = asyncio.Event()
+
+    # -- state -------------------------------------------------------------------
+    def _apply(self, e: Event) -> None:
+        if isinstance(e, ResourceRemoved) and e.resource_id in self.core.resources:
+            self.gone[e.resource_id] = self.core.resources[e.resource_id]
+        if isinstance(e, (ResourceDiscovered, ResourceUpdated)):
+            self.gone.pop(e.resource_id, None)
+        if isinstance(e, AllocationPlaced):
+            self.core.replay([e])
+        elif isinstance(e, AllocationReleased):
+            self.core.replay([e])
+        else:
+            self.core.apply(e)
+        if isinstance(e, (MigrationPlanned, MigrationProgress, MigrationDone, MigrationFailed)):
+            self.log.apply(e)
+        if isinstance(e, ResourceRemoved) or (isinstance(e, HealthChanged) and e.status != HealthStatus.healthy):
+            self.urgent.set()
+
+    async def recover(self) -> None:
+        reads = await asyncio.gather(*(read_to_end(self.settings, self.topic[n], topic_spec(n).partitions,
+                                                   committed_only=n in ("allocations", "migrations"))
+                                       for n in STATE_TOPICS))
+        for name, records in zip(STATE_TOPICS, reads):
+            for r in records:
+                d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                                   spec=topic_spec(name), consumer=AGENT)
+                if d.event is not None:
+                    self._apply(d.event)
+        log.info("migration agent recovered: %d resources, %d allocations, %d unfinished migrations",
+                 len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
+
+    def snapshot(self, now: datetime) -> Snapshot:
+        """The live table as the planner's snapshot: capacity held by migrations in flight
+        is taken off their targets, and their allocations are left out (one move at a time)."""
+        core = self.core
+        held: dict[str, list[float]] = {}
+        busy = {m.allocation_id for m in self.log.unfinished()}
+        for mid, (aid, _, target, k) in core.moving.items():
+            a = core.allocations.get(aid)
+            if a is not None:
+                h = held.setdefault(target, [0.0, 0.0, 0.0])
+                for d in range(3):
+                    h[d] += a.demand[d] * k
+        hosting = {rid for a in core.allocations.values() for rid, _ in a.placements}
+        resources = []
+        states = list(core.resources.values()) + [g for rid, g in self.gone.items() if rid in hosting]
+        for st in states:
+            h = held.get(st.resource_id, [0.0, 0.0, 0.0])
+            resources.append(Resource(
+                id=st.resource_id, provider=st.provider, region=st.region,
+                capacity=tuple(max(0.0, c - x) for c, x in zip(st.capacity[:3], h)),  # type: ignore[arg-type]
+                price_per_hour=st.price, tags=st.tags, open=st.resource_id in core.running,
+                healthy=st.healthy and st.resource_id not in self.gone, pool=st.provider))
+        known = {r.id for r in resources}
+        allocations = []
+        for a in core.allocations.values():
+            if a.allocation_id in busy or not all(rid in known for rid, _ in a.placements):
+                continue
+            placements = {}
+            for rid, k in a.placements:
+                placements[rid] = placements.get(rid, 0) + k
+            allocations.append(Allocation(
+                id=a.allocation_id, tier=a.tier, demand=a.demand[:3], placements=tuple(sorted(placements.items())),
+                tags_required=a.tags, regions=a.regions, providers=a.providers, tenant=a.tenant,
+                expected_end=a.expires_at))
+        # Allocations left out still take their capacity: fold it into what the resources have.
+        taken: dict[str, list[float]] = {}
+        for a in core.allocations.values():
+            if a.allocation_id in busy:
+                for rid, k in a.placements:
+                    t = taken.setdefault(rid, [0.0, 0.0, 0.0])
+                    for d in range(3):
+                        t[d] += a.demand[d] * k
+        resources = [r if r.id not in taken else Resource(
+            r.id, r.provider, r.region, tuple(max(0.0, c - x) for c, x in zip(r.capacity, taken[r.id])),  # type: ignore
+            r.price_per_hour, r.tags, r.open, r.healthy, r.withdrawing, r.pool) for r in resources]
+        return Snapshot(now=now, resources=tuple(resources), allocations=tuple(allocations))
+
+    # -- acting ------------------------------------------------------------------
+    async def _publish(self, producer, e: Event) -> None:
+        async with producer.transaction():
+            for f in await send_batched(producer, [event_record(self.topic["migrations"], e)]):
+                await f
+        self._apply(e)
+        if self.step_pause_s:
+            await asyncio.sleep(self.step_pause_s)
+
+    async def _run(self, producer, m: Migration) -> None:
+        async def publish(e: Event) -> None:
+            await self._publish(producer, e)
+
+        # The state machine works on its own copy; the log follows the published events.
+        done = await drive(copy.deepcopy(m), self.executor, publish)
+        metrics.MIGRATIONS.labels(done.reason, done.status).inc()
+        log.info("migration %s (%s %s -> %s): %s", m.migration_id, m.reason, m.source, m.target, done.status)
+
+    async def plan_and_run(self, producer, consolidate: bool) -> Plan:
+        budget = self.budget if consolidate else _evacuate_only(self.budget)
+        p = plan(self.snapshot(utc_now()), budget)
+        self.plans.append(p)
+        for u in p.unplaced:
+            metrics.MIGRATION_STRANDED.labels(u.reason).inc(u.replicas)
+            log.warning("cannot evacuate %s from %s: %s (%s)", u.allocation_id, u.resource_id, u.reason, u.detail)
+        for mv in p.moves:
+            n = sum(1 for m in self.log.migrations.values() if m.allocation_id == mv.allocation_id)
+            mid = f"mig:{mv.allocation_id}:{n + 1}"
+            target = self.core.resources.get(mv.to_resource)
+            m = Migration(mid, mv.allocation_id, mv.from_resource, mv.to_resource,
+                          target.provider if target else "", mv.replicas, mv.reason)
+            saving = p.savings_per_hour if mv is p.moves[0] else 0
+            await self._publish(producer, planned(m, saving))
+            await self._run(producer, m)
+        return p
+
+    async def run(self, stop: asyncio.Event) -> None:
+        producer = producer_for(self.settings, transactional_id=self.transactional_id, linger_ms=0)
+        await producer.start()   # fences an older agent
+        await self.recover()
+        tail = groupless_consumer(self.settings)
+        await tail.start()
+        tps = [TopicPartition(self.topic[n], p) for n in STATE_TOPICS if n != "migrations"
+               for p in range(topic_spec(n).partitions)]
+        tail.assign(tps)
+        await tail.seek_to_end(*tps)
+        try:
+            for m in self.log.unfinished():
+                log.info("resuming migration %s at %s", m.migration_id, m.next_step or "done")
+                await self._run(producer, m)
+            next_consolidation = time.monotonic() + self.consolidate_every_s
+            self.urgent.set()   # look for stranded work once at start
+            while not stop.is_set():
+                for recs in (await tail.getmany(timeout_ms=200, max_records=10_000)).values():
+                    for r in recs:
+                        name = r.topic.split(".")[-2]
+                        d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset,
+                                           key=r.key, spec=topic_spec(name), consumer=AGENT)
+                        if d.event is not None:
+                            self._apply(d.event)
+                consolidate = self.consolidate_every_s > 0 and time.monotonic() >= next_consolidation
+                if self.urgent.is_set() or consolidate:
+                    self.urgent.clear()
+                    await self.plan_and_run(producer, consolidate)
+                    if consolidate:
+                        next_consolidation = time.monotonic() + self.consolidate_every_s
+        finally:
+            await tail.stop()
+            await producer.stop()
+
+
+def _evacuate_only(b: DisruptionBudget) -> DisruptionBudget:
+    """The budget with every tier evacuate-only: a triggered plan only evacuates."""
+    from dataclasses import replace
+
+    from tessera.schemas import TIERS
+
+    return replace(b, evacuate_only=frozenset(TIERS))
