@@ -259,6 +259,30 @@ def migration() -> str:
          f"{n(float(s['plan_cost']), 2)}", f"{n(float(s['highs_cost']), 2)}",
          f"{float(s['plan_cost']) / float(s['highs_cost']):.3f}"],
     ]
+    parts = []
+    try:
+        pr = load("migration_process")
+    except FileNotFoundError:
+        pr = None
+    if pr:
+        a, b = pr["pre_copy"], pr["stop_and_copy"]
+        prow = lambda label, key, unit="": [label, f"{a[key]:,}{unit}", f"{b[key]:,}{unit}", ""]  # noqa: E731
+        parts = [
+            "### Moving a live process\n\n`python -m load.bench_migration_process` "
+            "(`load/results/migration_process.json`): the example key-value service moved "
+            f"{a['moves']} times between processes while one client writes through the proxy as fast as it can; "
+            "Tessera's process executor (pre-copy, then the last delta during the pause) against stop-and-copy "
+            "(the whole log copied while clients wait). The benchmark and the processes it starts share one core.",
+            table(["measure", "pre-copy (Tessera)", "stop-and-copy", "ratio"], [
+                prow("writes acknowledged", "writes_acked"), prow("writes lost (must be 0)", "writes_lost"),
+                prow("failed client requests (aim 0)", "failed_requests"),
+                prow("log entries on the final process", "log_entries_moved_last"),
+                prow("cut-over pause p50", "pause_ms_p50", " ms"),
+                [*prow("cut-over pause p99", "pause_ms_p99", " ms")[:3],
+                 f"{pr['pause_p99_ratio_baseline_over_tessera']}x"],
+                prow("slowest client request", "client_ms_max", " ms"),
+                prow("client request p99", "client_ms_p99", " ms")], "lrrr"),
+            machine_line(pr)]
     return "\n\n".join([
         "## Migration planner\n\n`python -m load.bench_migration` (`load/results/migration.json`). Fleets from "
         "`data/` (own Alibaba nodes at amortized capex + opex, GCP europe-west4 and DigitalOcean VMs), all running, "
@@ -266,7 +290,7 @@ def migration() -> str:
         "open, so the plan is compared with the least fleet cost any reassignment reaches (HiGHS MIP). Pinned to "
         "one core.",
         table(["measure", "Tessera", "exact (HiGHS)", "ratio / aim"], rows, "lrrr"),
-        machine_line(d)])
+        machine_line(d), *parts])
 
 
 SECTIONS: list[Callable[[], str]] = [kernel, scheduler_kafka, pipeline, health_ingest, sink, forecast, micro,

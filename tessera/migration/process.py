@@ -134,7 +134,8 @@ class ProcessExecutor:
         path = self._record(m)
         if path.exists() and _alive(orjson.loads(path.read_bytes())["pid"]):
             return            # reserved before a crash: found, not started twice
-        pid, addr = await start_service(self.workdir / "data" / _safe(f"{m.allocation_id}@{m.target}"))
+        # A fresh data directory per migration: the target starts empty and gets the whole log.
+        pid, addr = await start_service(self.workdir / "data" / _safe(f"{m.allocation_id}@{m.target}#{m.migration_id}"))
         _write_json(path, {"pid": pid, "addr": addr, "resource": m.target, "starts": self._starts(path) + 1})
 
     def _starts(self, path: Path) -> int:
