@@ -64,7 +64,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class KubernetesAPI(_Server):
-    """GET /api/v1/nodes (list) and ?watch=true (a stream of watch events, then close)."""
+    """GET /api/v1/nodes (list) and ?watch=true (a stream of watch events, then close);
+    pods in namespaces: list (equality label selectors), get, create (409 if the name is
+    taken), merge-patch of labels, delete, and the Eviction subresource honouring
+    PodDisruptionBudgets (``pdbs``: selector labels and minAvailable; 429 when an eviction
+    would break one). A created pod turns Ready after ``ready_after_reads`` reads of it
+    (the kubelet starting it), or never if its name is in ``never_ready``."""
 
     def __init__(self, token: str = "secret-token") -> None:
         self.token = token
@@ -72,7 +77,25 @@ class KubernetesAPI(_Server):
         self.watch_events: list[dict] = []
         self.requests: list[str] = []
         self.fail_next = 0
+        self.pods: dict[tuple[str, str], dict] = {}
+        self.pdbs: list[dict] = []
+        self.ready_after_reads = 2
+        self.never_ready: set[str] = set()
+        self.evictions: list[str] = []
+        self.created: list[str] = []
         super().__init__(_K8sHandler)
+
+    def add_pod(self, name: str, node: str, labels: dict, namespace: str = "default", ready: bool = True) -> None:
+        self.pods[(namespace, name)] = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels), "uid": f"uid-{name}",
+                         "resourceVersion": "1", "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                                       "name": "rs", "uid": "rs-1"}]},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "registry.example/app:1"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+
+    def ready(self, pod: dict) -> bool:
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
 
 
 class _K8sHandler(_Handler):
@@ -85,6 +108,8 @@ class _K8sHandler(_Handler):
             st.fail_next -= 1
             return self._json(500, {"kind": "Status", "status": "Failure", "code": 500})
         url = urlparse(self.path)
+        if "/pods" in url.path:
+            return self._pods_get(st, url)
         if url.path != "/api/v1/nodes":
             return self._json(404, {"kind": "Status", "code": 404})
         if parse_qs(url.query).get("watch") == ["true"]:
@@ -101,6 +126,111 @@ class _K8sHandler(_Handler):
             return None
         return self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": "100"},
                                 "items": list(st.nodes.values())})
+
+
+    # -- pods ------------------------------------------------------------------
+    def _status(self, code: int, reason: str, message: str = "") -> None:
+        self._json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+                          "message": message, "code": code})
+
+    def _authorized(self, st: "KubernetesAPI") -> bool:
+        st.requests.append(f"{self.command} {self.path}")
+        if self.headers.get("Authorization") != f"Bearer {st.token}":
+            self._status(401, "Unauthorized")
+            return False
+        return True
+
+    def _body(self) -> dict:
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"{}")
+
+    def _route(self, path: str) -> tuple[str, str | None, str | None]:
+        """/api/v1/namespaces/NS/pods[/NAME[/eviction]] -> (ns, name, sub)."""
+        parts = path.strip("/").split("/")
+        ns = parts[3] if len(parts) > 3 else "default"
+        return ns, parts[5] if len(parts) > 5 else None, parts[6] if len(parts) > 6 else None
+
+    def _pods_get(self, st: "KubernetesAPI", url) -> None:
+        ns, name, _ = self._route(url.path)
+        if name:
+            pod = st.pods.get((ns, name))
+            if pod is None:
+                return self._status(404, "NotFound", f'pods "{name}" not found')
+            pod["metadata"]["_reads"] = pod["metadata"].get("_reads", 0) + 1
+            if (pod["metadata"]["_reads"] >= st.ready_after_reads and name not in st.never_ready
+                    and pod["metadata"].get("_created")):
+                pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+            return self._json(200, _public(pod))
+        selector = dict(kv.split("=", 1) for kv in parse_qs(url.query).get("labelSelector", [""])[0].split(",")
+                        if "=" in kv)
+        items = []
+        for (pns, pname), pod in sorted(st.pods.items()):
+            if pns == ns and all(pod["metadata"]["labels"].get(k) == v for k, v in selector.items()):
+                pod["metadata"]["_reads"] = pod["metadata"].get("_reads", 0) + 1
+                if (pod["metadata"]["_reads"] >= st.ready_after_reads and pname not in st.never_ready
+                        and pod["metadata"].get("_created")):
+                    pod["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+                items.append(_public(pod))
+        return self._json(200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "7"},
+                                "items": items})
+
+    def do_POST(self) -> None:  # noqa: N802
+        st: KubernetesAPI = self.server.state  # type: ignore[attr-defined]
+        if not self._authorized(st):
+            return None
+        ns, name, sub = self._route(urlparse(self.path).path)
+        body = self._body()
+        if sub == "eviction":
+            pod = st.pods.get((ns, name))
+            if pod is None:
+                return self._status(404, "NotFound", f'pods "{name}" not found')
+            for pdb in st.pdbs:
+                match = [p for p in st.pods.values() if st.ready(p) and
+                         all(p["metadata"]["labels"].get(k) == v for k, v in pdb["selector"].items())]
+                if pod in match and len(match) - 1 < pdb["minAvailable"]:
+                    return self._status(429, "TooManyRequests",
+                                        "Cannot evict pod as it would violate the pod's disruption budget.")
+            del st.pods[(ns, name)]
+            st.evictions.append(name)
+            return self._json(201, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201})
+        if body.get("kind") != "Pod" or not body.get("metadata", {}).get("name"):
+            return self._status(400, "BadRequest", "a Pod with metadata.name is required")
+        key = (ns, body["metadata"]["name"])
+        if key in st.pods:
+            return self._status(409, "AlreadyExists", f'pods "{key[1]}" already exists')
+        body["metadata"].update(uid=f"uid-{key[1]}", resourceVersion="1", _created=True)
+        body["status"] = {"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]}
+        st.pods[key] = body
+        st.created.append(key[1])
+        return self._json(201, _public(body))
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        st: KubernetesAPI = self.server.state  # type: ignore[attr-defined]
+        if not self._authorized(st):
+            return None
+        ns, name, _ = self._route(urlparse(self.path).path)
+        pod = st.pods.get((ns, name))
+        if pod is None:
+            return self._status(404, "NotFound", f'pods "{name}" not found')
+        labels = self._body().get("metadata", {}).get("labels", {})
+        pod["metadata"]["labels"].update(labels)
+        return self._json(200, _public(pod))
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        st: KubernetesAPI = self.server.state  # type: ignore[attr-defined]
+        if not self._authorized(st):
+            return None
+        ns, name, _ = self._route(urlparse(self.path).path)
+        pod = st.pods.pop((ns, name), None)
+        if pod is None:
+            return self._status(404, "NotFound", f'pods "{name}" not found')
+        return self._json(200, _public(pod))     # the API answers a pod deletion with the pod
+
+
+def _public(pod: dict) -> dict:
+    """The pod as the API returns it (without the fake's bookkeeping)."""
+    meta = {k: v for k, v in pod["metadata"].items() if not k.startswith("_")}
+    return {**pod, "metadata": meta}
 
 
 class RestPartner(_Server):

@@ -158,10 +158,15 @@ async def drive(m: Migration, executor: Executor, publish: Publish, *, release_r
                                               rolled_back=False, **m.fields()))
                 m.status, m.failure = "failed", str(exc)
                 break
-            await executor.rollback(m)
-            await publish(MigrationFailed(event_id=f"{m.migration_id}:failed", reason=str(exc), rolled_back=True,
-                                          **m.fields()))
-            m.status, m.failure = "rolled_back", str(exc)
+            reason, rolled_back = str(exc), True
+            try:
+                await _retry(executor.rollback, m, release_retries, retry_delay_s)
+            except StepFailed as undo:
+                # Nothing more this agent can do: say so (an operator cleans up the target).
+                reason, rolled_back = f"{exc}; rollback failed too: {undo}", False
+            await publish(MigrationFailed(event_id=f"{m.migration_id}:failed", reason=reason[:1000],
+                                          rolled_back=rolled_back, **m.fields()))
+            m.status, m.failure = ("rolled_back" if rolled_back else "failed"), reason
             break
         now = utc_now()
         if step == "cut_over":
@@ -174,15 +179,20 @@ async def drive(m: Migration, executor: Executor, publish: Publish, *, release_r
 
 
 async def _run_step(executor: Executor, step: str, m: Migration, retries: int, delay: float) -> None:
-    attempts = retries if step == "release_source" else 1
+    # Releasing the source is retried (the work already runs on the target); any other
+    # step's failure rolls the migration back at once.
+    await _retry(getattr(executor, step), m, retries if step == "release_source" else 1, delay)
+
+
+async def _retry(fn: Callable[[Migration], Awaitable[None]], m: Migration, attempts: int, delay: float) -> None:
     for i in range(attempts):
         try:
-            await getattr(executor, step)(m)
+            await fn(m)
             return
         except StepFailed:
             if i + 1 >= attempts:
                 raise
-            log.warning("migration %s: %s failed, retrying (%d/%d)", m.migration_id, step, i + 1, attempts)
+            log.warning("migration %s: %s failed, retrying (%d/%d)", m.migration_id, fn.__name__, i + 1, attempts)
             await asyncio.sleep(delay)
 
 

@@ -61,9 +61,17 @@ Executors:
             Tessera places but does not run; their runner follows migrations.v1
   process   moves the example key-value service (tessera.migration.kvstore) between
             processes on this machine behind its proxy: --workdir holds the registry of
-            each allocation's process, --proxy-control the proxy's control address""",
+            each allocation's process, --proxy-control the proxy's control address
+  kubernetes  moves an allocation's pods (label tessera.io/allocation) between nodes of
+            the cluster at --kube-server: replacement bound to the target and Ready,
+            then the source evicted (PodDisruptionBudgets hold); the bearer token is read
+            from the environment variable named by --kube-token-env""",
         epilog="example:\n  tessera migrate run --executor books --consolidate-every 300 --max-moves 10")
-    r.add_argument("--executor", choices=("books", "process"), default="books")
+    r.add_argument("--executor", choices=("books", "process", "kubernetes"), default="books")
+    r.add_argument("--kube-server", metavar="URL", help="kubernetes executor: the API server")
+    r.add_argument("--namespace", default="default", help="kubernetes executor: the workloads' namespace")
+    r.add_argument("--kube-token-env", default="KUBE_TOKEN", metavar="NAME",
+                   help="kubernetes executor: environment variable holding the bearer token (default KUBE_TOKEN)")
     r.add_argument("--workdir", metavar="DIR", help="process executor: registry and data directory")
     r.add_argument("--proxy-control", metavar="HOST:PORT", help="process executor: the proxy's control address")
     r.add_argument("--consolidate-every", type=float, default=300.0, metavar="S",
@@ -101,6 +109,15 @@ def run_agent(args: argparse.Namespace, settings: Any) -> int:
         from tessera.migration.process import ProcessExecutor
 
         executor: Any = ProcessExecutor(Path(args.workdir), args.proxy_control)
+    elif args.executor == "kubernetes":
+        if not args.kube_server:
+            print("error: the kubernetes executor needs --kube-server URL", file=sys.stderr)
+            return 2
+        import os
+
+        from tessera.migration.kubernetes import KubernetesExecutor
+
+        executor = KubernetesExecutor(args.kube_server, args.namespace, token=os.environ.get(args.kube_token_env, ""))
     else:
         executor = BookkeepingExecutor()
 
