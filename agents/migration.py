@@ -29,7 +29,8 @@ from tessera.config import Settings
 from tessera.migration.budget import DisruptionBudget
 from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
 from tessera.migration.planner import Plan, plan
-from tessera.migration.snapshot import Allocation, Resource, Snapshot
+from tessera.migration.live import live_snapshot
+from tessera.migration.snapshot import Snapshot
 from tessera.scheduler.core import ResourceState, Scheduler
 from tessera.schemas import (
     AllocationPlaced,
@@ -109,51 +110,8 @@ class MigrationWorker:
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
     def snapshot(self, now: datetime) -> Snapshot:
-        """The live table as the planner's snapshot: capacity held by migrations in flight
-        is taken off their targets, and their allocations are left out (one move at a time)."""
-        core = self.core
-        held: dict[str, list[float]] = {}
         busy = {m.allocation_id for m in self.log.unfinished()}
-        for mid, (aid, _, target, k) in core.moving.items():
-            a = core.allocations.get(aid)
-            if a is not None:
-                h = held.setdefault(target, [0.0, 0.0, 0.0])
-                for d in range(3):
-                    h[d] += a.demand[d] * k
-        hosting = {rid for a in core.allocations.values() for rid, _ in a.placements}
-        resources = []
-        states = list(core.resources.values()) + [g for rid, g in self.gone.items() if rid in hosting]
-        for st in states:
-            h = held.get(st.resource_id, [0.0, 0.0, 0.0])
-            resources.append(Resource(
-                id=st.resource_id, provider=st.provider, region=st.region,
-                capacity=tuple(max(0.0, c - x) for c, x in zip(st.capacity[:3], h)),  # type: ignore[arg-type]
-                price_per_hour=st.price, tags=st.tags, open=st.resource_id in core.running,
-                healthy=st.healthy and st.resource_id not in self.gone, pool=st.provider))
-        known = {r.id for r in resources}
-        allocations = []
-        for a in core.allocations.values():
-            if a.allocation_id in busy or not all(rid in known for rid, _ in a.placements):
-                continue
-            placements = {}
-            for rid, k in a.placements:
-                placements[rid] = placements.get(rid, 0) + k
-            allocations.append(Allocation(
-                id=a.allocation_id, tier=a.tier, demand=a.demand[:3], placements=tuple(sorted(placements.items())),
-                tags_required=a.tags, regions=a.regions, providers=a.providers, tenant=a.tenant,
-                expected_end=a.expires_at))
-        # Allocations left out still take their capacity: fold it into what the resources have.
-        taken: dict[str, list[float]] = {}
-        for a in core.allocations.values():
-            if a.allocation_id in busy:
-                for rid, k in a.placements:
-                    t = taken.setdefault(rid, [0.0, 0.0, 0.0])
-                    for d in range(3):
-                        t[d] += a.demand[d] * k
-        resources = [r if r.id not in taken else Resource(
-            r.id, r.provider, r.region, tuple(max(0.0, c - x) for c, x in zip(r.capacity, taken[r.id])),  # type: ignore
-            r.price_per_hour, r.tags, r.open, r.healthy, r.withdrawing, r.pool) for r in resources]
-        return Snapshot(now=now, resources=tuple(resources), allocations=tuple(allocations))
+        return live_snapshot(self.core, now, busy=busy, gone=self.gone)
 
     # -- acting ------------------------------------------------------------------
     async def _publish(self, producer, e: Event) -> None:
@@ -174,7 +132,7 @@ class MigrationWorker:
         log.info("migration %s (%s %s -> %s): %s", m.migration_id, m.reason, m.source, m.target, done.status)
 
     async def plan_and_run(self, producer, consolidate: bool) -> Plan:
-        budget = self.budget if consolidate else _evacuate_only(self.budget)
+        budget = self.budget if consolidate else self.budget.evacuations_only()
         p = plan(self.snapshot(utc_now()), budget)
         self.plans.append(p)
         for u in p.unplaced:
@@ -225,11 +183,3 @@ class MigrationWorker:
             await tail.stop()
             await producer.stop()
 
-
-def _evacuate_only(b: DisruptionBudget) -> DisruptionBudget:
-    """The budget with every tier evacuate-only: a triggered plan only evacuates."""
-    from dataclasses import replace
-
-    from tessera.schemas import TIERS
-
-    return replace(b, evacuate_only=frozenset(TIERS))

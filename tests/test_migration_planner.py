@@ -81,6 +81,14 @@ def test_plan_keeps_every_invariant(snap, budget):
     p = plan(snap, budget)
     after = apply_moves(snap, p.moves)          # every move takes replicas its source holds
     assert overcommitted(snap, after) is None   # no resource over-committed
+    # ... not even while the moves run at once: each target holds its work plus what arrives
+    used = snap.used()
+    for m in p.moves:
+        a = next(a for a in snap.allocations if a.id == m.allocation_id)
+        for d in range(3):
+            used[m.to_resource][d] += a.demand[d] * m.replicas
+    for r in snap.resources:
+        assert all(u <= c * (1 + 1e-9) + 1e-9 for u, c in zip(used[r.id], r.capacity)), r.id
     res_by_id = {r.id: r for r in snap.resources}
     unplaced = {}
     for u in p.unplaced:

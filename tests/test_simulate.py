@@ -230,3 +230,57 @@ def test_partner_vms_are_billed_once_from_open_to_close(tmp_path):
     expected = sum((price[u.resource_id].quantize(Decimal("0.000001")) * Decimal(u.end_us - u.start_us) / 3_600_000_000
                     for u in sim.instance_usage), Decimal(0))
     assert result.cost_by_provider["digitalocean"] == expected.quantize(Decimal("0.01"))
+
+
+def _own_ids(fleet) -> list[str]:
+    return sorted(r.resource_id for r in fleet.own)
+
+
+def test_with_migration_the_invariants_hold_and_the_run_is_deterministic(tmp_path):
+    fleet = load_fleet(fleet_file(tmp_path))
+    rows = wave()
+    for r in rows[::7]:
+        r["duration_s"] = 20_000          # long-running work fragments the partner VMs
+    start, trace = load_trace(requests_file(tmp_path, rows))
+    capacity = {r.resource_id: r.spec.capacity for r in (*fleet.own, *fleet.offers)}
+    runs = []
+    for _ in range(2):
+        sim = Simulation(fleet, {}, trace, start, SimConfig(policy="predictive", migrate=True, migrate_every_s=900))
+        _checking(sim, capacity)
+        moved = sim._move_start
+
+        def checked(payload, now, moved=moved, sim=sim):
+            moved(payload, now)          # a reservation never over-commits its target
+            for rid, st in sim.core.resources.items():
+                assert st.used[0] <= capacity[rid].vcpu + 1e-6, rid
+
+        sim._move_start = checked
+        result = sim.run()
+        runs.append({k: v for k, v in result.as_json().items() if k != "wall_s"})
+    assert runs[0] == runs[1]
+    assert runs[0]["migrations"] > 0 and set(runs[0]["migration_reasons"]) <= {"consolidation", "rebalance"}
+    assert not sim.in_flight and not sim.core.moving
+
+
+def test_a_failed_node_is_evacuated_within_a_bounded_time(tmp_path):
+    fleet = load_fleet(fleet_file(tmp_path))
+    # Load that leaves the partners room for the failed node's work (with none, work waits
+    # on the failed node until room frees up: evacuation is bounded only when room exists).
+    start, trace = load_trace(requests_file(tmp_path, wave(every=45.0)))
+    node = _own_ids(fleet)[0]
+    fail_at = 1800.0                        # mid-wave: the node holds work
+    cfg = SimConfig(policy="predictive", failures=((fail_at, node),))
+    without = Simulation(fleet, {}, trace, start, cfg).run()
+    # nothing moves it: the work sits on the failed node until it ends by itself
+    assert without.migrations == 0 and max(n for _, n in without.stranded_over_time) > 0
+    sim = Simulation(fleet, {}, trace, start, replace(cfg, migrate=True))
+    result = sim.run()
+    assert result.stranded == 0
+    assert result.migration_reasons.get("evacuation", 0) > 0
+    lead = max(fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers)
+    # planned at the failure; a target VM may have to open first; then the move itself
+    bound = lead + cfg.move_s + cfg.interval_s
+    assert result.evacuation_s_max <= bound
+    assert all(n == 0 for t, n in result.stranded_over_time if t >= fail_at + bound)
+    assert any(n > 0 for t, n in without.stranded_over_time if t >= fail_at + bound)
+    assert not any(rid == node for a in sim.core.allocations.values() for rid, _ in a.placements)

@@ -68,6 +68,12 @@ class DisruptionBudget:
         if self.horizon_s <= 0 or self.window_s <= 0:
             raise ValueError("horizon_s and window_s must be positive")
 
+    def evacuations_only(self) -> "DisruptionBudget":
+        """This budget with every tier evacuate-only: what a plan triggered by a failure uses."""
+        from dataclasses import replace
+
+        return replace(self, evacuate_only=frozenset(self.tier_weight) | self.evacuate_only)
+
     def in_maintenance(self, t: datetime) -> bool:
         return not self.maintenance or any(w.contains(t) for w in self.maintenance)
 

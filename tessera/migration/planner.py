@@ -42,7 +42,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Iterable, Sequence
 
-from tessera.scheduler.packing import QUICK, PackRequest, PackResource, pack_batch
+from tessera.scheduler.packing import NO_SEARCH, QUICK, PackRequest, PackResource, pack_batch
 from tessera.schemas import TIER_RANK
 
 from .budget import DisruptionBudget
@@ -265,9 +265,18 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
         else:
             limits.append(v)
     result = None
-    for limit in limits:
-        offer = [t for t in targets if t.open and _price_per_vcpu(snap.resource(t.id)) <= limit]
-        result = pack_batch(reqs, offer, effort=QUICK)
+    # Work without GPUs tries resources without GPUs first: CPU work moved onto a GPU node
+    # strands its GPUs (GPU work then finds the GPUs free and the vCPU gone).
+    cpu_only = all(q.demand[2] == 0 for q in reqs)
+    passes = [(limit, True) for limit in limits] if cpu_only else []
+    for limit, no_gpu in passes + [(limit, False) for limit in limits]:
+        offer = [t for t in targets if t.open and _price_per_vcpu(snap.resource(t.id)) <= limit
+                 and not (no_gpu and t.capacity[2] > 0)]
+        if not offer:
+            continue
+        # Every resource offered runs already: nothing to open, so the kernel's cost search
+        # has nothing to find; it only has to fit.
+        result = pack_batch(reqs, offer, effort=NO_SEARCH)
         if not result.rejected:
             return result
     if may_open:
@@ -318,8 +327,25 @@ def _remaining_hours(a: Allocation, now: datetime, budget: DisruptionBudget) -> 
     return Decimal(str(left)) / HOUR
 
 
-def _forecast_need(snap: Snapshot, until: datetime) -> float:
-    return max((v for t, v in snap.forecast if snap.now <= t <= until), default=0.0)
+def _forecast_need(snap: Snapshot, until: datetime) -> tuple[float, float | None]:
+    """The most extra vCPU and GPUs the forecast expects in use from now to ``until``
+    (GPUs None: some entry does not forecast them)."""
+    ahead = [(v, g) for t, v, g in snap.forecast if snap.now <= t <= until]
+    gpus = [g for _, g in ahead]
+    return (max((v for v, _ in ahead), default=0.0),
+            None if any(g is None for g in gpus) else max(gpus, default=0.0))
+
+
+def _short_of(snap: Snapshot, until: datetime, spare: list[float], closing_gpus: bool) -> str:
+    """Why the forecast needs capacity a plan would close ('' if it does not)."""
+    vcpu, gpu = _forecast_need(snap, until)
+    if vcpu > spare[0] + EPS:
+        return f"the forecast needs {vcpu:g} more vCPU before {until:%Y-%m-%dT%H:%MZ}; {spare[0]:g} would stay free"
+    if closing_gpus and gpu is None:
+        return "it has GPUs and GPU demand is not forecast, so it may be needed again"
+    if closing_gpus and gpu is not None and gpu > spare[2] + EPS:
+        return f"the forecast needs {gpu:g} more GPUs before {until:%Y-%m-%dT%H:%MZ}; {spare[2]:g} would stay free"
+    return ""
 
 
 def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations: tuple[dict, dict],
@@ -333,6 +359,30 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
         if a.tier in budget.evacuate_only:
             fleet.skipped.append(Skip(r.id, "tier_evacuate_only", f"holds {a.tier} work ({a.id}), which moves "
                                       "only to evacuate", a.id))
+            return
+    # Necessary before asking the kernel: the rest of the usable fleet has the room in total.
+    need = [sum(a.demand[d] * k for a, k in work) for d in range(3)]
+    room = [0.0, 0.0, 0.0]
+    for x in snap.resources:
+        if x.usable and x.id != r.id and x.id not in avoid and x.id not in fleet.emptied:
+            for d in range(3):
+                room[d] += max(0.0, fleet.free[x.id][d])
+    if any(n > m + EPS for n, m in zip(need, room)):
+        fleet.skipped.append(Skip(r.id, "no_room", "the rest of the fleet lacks the room for its work"))
+        return
+    if snap.forecast:
+        # Will the forecast need what closing R takes away before the move pays off? Known
+        # before any packing: R's work lands on the running fleet, the saving is R's price and
+        # the disruption depends on the work alone. (A candidate that fails here is not tried
+        # as a rebalance either: capacity the forecast needs is no time for reshuffling.)
+        spare = [sum(max(0.0, fleet.free[x.id][d]) for x in snap.resources
+                     if x.usable and x.id != r.id and fleet.hosting(x.id)) - need[d] for d in range(3)]
+        moving = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
+        payback_s = float(moving / r.price_per_hour * HOUR)
+        short = _short_of(snap, snap.now + timedelta(seconds=max(payback_s, reopen_window_s)), spare,
+                          r.capacity[2] > 0)
+        if short:
+            fleet.skipped.append(Skip(r.id, "needed_again", short))
             return
     reqs = [_request(a, k, i) for i, (a, k) in enumerate(work)]
     result = _place_cheapest(fleet, reqs, {r.id} | avoid, may_open=True)
@@ -375,17 +425,6 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
         fleet.skipped.append(Skip(r.id, "not_worth_it", f"saves {_money(saving)}/h for {life_h:.2f} h, "
                                   f"moving costs {_money(disruption)}"))
         return
-    if not result.opened and snap.forecast:
-        payback_s = float(disruption / saving * HOUR)
-        until = snap.now + timedelta(seconds=max(payback_s, reopen_window_s))
-        need = _forecast_need(snap, until)
-        # vCPU free on the running fleet once R's work has moved onto it and R has closed
-        spare = sum(max(0.0, fleet.free[x.id][0]) for x in snap.resources
-                    if x.usable and x.id != r.id and fleet.hosting(x.id)) - sum(a.demand[0] * k for a, k in work)
-        if need > spare + EPS:
-            fleet.skipped.append(Skip(r.id, "needed_again", f"the forecast needs {need:g} more vCPU before "
-                                      f"{until:%Y-%m-%dT%H:%MZ}; {spare:g} would stay free in service"))
-            return
     for a, _ in work:
         for m in (m for m in moves if m.allocation_id == a.id):
             fleet.apply(m, a, budget)
@@ -536,7 +575,8 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
     if rest:
         kept = [PackResource(r.id, r.provider, r.region, tuple(max(0.0, x) for x in free[r.id]), r.capacity,
                              r.price_per_hour, r.tags, True) for r in usable if r.id in keep]
-        sticky = pack_batch([_request(a, k, i) for i, (a, k) in enumerate(rest)], kept, effort=QUICK) if kept else None
+        sticky = pack_batch([_request(a, k, i) for i, (a, k) in enumerate(rest)], kept,
+                            effort=NO_SEARCH) if kept else None
     if sticky is not None and not sticky.rejected:
         new = {a.id: dict(stay[a.id]) for a in movable}
         for a, _ in rest:
@@ -545,6 +585,8 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
     else:
         new = {a.id: dict(result.placements[a.id]) for a in movable}
     trial.reassign(new, budget)
+    if not _executable(snap, fleet, trial):
+        return None
     saving = fleet.cost() - trial.cost()
     if saving <= 0:
         return None
@@ -565,11 +607,29 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
         return None
     if snap.forecast:
         until = snap.now + timedelta(seconds=max(float(disruption / saving * HOUR), reopen_window_s))
-        spare = sum(max(0.0, trial.free[r.id][0]) for r in usable if trial.hosting(r.id))
-        if _forecast_need(snap, until) > spare + EPS:
+        spare = [sum(max(0.0, trial.free[r.id][d]) for r in usable if trial.hosting(r.id)) for d in range(3)]
+        if _short_of(snap, until, spare, any(snap.resource(rid).capacity[2] > 0 for rid in closing)):
             return None
     trial.emptied |= set(closing)
     return trial
+
+
+def _executable(snap: Snapshot, before: _Fleet, after: _Fleet) -> bool:
+    """Can the moves from ``before`` to ``after`` run all at once? A move holds its target
+    from reservation while the work it replaces elsewhere may not have left yet, so every
+    resource must hold what it holds now plus everything arriving. (The greedy passes meet
+    this by construction: a resource that gives work away is emptied and never receives.)"""
+    by_id = {a.id: a for a in snap.allocations}
+    for r in snap.resources:
+        load = [r.capacity[d] - before.free[r.id][d] for d in range(3)]
+        for aid, pl in after.place.items():
+            gain = pl.get(r.id, 0) - before.place[aid].get(r.id, 0)
+            if gain > 0:
+                for d in range(3):
+                    load[d] += by_id[aid].demand[d] * gain
+        if any(load[d] > r.capacity[d] * (1 + 1e-9) + 1e-9 for d in range(3)):
+            return False
+    return True
 
 
 def _net_moves(snap: Snapshot, fleet: _Fleet, hosted: set[str]) -> list[Move]:

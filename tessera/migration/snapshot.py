@@ -11,7 +11,8 @@ The offline form is the JSON document ``tessera migrate plan --snapshot`` reads:
                       "tags_required": [...], "regions": [...], "providers": [...] (optional),
                       "placements": [{"resource_id", "replicas"}],
                       "expected_end": ISO-8601 (optional: unknown = runs past the horizon)}],
-     "forecast": [{"at": ISO-8601, "vcpu": extra vCPU expected in use then}]   (optional),
+     "forecast": [{"at": ISO-8601, "vcpu": extra vCPU expected in use then,
+                   "gpu": extra GPUs then (optional: without it GPU capacity is not closed)}] (optional),
      "recent_moves": [{"allocation_id", "at": ISO-8601}]                      (optional)}
 
 Units are normalised here, once: capacity and demand become (vCPU, GiB, GPU) tuples,
@@ -82,7 +83,8 @@ class Snapshot:
     now: datetime
     resources: tuple[Resource, ...]
     allocations: tuple[Allocation, ...]
-    forecast: tuple[tuple[datetime, float], ...] = ()
+    #: (time, extra vCPU, extra GPUs or None when GPU demand is not forecast)
+    forecast: tuple[tuple[datetime, float, float | None], ...] = ()
     recent_moves: tuple[tuple[str, datetime], ...] = ()
     _by_id: dict[str, Resource] = field(default_factory=dict, compare=False, repr=False)
 
@@ -213,7 +215,8 @@ def parse_snapshot(doc: Any) -> Snapshot:
         where = f"forecast[{i}]"
         if not isinstance(f, dict):
             raise SnapshotError(f"{where}: must be an object {{at, vcpu}}")
-        forecast.append((parse_time(f.get("at"), f"{where}.at"), _number(f, "vcpu", where)))
+        forecast.append((parse_time(f.get("at"), f"{where}.at"), _number(f, "vcpu", where),
+                         None if f.get("gpu") is None else _number(f, "gpu", where)))
     recent = []
     for i, m in enumerate(doc.get("recent_moves", []) or []):
         where = f"recent_moves[{i}]"
@@ -221,7 +224,7 @@ def parse_snapshot(doc: Any) -> Snapshot:
             raise SnapshotError(f"{where}: must be an object {{allocation_id, at}}")
         recent.append((m["allocation_id"], parse_time(m.get("at"), f"{where}.at")))
     snap = Snapshot(now=now, resources=tuple(resources.values()), allocations=tuple(allocations),
-                    forecast=tuple(sorted(forecast)), recent_moves=tuple(recent))
+                    forecast=tuple(sorted(forecast, key=lambda f: f[0])), recent_moves=tuple(recent))
     over = overcommitted(snap)
     if over:
         raise SnapshotError(f"resource {over} holds more than its capacity; the snapshot's placements are inconsistent")

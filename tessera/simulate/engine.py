@@ -37,7 +37,7 @@ import heapq
 import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Sequence
@@ -48,6 +48,9 @@ from tessera.billing.lifecycle import OWN
 from tessera.billing.state import BillingState
 from tessera.billing.usage import US, UsageRecord, period_of
 from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
+from tessera.migration.budget import DisruptionBudget
+from tessera.migration.live import live_snapshot
+from tessera.migration.planner import plan
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook, Standing
 from tessera.scheduler.core import DEFAULT_SLA_TARGETS, Scheduler
@@ -58,6 +61,8 @@ from tessera.schemas import (
     AllocationRejected,
     HealthChanged,
     HealthStatus,
+    MigrationDone,
+    MigrationProgress,
     RejectReason,
     ResourceDiscovered,
 )
@@ -70,7 +75,7 @@ POLICIES = ("reactive", "predictive", "oracle", "learned")
 #: Rejections that count as an SLA miss ("rejected for capacity").
 CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacity, RejectReason.no_resources,
                        RejectReason.deadline_passed, RejectReason.spread_impossible}
-_ARRIVE, _RELEASE, _READY, _TICK, _DUE = 0, 1, 2, 3, 4
+_ARRIVE, _RELEASE, _READY, _TICK, _DUE, _MOVE_START, _MOVE_DONE, _FAIL = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass
@@ -83,6 +88,15 @@ class SimConfig:
     seed: int = 0
     #: What one SLA miss costs in the learned policy's reward (base currency).
     miss_penalty: Decimal = Decimal("1.00")
+    #: Migration: the planner (tessera.migration) evacuates failed resources at once and
+    #: consolidates every ``migrate_every_s``; a move takes ``move_s`` from reservation to
+    #: release and costs ``move_cost`` per replica (before tier weights).
+    migrate: bool = False
+    migrate_every_s: float = 3600.0
+    move_s: float = 60.0
+    move_cost: Decimal = Decimal("0.01")
+    #: Resources that fail mid-run: (seconds from the start, resource id).
+    failures: tuple[tuple[float, str], ...] = ()
 
 
 @dataclass
@@ -110,6 +124,13 @@ class SimResult:
     buffer_vcpu: float = 0.0
     timeline: Timeline = field(default_factory=Timeline)
     tuner_choices: dict[str, int] = field(default_factory=dict)
+    #: Longest time from a resource failing to the last of its work finishing its move
+    #: (None: nothing failed), and replicas still on failed resources at the end.
+    evacuation_s_max: float | None = None
+    stranded: int = 0
+    #: (time, replicas on failed resources) at each control tick after a failure
+    stranded_over_time: list[tuple[float, int]] = field(default_factory=list)
+    migration_reasons: dict[str, int] = field(default_factory=dict)
 
     def as_json(self) -> dict:
         return {"policy": self.policy, "requests": self.requests, "cost_total": format(self.cost_total, "f"),
@@ -118,7 +139,9 @@ class SimResult:
                 "sla_miss_rate_by_tier": {k: round(v, 6) for k, v in self.sla_miss_rate_by_tier.items()},
                 "mean_utilization": round(self.mean_utilization, 6), "migrations": self.migrations,
                 "wall_s": round(self.wall_s, 3), "buffer_vcpu": self.buffer_vcpu,
-                "tuner_choices": self.tuner_choices}
+                "tuner_choices": self.tuner_choices, "migration_reasons": self.migration_reasons,
+                "evacuation_s_max": None if self.evacuation_s_max is None else round(self.evacuation_s_max, 3),
+                "stranded_replicas": self.stranded}
 
 
 @dataclass
@@ -195,6 +218,22 @@ class Simulation:
         self._ranked: dict[bool, list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
         self._last_cost, self._last_missed, self._closed_cost = Decimal(0), 0, Decimal(0)
+        # migration
+        self.budget = DisruptionBudget(move_cost=config.move_cost)
+        self.in_flight: set[str] = set()                        # allocations being moved
+        self.pending_holds: dict[str, list[float]] = {}         # targets reserved, reservation not applied yet
+        self.failed_at: dict[str, float] = {}
+        self.evacuations: list[float] = []
+        self.moves_done: dict[str, int] = defaultdict(int)
+        self._next_migration = config.migrate_every_s
+        self._keep_free = 0.0
+        self._moves = 0
+        self._unchanged: tuple | None = None     # the state a plan found nothing to do in
+        self._stranded_at: list[tuple[float, int]] = []
+        # Recent GPU arrivals per interval of the tiers that cannot wait comfortably for a VM
+        # to open (target under twice the lead time): the GPUs consolidation keeps free.
+        self.tight = frozenset(t for t in TIER_RANK if config.sla_targets.get(t, math.inf) < 2 * self.lead)
+        self._urgent_gpu: dict[int, float] = defaultdict(float)
 
     # -- the clock --------------------------------------------------------------
     def _push(self, t: float, kind: int, payload: object) -> None:
@@ -216,6 +255,10 @@ class Simulation:
             self._health(e.resource_id, False, 0.0)
         for r in self.trace:
             self._push(r.at, _ARRIVE, r)
+        for at, rid in self.cfg.failures:
+            if rid not in self.core.resources:
+                raise ValueError(f"failure of {rid!r}: no such resource in the fleet")
+            self._push(at, _FAIL, rid)
         t = 0.0
         while t <= self.end:
             self._push(t, _TICK, None)
@@ -235,6 +278,8 @@ class Simulation:
         if kind == _ARRIVE:
             r: TracedRequest = payload
             self.submitted[r.request.request_id] = (now, r.request.sla_tier.value)
+            if r.request.per_replica.gpu and r.request.sla_tier.value in self.tight:
+                self._urgent_gpu[int(now // self.cfg.interval_s)] += r.request.per_replica.gpu * r.request.replicas
             self.core.submit(r.request, now, self._dt(now))
             due = self._due(r.request.request_id)
             if due > now:
@@ -255,6 +300,15 @@ class Simulation:
             self._control(now)
         elif kind == _DUE and payload in self.core.queue:
             self._open_for_waiting(now)
+        elif kind == _FAIL:
+            self.failed_at.setdefault(payload, now)
+            self._health(payload, False, now)
+            if self.cfg.migrate:
+                self._migrate(now, consolidate=False)
+        elif kind == _MOVE_START:
+            self._move_start(payload, now)
+        elif kind == _MOVE_DONE:
+            self._move_done(payload, now)
 
     def _health(self, rid: str, healthy: bool, now: float) -> None:
         self.core.apply(HealthChanged(resource_id=rid, event_time=self._dt(now),
@@ -331,6 +385,15 @@ class Simulation:
             self._open_for_waiting(now)
         elif target < warm:
             self._close(warm - target, now)
+        self._keep_free = max(0.0, target - self._demand_now())
+        if self.failed_at:
+            self._stranded_at.append((now, self._stranded() + self._moving_off_failed()))
+        if self.cfg.migrate:
+            consolidate = now >= self._next_migration
+            if consolidate:
+                self._next_migration = now + self.cfg.migrate_every_s
+            if consolidate or self._stranded():
+                self._migrate(now, consolidate)
         used = sum(self.core.vcpu_in_use_by_tier().values())
         warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state == "open")
         tl = self.timeline
@@ -471,6 +534,91 @@ class Simulation:
                 total += self.core.resources[v.resource_id].offer.list_price * hours
         return total
 
+    # -- migration ------------------------------------------------------------------
+    def _moving_off_failed(self) -> int:
+        return sum(k for a in self.core.allocations.values() if a.allocation_id in self.in_flight
+                   for rid, k in a.placements if rid in self.failed_at)
+
+    def _stranded(self) -> int:
+        """Replicas on failed resources that no move is taking away."""
+        return sum(k for a in self.core.allocations.values() if a.allocation_id not in self.in_flight
+                   for rid, k in a.placements if rid in self.failed_at)
+
+    def _migrate(self, now: float, consolidate: bool) -> None:
+        """Plan on the live table, as the migration agent does, and start the moves. Closed
+        partner VMs count as capacity the plan may open (the move starts once the VM is up)."""
+        state = (self.core.epoch, len(self.core.allocations), consolidate)
+        if state == self._unchanged:
+            return      # nothing happened since a plan found nothing to do
+        dt = self._dt(now)
+        # VMs closed or still opening are capacity the plan may use (a move onto one starts when it is up)
+        closed = {v.resource_id for v in self.vms.values() if v.state != "open"}
+        # Capacity to keep free: the controller's warm target less demand now (vCPU), and the
+        # most GPUs urgent work asked for within one planning period over the past day (the
+        # controller forecasts no GPUs; this keeps free what a recent burst needed until the
+        # next plan).
+        step = int(now // self.cfg.interval_s)
+        day, span = int(86_400 // self.cfg.interval_s), max(1, int(self.cfg.migrate_every_s // self.cfg.interval_s))
+        per = [self._urgent_gpu.get(i, 0.0) for i in range(max(0, step - day), step + 1)]
+        keep_gpu = max((sum(per[i:i + span]) for i in range(len(per))), default=0.0)
+        snap = live_snapshot(self.core, dt, busy=self.in_flight, openable=closed,
+                             held={r: tuple(h) for r, h in self.pending_holds.items()},  # type: ignore[misc]
+                             forecast=((dt, self._keep_free, keep_gpu),))
+        result = plan(snap, self.budget if consolidate else self.budget.evacuations_only())
+        self._unchanged = None if result.moves else state
+        for mv in result.moves:
+            self._moves += 1
+            a = self.core.allocations[mv.allocation_id]
+            self.in_flight.add(mv.allocation_id)
+            hold = self.pending_holds.setdefault(mv.to_resource, [0.0, 0.0, 0.0])
+            for d in range(3):
+                hold[d] += a.demand[d] * mv.replicas
+            vm = self.vms.get(mv.to_resource)
+            start = now
+            if vm is not None and vm.state == "closed":
+                self._open_vm(vm, now)
+                start = now + self.fleet.timing_of(vm.provider).lead_time_s
+            elif vm is not None and vm.state == "opening":
+                start = max(now, vm.opened_at + self.fleet.timing_of(vm.provider).lead_time_s)
+            self._push(start, _MOVE_START, (f"sim-mig-{self._moves}", mv))
+
+    def _migration_fields(self, mid: str, mv) -> dict:
+        target = self.core.resources.get(mv.to_resource)
+        return dict(migration_id=mid, allocation_id=mv.allocation_id, source_resource_id=mv.from_resource,
+                    target_resource_id=mv.to_resource, target_provider=target.provider if target else "",
+                    replicas=mv.replicas)
+
+    def _move_start(self, payload, now: float) -> None:
+        mid, mv = payload
+        a = self.core.allocations.get(mv.allocation_id)
+        hold = self.pending_holds.get(mv.to_resource)
+        if hold is not None and a is not None:
+            for d in range(3):
+                hold[d] = max(0.0, hold[d] - a.demand[d] * mv.replicas)
+        if a is None:                        # finished while its target was opening
+            self.in_flight.discard(mv.allocation_id)
+            return
+        e = MigrationProgress(step="reserve_target", event_time=self._dt(now), **self._migration_fields(mid, mv))
+        self.core.apply(e)
+        self.billing.apply(e)
+        self._push(now + self.cfg.move_s, _MOVE_DONE, payload)
+
+    def _move_done(self, payload, now: float) -> None:
+        mid, mv = payload
+        dt = self._dt(now)
+        e = MigrationDone(cut_over_at=dt, event_time=dt, **self._migration_fields(mid, mv))
+        self.core.apply(e)
+        self.billing.apply(e)
+        self.in_flight.discard(mv.allocation_id)
+        self.moves_done[mv.reason] += 1
+        if mv.from_resource in self.failed_at:
+            self.evacuations.append(now - self.failed_at[mv.from_resource])
+        src = self.vms.get(mv.from_resource)
+        if src is not None and src.state == "open" and not self._busy(src.resource_id):
+            # Emptied: idle from now. The controller closes it as it closes any idle VM, once
+            # its warm target no longer needs it (the forecast decides, not the move).
+            src.idle_since = now
+
     # -- the result -----------------------------------------------------------------
     def _result(self, wall: float) -> SimResult:
         end = self.end
@@ -505,8 +653,12 @@ class Simulation:
             cost_by_provider=dict(by_provider), sla_miss_rate=len(self.missed) / n if n else 0.0,
             sla_miss_rate_by_tier={t: m / c for t, (c, m) in by_tier.items() if c},
             mean_utilization=float(np.mean(self._util_samples)) if self._util_samples else 0.0,
-            migrations=0, wall_s=wall, placed=self.placed, buffer_vcpu=self.cfg.buffer_vcpu,
-            timeline=self.timeline, tuner_choices=self.tuner.choices() if self.tuner else {})
+            migrations=sum(self.moves_done.values()), wall_s=wall, placed=self.placed,
+            buffer_vcpu=self.cfg.buffer_vcpu, timeline=self.timeline,
+            tuner_choices=self.tuner.choices() if self.tuner else {},
+            evacuation_s_max=max(self.evacuations) if self.evacuations else (0.0 if self.failed_at else None),
+            stranded=self._stranded() + self._moving_off_failed(), stranded_over_time=self._stranded_at,
+            migration_reasons=dict(self.moves_done))
 
 
 def _fits(need: tuple[float, int, int], cap: tuple[float, ...]) -> bool:
@@ -542,5 +694,4 @@ def simulate(fleet: Fleet, agreements: dict[str, Agreement], trace: Sequence[Tra
 
 
 def _with(cfg: SimConfig, **changes) -> SimConfig:
-    from dataclasses import replace
     return replace(cfg, **changes)

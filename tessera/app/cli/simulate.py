@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,11 @@ FLEET.toml is the partners file `tessera resources discover` reads, plus per par
 lead_time_s (default 90) and idle_close_s (default 600). AGR.json is the file `tessera
 bill` reads; partners without an agreement pay their VMs' list price per instance-hour.
 REQ.csv columns: submit_time (s from the start, or ISO-8601 UTC), duration_s, vcpu,
-memory_gib, gpu, replicas, tier, tenant, tags_required, regions (lists `;`-separated).""",
+memory_gib, gpu, replicas, tier, tenant, tags_required, regions (lists `;`-separated).
+
+With --migrate the migration planner the live agent runs (tessera migrate) evacuates work
+from resources that fail (--fail) and consolidates every --migrate-every seconds; moves
+take 60 s and are billed as live migrations are.""",
         epilog="example:\n  tessera simulate --partners fleet.toml --agreements agr.json --requests req.csv "
                "--policy predictive --json")
     sp.add_argument("--partners", required=True, metavar="FLEET.toml")
@@ -46,6 +51,14 @@ memory_gib, gpu, replicas, tier, tenant, tags_required, regions (lists `;`-separ
     sp.add_argument("--quantile", type=float, default=0.9,
                     help="predictive/oracle headroom quantile (default 0.9; one of 0.5 0.8 0.9 0.95 0.99)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
+    sp.add_argument("--migrate", action="store_true",
+                    help="run the migration planner too: evacuate failed resources, consolidate periodically")
+    sp.add_argument("--migrate-every", type=float, default=900.0, metavar="S",
+                    help="with --migrate: consolidate this often, seconds (default 900)")
+    sp.add_argument("--move-cost", default="0.01", metavar="AMOUNT",
+                    help="with --migrate: cost of moving one replica, before tier weights (default 0.01)")
+    sp.add_argument("--fail", action="append", default=[], metavar="RESOURCE@SECONDS",
+                    help="a resource fails at this time (repeatable), e.g. own/node-3@7200")
     sp.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     sp.add_argument("--report", metavar="OUT.html", help="write an HTML page with cost, capacity and forecast plots")
     sp.set_defaults(fn=run)
@@ -67,6 +80,17 @@ def _targets(text: str) -> dict[str, float]:
     return out
 
 
+def _failure(text: str) -> tuple[float, str]:
+    rid, _, at = text.rpartition("@")
+    try:
+        seconds = float(at)
+    except ValueError:
+        seconds = -1.0
+    if not rid or seconds < 0:
+        raise ValueError(f"--fail {text!r}: write RESOURCE@SECONDS, e.g. own/node-3@7200")
+    return seconds, rid
+
+
 def run(args: argparse.Namespace, _settings: Any) -> int:
     from tessera.config import ConfigError
     from tessera.pricing.agreements import AgreementError, load_agreements
@@ -84,14 +108,21 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
         fleet = load_fleet(args.partners)
         agreements = load_agreements(args.agreements)
         start, trace = load_trace(args.requests)
-    except (OSError, ValueError, ConfigError, AgreementError, AdapterError, TraceError) as exc:
+        failures = tuple(_failure(f) for f in args.fail)
+        move_cost = Decimal(args.move_cost)
+    except (OSError, ValueError, ConfigError, AgreementError, AdapterError, TraceError, InvalidOperation) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     say(f"simulating {len(trace):,} requests on {len(fleet.own)} own nodes and {len(fleet.offers)} partner VMs "
         f"({args.policy})")
     cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
-                    interval_s=args.interval, quantile=args.quantile, seed=args.seed)
-    result = simulate(fleet, agreements, trace, start, cfg, progress=say)
+                    interval_s=args.interval, quantile=args.quantile, seed=args.seed, migrate=args.migrate,
+                    migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures)
+    try:
+        result = simulate(fleet, agreements, trace, start, cfg, progress=say)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.report:
         write_sim_report(Path(args.report), result)
         say(f"report: {args.report}")
@@ -103,6 +134,11 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
               f"SLA misses {result.sla_miss_rate:.2%}, utilization {result.mean_utilization:.1%}, "
               f"{result.wall_s:.1f} s" + (f", warm buffer {result.buffer_vcpu:g} vCPU" if result.policy == "reactive"
                                           else ""))
+        if args.migrate or failures:
+            reasons = ", ".join(f"{k} {v}" for k, v in result.migration_reasons.items()) or "none"
+            print(f"migrations: {result.migrations} ({reasons}), longest evacuation "
+                  f"{result.evacuation_s_max if result.evacuation_s_max is not None else '-'} s, "
+                  f"replicas left on failed resources {result.stranded}")
     return 0
 
 
