@@ -76,7 +76,7 @@ class MigrationWorker:
         self.gone: dict[str, ResourceState] = {}      # removed resources, while work may still sit on them
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix) for n in (*STATE_TOPICS, "dead-letters")}
         self.transactional_id = f"{s.app_id}-migration"
-        self.plans: list[Plan] = []
+        self.plans: list[tuple[bool, Plan]] = []      # (a consolidation pass?, the plan), for reports
         self.urgent = asyncio.Event()
 
     # -- state -------------------------------------------------------------------
@@ -134,7 +134,8 @@ class MigrationWorker:
     async def plan_and_run(self, producer, consolidate: bool) -> Plan:
         budget = self.budget if consolidate else self.budget.evacuations_only()
         p = plan(self.snapshot(utc_now()), budget)
-        self.plans.append(p)
+        self.plans.append((consolidate, p))
+        del self.plans[:-100]
         for u in p.unplaced:
             metrics.MIGRATION_STRANDED.labels(u.reason).inc(u.replicas)
             log.warning("cannot evacuate %s from %s: %s (%s)", u.allocation_id, u.resource_id, u.reason, u.detail)

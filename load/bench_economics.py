@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -109,6 +110,81 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
         print(f"  {name} {policy}: cost {d['cost_total']} (partners {d['partner_cost']}), "
               f"misses {d['sla_miss_rate']:.4f}, {d['wall_s']} s", flush=True)
     out["capture"] = capture(out["policies"])
+    out["with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["predictive"], seed)
+    return out
+
+
+def with_migration(name: str, fleet, agreements, trace, start, without: dict, seed: int) -> dict:
+    """Predictive again with the migration planner on (consolidation every hour): the
+    saving is measured against the same policy without it, not asserted."""
+    r = simulate(fleet, agreements, trace, start, SimConfig(policy="predictive", seed=seed, migrate=True))
+    d = r.as_json()
+    before, after = Decimal(without["cost_total"]), r.cost_total
+    out = {"cost_total": d["cost_total"], "cost_by_provider": d["cost_by_provider"],
+           "partner_cost": format(sum((c for p, c in r.cost_by_provider.items() if p != "own"), Decimal(0)), "f"),
+           "sla_miss_rate": d["sla_miss_rate"], "migrations": d["migrations"],
+           "migration_reasons": d["migration_reasons"], "wall_s": d["wall_s"],
+           "saving_vs_without": format(before - after, "f"),
+           "saving_share": round(float((before - after) / before), 4) if before else 0.0}
+    print(f"  {name} predictive + migration: cost {out['cost_total']} (saves {out['saving_share']:.1%}), misses "
+          f"{out['sla_miss_rate']:.4f}, {out['migrations']} moves, {out['wall_s']} s", flush=True)
+    return out
+
+
+class _Stop(Exception):
+    pass
+
+
+def busiest_own_nodes(fleet, agreements, trace, start, at: float, n: int) -> list[str]:
+    """The own nodes holding the most replicas at ``at`` (a first run, stopped there)."""
+    from tessera.simulate.engine import Simulation
+
+    found: list[str] = []
+
+    class Probe(Simulation):
+        def _control(self, now: float) -> None:
+            if now >= at:
+                held: dict[str, int] = {}
+                for a in self.core.allocations.values():
+                    for rid, k in a.placements:
+                        if rid.startswith("own/"):
+                            held[rid] = held.get(rid, 0) + k
+                found.extend(sorted(held, key=lambda r: (-held[r], r))[:n])
+                raise _Stop
+            super()._control(now)
+
+    try:
+        Probe(fleet, agreements, trace, start, SimConfig(policy="predictive")).run()
+    except _Stop:
+        pass
+    return found
+
+
+def failure_drill(fleet_file: Path, req: Path, nodes: int = 2) -> dict:
+    """The busiest own nodes fail a third of the way into the trace: with migration their
+    work is evacuated (how long the last move took); without, it sits there until it ends."""
+    fleet = load_fleet(fleet_file)
+    agreements = load_agreements(HERE / "agreements.json")
+    start, trace = load_trace(req)
+    end = max(r.at + r.duration_s for r in trace)
+    at = round(end / 3)
+    own = busiest_own_nodes(fleet, agreements, trace, start, at, nodes)
+    failures = tuple((at, rid) for rid in own)
+    out: dict = {"failed": list(own), "at_s": round(end / 3)}
+    for migrate in (False, True):
+        r = simulate(fleet, agreements, trace, start, SimConfig(policy="predictive", migrate=migrate,
+                                                                failures=failures))
+        stranded = [(t, n) for t, n in r.stranded_over_time]
+        left = [t for t, n in stranded if n > 0]
+        out["with_migration" if migrate else "without_migration"] = {
+            "cost_total": format(r.cost_total, "f"), "sla_miss_rate": round(r.sla_miss_rate, 6),
+            "evacuations": r.migration_reasons.get("evacuation", 0),
+            "evacuation_s_max": r.evacuation_s_max,
+            "peak_replicas_on_failed": max((n for _, n in stranded), default=0),
+            "work_on_failed_until_s": (max(left) - end / 3) if left else 0.0}
+        key = "with_migration" if migrate else "without_migration"
+        print(f"  failure drill, migration {'on' if migrate else 'off'}: {out[key]}",
+              flush=True)
     return out
 
 
@@ -129,8 +205,19 @@ def _grid_runs(buffer: float) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one day of each series, no pods (smoke run)")
+    ap.add_argument("--drill-only", action="store_true",
+                    help="rerun only the failure drill and update it in load/results/economics.json")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
+    if args.drill_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            req = Path(tmp) / "pods.csv"
+            pods_trace(req)
+            path = Path(__file__).resolve().parent / "results" / "economics.json"
+            report = json.loads(path.read_text())
+            report["failure_drill"] = failure_drill(HERE / "fleet-pods.toml", req)
+            path.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     days = 1.0 if args.quick else 7.0
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             pods_trace(req)
             results.append(run_trace("alibaba-v2023-pods", HERE / "fleet-pods.toml", req))
             results.append(run_trace("alibaba-v2023-pods, slow partners", HERE / "fleet-pods-slow.toml", req))
+            drill = failure_drill(HERE / "fleet-pods.toml", req)
     report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
               "days_of_series": days, "traces": results}
+    if not args.quick:
+        report["failure_drill"] = drill
     save_result("economics" + ("-quick" if args.quick else ""), report, ("days_of_series",))
     return 0
 

@@ -83,6 +83,22 @@ async def _replay(p, settings: Settings, requests, run: str) -> int:
     return sent
 
 
+async def _fail_busiest_own_node(p, silenced: set[str], after_s: float) -> None:
+    """A third into the replay, the own node holding the most replicas stops its heartbeats
+    (as a failed node does): the health monitor marks it unhealthy and the migration agent
+    evacuates its work."""
+    await asyncio.sleep(after_s)
+    held: dict[str, int] = {}
+    for a in p.scheduler.core.allocations.values():
+        for rid, k in a.placements:
+            if rid.startswith("own/"):
+                held[rid] = held.get(rid, 0) + k
+    if held:
+        node = max(sorted(held), key=held.get)
+        silenced.add(node)
+        _say(f"      own node {node} fails now (its heartbeats stop) with {held[node]} replicas on it")
+
+
 def _trace_window(t0: datetime, n: int, seconds: float, run: str) -> tuple[list, float]:
     """``n`` consecutive pod arrivals from the middle of the trace (the file is not in
     arrival order, and its start is sparse), rebased to ``t0`` and compressed to last
@@ -183,13 +199,14 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     run = uuid.uuid4().hex[:6]
     settings = base.replace(topic_prefix=f"demo-{run}", app_id=f"tessera-demo-{run}",
                             clickhouse_database=f"demo_{run}", forecast_interval_s=3, forecast_season=20,
-                            forecast_horizon=6, forecast_grace_s=1.0, metrics_port=0)
+                            forecast_horizon=6, forecast_grace_s=1.0, metrics_port=0,
+                            health_heartbeat_timeout_s=6.0)   # a silent node turns unhealthy within seconds
     agreements = parse_agreements(DEMO_AGREEMENTS)
     _say(f"[2/{STEPS}] starting the pipeline: event log, live resource table, forecasts, scheduler, billing "
          f"(topics demo-{run}.*, database demo_{run})")
     t_start = time.monotonic()
     async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0, tuning_interval_s=15.0,
-                        say=lambda text: _say(f"      {text}")) as p:
+                        consolidate_every_s=15.0, say=lambda text: _say(f"      {text}")) as p:
         store, db = p.store, p.store.database
         # A small own data center, so bursts spill to partners.
         resources = blended_fleet(own_cpu=10, own_gpu=16, digitalocean=40, gcp=60)
@@ -197,15 +214,18 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         _say(f"[3/{STEPS}] registering {len(resources)} resources: {own} own nodes (Alibaba v2023, "
              f"amortized capex + opex), DigitalOcean and GCP offers with agreements")
         await register(settings, resources)
-        p.tasks.append(asyncio.create_task(heartbeat(settings, [r.resource_id for r in resources], p.stop),
-                                           name="heartbeat"))
+        silenced: set[str] = set()
+        p.tasks.append(asyncio.create_task(heartbeat(settings, [r.resource_id for r in resources], p.stop,
+                                                     silenced), name="heartbeat"))
         await asyncio.sleep(2)
         t0 = datetime.now(timezone.utc) + timedelta(seconds=1)
         requests, span = _trace_window(t0, n_requests, seconds, run)
         scale = span / seconds
         _say(f"[4/{STEPS}] replaying {len(requests)} Alibaba v2023 pods ({span / 3600:.0f} h of arrivals "
              f"compressed {scale:,.0f}x into {seconds:.0f} s)")
+        failing = asyncio.create_task(_fail_busiest_own_node(p, silenced, seconds / 3))
         await _replay(p, settings, requests, run)
+        await failing
         _say(f"[5/{STEPS}] draining: outcomes, releases, forecasts and billing catching up")
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -279,6 +299,12 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                 FROM (SELECT context, previous_arm AS arm, reward, window_misses FROM {db}.v_tuning
                       WHERE reward IS NOT NULL)
                 GROUP BY context, arm ORDER BY context, arm""")),
+            ("Migrations (the migration agent: evacuations from the failed node, consolidation; partner bills "
+             "follow each cut-over)", _pretty(store, f"""
+                SELECT reason, status, count() AS migrations, sum(if(replicas = 0, 1, replicas)) AS replicas_moved,
+                       groupUniqArray(source_resource_id) AS from_resources,
+                       round(sum(toFloat64(expected_saving_per_hour)), 4) AS planned_saving_per_hour
+                FROM {db}.v_migrations GROUP BY reason, status ORDER BY reason, status""")),
             ("Usage-limit alerts", _pretty(store, f"SELECT * FROM {db}.v_alerts_over_time")),
             ("Dead letters", _pretty(store, f"SELECT * FROM {db}.v_dead_letters_over_time")),
         ]
@@ -286,6 +312,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
             print(f"\n{heading}\n{text}", end="")
         summary = _summary(store, db, {r["option"]: float(r["usd_per_vcpu_hour"] or 0)
                                        for r in store.query(alternatives)})
+        summary += _consolidation_line(p.migration)
         print(f"\n{summary}")
         tables.insert(0, ("In short", summary))
         path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
@@ -298,6 +325,20 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
           f"{me} sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
           f"or serve it: {me} sql serve. Stop the broker: {me} infra down")
     return 0
+
+
+def _consolidation_line(worker) -> str:
+    """What the consolidation passes found (from the agent's own plans: a pass that moves
+    nothing leaves no event)."""
+    passes = [p for consolidate, p in (worker.plans if worker else []) if consolidate]
+    if not passes:
+        return ""
+    moved = sum(len(p.moves) for p in passes)
+    paid = max((p.cost_before for p in passes), default=0)
+    why = ("the partner capacity in use cost nothing at the margin (GCP's monthly commitment was never met, so "
+           "moving work off it saves nothing)" if paid == 0 else
+           f"the running paid capacity cost up to {paid} USD per hour")
+    return (f"\n- Consolidation ran {len(passes)} times and moved {moved} replicas; {why}.")
 
 
 def _summary(store, db: str, rates: dict[str, float]) -> str:
@@ -335,6 +376,16 @@ def _summary(store, db: str, rates: dict[str, float]) -> str:
     if own_cap_h:
         lines.append(f"- Own capacity sat idle {1 - float(use.get('own_vh') or 0) / own_cap_h:.0%} of the time "
                      f"(vCPU-hours used over vCPU-hours offered while work ran).")
+    mig = store.query(f"SELECT reason, count() AS n, uniqExact(source_resource_id) AS sources, "
+                      f"toFloat64(sum(expected_saving_per_hour)) AS saving FROM {db}.v_migrations "
+                      f"WHERE status = 'done' GROUP BY reason ORDER BY reason")
+    if mig:
+        parts = [f"{int(m['n'])} {m['reason']} ({int(m['sources'])} source resource"
+                 f"{'s' if int(m['sources']) != 1 else ''})" for m in mig]
+        saving = sum(float(m["saving"] or 0) for m in mig)
+        lines.append(f"- Migrations done: {', '.join(parts)}; their plans expected to save {saving:.4f} USD per "
+                     f"hour. Partner bills split at each cut-over; the cost figures above price each placement "
+                     f"where it was first placed.")
     fc = one(f"SELECT sum(forecasts) AS n, avg(mae) AS mae, sum(band_coverage * forecasts) / sum(forecasts) AS cov "
              f"FROM {db}.v_forecast_accuracy WHERE step = 1")
     if fc.get("n"):

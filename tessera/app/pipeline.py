@@ -12,14 +12,18 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, AsyncIterator, Callable
 
 from tessera.agents.billing import BillingWorker
+from tessera.agents.migration import MigrationWorker
 from tessera.agents.scheduler import SchedulerWorker
 from tessera.agents.worker import build_worker_app
 from tessera.app import datasets
 from tessera.app.warmup import compile_kernels
 from tessera.config import Settings
+from tessera.migration.budget import DisruptionBudget
+from tessera.migration.machine import BookkeepingExecutor
 from tessera.pricing.agreements import Agreement
 from tessera.schemas import HealthSample
 from tessera.streams.admin import ensure_topics, wait_for_coordinators
@@ -57,17 +61,21 @@ async def register(settings: Settings, resources: list[Any]) -> None:
     await publish(settings, "health", [HealthSample(resource_id=r.resource_id) for r in resources])
 
 
-async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.Event) -> None:
+async def heartbeat(settings: Settings, resource_ids: list[str], stop: asyncio.Event,
+                    silenced: set[str] | None = None) -> None:
     """Play the resources' node agents: a heartbeat for each every third of the heartbeat
     timeout until ``stop``, so that a run longer than the timeout keeps them healthy (with
-    only the first heartbeat they all turn unhealthy after it and placement stops)."""
+    only the first heartbeat they all turn unhealthy after it and placement stops). A node
+    added to ``silenced`` stops beating, as a failed node does."""
     every = max(settings.health_heartbeat_timeout_s / 3, 1.0)
+    silenced = silenced if silenced is not None else set()
     async with started_producer(settings) as producer:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), every)
             except asyncio.TimeoutError:
-                await send_events(producer, settings, "health", [HealthSample(resource_id=r) for r in resource_ids])
+                await send_events(producer, settings, "health",
+                                  [HealthSample(resource_id=r) for r in resource_ids if r not in silenced])
 
 
 @dataclass
@@ -77,6 +85,7 @@ class Pipeline:
     scheduler: Any
     billing: Any
     stop: asyncio.Event
+    migration: Any = None
     tasks: list[asyncio.Task] = field(default_factory=list)
     scheduler_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -94,23 +103,33 @@ class Pipeline:
 @contextlib.asynccontextmanager
 async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batch_wait_ms: int = 50,
                    aging_s: float = 30.0, say: Callable[[str], None] | None = None,
-                   tuning_interval_s: float = 0.0) -> AsyncIterator[Pipeline]:
-    """The whole pipeline in this event loop; ``say`` reports slow start-up steps."""
+                   tuning_interval_s: float = 0.0, consolidate_every_s: float | None = None
+                   ) -> AsyncIterator[Pipeline]:
+    """The whole pipeline in this event loop; ``say`` reports slow start-up steps. With
+    ``consolidate_every_s`` the migration agent runs too (moves in the books only: the
+    demo's workloads are replayed, not run), evacuating failed nodes at once."""
     await ensure_topics(settings)
     compile_kernels(say)       # before any consumer joins a group (tessera.app.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
     scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s, agreements=agreements,
                                 tuning_interval_s=tuning_interval_s)
     billing = BillingWorker(settings, agreements)
+    migration = None
+    if consolidate_every_s is not None:
+        migration = MigrationWorker(settings, BookkeepingExecutor(),
+                                    DisruptionBudget(max_fraction=0.5, move_cost=Decimal("0.001")),
+                                    consolidate_every_s=consolidate_every_s)
     # A fresh broker creates its offsets and transaction logs on first use; joining before
     # that only fills the log with retried coordinator errors.
     await wait_for_coordinators(settings, groups=[settings.app_id, f"{settings.app_id}-event-log", scheduler.group],
-                                transactional_ids=[scheduler.group])
+                                transactional_ids=[scheduler.group] + ([migration.transactional_id] if migration else []))
     stop = asyncio.Event()
     async with running(app, ready_timeout=120):
-        p = Pipeline(settings, app, scheduler, billing, stop)
+        p = Pipeline(settings, app, scheduler, billing, stop, migration=migration)
         p.tasks = [asyncio.create_task(scheduler.run(p.scheduler_stop), name="scheduler"),
                    asyncio.create_task(billing.run(stop), name="billing")]
+        if migration is not None:
+            p.tasks.append(asyncio.create_task(migration.run(stop), name="migration"))
         try:
             yield p
         finally:

@@ -261,6 +261,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        4,
+        "workload migrations",
+        (
+            # One row per migration: why it moved what where, when each step happened, how it
+            # ended, and the saving per hour its plan expected (on the plan's first move).
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_migrations AS
+            SELECT JSONExtractString(payload, 'migration_id') AS migration_id,
+                   any(JSONExtractString(payload, 'allocation_id')) AS allocation_id,
+                   anyIf(JSONExtractString(payload, 'reason'), event_type = 'migration.planned') AS reason,
+                   any(JSONExtractString(payload, 'source_resource_id')) AS source_resource_id,
+                   any(JSONExtractString(payload, 'target_resource_id')) AS target_resource_id,
+                   any(JSONExtractString(payload, 'target_provider')) AS target_provider,
+                   any(JSONExtractUInt(payload, 'replicas')) AS replicas,
+                   minIf(event_time, event_type = 'migration.planned') AS planned_at,
+                   minIf(event_time, JSONExtractString(payload, 'step') = 'reserve_target') AS reserved_at,
+                   minIf(event_time, JSONExtractString(payload, 'step') = 'cut_over') AS cut_over_at,
+                   multiIf(countIf(event_type = 'migration.done') > 0, 'done',
+                           countIf(event_type = 'migration.failed') > 0,
+                           if(anyIf(JSONExtractBool(payload, 'rolled_back'), event_type = 'migration.failed'),
+                              'rolled_back', 'failed'),
+                           'running') AS status,
+                   anyIf(JSONExtractString(payload, 'reason'), event_type = 'migration.failed') AS failure,
+                   sumIf(toDecimal64OrZero(JSONExtractString(payload, 'expected_saving_per_hour'), 6),
+                         event_type = 'migration.planned') AS expected_saving_per_hour
+            FROM {db}.events FINAL WHERE event_type LIKE 'migration.%'
+            GROUP BY migration_id ORDER BY planned_at
+            """,
+        ),
+    ),
 )
 
 
