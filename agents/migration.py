@@ -27,9 +27,9 @@ from aiokafka import TopicPartition
 
 from tessera.config import Settings
 from tessera.migration.budget import DisruptionBudget
+from tessera.migration.live import live_snapshot
 from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
 from tessera.migration.planner import Plan, plan
-from tessera.migration.live import live_snapshot
 from tessera.migration.snapshot import Snapshot
 from tessera.scheduler.core import ResourceState, Scheduler
 from tessera.schemas import (
