@@ -4,7 +4,9 @@ It keeps the same capacity view the scheduler keeps (a ``Scheduler`` core fed th
 health, allocations and migrations topics; it never places anything) and:
 
 * on a resource turning unhealthy or being removed, plans at once (evacuation);
-* every ``consolidate_every_s``, plans consolidation and rebalance;
+* every ``consolidate_every_s``, plans consolidation and rebalance, and a few seconds after
+  a price falls (new terms, a partner's month to date making it cheaper at the margin, an
+  unmet commitment, a resource repriced lower): cheaper capacity is what rebalance is for;
 * runs each planned move through the executor with the resumable state machine
   (tessera.migration.machine): every step's event is published in its own Kafka transaction
   and committed before the next step begins; the transactional id fences an older agent.
@@ -22,6 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from aiokafka import TopicPartition
 
@@ -31,10 +34,14 @@ from tessera.migration.live import live_snapshot
 from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
 from tessera.migration.planner import Plan, plan
 from tessera.migration.snapshot import Snapshot
+from tessera.pricing.agreements import Agreement
+from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import ResourceState, Scheduler
 from tessera.schemas import (
+    AgreementUpdated,
     AllocationPlaced,
     AllocationReleased,
+    BillingLine,
     Event,
     HealthChanged,
     HealthStatus,
@@ -55,7 +62,11 @@ from tessera.streams.reader import groupless_consumer, read_to_end
 
 log = logging.getLogger(__name__)
 AGENT = "migration"
-STATE_TOPICS = ("resources", "health", "allocations", "migrations")
+STATE_TOPICS = ("agreements", "billing-lines", "resources", "health", "allocations", "migrations")
+#: Read committed transactions only (their writers are transactional).
+COMMITTED = ("billing-lines", "allocations", "migrations")
+#: After a price change, wait this long for others to arrive before re-planning (s).
+REPRICE_SETTLE_S = 5.0
 
 
 @dataclass
@@ -68,10 +79,14 @@ class MigrationWorker:
     #: Seconds to wait after each committed step (a drill knob: lets fault tests kill the
     #: agent mid-migration; 0 in production).
     step_pause_s: float = 0.0
+    #: Partner agreements to price by (the scheduler's and billing's); updates arrive on the
+    #: agreements topic, each partner's month to date on the billing-lines topic.
+    agreements: dict[str, Agreement] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         s = self.settings
-        self.core = Scheduler()
+        self.core = Scheduler(prices=PriceBook(dict(self.agreements)))
+        self.reprice_at: float | None = None     # a price fell or terms changed: re-plan then
         self.log = MigrationLog()
         self.gone: dict[str, ResourceState] = {}      # removed resources, while work may still sit on them
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix) for n in (*STATE_TOPICS, "dead-letters")}
@@ -80,7 +95,15 @@ class MigrationWorker:
         self.urgent = asyncio.Event()
 
     # -- state -------------------------------------------------------------------
+    def _prices(self, provider: str | None) -> dict[str, Decimal]:
+        return {rid: st.price for rid, st in self.core.resources.items() if provider is None or st.provider == provider}
+
     def _apply(self, e: Event) -> None:
+        # Rebalance triggers: new terms, a partner's month to date moving its marginal price
+        # (an unmet commitment makes it free), a resource repriced lower.
+        watch = (None if isinstance(e, AgreementUpdated) else e.partner_id if isinstance(e, BillingLine)
+                 else "" if isinstance(e, ResourceUpdated) else False)
+        before = self._prices(watch or None) if watch is not False else None
         if isinstance(e, ResourceRemoved) and e.resource_id in self.core.resources:
             self.gone[e.resource_id] = self.core.resources[e.resource_id]
         if isinstance(e, (ResourceDiscovered, ResourceUpdated)):
@@ -95,10 +118,15 @@ class MigrationWorker:
             self.log.apply(e)
         if isinstance(e, ResourceRemoved) or (isinstance(e, HealthChanged) and e.status != HealthStatus.healthy):
             self.urgent.set()
+        if before is not None:
+            after = self._prices(watch or None)
+            if any(after.get(rid, p) < p for rid, p in before.items()) or isinstance(e, AgreementUpdated):
+                self.reprice_at = self.reprice_at or time.monotonic() + REPRICE_SETTLE_S
 
     async def recover(self) -> None:
+        self.core.reprice(int(time.time() * 1_000_000))
         reads = await asyncio.gather(*(read_to_end(self.settings, self.topic[n], topic_spec(n).partitions,
-                                                   committed_only=n in ("allocations", "migrations"))
+                                                   committed_only=n in COMMITTED)
                                        for n in STATE_TOPICS))
         for name, records in zip(STATE_TOPICS, reads):
             for r in records:
@@ -133,6 +161,7 @@ class MigrationWorker:
 
     async def plan_and_run(self, producer, consolidate: bool) -> Plan:
         budget = self.budget if consolidate else self.budget.evacuations_only()
+        self.core.reprice(int(time.time() * 1_000_000))    # month to date and terms as of now
         p = plan(self.snapshot(utc_now()), budget)
         self.plans.append((consolidate, p))
         del self.plans[:-100]
@@ -174,9 +203,12 @@ class MigrationWorker:
                                            key=r.key, spec=topic_spec(name), consumer=AGENT)
                         if d.event is not None:
                             self._apply(d.event)
-                consolidate = self.consolidate_every_s > 0 and time.monotonic() >= next_consolidation
+                now = time.monotonic()
+                repriced = self.reprice_at is not None and now >= self.reprice_at
+                consolidate = (self.consolidate_every_s > 0 and now >= next_consolidation) or repriced
                 if self.urgent.is_set() or consolidate:
                     self.urgent.clear()
+                    self.reprice_at = None
                     await self.plan_and_run(producer, consolidate)
                     if consolidate:
                         next_consolidation = time.monotonic() + self.consolidate_every_s

@@ -25,7 +25,7 @@ READS = {
     "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
                   "billing-lines", "migrations"),
     "billing": ("allocations", "migrations", "usage", "agreements", "alerts"),
-    "migration": ("resources", "health", "allocations", "migrations", "forecasts"),
+    "migration": ("resources", "health", "allocations", "migrations", "forecasts", "agreements", "billing-lines"),
     "worker": tuple(t.name for t in TOPICS),
 }
 ROLES = ("admin", *WRITES)

@@ -208,3 +208,23 @@ def test_scheduler_capacity_follows_a_migration():
     core.apply(s.MigrationProgress(step="reserve_target", **base))
     core.apply(s.MigrationFailed(reason="sync failed", **base))
     assert used(src) == 4 and used(dst) == 0
+
+
+def test_the_agent_replans_when_a_price_falls(base_settings):
+    from tessera.agents.migration import MigrationWorker
+    from tessera.migration.machine import BookkeepingExecutor
+
+    w = MigrationWorker(base_settings, BookkeepingExecutor())
+    spec = s.ResourceSpec(provider="gcp", region="eu", instance_type="n2", capacity=s.Capacity(vcpu=8, memory_bytes=s.GIB),
+                          price_per_hour=Decimal("0.40"))
+    w._apply(s.ResourceDiscovered(resource_id="gcp/a", spec=spec))
+    assert w.reprice_at is None
+    w._apply(s.ResourceUpdated(resource_id="gcp/a", spec=spec.model_copy(update={"price_per_hour": Decimal("0.50")})))
+    assert w.reprice_at is None                              # dearer: nothing to rebalance onto
+    w._apply(s.ResourceUpdated(resource_id="gcp/a", spec=spec.model_copy(update={"price_per_hour": Decimal("0.10")})))
+    assert w.reprice_at is not None                          # cheaper: re-plan shortly
+    w.reprice_at = None
+    # An agreement that leaves a commitment unmet makes the partner free at the margin.
+    w._apply(s.AgreementUpdated(partner_id="gcp", agreement={
+        "partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"}, "monthly_commit": "100.00"}))
+    assert w.reprice_at is not None and w.snapshot(s.utc_now()).resources[0].price_per_hour == 0

@@ -118,7 +118,7 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     if consolidate_every_s is not None:
         migration = MigrationWorker(settings, BookkeepingExecutor(),
                                     DisruptionBudget(max_fraction=0.5, move_cost=Decimal("0.001")),
-                                    consolidate_every_s=consolidate_every_s)
+                                    consolidate_every_s=consolidate_every_s, agreements=agreements)
     # A fresh broker creates its offsets and transaction logs on first use; joining before
     # that only fills the log with retried coordinator errors.
     await wait_for_coordinators(settings, groups=[settings.app_id, f"{settings.app_id}-event-log", scheduler.group],

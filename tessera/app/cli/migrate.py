@@ -121,10 +121,20 @@ def run_agent(args: argparse.Namespace, settings: Any) -> int:
     else:
         executor = BookkeepingExecutor()
 
+    from tessera.pricing.agreements import AgreementError, load_agreements
+
+    # The agent prices as the scheduler and billing do (optional: without agreements it uses
+    # the discovered list prices; updates also arrive on the agreements topic).
+    try:
+        agreements = load_agreements(settings.billing_agreements) if settings.billing_agreements else {}
+    except (OSError, AgreementError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
     async def main() -> None:
         stop = await _prepare_service(settings)
         worker = MigrationWorker(settings, executor, budget, consolidate_every_s=args.consolidate_every,
-                                 step_pause_s=args.step_pause)
+                                 step_pause_s=args.step_pause, agreements=agreements)
         print(f"migration agent ({args.executor} executor): steps -> {worker.topic['migrations']} (Ctrl-C to stop)",
               file=sys.stderr)
         await worker.run(stop)
