@@ -4,7 +4,8 @@ It keeps the same capacity view the scheduler keeps (a ``Scheduler`` core fed th
 health, allocations and migrations topics; it never places anything) and:
 
 * on a resource turning unhealthy or being removed, plans at once (evacuation);
-* every ``consolidate_every_s``, plans consolidation and rebalance, and a few seconds after
+* every ``consolidate_every_s``, plans consolidation and rebalance (keeping free what the
+  demand forecasts expect to arrive), and a few seconds after
   a price falls (new terms, a partner's month to date making it cheaper at the margin, an
   unmet commitment, a resource repriced lower): cheaper capacity is what rebalance is for;
 * runs each planned move through the executor with the resumable state machine
@@ -37,6 +38,7 @@ from tessera.migration.snapshot import Snapshot
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import ResourceState, Scheduler
+from tessera.scheduler.reservation import quantile_at
 from tessera.schemas import (
     AgreementUpdated,
     AllocationPlaced,
@@ -89,7 +91,7 @@ class MigrationWorker:
         self.reprice_at: float | None = None     # a price fell or terms changed: re-plan then
         self.log = MigrationLog()
         self.gone: dict[str, ResourceState] = {}      # removed resources, while work may still sit on them
-        self.topic = {n: topic_spec(n).full_name(s.topic_prefix) for n in (*STATE_TOPICS, "dead-letters")}
+        self.topic = {n: topic_spec(n).full_name(s.topic_prefix) for n in (*STATE_TOPICS, "forecasts", "dead-letters")}
         self.transactional_id = f"{s.app_id}-migration"
         self.plans: list[tuple[bool, Plan]] = []      # (a consolidation pass?, the plan), for reports
         self.urgent = asyncio.Event()
@@ -137,9 +139,25 @@ class MigrationWorker:
         log.info("migration agent recovered: %d resources, %d allocations, %d unfinished migrations",
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
+    def forecast(self) -> tuple[tuple[datetime, float, float | None], ...]:
+        """The vCPU the demand engine expects to arrive, cumulatively per interval ahead, at
+        each tier's protected quantile (as the provisioning hint reads it): a consolidation
+        that would leave less free is skipped. GPUs are not forecast, so GPU capacity is
+        kept (None)."""
+        res = self.core.reservations
+        levels = res.levels()
+        tiers = [t for t in sorted(res.forecasts) if levels.get(t, 0.0) > 0.0]
+        if not tiers:
+            return ()
+        out, arriving = [], 0.0
+        for k in range(min(len(res.forecasts[t].horizons) for t in tiers)):
+            arriving += sum(quantile_at(res.forecasts[t].horizons[k].quantiles, levels[t]) for t in tiers)
+            out.append((res.forecasts[tiers[0]].horizons[k].interval_start, arriving, None))
+        return tuple(out)
+
     def snapshot(self, now: datetime) -> Snapshot:
         busy = {m.allocation_id for m in self.log.unfinished()}
-        return live_snapshot(self.core, now, busy=busy, gone=self.gone)
+        return live_snapshot(self.core, now, busy=busy, gone=self.gone, forecast=self.forecast())
 
     # -- acting ------------------------------------------------------------------
     async def _publish(self, producer, e: Event) -> None:
@@ -185,7 +203,8 @@ class MigrationWorker:
         await self.recover()
         tail = groupless_consumer(self.settings)
         await tail.start()
-        tps = [TopicPartition(self.topic[n], p) for n in STATE_TOPICS if n != "migrations"
+        # Forecasts are tailed, not recovered: only the latest per tier matters.
+        tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts") if n != "migrations"
                for p in range(topic_spec(n).partitions)]
         tail.assign(tps)
         await tail.seek_to_end(*tps)

@@ -228,3 +228,19 @@ def test_the_agent_replans_when_a_price_falls(base_settings):
     w._apply(s.AgreementUpdated(partner_id="gcp", agreement={
         "partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"}, "monthly_commit": "100.00"}))
     assert w.reprice_at is not None and w.snapshot(s.utc_now()).resources[0].price_per_hour == 0
+
+
+def test_the_agent_plans_with_the_demand_forecast(base_settings):
+    from datetime import timedelta
+
+    from tessera.agents.migration import MigrationWorker
+    from tessera.migration.machine import BookkeepingExecutor
+
+    w = MigrationWorker(base_settings, BookkeepingExecutor())
+    t0 = s.utc_now()
+    w._apply(s.Forecast(series="pool=default/tier=gold/dim=vcpu", interval_seconds=300, model="hw", horizons=[
+        s.HorizonForecast(step=k + 1, interval_start=t0 + timedelta(minutes=5 * k),
+                          quantiles={"0.5": 2.0, "0.9": 3.0, "0.95": 4.0, "0.99": 5.0}) for k in range(3)]))
+    fc = w.snapshot(t0).forecast
+    assert len(fc) == 3 and fc[0][1] > 0 and fc[2][1] > fc[0][1]     # arrivals add up over the horizon
+    assert all(g is None for _, _, g in fc)                          # GPUs are not forecast: kept
