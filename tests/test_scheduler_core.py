@@ -327,3 +327,21 @@ def test_a_restarted_tuner_learns_again_from_its_published_decisions():
     a.replay(decisions)
     policy = a.policies["hours=00-06"]
     assert policy._counts[2] == 1 and policy._rewards[2].get() == -3.0
+
+
+def test_a_restarted_scheduler_does_not_say_queued_twice():
+    first = Scheduler()
+    first.apply(resource(0, vcpu=4))
+    for rid in ("big", "waits"):
+        first.submit(request(rid, vcpu=4), 0.0, T0)
+    out = first.run_batch(0.0, T0)
+    assert [e.request_id for e in out if isinstance(e, s.AllocationQueued)] == ["waits"]
+    # Restart: rebuilt from its own output; the waiting request is redelivered.
+    again = Scheduler()
+    again.apply(resource(0, vcpu=4))
+    again.replay(out)
+    again.submit(request("waits", vcpu=4), 1.0, T0)
+    assert not [e for e in again.run_batch(1.0, T0) if isinstance(e, s.AllocationQueued)]
+    again.release("alloc:big")
+    assert kinds(again.run_batch(2.0, T0)) == [("allocation.placed", "waits")]
+    assert "waits" not in again.announced

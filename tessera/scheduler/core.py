@@ -178,6 +178,9 @@ class Scheduler:
     #: source): migration id -> (allocation, source, target, replicas); and those finished.
     moving: dict[str, tuple[str, str, str, int]] = field(default_factory=dict)
     moved: set[str] = field(default_factory=set)
+    #: Waiting requests whose ``allocation.queued`` is out (also from before a restart: at
+    #: most one per request, as the contract says); a request leaves it when decided.
+    announced: set[str] = field(default_factory=set)
     _regions: dict[str, int] = field(default_factory=dict, init=False, repr=False)    # region -> resources
     _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
 
@@ -390,8 +393,9 @@ class Scheduler:
                     self._missed()
             else:
                 q.failed_at = (self.epoch, q.aged_tier(now, self.aging_s))
-            if rejection.code in TRANSIENT_REJECTIONS and not q.notified:
+            if rejection.code in TRANSIENT_REJECTIONS and not q.notified and rid not in self.announced:
                 q.notified = True
+                self.announced.add(rid)
                 out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
                                             sla_tier=q.request.sla_tier, position=0, reason=rejection.text[:256]))
         if not any(isinstance(e, AllocationQueued) for e in out):
@@ -627,6 +631,7 @@ class Scheduler:
                               frozenset(request.allowed_providers), expires))
         self.queue.remove(request.request_id)
         self.decided.add(request.request_id)
+        self.announced.discard(request.request_id)
         return AllocationPlaced(
             event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
@@ -635,6 +640,7 @@ class Scheduler:
             allowed_providers=request.allowed_providers)
 
     def _rejected(self, request: WorkloadRequest, why: Rejection) -> AllocationRejected:
+        self.announced.discard(request.request_id)
         return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
                                   tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text[:256],
                                   code=why.code)
@@ -669,8 +675,13 @@ class Scheduler:
                                       e.per_replica, list(e.placements), e.tenant, frozenset(e.required_tags),
                                       frozenset(e.allowed_regions), frozenset(e.allowed_providers), e.expires_at))
                 self.decided.add(e.request_id)
+                self.announced.discard(e.request_id)
             elif isinstance(e, AllocationRejected):
                 self.decided.add(e.request_id)
+                self.announced.discard(e.request_id)
+            elif isinstance(e, AllocationQueued):
+                if e.request_id not in self.decided:
+                    self.announced.add(e.request_id)
             elif isinstance(e, AllocationReleased):
                 self._drop(e.allocation_id)
 
