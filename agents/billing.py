@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from tessera.billing.state import BillingState
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
-from tessera.schemas import AgreementUpdated, DeadLetter, Event, UsageLimitAlert, encode
+from tessera.schemas import AgreementUpdated, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
@@ -85,9 +85,13 @@ class BillingWorker:
     async def recover(self) -> dict[tuple[str, int], int]:
         self._agreement_pos = -1
         self._dead: list[DeadLetter] = []
-        # The five topics are read concurrently: each read is a consumer start-up and a fetch.
-        reads = dict(zip(("agreements", "alerts", *USAGE_TOPICS), await asyncio.gather(
-            *(self._read(n) for n in ("agreements", "alerts", *USAGE_TOPICS)))))
+        # The topics are read concurrently: each read is a consumer start-up and a fetch.
+        reads = dict(zip(("agreements", "alerts", "billing-lines", *USAGE_TOPICS), await asyncio.gather(
+            *(self._read(n) for n in ("agreements", "alerts", "billing-lines", *USAGE_TOPICS)))))
+        # Lines published before: revisions continue above them (a consumer keeps the highest).
+        for e, _, _ in reads["billing-lines"]:
+            if isinstance(e, BillingLine):
+                self.state.remember_line(e)
         for e, part, off in reads["agreements"]:
             if isinstance(e, AgreementUpdated):
                 _, dl = self._apply_agreement(e, part, off)

@@ -180,7 +180,12 @@ class MigrationWorker:
     async def plan_and_run(self, producer, consolidate: bool) -> Plan:
         budget = self.budget if consolidate else self.budget.evacuations_only()
         self.core.reprice(int(time.time() * 1_000_000))    # month to date and terms as of now
-        p = plan(self.snapshot(utc_now()), budget)
+        t0 = time.perf_counter()
+        snap = self.snapshot(utc_now())
+        p = plan(snap, budget)
+        log.info("%s plan over %d resources and %d allocations: %d moves, saving %s per hour (%.2f s)",
+                 "consolidation" if consolidate else "evacuation", len(snap.resources), len(snap.allocations),
+                 len(p.moves), p.savings_per_hour, time.perf_counter() - t0)
         self.plans.append((consolidate, p))
         del self.plans[:-100]
         for u in p.unplaced:

@@ -157,3 +157,22 @@ def test_a_partial_migration_moves_only_its_replicas():
     # gcp: 2 vCPU x 5 h + 1 vCPU x 5 h = 15 vCPU-h x 0.04; do: 1 vCPU x 6 h x 0.03
     assert bills(events) == {"gcp": "0.60", "do": "0.18"}
     assert bills(events + events) == {"gcp": "0.60", "do": "0.18"}    # redelivered: the same
+
+
+def test_a_shortfall_the_usage_came_to_cover_is_published_again_at_zero():
+    st = BillingState(parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.04"},
+                                         "monthly_commit": "1.00"}]))
+    touched = st.apply(placed(replicas=1, hours=0))
+    first = {l.line_id: l for l in st.outputs(touched) if l.event_type == "billing.line"}
+    assert any(l.charge_category == "commitment_shortfall" and l.amount > 0 for l in first.values())
+    touched = st.apply(released(hours=40))                       # 1 vCPU x 40 h x 0.04 = 1.60 > 1.00
+    second = {l.line_id: l for l in st.outputs(touched) if l.event_type == "billing.line"}
+    shortfall = [l for l in second.values() if l.charge_category == "commitment_shortfall"]
+    assert shortfall and shortfall[0].amount == 0 and shortfall[0].revision == 2
+    # After a restart the revisions continue above what was published.
+    again = BillingState(st.agreements)
+    for line in second.values():
+        again.remember_line(line)
+    again.apply(placed(replicas=1, hours=0))
+    third = [l for l in again.outputs(again.apply(released(hours=40))) if l.event_type == "billing.line"]
+    assert min(l.revision for l in third) == 3

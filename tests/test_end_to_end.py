@@ -120,7 +120,7 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
                     Decimal(0))
     assert gcp_usage == _stamped(allocs, "gcp")
     gcp_total = sum((l.amount for l in latest.values() if l.partner_id == "gcp"), Decimal(0))
-    assert gcp_total >= Decimal("0.50")                     # the commitment is always billed
+    assert gcp_total >= Decimal("0.20")                     # the commitment is always billed
 
     # 4. ClickHouse views agree with the events.
     db = store.database

@@ -333,12 +333,18 @@ def _consolidation_line(worker) -> str:
     passes = [p for consolidate, p in (worker.plans if worker else []) if consolidate]
     if not passes:
         return ""
-    moved = sum(len(p.moves) for p in passes)
-    paid = max((p.cost_before for p in passes), default=0)
-    why = ("the partner capacity in use cost nothing at the margin (GCP's monthly commitment was never met, so "
-           "moving work off it saves nothing)" if paid == 0 else
-           f"the running paid capacity cost up to {paid} USD per hour")
-    return (f"\n- Consolidation ran {len(passes)} times and moved {moved} replicas; {why}.")
+    moved = sum(m.replicas for p in passes for m in p.moves)
+    reasons: dict[str, int] = {}
+    for p in passes:
+        for skip in p.skipped:
+            reasons[skip.reason] = reasons.get(skip.reason, 0) + 1
+    if not reasons and all(p.cost_before == 0 for p in passes):
+        why = "the partner capacity in use cost nothing at the margin (a partner's commitment still unmet)"
+    else:
+        why = "candidates left alone: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda x: -x[1]))
+        if "needed_again" in reasons:
+            why += " (needed_again: the demand forecast may need that capacity, or it has GPUs, which are not forecast)"
+    return f"\n- Consolidation ran {len(passes)} times and moved {moved} replicas; {why}."
 
 
 def _summary(store, db: str, rates: dict[str, float]) -> str:

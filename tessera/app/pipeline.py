@@ -39,7 +39,7 @@ DEMO_AGREEMENTS: list[dict[str, Any]] = [
     {"partner": "gcp", "currency": "USD", "provider_name": "Google Cloud",
      "rates": {"vcpu_hour": "0.034", "memory_gib_hour": "0.0046", "gpu_hour": "2.48"},
      "tiers": {"vcpu_hour": [{"from": "0", "rate": "0.034"}, {"from": "500", "rate": "0.029"}]},
-     "monthly_commit": "0.50"},
+     "monthly_commit": "0.20"},
     {"partner": "digitalocean", "currency": "USD", "provider_name": "DigitalOcean",
      "rates": {"vcpu_hour": "0.018", "memory_gib_hour": "0.0045", "gpu_hour": "2.99"},
      "limits": {"spend": {"amount": "5.00", "thresholds": [50, 80, 100], "enforcement": "hard"}}},

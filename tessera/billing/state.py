@@ -38,6 +38,10 @@ class BillingState:
     ledger: Ledger = field(init=False)
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     revisions: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: The latest published line per line id, per (partner, period): a line that drops out
+    #: of a later invoice (a shortfall the usage came to cover) is published again at zero,
+    #: or a consumer keeping the highest revision of each line would keep it.
+    published: dict[tuple[str, str], dict[str, BillingLine]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.agreements)
@@ -64,6 +68,15 @@ class BillingState:
             period = period_of(self.lifecycle.watermark_us)
             touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
         return touched
+
+    def remember_line(self, e: BillingLine) -> None:
+        """A line published before a restart: revisions continue above it, and a line that
+        drops out later is published again at zero."""
+        key = (e.partner_id, period_of(int(e.period_start.timestamp() * US)))
+        self.revisions[key] = max(self.revisions.get(key, 0), e.revision)
+        lines = self.published.setdefault(key, {})
+        if e.line_id not in lines or lines[e.line_id].revision <= e.revision:
+            lines[e.line_id] = e
 
     def replay(self, events: Iterable[Event]) -> set[tuple[str, str]]:
         """Apply recovered allocation, migration and usage events in event-time order (the
@@ -131,12 +144,20 @@ class BillingState:
             lo, hi = period_bounds(period)
             rev = self.revisions.get((partner, period), 0) + 1
             self.revisions[(partner, period)] = rev
+            before = self.published.setdefault((partner, period), {})
+            now: dict[str, BillingLine] = {}
             for line in inv.lines:
-                out.append(BillingLine(
+                now[line.line_id] = BillingLine(
                     line_id=line.line_id, partner_id=partner, period_start=_utc(lo), period_end=_utc(hi),
                     charge_category=line.charge_category, sku=line.sku, unit=line.unit,
                     quantity=line.quantity, rate=Decimal(line.rate_micro).scaleb(-6),
-                    amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev))
+                    amount=Decimal(inv.money(line.amount_minor)), currency=inv.currency, revision=rev)
+            for line_id, old in before.items():
+                if line_id not in now and old.amount != 0:
+                    kept = old.model_dump(exclude={"event_id", "event_time", "quantity", "amount", "revision"})
+                    now[line_id] = BillingLine(**kept, quantity=Decimal(0), amount=Decimal(0), revision=rev)
+            out.extend(now.values())
+            before.update(now)
             for a in [*view.lift_block(partner, period), *view.check_limits(partner, period)]:
                 out.append(UsageLimitAlert(partner_id=partner, period_start=_utc(lo), limit_name=a.limit_name,
                                            threshold_pct=a.threshold_pct, used=a.used, limit=a.limit,

@@ -28,6 +28,8 @@ def live_snapshot(core: Scheduler, now: datetime, *, busy: Collection[str] = (),
       unhealthy when work sits there;
     * resources in ``openable`` count as healthy although the core keeps them unhealthy
       (closed capacity the planner may open, at its price);
+    * a partner resource billed per unit and holding work is priced at what its work costs
+      there (emptying it stops those units, not a VM); one billed whole at its VM price;
     * own capacity is priced 0: it stays in service whatever the plan (Tessera does not
       power nodes down), so emptying it saves nothing and filling it costs nothing more.
       Consolidation therefore empties partner capacity onto own capacity and onto other
@@ -52,15 +54,25 @@ def live_snapshot(core: Scheduler, now: datetime, *, busy: Collection[str] = (),
             for rid, k in a.placements:
                 take(rid, a.demand, k)
     hosting = {rid for a in core.allocations.values() for rid, _ in a.placements}
+    held: dict[str, list[tuple[tuple[float, float, float], int]]] = {}
+    for a in core.allocations.values():
+        for rid, k in a.placements:
+            held.setdefault(rid, []).append((a.demand[:3], k))  # type: ignore[arg-type]
     states = list(core.resources.values()) + [g for rid, g in gone.items() if rid in hosting]
     resources = []
     for st in states:
         t = taken.get(st.resource_id, (0.0, 0.0, 0.0))
         healthy = (st.healthy or st.resource_id in openable) and st.resource_id not in gone
+        price = st.price
+        if st.provider == OWN:
+            price = Decimal(0)
+        elif st.offer is not None and st.resource_id in held:
+            # emptied, a partner billed per unit saves what it bills for the work, not the VM
+            price = core.prices.saved_by_emptying(st.offer, held[st.resource_id], core._now_us)
         resources.append(Resource(
             id=st.resource_id, provider=st.provider, region=st.region,
             capacity=tuple(max(0.0, c - x) for c, x in zip(st.capacity[:3], t)),  # type: ignore[arg-type]
-            price_per_hour=Decimal(0) if st.provider == OWN else st.price, tags=st.tags, open=st.resource_id in core.running, healthy=healthy,
+            price_per_hour=price, tags=st.tags, open=st.resource_id in core.running, healthy=healthy,
             pool=st.provider))
     known = {r.id for r in resources}
     allocations = []

@@ -154,6 +154,22 @@ class PriceBook:
             return Decimal(0)
         return _dot(rates, (offer.vcpu, offer.memory_gib, offer.gpu))
 
+    def saved_by_emptying(self, offer: PricedResource, held: list[tuple[tuple[float, float, float], int]],
+                          t_us: int) -> Decimal:
+        """What moving all of ``held`` ((per-replica vCPU, GiB, GPU), replicas) off this resource
+        saves per hour: a partner billed per unit stops billing those units (nothing while its
+        commitment is unmet); a VM billed whole, or own capacity, its opening price."""
+        try:
+            per_unit = (offer.provider != OWN and self._instance_rate(offer, t_us) is None
+                        and self.unit_rates(offer.provider, t_us) is not None)
+        except PricingError:
+            per_unit = False
+        if not per_unit:
+            return self.opening_price(offer, t_us)
+        if self.commitment_unmet(offer.provider, t_us):
+            return Decimal(0)
+        return sum((self.replicas_price(offer, per, k, t_us) for per, k in held), Decimal(0))
+
     def replicas_price(self, offer: PricedResource, per_replica: tuple[float, float, float], replicas: int,
                        t_us: int) -> Decimal:
         """What ``replicas`` x ``per_replica`` (vCPU, GiB, GPU) on this resource cost per hour:
