@@ -24,7 +24,7 @@ READS = {
     "discovery": (),
     "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
                   "billing-lines", "migrations"),
-    "billing": ("allocations", "migrations", "usage", "agreements", "alerts"),
+    "billing": ("allocations", "migrations", "usage", "agreements", "alerts", "billing-lines"),
     "migration": ("resources", "health", "allocations", "migrations", "forecasts", "agreements", "billing-lines"),
     "worker": tuple(t.name for t in TOPICS),
 }
