@@ -81,12 +81,16 @@ def test_plan_keeps_every_invariant(snap, budget):
     p = plan(snap, budget)
     after = apply_moves(snap, p.moves)          # every move takes replicas its source holds
     assert overcommitted(snap, after) is None   # no resource over-committed
-    # ... not even while the moves run at once: each target holds its work plus what arrives
+    # ... not even while the moves run: all at once (each target holds its work plus what
+    # arrives), or, when the plan says so, one after another in its order
     used = snap.used()
     for m in p.moves:
         a = next(a for a in snap.allocations if a.id == m.allocation_id)
         for d in range(3):
             used[m.to_resource][d] += a.demand[d] * m.replicas
+            assert not p.in_order or used[m.to_resource][d] <= res_by_id_of(snap)[m.to_resource].capacity[d] + 1e-6
+            if p.in_order:
+                used[m.from_resource][d] -= a.demand[d] * m.replicas
     for r in snap.resources:
         assert all(u <= c * (1 + 1e-9) + 1e-9 for u, c in zip(used[r.id], r.capacity)), r.id
     res_by_id = {r.id: r for r in snap.resources}
@@ -114,6 +118,10 @@ def test_plan_keeps_every_invariant(snap, budget):
     before = sum((r.price_per_hour for r in snap.resources if r.open or r.id in hosting_before), Decimal(0))
     cost_after = sum((res_by_id[r].price_per_hour for r in hosting_after), Decimal(0))
     assert p.savings_per_hour == before - cost_after
+
+
+def res_by_id_of(snap):
+    return {r.id: r for r in snap.resources}
 
 
 def _fits_alone(snap, a, bad) -> bool:

@@ -105,6 +105,9 @@ class Plan:
     closed: list[str] = field(default_factory=list)
     opened: list[str] = field(default_factory=list)
     order: str = ""   # which candidate order the consolidation phase kept
+    #: The moves must run one after another in this order (each after the one before it
+    #: has released its source); False: they may all run at once.
+    in_order: bool = False
 
     @property
     def savings_per_hour(self) -> Decimal:
@@ -116,7 +119,7 @@ class Plan:
             "savings_per_hour": _money(self.savings_per_hour),
             "disruption_cost": _money(self.disruption_cost),
             "cost_per_hour_before": _money(self.cost_before), "cost_per_hour_after": _money(self.cost_after),
-            "closed": self.closed, "opened": self.opened,
+            "closed": self.closed, "opened": self.opened, "in_order": self.in_order,
             "unplaced": [u.as_dict() for u in self.unplaced],
             "skipped": [s.as_dict() for s in self.skipped],
         }
@@ -147,6 +150,7 @@ class _Fleet:
         self.moved_by_tenant: dict[str, set[str]] = {}
         self.emptied: set[str] = set()
         self.skipped: list[Skip] = []
+        self.in_order = False
 
     def copy(self) -> "_Fleet":
         c = object.__new__(_Fleet)
@@ -160,6 +164,7 @@ class _Fleet:
         c.moved_by_tenant = {k: set(v) for k, v in self.moved_by_tenant.items()}
         c.emptied = set(self.emptied)
         c.skipped = list(self.skipped)
+        c.in_order = self.in_order
         return c
 
     def hosting(self, rid: str) -> bool:
@@ -523,6 +528,10 @@ def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_windo
     # Work emptied off one resource may be emptied again off its target later in the
     # greedy pass; each replica moves once, straight to where it ends up.
     out.moves = _net_moves(snap, fleet, hosted)
+    if getattr(fleet, "in_order", False):
+        ordered = _sequence(snap, out.moves)
+        if ordered is not None:          # found when the candidate was accepted
+            out.moves, out.in_order = ordered, True
     out.skipped = fleet.skipped
     weights = {a.id: a.tier for a in snap.allocations}
     out.disruption_cost = sum((budget.disruption(weights[m.allocation_id], m.replicas) for m in out.moves), Decimal(0))
@@ -586,7 +595,11 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
         new = {a.id: dict(result.placements[a.id]) for a in movable}
     trial.reassign(new, budget)
     if not _executable(snap, fleet, trial):
-        return None
+        # Not all at once; one after another, in some order, from the snapshot's state?
+        hosted = {rid for a in snap.allocations for rid, _ in a.placements}
+        if _sequence(snap, _net_moves(snap, trial, hosted)) is None:
+            return None
+        trial.in_order = True
     saving = fleet.cost() - trial.cost()
     if saving <= 0:
         return None
@@ -612,6 +625,28 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
             return None
     trial.emptied |= set(closing)
     return trial
+
+
+def _sequence(snap: Snapshot, moves: list[Move]) -> list[Move] | None:
+    """An order in which ``moves`` can run one after another from the snapshot's state: each
+    move's target has room for it once the moves before it have released their sources
+    (None: no such order, e.g. a swap with no room to spare)."""
+    by_id = {a.id: a for a in snap.allocations}
+    used = snap.used()
+    free = {r.id: [r.capacity[d] - used[r.id][d] for d in range(3)] for r in snap.resources}
+    pending, order = list(moves), []
+    while pending:
+        for i, m in enumerate(pending):
+            need = [by_id[m.allocation_id].demand[d] * m.replicas for d in range(3)]
+            if all(free[m.to_resource][d] + EPS >= need[d] for d in range(3)):
+                for d in range(3):
+                    free[m.to_resource][d] -= need[d]
+                    free[m.from_resource][d] += need[d]
+                order.append(pending.pop(i))
+                break
+        else:
+            return None
+    return order
 
 
 def _executable(snap: Snapshot, before: _Fleet, after: _Fleet) -> bool:

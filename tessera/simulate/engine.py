@@ -566,6 +566,7 @@ class Simulation:
                              forecast=((dt, self._keep_free, keep_gpu),))
         result = plan(snap, self.budget if consolidate else self.budget.evacuations_only())
         self._unchanged = None if result.moves else state
+        chain = now            # with an ordered plan, each move starts once the one before it is done
         for mv in result.moves:
             self._moves += 1
             a = self.core.allocations[mv.allocation_id]
@@ -580,6 +581,9 @@ class Simulation:
                 start = now + self.fleet.timing_of(vm.provider).lead_time_s
             elif vm is not None and vm.state == "opening":
                 start = max(now, vm.opened_at + self.fleet.timing_of(vm.provider).lead_time_s)
+            if result.in_order:
+                start = chain = max(start, chain)
+                chain += self.cfg.move_s + 1e-3
             self._push(start, _MOVE_START, (f"sim-mig-{self._moves}", mv))
 
     def _migration_fields(self, mid: str, mv) -> dict:
@@ -595,7 +599,10 @@ class Simulation:
         if hold is not None and a is not None:
             for d in range(3):
                 hold[d] = max(0.0, hold[d] - a.demand[d] * mv.replicas)
-        if a is None:                        # finished while its target was opening
+        st = self.core.resources.get(mv.to_resource)
+        if a is None or st is None or any(f + 1e-9 < a.demand[d] * mv.replicas for d, f in enumerate(st.free[:3])):
+            # finished while its target was opening, or new work took the room the plan saw:
+            # the move is dropped before it reserves anything (the next plan looks again)
             self.in_flight.discard(mv.allocation_id)
             return
         e = MigrationProgress(step="reserve_target", event_time=self._dt(now), **self._migration_fields(mid, mv))
