@@ -53,8 +53,8 @@ take 60 s and are billed as live migrations are.""",
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
     sp.add_argument("--migrate", action="store_true",
                     help="run the migration planner too: evacuate failed resources, consolidate periodically")
-    sp.add_argument("--migrate-every", type=float, default=900.0, metavar="S",
-                    help="with --migrate: consolidate this often, seconds (default 900)")
+    sp.add_argument("--migrate-every", type=float, default=3600.0, metavar="S",
+                    help="with --migrate: consolidate this often, seconds (default 3600)")
     sp.add_argument("--move-cost", default="0.01", metavar="AMOUNT",
                     help="with --migrate: cost of moving one replica, before tier weights (default 0.01)")
     sp.add_argument("--fail", action="append", default=[], metavar="RESOURCE@SECONDS",
