@@ -38,7 +38,7 @@ from tessera.migration.snapshot import Snapshot
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import ResourceState, Scheduler
-from tessera.scheduler.reservation import quantile_at
+from tessera.scheduler.provisioning import forecast_arrivals
 from tessera.schemas import (
     AgreementUpdated,
     AllocationPlaced,
@@ -110,10 +110,8 @@ class MigrationWorker:
             self.gone[e.resource_id] = self.core.resources[e.resource_id]
         if isinstance(e, (ResourceDiscovered, ResourceUpdated)):
             self.gone.pop(e.resource_id, None)
-        if isinstance(e, AllocationPlaced):
-            self.core.replay([e])
-        elif isinstance(e, AllocationReleased):
-            self.core.replay([e])
+        if isinstance(e, (AllocationPlaced, AllocationReleased)):
+            self.core.replay([e])        # the scheduler's own output: rebuilds what it holds
         else:
             self.core.apply(e)
         if isinstance(e, (MigrationPlanned, MigrationProgress, MigrationDone, MigrationFailed)):
@@ -145,15 +143,7 @@ class MigrationWorker:
         that would leave less free is skipped. GPUs are not forecast, so GPU capacity is
         kept (None)."""
         res = self.core.reservations
-        levels = res.levels()
-        tiers = [t for t in sorted(res.forecasts) if levels.get(t, 0.0) > 0.0]
-        if not tiers:
-            return ()
-        out, arriving = [], 0.0
-        for k in range(min(len(res.forecasts[t].horizons) for t in tiers)):
-            arriving += sum(quantile_at(res.forecasts[t].horizons[k].quantiles, levels[t]) for t in tiers)
-            out.append((res.forecasts[tiers[0]].horizons[k].interval_start, arriving, None))
-        return tuple(out)
+        return tuple((start, vcpu, None) for start, vcpu in forecast_arrivals(res.forecasts, res.levels()))
 
     def snapshot(self, now: datetime) -> Snapshot:
         busy = {m.allocation_id for m in self.log.unfinished()}

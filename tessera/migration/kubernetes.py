@@ -32,6 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from tessera.resources.adapters.kubernetes import core_api
+
 from .machine import Migration, StepFailed
 
 ALLOCATION = "tessera.io/allocation"
@@ -65,17 +67,7 @@ class KubernetesExecutor:
 
     def _core(self) -> Any:
         if self._api is None:
-            from kubernetes import client  # imported on first use: the client takes ~0.5 s to load
-
-            cfg = client.Configuration()
-            cfg.host = self.server.rstrip("/")
-            cfg.verify_ssl = self.verify_tls
-            if self.ca_file:
-                cfg.ssl_ca_cert = self.ca_file
-            if self.token:
-                cfg.api_key = {"authorization": self.token}
-                cfg.api_key_prefix = {"authorization": "Bearer"}
-            self._api = client.CoreV1Api(client.ApiClient(cfg))
+            self._api = core_api(self.server, self.token, self.verify_tls, self.ca_file)
         return self._api
 
     async def _call(self, fn: str, *args: Any, ok: tuple[int, ...] = (), **kw: Any) -> Any:

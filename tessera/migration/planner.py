@@ -204,18 +204,8 @@ class _Fleet:
         by_id = {a.id: a for a in self.snap.allocations}
         for aid, after in new.items():
             a = by_id[aid]
-            before = dict(self.place[aid])
-            down = [[rid, k - after.get(rid, 0)] for rid, k in sorted(before.items()) if k > after.get(rid, 0)]
-            up = [(rid, k - before.get(rid, 0)) for rid, k in sorted(after.items()) if k > before.get(rid, 0)]
-            i = 0
-            for to, k in up:
-                while k:
-                    take = min(k, down[i][1])
-                    self.apply(Move(aid, down[i][0], to, take, "consolidation"), a, budget)
-                    down[i][1] -= take
-                    k -= take
-                    if not down[i][1]:
-                        i += 1
+            for f, t, k in _pair(*_diff(dict(self.place[aid]), after)):
+                self.apply(Move(aid, f, t, k, "consolidation"), a, budget)
 
     def cost(self, initial: bool = False) -> Decimal:
         total = Decimal(0)
@@ -229,21 +219,32 @@ def _request(a: Allocation, replicas: int, seq: int) -> PackRequest:
     return PackRequest(a.id, a.tier, replicas, a.demand, a.tags_required, a.regions, a.providers, 1, seq=seq)
 
 
-def _spread(a: Allocation, sources: list[tuple[str, int]], targets: list[tuple[str, int]], reason: str) -> list[Move]:
-    """Pair the replicas leaving ``sources`` with the kernel's ``targets`` as moves."""
-    moves: list[Move] = []
-    src = [list(s) for s in sources]
+def _pair(sources: Iterable[tuple[str, int]], targets: Iterable[tuple[str, int]]) -> list[tuple[str, str, int]]:
+    """Replicas leaving ``sources`` paired, in order, with the replicas arriving at
+    ``targets`` (the same total): (from, to, replicas)."""
+    out: list[tuple[str, str, int]] = []
+    src = [list(x) for x in sources]
     i = 0
     for to, k in targets:
         while k > 0:
             take = min(k, src[i][1])
-            if src[i][0] != to:
-                moves.append(Move(a.id, src[i][0], to, take, reason))
+            out.append((src[i][0], to, take))
             src[i][1] -= take
             k -= take
             if not src[i][1]:
                 i += 1
-    return moves
+    return out
+
+
+def _diff(before: dict[str, int], after: dict[str, int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Where replicas left and where they arrived, from placements before and after."""
+    return ([(r, k - after.get(r, 0)) for r, k in sorted(before.items()) if k > after.get(r, 0)],
+            [(r, k - before.get(r, 0)) for r, k in sorted(after.items()) if k > before.get(r, 0)])
+
+
+def _spread(a: Allocation, sources: list[tuple[str, int]], targets: list[tuple[str, int]], reason: str) -> list[Move]:
+    """The replicas leaving ``sources`` onto the kernel's ``targets``, as moves."""
+    return [Move(a.id, f, t, k, reason) for f, t, k in _pair(sources, targets) if f != t]
 
 
 def _price_per_vcpu(r: Resource) -> Decimal:
@@ -676,22 +677,13 @@ def _net_moves(snap: Snapshot, fleet: _Fleet, hosted: set[str]) -> list[Move]:
         before, after = dict(a.placements), fleet.place[a.id]
         if before == after:
             continue
-        down = [[rid, before[rid] - after.get(rid, 0)] for rid in sorted(before) if before[rid] > after.get(rid, 0)]
-        up = [[rid, after[rid] - before.get(rid, 0)] for rid in sorted(after) if after[rid] > before.get(rid, 0)]
-        # failed sources first, so their replicas are the ones that move
-        down.sort(key=lambda d: snap.resource(d[0]).usable)
-        i = 0
-        for to, k in up:
-            while k:
-                take = min(k, down[i][1])
-                src, dst = snap.resource(down[i][0]), snap.resource(to)
-                reason = ("evacuation" if not src.usable else
-                          "rebalance" if not (dst.open or dst.id in hosted) else "consolidation")
-                moves.append(Move(a.id, src.id, to, take, reason))
-                down[i][1] -= take
-                k -= take
-                if not down[i][1]:
-                    i += 1
+        down, up = _diff(before, after)
+        down.sort(key=lambda d: snap.resource(d[0]).usable)   # failed sources first: theirs move
+        for f, t, k in _pair(down, up):
+            src, dst = snap.resource(f), snap.resource(t)
+            reason = ("evacuation" if not src.usable else
+                      "rebalance" if not (dst.open or dst.id in hosted) else "consolidation")
+            moves.append(Move(a.id, f, t, k, reason))
     return moves
 
 

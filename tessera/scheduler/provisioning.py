@@ -26,6 +26,7 @@ so a stream of forecasts does not become a stream of identical hints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Iterable, Mapping
 
@@ -48,20 +49,30 @@ class Offer:
     in_service: bool
 
 
+def forecast_arrivals(forecasts: Mapping[str, Forecast], levels: Mapping[str, float]) -> list[tuple[datetime, float]]:
+    """vCPU forecast to arrive, summed over the protected tiers at their quantile levels and
+    accumulated over the intervals ahead: (interval start, vCPU arrived by its end)."""
+    tiers = [t for t in sorted(forecasts) if levels.get(t, 0.0) > 0.0]
+    if not tiers:
+        return []
+    out, arriving = [], 0.0
+    for k in range(min(len(forecasts[t].horizons) for t in tiers)):
+        arriving += sum(quantile_at(forecasts[t].horizons[k].quantiles, levels[t]) for t in tiers)
+        out.append((forecasts[tiers[0]].horizons[k].interval_start, arriving))
+    return out
+
+
 def plan_hint(forecasts: Mapping[str, Forecast], levels: Mapping[str, float], offers: Iterable[Offer],
               pool: str) -> ProvisioningHint | None:
     """The hint for the latest forecasts per tier, or None when capacity in service suffices."""
-    tiers = [t for t in sorted(forecasts) if levels.get(t, 0.0) > 0.0]
-    if not tiers:
+    arrivals = forecast_arrivals(forecasts, levels)
+    if not arrivals:
         return None
-    steps = min(len(forecasts[t].horizons) for t in tiers)
     offers = list(offers)
     free = sum(o.vcpu for o in offers if o.in_service)
-    arriving, first_short, peak = 0.0, None, (0.0, None, 0.0)
-    for k in range(steps):
-        arriving += sum(quantile_at(forecasts[t].horizons[k].quantiles, levels[t]) for t in tiers)
+    first_short, peak = None, (0.0, None, 0.0)
+    for start, arriving in arrivals:
         short = arriving - free
-        start = forecasts[tiers[0]].horizons[k].interval_start
         if short > 1e-9 and first_short is None:
             first_short = start
         if short > peak[0]:
@@ -83,7 +94,8 @@ def plan_hint(forecasts: Mapping[str, Forecast], levels: Mapping[str, float], of
     return ProvisioningHint(
         event_id=f"hint:{pool}:{first_short:%Y%m%dT%H%M%S}:{shortfall}", pool=pool, needed_by=first_short,
         peak_at=peak_at, arriving_vcpu=round(arrived, 3), free_in_service_vcpu=round(free, 3),
-        shortfall_vcpu=shortfall, levels={t: levels[t] for t in tiers}, suggested=suggested,
+        shortfall_vcpu=shortfall, levels={t: levels[t] for t in sorted(forecasts) if levels.get(t, 0.0) > 0.0},
+        suggested=suggested,
         suggested_cost_per_hour=cost)
 
 

@@ -156,17 +156,25 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
     return stop
 
 
+def pricing_agreements(s: Settings) -> dict | None:
+    """The agreements a service prices by, the ones billing charges (optional: without them
+    it uses the discovered list prices; updates also arrive on the agreements topic). None,
+    after saying why on stderr, when the configured file cannot be read."""
+    from tessera.pricing.agreements import AgreementError, load_agreements
+
+    try:
+        return load_agreements(s.billing_agreements) if s.billing_agreements else {}
+    except (OSError, AgreementError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
     from tessera.app.warmup import compile_kernels
-    from tessera.pricing.agreements import AgreementError, load_agreements
 
-    # The scheduler prices partners by the same agreements billing charges (optional: without
-    # them it uses the discovered list prices; updates also arrive on the agreements topic).
-    try:
-        agreements = load_agreements(s.billing_agreements) if s.billing_agreements else {}
-    except (OSError, AgreementError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    agreements = pricing_agreements(s)
+    if agreements is None:
         return 2
 
     async def main() -> None:

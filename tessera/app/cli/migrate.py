@@ -91,7 +91,7 @@ def run_agent(args: argparse.Namespace, settings: Any) -> int:
     import asyncio
 
     from tessera.agents.migration import MigrationWorker
-    from tessera.app.cli.main import _prepare_service
+    from tessera.app.cli.main import _prepare_service, pricing_agreements
     from tessera.migration.budget import DailyWindow, DisruptionBudget
     from tessera.migration.machine import BookkeepingExecutor
 
@@ -121,14 +121,8 @@ def run_agent(args: argparse.Namespace, settings: Any) -> int:
     else:
         executor = BookkeepingExecutor()
 
-    from tessera.pricing.agreements import AgreementError, load_agreements
-
-    # The agent prices as the scheduler and billing do (optional: without agreements it uses
-    # the discovered list prices; updates also arrive on the agreements topic).
-    try:
-        agreements = load_agreements(settings.billing_agreements) if settings.billing_agreements else {}
-    except (OSError, AgreementError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    agreements = pricing_agreements(settings)     # it prices as the scheduler and billing do
+    if agreements is None:
         return 2
 
     async def main() -> None:

@@ -42,6 +42,26 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
+def core_api(server: str, token: str = "", verify_tls: bool = True, ca_file: str = "",
+             retries: int | None = None) -> Any:
+    """The official client's CoreV1Api for a cluster, with a bearer token. The client is
+    imported here, when a cluster is first used (it costs about a second of start-up); the
+    same holds for the imports below."""
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = server.rstrip("/")
+    cfg.verify_ssl = verify_tls
+    if ca_file:
+        cfg.ssl_ca_cert = ca_file
+    if token:
+        cfg.api_key = {"authorization": token}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+    if retries is not None:
+        cfg.retries = retries
+    return client.CoreV1Api(client.ApiClient(cfg))
+
+
 @dataclass
 class KubernetesAdapter:
     partner: str
@@ -58,20 +78,8 @@ class KubernetesAdapter:
 
     def _core(self) -> Any:
         if self._api is None:
-            # The Kubernetes client is imported when a Kubernetes partner is first used (it
-            # costs about a second of start-up); the same holds for the imports below.
-            from kubernetes import client
-
-            cfg = client.Configuration()
-            cfg.host = self.server.rstrip("/")
-            cfg.verify_ssl = self.verify_tls
-            if self.ca_file:
-                cfg.ssl_ca_cert = self.ca_file
-            if self.token:
-                cfg.api_key = {"authorization": self.token}
-                cfg.api_key_prefix = {"authorization": "Bearer"}
-            cfg.retries = 0  # retries are the discovery loop's job, with backoff and metrics
-            self._api = client.CoreV1Api(client.ApiClient(cfg))
+            # retries are the discovery loop's job, with backoff and metrics
+            self._api = core_api(self.server, self.token, self.verify_tls, self.ca_file, retries=0)
         return self._api
 
     # -- normalization ---------------------------------------------------------
