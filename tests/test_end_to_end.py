@@ -61,7 +61,8 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
                 rows = p.store.query(f"SELECT uniqExact(allocation_id) AS n FROM {db}.v_placements "
                                      f"WHERE startsWith(request_id, 'e2e-')")
                 lines = await consume_events(st, "billing-lines", 100_000, timeout=3)
-                if int(rows[0]["n"]) >= n_placed and _do_total(lines) == _do_expected(allocs):
+                if (int(rows[0]["n"]) >= n_placed and _do_total(lines) == _do_expected(allocs)
+                        and _usage(lines, "gcp") == _stamped(allocs, "gcp")):
                     break
                 await asyncio.sleep(1)
             store = p.store
@@ -116,9 +117,7 @@ def test_pipeline_invariants_on_a_trace_slice(settings, consume_events):
     assert set(view) - {"own"}, "some partner work finished: the comparison is not empty"
     for provider, cost in view.items():
         assert cost.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP) == _stamped(done, provider), provider
-    gcp_usage = sum((l.amount for l in latest.values() if l.partner_id == "gcp" and l.charge_category == "usage"),
-                    Decimal(0))
-    assert gcp_usage == _stamped(allocs, "gcp")
+    assert _usage(lines, "gcp") == _stamped(allocs, "gcp")
     gcp_total = sum((l.amount for l in latest.values() if l.partner_id == "gcp"), Decimal(0))
     assert gcp_total >= Decimal("0.20")                     # the commitment is always billed
 
@@ -159,6 +158,12 @@ def _do_expected(allocs, stamped: str = "") -> Decimal:
                                                 + rates["memory_gib_hour"] * Decimal(c.memory_bytes) / GIB
                                                 + rates["gpu_hour"] * c.gpu)
     return exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def _usage(lines, partner: str) -> Decimal:
+    """A partner's usage charges in the latest revision of each billing line."""
+    return sum((l.amount for l in latest_revisions(lines).values()
+                if l.partner_id == partner and l.charge_category == "usage"), Decimal(0))
 
 
 def _do_total(lines) -> Decimal:

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Scored residuals per horizon before the tracked quantiles are trusted fully.
 WARM_RESIDUALS = 30
 
+#: A model forecast beyond this many times the series' first value is treated as diverged.
+DIVERGED = 1e12
+
 
 class ForecastInputError(ValueError):
     """A value the engine refuses: NaN, negative, or an interval not after the last one."""
@@ -253,8 +256,12 @@ class SeriesForecaster:
             except (ArithmeticError, ValueError, IndexError):
                 self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
                 preds[i] = self.last_z
-        if not math.isfinite(preds.sum()):   # a diverged model answers 'last value' (and its error shows it)
-            preds[~np.isfinite(preds)] = self.last_z
+        # A diverged model answers 'last value' (and its error shows it). 'Diverged' includes
+        # huge finite values: the issued forecasts are filed as float32 for scoring, where
+        # anything past 3.4e38 turns into inf, then its error into inf and the blend into NaN.
+        diverged = ~np.isfinite(preds) | (np.abs(preds) > DIVERGED)
+        if diverged.any():
+            preds[diverged] = self.last_z
         uplift = np.array([self._uplift_of(self.events.active(s, c.interval_s)) for s in starts]) \
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))

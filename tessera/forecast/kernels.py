@@ -34,7 +34,10 @@ def score_interval(t, z, due_target, due_models, due_point, due_offsets, model_e
         # no information and must not linger for a half-life.
         brate = max(blend_rate, 1.0 / (scored[h] + 1.0))
         for m in range(M):
-            model_error[h, m] += brate * (abs(z - due_models[row, h, m]) - model_error[h, m])
+            # Capped: one overflowing forecast must not make this model's error inf, and
+            # the blend weights (error / best error) NaN for good.
+            err = min(abs(z - due_models[row, h, m]), 1e12)
+            model_error[h, m] += brate * (err - model_error[h, m])
         r = z - due_point[row, h]
         rate = max(scale_rate, 1.0 / (scored[h] + 1.0))
         resid_scale[h] += rate * (abs(r) - resid_scale[h])
