@@ -24,24 +24,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tessera.billing.state import BillingState
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
-from tessera.schemas import AgreementUpdated, BillingLine, DeadLetter, Event, UsageLimitAlert, encode
+from tessera.schemas import AgreementUpdated, BillingLine, Checkpoint, DeadLetter, Event, UsageLimitAlert, encode
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
+from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import groupless_consumer, read_to_end
+from tessera.streams.reader import groupless_consumer, read_span
 from tessera.streams.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
+#: The billing agent's name on the checkpoints topic.
+OWNER = "billing"
 #: Where usage comes from: the allocation lifecycle, migrations moving it, measured samples.
 USAGE_TOPICS = ("allocations", "migrations", "usage")
 #: A batch: up to this many records, or what arrives within this long of its first one.
@@ -56,21 +60,25 @@ class BillingWorker:
 
     def __post_init__(self) -> None:
         self.webhook: WebhookNotifier | None = None
-        self.state = BillingState(self.agreements, self.settings.billing_grace_s,
-                                  on_unrated=lambda partner: metrics.BILLING_UNRATED.labels(partner).inc())
+        self.state = BillingState(self.agreements, self.settings.billing_grace_s, on_unrated=self._unrated)
+        self.owner = OWNER
+        self.checkpoint_id = 0
+        self.next_checkpoint = 0.0
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
-                      for n in (*USAGE_TOPICS, "billing-lines", "alerts", "agreements", "dead-letters")}
+                      for n in (*USAGE_TOPICS, "billing-lines", "alerts", "agreements", "dead-letters",
+                                "checkpoints")}
         self.names = {v: k for k, v in self.topic.items()}
 
-    async def _read(self, name: str) -> list[tuple[Event, int, int]]:
-        recs = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions, committed_only=True)
+    async def _read(self, name: str, start: dict[int, int] | None) -> tuple[list[tuple[Event, int, int]], dict]:
+        recs, ends = await read_span(self.settings, self.topic[name], topic_spec(name).partitions, start=start,
+                                     committed_only=True)
         out = []
         for r in recs:
             d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                                spec=topic_spec(name), consumer=AGENT)
             if d.event is not None:
                 out.append((d.event, r.partition, r.offset))
-        return out
+        return out, ends
 
     def _apply_agreement(self, e: AgreementUpdated, partition: int, offset: int) -> tuple[set, DeadLetter | None]:
         try:
@@ -83,34 +91,67 @@ class BillingWorker:
         return self.state.update_agreement(a), None
 
     async def recover(self) -> dict[tuple[str, int], int]:
+        """State from the newest checkpoint (if any), then the topics from its positions (or
+        from their beginning) to their end; returns the next offset per (topic name, partition)."""
         self._agreement_pos = -1
         self._dead: list[DeadLetter] = []
+        restored = await load_checkpoint(self.settings, self.owner, AGENT)
+        start: dict[str, dict[int, int]] = {}
+        touched: set[tuple[str, str]] = set()
+        if restored is not None:
+            self.state, self.checkpoint_id = restored.state, restored.checkpoint_id
+            self.state.on_unrated = self._unrated
+            for partner, a in self.agreements.items():      # the configured terms win over saved ones
+                if self.state.agreements.get(partner) != a:
+                    touched |= self.state.update_agreement(a)
+            for (topic, part), off in restored.positions.items():
+                start.setdefault(self.names.get(topic, topic), {})[part] = off
         # The topics are read concurrently: each read is a consumer start-up and a fetch.
-        reads = dict(zip(("agreements", "alerts", "billing-lines", *USAGE_TOPICS), await asyncio.gather(
-            *(self._read(n) for n in ("agreements", "alerts", "billing-lines", *USAGE_TOPICS)))))
+        names = ("agreements", "alerts", "billing-lines", *USAGE_TOPICS)
+        reads = dict(zip(names, await asyncio.gather(*(self._read(n, start.get(n)) for n in names))))
         # Lines published before: revisions continue above them (a consumer keeps the highest).
-        for e, _, _ in reads["billing-lines"]:
+        for e, _, _ in reads["billing-lines"][0]:
             if isinstance(e, BillingLine):
                 self.state.remember_line(e)
-        for e, part, off in reads["agreements"]:
+        self._agreement_pos = start.get("agreements", {}).get(0, 0) - 1
+        for e, part, off in reads["agreements"][0]:
             if isinstance(e, AgreementUpdated):
                 _, dl = self._apply_agreement(e, part, off)
                 if dl is not None:
                     self._dead.append(dl)
             self._agreement_pos = max(self._agreement_pos, off)
-        for e, _, _ in reads["alerts"]:
+        for e, _, _ in reads["alerts"][0]:
             if isinstance(e, UsageLimitAlert):
                 self.state.remember_alert(e)
         positions: dict[tuple[str, int], int] = {}
         events = []
         for name in USAGE_TOPICS:
-            for e, part, off in reads[name]:
-                events.append(e)
-                positions[(name, part)] = max(positions.get((name, part), -1), off)
-        self._pending = self.state.replay(events)
-        touched = self._pending
-        log.info("billing recovered: %d usage events, %d partner-periods", len(events), len(touched))
+            events.extend(e for e, _, _ in reads[name][0])
+            for part, end in reads[name][1].items():
+                positions[(name, part)] = end - 1
+        self._pending = touched | self.state.replay(events)
+        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        self._unsaved = bool(events) or restored is None    # a first checkpoint even of nothing
+        log.info("billing recovered%s: %d usage events read, %d partner-periods",
+                 f" from checkpoint {restored.checkpoint_id} ({restored.size_bytes} bytes)" if restored else "",
+                 len(events), len(self._pending))
         return positions
+
+    def _unrated(self, partner: str) -> None:
+        metrics.BILLING_UNRATED.labels(partner).inc()
+
+    async def _checkpoint(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> list[Event]:
+        """The state now, the positions it includes (its inputs: next offset read; its own
+        outputs: their end, since everything published so far is in the state)."""
+        self.checkpoint_id += 1
+        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        positions = {(tp.topic, tp.partition): await consumer.position(tp) for tp in tps}
+        outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
+                   for p in range(topic_spec(n).partitions)]
+        positions.update({(tp.topic, tp.partition): off
+                          for tp, off in (await consumer.end_offsets(outputs)).items()})
+        metrics.CHECKPOINTS.labels(AGENT).inc()
+        return checkpoint_events(self.owner, self.checkpoint_id, self.state, positions)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not self.settings.alert_webhook_url:
@@ -121,8 +162,12 @@ class BillingWorker:
 
     async def _run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        producer = producer_for(s)
+        # Transactional: a checkpoint's chunks land all or none (a partial one must never
+        # replace, under compaction, the complete one before it), and a second billing agent
+        # fences this one instead of billing beside it.
+        producer = producer_for(s, transactional_id=f"{s.app_id}-{AGENT}")
         await producer.start()
+        metrics.PROBE.wait("rebuilding the ledger from the checkpoint and topics")
         positions = await self.recover()
         collector.settle_after_recovery()
         consumer = groupless_consumer(s)
@@ -142,7 +187,9 @@ class BillingWorker:
             await consumer.seek_to_beginning(*fresh)      # one request for all, not one per partition
         try:
             await self._publish(producer, self.state.outputs(self._pending))
+            metrics.PROBE.ready()
             while not stop.is_set():
+                metrics.PROBE.beat()
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
                 # running allocation month to date, so one per fetch (dozens a second at low
                 # rates) cost a third of a core whatever the load.
@@ -164,8 +211,13 @@ class BillingWorker:
                         touched |= self.state.apply(d.event)
                     elif d.dead_letter is not None and name == "agreements":
                         dead.append(d.dead_letter)
-                if touched or dead:
-                    await self._publish(producer, [*self.state.outputs(touched), *dead])
+                out: list[Event] = [*self.state.outputs(touched), *dead] if touched or dead else []
+                self._unsaved |= bool(records)
+                if self._unsaved and time.monotonic() >= self.next_checkpoint:
+                    self._unsaved = False
+                    out += await self._checkpoint(consumer, [*tps, agreements_tp])
+                if out:
+                    await self._publish(producer, out)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -173,14 +225,15 @@ class BillingWorker:
     async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
         records = []
         for e in events:
-            name = ("alerts" if isinstance(e, UsageLimitAlert)
-                    else "dead-letters" if isinstance(e, DeadLetter) else "billing-lines")
+            name = ("alerts" if isinstance(e, UsageLimitAlert) else "dead-letters" if isinstance(e, DeadLetter)
+                    else "checkpoints" if isinstance(e, Checkpoint) else "billing-lines")
             key = e.source_topic.encode() if isinstance(e, DeadLetter) else None
             records.append(event_record(self.topic[name], e, key))
             metrics.child(metrics.BILLING_EVENTS, name).inc()
-        futures = await send_batched(producer, records)
-        for f in futures:
-            await f
+        async with producer.transaction():
+            futures = await send_batched(producer, records)
+            for f in futures:
+                await f
         if self.webhook is not None:      # once the alerts are on their topic
             for e in events:
                 if isinstance(e, UsageLimitAlert):

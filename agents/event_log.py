@@ -149,8 +149,9 @@ class EventLogSink:
 @worker_agent("event-log", "every topic into ClickHouse (a batch consumer), and the dead-letter log")
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore) -> None:
     db = store.database
-    # Internal re-keyed copies (resource-allocations, demand) would only duplicate their sources.
-    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand")]
+    # Internal re-keyed copies (resource-allocations, demand) would only duplicate their
+    # sources; checkpoints are saved worker state, not events anyone queries.
+    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand", "checkpoints")]
     dlq = topics["dead-letters"]
     sink = EventLogSink(settings, store, inputs, dlq)
 

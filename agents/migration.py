@@ -58,9 +58,10 @@ from tessera.schemas import (
 )
 from tessera.schemas.topics import topic_spec
 from tessera.streams import metrics
+from tessera.streams.checkpoint import load_checkpoint
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import groupless_consumer, read_to_end
+from tessera.streams.reader import groupless_consumer, read_span
 
 log = logging.getLogger(__name__)
 AGENT = "migration"
@@ -76,6 +77,8 @@ class MigrationWorker:
     settings: Settings
     executor: Executor
     budget: DisruptionBudget = field(default_factory=DisruptionBudget)
+    #: The placement domain whose scheduler's checkpoint it starts from.
+    domain: str = "global"
     #: Plan consolidation and rebalance this often (s); 0 = only evacuations.
     consolidate_every_s: float = 300.0
     #: Seconds to wait after each committed step (a drill knob: lets fault tests kill the
@@ -95,6 +98,7 @@ class MigrationWorker:
         self.transactional_id = f"{s.app_id}-migration"
         self.plans: list[tuple[bool, Plan]] = []      # (a consolidation pass?, the plan), for reports
         self.urgent = asyncio.Event()
+        self.positions: dict[tuple[str, int], int] = {}
 
     # -- state -------------------------------------------------------------------
     def _prices(self, provider: str | None) -> dict[str, Decimal]:
@@ -124,17 +128,34 @@ class MigrationWorker:
                 self.reprice_at = self.reprice_at or time.monotonic() + REPRICE_SETTLE_S
 
     async def recover(self) -> None:
+        """Capacity and allocations from the scheduler's newest checkpoint when there is one
+        (the inputs on from its positions: retention may have deleted the older records),
+        else from the beginning; migrations always from the beginning (they are short-lived,
+        and the log must see every unfinished one)."""
+        restored = await load_checkpoint(self.settings, f"scheduler/{self.domain}", AGENT)
+        start: dict[str, dict[int, int]] = {}
+        if restored is not None:
+            self.core = restored.state["core"]
+            self.core.queue = type(self.core.queue)(self.core.batch_max, self.core.aging_s)   # not ours to place
+            for agreement in self.agreements.values():
+                self.core.prices.set_agreement(agreement)
+            for (topic, part), off in restored.positions.items():
+                if not topic.endswith(".migrations.v1"):
+                    start.setdefault(topic, {})[part] = off
         self.core.reprice(int(time.time() * 1_000_000))
-        reads = await asyncio.gather(*(read_to_end(self.settings, self.topic[n], topic_spec(n).partitions,
-                                                   committed_only=n in COMMITTED)
+        reads = await asyncio.gather(*(read_span(self.settings, self.topic[n], topic_spec(n).partitions,
+                                                 start=start.get(self.topic[n]), committed_only=n in COMMITTED)
                                        for n in STATE_TOPICS))
-        for name, records in zip(STATE_TOPICS, reads):
+        self.positions = {(self.topic[n], p): off for n, (_, ends) in zip(STATE_TOPICS, reads)
+                          for p, off in ends.items()}
+        for name, (records, _) in zip(STATE_TOPICS, reads):
             for r in records:
                 d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                                    spec=topic_spec(name), consumer=AGENT)
                 if d.event is not None:
                     self._apply(d.event)
-        log.info("migration agent recovered: %d resources, %d allocations, %d unfinished migrations",
+        log.info("migration agent recovered%s: %d resources, %d allocations, %d unfinished migrations",
+                 f" from the scheduler's checkpoint {restored.checkpoint_id}" if restored else "",
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
     def forecast(self) -> tuple[tuple[datetime, float, float | None], ...]:
@@ -195,6 +216,7 @@ class MigrationWorker:
     async def run(self, stop: asyncio.Event) -> None:
         producer = producer_for(self.settings, transactional_id=self.transactional_id, linger_ms=0)
         await producer.start()   # fences an older agent
+        metrics.PROBE.wait("rebuilding state from the scheduler's checkpoint and topics")
         await self.recover()
         tail = groupless_consumer(self.settings)
         await tail.start()
@@ -202,14 +224,19 @@ class MigrationWorker:
         tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts") if n != "migrations"
                for p in range(topic_spec(n).partitions)]
         tail.assign(tps)
-        await tail.seek_to_end(*tps)
+        for tp in tps:      # on from where recovery stopped: nothing in between is missed
+            if (tp.topic, tp.partition) in self.positions:
+                tail.seek(tp, self.positions[(tp.topic, tp.partition)])
+        await tail.seek_to_end(*(tp for tp in tps if (tp.topic, tp.partition) not in self.positions))
         try:
             for m in self.log.unfinished():
                 log.info("resuming migration %s at %s", m.migration_id, m.next_step or "done")
                 await self._run(producer, m)
             next_consolidation = time.monotonic() + self.consolidate_every_s
             self.urgent.set()   # look for stranded work once at start
+            metrics.PROBE.ready()
             while not stop.is_set():
+                metrics.PROBE.beat()
                 for recs in (await tail.getmany(timeout_ms=200, max_records=10_000)).values():
                     for r in recs:
                         name = r.topic.split(".")[-2]

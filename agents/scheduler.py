@@ -33,6 +33,7 @@ import asyncio
 import heapq
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
-from tessera.scheduler.core import Scheduler
+from tessera.scheduler.core import REMEMBERED_IDS, Scheduler
 from tessera.scheduler.tuning import QuantileTuner
 from tessera.schemas import (
+    TIERS,
     AgreementUpdated,
     AllocationPlaced,
+    AllocationRejected,
     AllocationReleased,
     BillingLine,
+    Checkpoint,
     Event,
     Forecast,
     HealthChanged,
@@ -65,13 +69,17 @@ from tessera.schemas import (
 )
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
-from tessera.streams.edge import decode_message
+from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
+from tessera.streams.edge import dead_letter, decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import groupless_consumer, read_to_end
+from tessera.streams.reader import groupless_consumer, read_span
 from tessera.streams.security import aiokafka_security_kwargs
 
 log = logging.getLogger(__name__)
 AGENT = "scheduler"
+#: Topics the scheduler's state comes from: read at start (from the checkpoint's positions),
+#: then tailed. (Forecasts are tailed from the moment it starts: only the newest matter.)
+STATE_TOPICS = ("agreements", "billing-lines", "resources", "health", "alerts", "allocations", "migrations")
 
 
 def _allocation_id(value: bytes) -> str | None:
@@ -105,47 +113,81 @@ class SchedulerWorker:
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
                                 "provisioning", "dead-letters", "agreements", "billing-lines", "tuning",
-                                "migrations")}
+                                "migrations", "checkpoints")}
         self.pending_offsets: dict[str, tuple[TopicPartition, int]] = {}  # request id -> its input offset
         # (wall time to release, allocation id), a min-heap: a batch looks at the due ones
         # only (a scan of every live allocation per batch cost ~4 % of the CPU at 3,000/s).
         # An allocation released otherwise meanwhile is skipped then: release is idempotent.
         self.release_at: list[tuple[float, str]] = []
         self.batches = 0
+        self.owner = f"scheduler/{self.domain}"
+        self.checkpoint_id = 0
+        self.next_checkpoint = 0.0
+        #: Next offset to read per (topic, partition) of the state topics: what a checkpoint includes.
+        self.positions: dict[tuple[str, int], int] = {}
+        self.arrived: dict[str, float] = {}     # request id -> when it reached this scheduler
+        self.queue_counted_at = 0.0
 
     # -- recovery ---------------------------------------------------------------
-    async def _read_all(self, name: str, committed_only: bool = False) -> list[Event]:
-        records = await read_to_end(self.settings, self.topic[name], topic_spec(name).partitions,
-                                    committed_only=committed_only)
+    async def _read_span(self, name: str, start: dict[int, int] | None,
+                         committed_only: bool = False) -> tuple[list[Event], dict[int, int]]:
+        records, ends = await read_span(self.settings, self.topic[name], topic_spec(name).partitions,
+                                        start=start, committed_only=committed_only)
         decoded = (decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                                   spec=topic_spec(name), consumer=AGENT) for r in records)
-        return [d.event for d in decoded if d.event is not None]
+        return [d.event for d in decoded if d.event is not None], ends
 
     async def recover(self) -> None:
+        """State from the newest checkpoint (if any), then every state topic from the
+        checkpoint's positions (or from the beginning) to its end; the tail goes on from there."""
+        restored = await load_checkpoint(self.settings, self.owner, AGENT)
+        start: dict[str, dict[int, int]] = {}
+        if restored is not None:
+            saved = restored.state
+            self.core, self.release_at, self.checkpoint_id = saved["core"], saved["release_at"], restored.checkpoint_id
+            for agreement in self.agreements.values():      # the configured terms win over saved ones
+                self.core.prices.set_agreement(agreement)
+            for (topic, part), off in restored.positions.items():
+                start.setdefault(topic, {})[part] = off
         # Prices first (terms, then each partner's month to date), so resources are priced once.
         self.core.reprice(int(time.time() * 1_000_000))
         # The topics are read side by side (each read opens its own consumer); applied in order.
-        reads = await asyncio.gather(
-            self._read_all("agreements"), self._read_all("billing-lines", committed_only=True),
-            self._read_all("resources"), self._read_all("health"), self._read_all("alerts", committed_only=True),
-            self._read_all("allocations", committed_only=True), self._read_all("migrations", committed_only=True),
-            *([self._read_all("tuning", committed_only=True)] if self.core.tuner is not None else []))
-        if self.core.tuner is not None:       # only a tuning scheduler reads its past decisions
-            *reads, tuning = reads
-            self.core.tuner.replay(sorted(tuning, key=lambda e: e.event_time))
-        *state, own, migrations = reads
-        for e in (e for events in state for e in events):
-            self._apply(e)
-        self.core.replay(own)
-        for e in migrations:      # after the allocations they move
+        committed = {"billing-lines", "alerts", "allocations", "migrations", "tuning"}
+        tuning = self.core.tuner is not None and restored is None   # a restored tuner holds its past
+        names = [*STATE_TOPICS, *(["tuning"] if tuning else [])]
+        reads = await asyncio.gather(*(self._read_span(n, start.get(self.topic[n]), n in committed) for n in names))
+        got = dict(zip(names, reads))
+        self.positions = {(self.topic[n], p): off for n in STATE_TOPICS for p, off in got[n][1].items()}
+        if tuning:
+            self.core.tuner.replay(sorted(got["tuning"][0], key=lambda e: e.event_time))
+        for name in ("agreements", "billing-lines", "resources", "health", "alerts"):
+            for e in got[name][0]:
+                self._apply(e)
+        own = got["allocations"][0]
+        self.core.replay(own)             # idempotent: what the checkpoint holds is skipped
+        for e in got["migrations"][0]:    # after the allocations they move
             self._apply(e)
         # Release timers of live allocations come back from their placed events.
         for e in own:
             if isinstance(e, AllocationPlaced) and e.expires_at is not None and e.allocation_id in self.core.allocations:
                 self.release_at.append((e.expires_at.timestamp(), e.allocation_id))
         heapq.heapify(self.release_at)
-        log.info("scheduler %s recovered: %d resources, %d live allocations, %d decided requests",
-                 self.domain, len(self.core.resources), len(self.core.allocations), len(self.core.decided))
+        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        log.info("scheduler %s recovered%s: %d resources, %d live allocations, %d decided requests, "
+                 "%d events read since", self.domain,
+                 f" from checkpoint {restored.checkpoint_id} ({restored.size_bytes} bytes)" if restored else "",
+                 len(self.core.resources), len(self.core.allocations), len(self.core.decided),
+                 sum(len(events) for events, _ in reads))
+
+    def checkpoint(self) -> list[Checkpoint]:
+        """The worker's state now and the positions it includes, as checkpoint events."""
+        self.core.decided.trim(REMEMBERED_IDS)
+        self.core.request_events.trim(REMEMBERED_IDS)
+        self.checkpoint_id += 1
+        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        metrics.CHECKPOINTS.labels(AGENT).inc()
+        return checkpoint_events(self.owner, self.checkpoint_id, {"core": self.core, "release_at": self.release_at},
+                                 self.positions)
 
     # -- the loop ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -153,6 +195,7 @@ class SchedulerWorker:
         sec = aiokafka_security_kwargs(s)
         producer = producer_for(s, transactional_id=self.group, linger_ms=2)
         await producer.start()  # fences any older scheduler of this domain
+        metrics.PROBE.wait("rebuilding state from the checkpoint and topics")
         await self.recover()
         collector.settle_after_recovery()
         requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,
@@ -161,14 +204,18 @@ class SchedulerWorker:
         tail = groupless_consumer(s)
         await requests.start()
         await tail.start()
-        tail_tps = [TopicPartition(self.topic[n], p)
-                    for n in ("resources", "health", "allocations", "forecasts", "alerts", "agreements",
-                              "billing-lines", "migrations")
+        tail_tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts")
                     for p in range(topic_spec(n).partitions)]
         tail.assign(tail_tps)
-        await tail.seek_to_end(*tail_tps)
+        # On from where recovery stopped (nothing in between is missed); forecasts from now.
+        for tp in tail_tps:
+            if (tp.topic, tp.partition) in self.positions:
+                tail.seek(tp, self.positions[(tp.topic, tp.partition)])
+        await tail.seek_to_end(*(tp for tp in tail_tps if (tp.topic, tp.partition) not in self.positions))
+        metrics.PROBE.ready()
         try:
             while not stop.is_set():
+                metrics.PROBE.beat()
                 await self._tail(tail)
                 batch = await requests.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_max)
                 await self._step(producer, requests, [r for recs in batch.values() for r in recs])
@@ -187,6 +234,7 @@ class SchedulerWorker:
         allocations = self.topic["allocations"]
         for recs in (await tail.getmany(timeout_ms=0, max_records=10_000)).values():
             for rec in recs:
+                self.positions[(rec.topic, rec.partition)] = rec.offset + 1
                 # Of the allocations topic only releases of live allocations matter; nearly all
                 # of it is this scheduler's own output (placements, and releases it already
                 # applied), not worth validating again.
@@ -219,6 +267,14 @@ class SchedulerWorker:
                 out += [("allocations", e) for e in self.core.release_requested(d.event.request_id, d.event.reason)]
                 continue
             req: WorkloadRequest = d.event  # type: ignore[assignment]
+            conflict = self.core.identity_conflict(req)
+            if conflict:
+                metrics.DEAD_LETTERS.labels(AGENT, rec.topic).inc()
+                out.append(("dead-letters", dead_letter(conflict, topic=rec.topic, partition=rec.partition,
+                                                        offset=rec.offset, key=rec.key, value=rec.value,
+                                                        consumer=AGENT, field="event_id")))
+                continue
+            self.arrived.setdefault(req.request_id, now)
             tp = TopicPartition(rec.topic, rec.partition)
             decided = self.core.submit(req, now, now_dt)
             if req.request_id in self.core.queue:
@@ -235,16 +291,42 @@ class SchedulerWorker:
         out += [("provisioning", h) for h in self.core.provisioning_hints(now_dt)]
         if len(self.core.queue):
             self.batches += 1
-            for e in self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}"):
+            metrics.SCHEDULER_BATCH_SIZE.observe(min(len(self.core.queue), self.core.batch_max))
+            t0 = time.perf_counter()
+            decided = self.core.run_batch(now, now_dt, batch_id=f"{self.domain}-{self.batches}")
+            metrics.SCHEDULER_BATCH_SECONDS.observe(time.perf_counter() - t0)
+            for e in decided:
                 if isinstance(e, AllocationPlaced) and e.expires_at is not None:
                     heapq.heappush(self.release_at, (e.expires_at.timestamp(), e.allocation_id))
                 out.append(("allocations", e))
         for name, e in out:
             if name == "allocations" and e.request_id not in self.core.queue:
                 self.pending_offsets.pop(e.request_id, None)
+        self._observe(out, now)
+        if time.monotonic() >= self.next_checkpoint:
+            # In the transaction with this batch's decisions: the saved state includes them.
+            out += [("checkpoints", e) for e in self.checkpoint()]
         if not out and not records:
             return
         await self._commit(producer, records, out)
+
+    def _observe(self, out: list[tuple[str, Event]], now: float) -> None:
+        """Decision metrics: latency from arrival, outcome and reason code; the queue by tier
+        (counted at most once a second: it is a scan of the queue)."""
+        for name, e in out:
+            if isinstance(e, (AllocationPlaced, AllocationRejected)):
+                arrived = self.arrived.pop(e.request_id, now)
+                code = "placed" if isinstance(e, AllocationPlaced) else e.code.value
+                metrics.child(metrics.SCHEDULER_DECISIONS, "placed" if code == "placed" else "rejected", code).inc()
+                metrics.child(metrics.SCHEDULER_DECISION_SECONDS, e.sla_tier.value).observe(now - arrived)
+        if now - self.queue_counted_at >= 1.0:
+            self.queue_counted_at = now
+            depth = Counter(q.request.sla_tier.value for q in self.core.queue)
+            for tier in TIERS:
+                metrics.child(metrics.SCHEDULER_QUEUE_DEPTH, tier).set(depth.get(tier, 0))
+            metrics.SCHEDULER_LIVE_ALLOCATIONS.set(len(self.core.allocations))
+            if len(self.arrived) > 2 * (len(self.core.queue) + 1000):   # withdrawn / expired requests
+                self.arrived = {rid: t for rid, t in self.arrived.items() if rid in self.core.queue}
 
     async def _commit(self, producer: AIOKafkaProducer, records: list[Any], out: list[tuple[str, Event]]) -> None:
         """Publish the batch's decisions and advance input offsets, atomically."""

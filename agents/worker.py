@@ -61,6 +61,10 @@ def _chosen(agents: Iterable[str]) -> list[WorkerAgent]:
     return chosen
 
 
+#: How often the worker's loop beats its liveness probe (s).
+PROBE_EVERY_S = 5.0
+
+
 def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",), app_id: str | None = None
                      ) -> tuple[faust.App, Topics]:
     """A Faust app carrying the chosen agents, with the analytics store migrated."""
@@ -71,6 +75,12 @@ def build_worker_app(settings: Settings, agents: Iterable[str] = ("event-log",),
     apply_migrations(store)
     for agent in chosen:
         agent.register(app, topics, settings, store)
+
+    @app.timer(interval=PROBE_EVERY_S)
+    async def probe() -> None:
+        # Runs once the app is up, then on its event loop: a stuck loop stops the beats.
+        metrics.PROBE.ready()
+
     app.tessera_settings = settings  # type: ignore[attr-defined]
     app.tessera_store = store  # type: ignore[attr-defined]
     return app, topics
@@ -101,6 +111,6 @@ def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info"
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
     prepare(agents)
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_bind)
     app, _topics = build_worker_app(settings, agents)
     return serve_until_stopped(app, loop, loglevel)

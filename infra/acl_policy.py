@@ -14,8 +14,8 @@ from tessera.schemas.topics import TOPICS, topic_spec
 WRITES = {
     "producer": ("requests", "external-events", "usage"),
     "discovery": ("resources", "health", "usage"),
-    "scheduler": ("allocations", "dead-letters", "provisioning", "tuning"),
-    "billing": ("billing-lines", "alerts", "dead-letters"),
+    "scheduler": ("allocations", "dead-letters", "provisioning", "tuning", "checkpoints"),
+    "billing": ("billing-lines", "alerts", "dead-letters", "checkpoints"),
     "migration": ("migrations", "dead-letters"),
     "worker": ("dead-letters", "health", "resource-allocations", "demand", "forecasts"),
 }
@@ -23,9 +23,10 @@ READS = {
     "producer": ("allocations",),
     "discovery": (),
     "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
-                  "billing-lines", "migrations"),
-    "billing": ("allocations", "migrations", "usage", "agreements", "alerts", "billing-lines"),
-    "migration": ("resources", "health", "allocations", "migrations", "forecasts", "agreements", "billing-lines"),
+                  "billing-lines", "migrations", "checkpoints"),
+    "billing": ("allocations", "migrations", "usage", "agreements", "alerts", "billing-lines", "checkpoints"),
+    "migration": ("resources", "health", "allocations", "migrations", "forecasts", "agreements", "billing-lines",
+                  "checkpoints"),
     "worker": tuple(t.name for t in TOPICS),
 }
 ROLES = ("admin", *WRITES)
@@ -46,6 +47,8 @@ def acl_lines(prefix: str, app_id: str) -> list[str]:
               f"User:scheduler TRANSACTIONAL_ID {app_id}-scheduler- PREFIXED WRITE"]
     # The migration agent: its transactional id (one step per transaction).
     lines += [f"User:migration TRANSACTIONAL_ID {app_id}-migration PREFIXED WRITE"]
+    # The billing agent: its transactional id (lines and checkpoints land together).
+    lines += [f"User:billing TRANSACTIONAL_ID {app_id}-billing LITERAL WRITE"]
     # Faust workers: their groups, and the changelog topics Faust creates for its tables.
     lines += [f"User:worker GROUP {app_id} PREFIXED READ",
               f"User:worker TOPIC {app_id}- PREFIXED ALL"]

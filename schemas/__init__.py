@@ -17,4 +17,4 @@ __all__ = [
     "EVENT_TYPES", "SchemaError", "decode", "decode_obj", "encode",
     "ALL_EVENTS", "BY_NAME", "TOPICS", "TopicSpec", "topic_spec",
 ] + [e.__name__ for e in ALL_EVENTS] + ["Capacity", "ResourceSpec", "Placement", "HorizonForecast",
-                                         "SlaTier", "PricingModel", "HealthStatus", "SuggestedResource"]
+                                         "SlaTier", "PricingModel", "HealthStatus", "SuggestedResource", "InputPosition"]

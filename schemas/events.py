@@ -562,6 +562,51 @@ class DeadLetter(Event):
     consumer: str = Field("", max_length=128, description="agent that rejected it")
 
 
+# ---------------------------------------------------------------------------
+# Checkpoints (internal)
+# ---------------------------------------------------------------------------
+#: Bytes of base64 state in one checkpoint chunk: well inside the edge's message limit.
+CHECKPOINT_CHUNK_B64 = 192 * 1024
+
+
+class InputPosition(_Part):
+    """Where a saved state stands in one input partition: the next offset to read."""
+
+    topic: NonEmptyStr
+    partition: Integer = Field(ge=0, le=1_000_000)
+    offset: Integer = Field(ge=0, le=INT64_MAX)
+
+
+class Checkpoint(Event):
+    """One chunk of a worker's saved state, and where in its input topics that state stands.
+
+    A worker writes a checkpoint as ``chunks`` events sharing ``checkpoint_id``, all in one
+    Kafka transaction with the decisions they include; the topic is compacted on
+    ``owner#chunk`` so the newest checkpoint of each owner outlives any retention. To
+    restore, a worker loads the newest complete checkpoint and reads its inputs on from
+    ``positions`` (the next offset per topic and partition), never from their beginning."""
+
+    event_type: Literal["checkpoint"] = "checkpoint"
+    KEY: ClassVar[str] = "owner"
+    owner: Identifier = Field(description="the worker and its domain, e.g. scheduler/global")
+    checkpoint_id: Integer = Field(ge=0, le=INT64_MAX, description="grows with every checkpoint of the owner")
+    chunk: Integer = Field(ge=0, le=100_000)
+    chunks: Integer = Field(ge=1, le=100_001)
+    state_version: Integer = Field(1, ge=1, le=1_000_000, description="the layout of the saved state")
+    positions: list[InputPosition] = Field(default_factory=list, max_length=4096,
+                                           description="next offset to read per input topic and partition")
+    payload_b64: str = Field(max_length=CHECKPOINT_CHUNK_B64, description="this chunk of the zlib-compressed state")
+
+    @model_validator(mode="after")
+    def _chunk_in_range(self) -> "Checkpoint":
+        if self.chunk >= self.chunks:
+            raise ValueError(f"chunk {self.chunk} is not below chunks {self.chunks}")
+        return self
+
+    def key(self) -> bytes:
+        return f"{self.owner}#{self.chunk}".encode()
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
     TuningDecision,
     ResourceDiscovered,
@@ -590,4 +635,5 @@ ALL_EVENTS: tuple[type[Event], ...] = (
     AgreementUpdated,
     UsageLimitAlert,
     DeadLetter,
+    Checkpoint,
 )

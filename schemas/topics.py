@@ -32,6 +32,8 @@ class TopicSpec:
     events: tuple[type[Event], ...]
     description: str
     compacted: bool = False
+    #: Further topic settings at creation, e.g. how soon a compacted topic rolls its segments.
+    configs: tuple[tuple[str, str], ...] = ()
 
     def full_name(self, prefix: str) -> str:
         return f"{prefix}.{self.name}.v{self.version}"
@@ -44,7 +46,8 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("resources", 1, "resource_id", 6,
               (ev.ResourceDiscovered, ev.ResourceUpdated, ev.ResourceRemoved),
-              "resource lifecycle from discovery adapters"),
+              "resource lifecycle from discovery adapters (compacted: the latest event per resource)",
+              compacted=True),
     TopicSpec("health", 1, "resource_id", 6, (ev.HealthSample, ev.HealthChanged),
               "heartbeats and health verdicts"),
     TopicSpec("usage", 1, "resource_id", 6, (ev.UsageSample,), "measured use per resource"),
@@ -68,6 +71,13 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("agreements", 1, "partner_id", 1, (ev.AgreementUpdated,), "partner agreements, latest per partner",
               compacted=True),
     TopicSpec("dead-letters", 1, "source_topic", 1, (ev.DeadLetter,), "inputs that failed validation"),
+    # Internal: workers' saved state (tessera.streams.checkpoint), compacted on owner#chunk
+    # so that a restart reads the newest checkpoint and the inputs after it, not all history.
+    TopicSpec("checkpoints", 1, "owner", 1, (ev.Checkpoint,),
+              "internal: each worker's newest saved state and input positions", compacted=True,
+              # Segments roll every 10 minutes so that compaction, which leaves the active
+              # segment alone, keeps about one checkpoint per owner rather than a week of them.
+              configs=(("segment.ms", "600000"), ("min.cleanable.dirty.ratio", "0.1"))),
     # Internal: allocation events re-keyed by each placement's resource id, so that the
     # resources agent (co-partitioned by resource id) keeps allocated capacity per resource.
     TopicSpec("resource-allocations", 1, "resource_id", 6, (ev.AllocationPlaced, ev.AllocationReleased),

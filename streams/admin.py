@@ -29,7 +29,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
                 name=t.full_name(settings.topic_prefix),
                 num_partitions=t.partitions,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
+                topic_configs={**({"cleanup.policy": "compact"} if t.compacted else {}), **dict(t.configs)},
             )
             for t in TOPICS
             if t.full_name(settings.topic_prefix) not in existing

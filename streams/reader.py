@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -10,6 +11,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from tessera.config import Settings
 
 from .security import aiokafka_security_kwargs
+
+log = logging.getLogger(__name__)
 
 
 def groupless_consumer(settings: Settings, *topics: str, committed_only: bool = True, **kw: Any) -> AIOKafkaConsumer:
@@ -31,15 +34,37 @@ async def read_to_end(settings: Settings, topic: str, partitions: int | Sequence
     transactions stay invisible). A missing topic reads as empty. With a ``timeout`` the
     read stops there, possibly short of the end; without one it reads to the end.
     """
+    records, _ = await read_span(settings, topic, partitions, committed_only=committed_only, timeout=timeout)
+    return records
+
+
+async def read_span(settings: Settings, topic: str, partitions: int | Sequence[int], *,
+                    start: dict[int, int] | None = None, committed_only: bool = False,
+                    timeout: float | None = None) -> tuple[list[Any], dict[int, int]]:
+    """Like ``read_to_end``, from ``start`` (next offset per partition; a partition not in it
+    reads from its beginning), and with the next offset per partition where the read
+    stopped, for a tail to go on from without a gap.
+
+    A start offset that retention already deleted reads from the oldest record left, and
+    logs how many records were lost to retention."""
     c = groupless_consumer(settings, committed_only=committed_only)
     await c.start()
     records: list[Any] = []
     try:
         if topic not in await c.topics():
-            return records
+            return records, {}
         tps = [TopicPartition(topic, p) for p in (range(partitions) if isinstance(partitions, int) else partitions)]
         c.assign(tps)
-        await c.seek_to_beginning(*tps)
+        first = await c.beginning_offsets(tps)
+        start = start or {}
+        for tp in tps:
+            at = start.get(tp.partition, 0)
+            if at < first[tp]:
+                if tp.partition in start:
+                    log.warning("%s[%d]: records %d..%d were deleted by retention before they were read",
+                                tp.topic, tp.partition, at, first[tp] - 1)
+                at = first[tp]
+            c.seek(tp, at)
         end = await c.end_offsets(tps)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -50,6 +75,6 @@ async def read_to_end(settings: Settings, topic: str, partitions: int | Sequence
         while await behind() and (deadline is None or loop.time() < deadline):
             for recs in (await c.getmany(timeout_ms=200, max_records=10_000)).values():
                 records.extend(recs)
+        return records, {tp.partition: await c.position(tp) for tp in tps}
     finally:
         await c.stop()
-    return records

@@ -102,6 +102,11 @@ class Settings:
     #: Bearer token for the webhook (a secret: masked in `tessera config`).
     alert_webhook_token: str = ""
 
+    #: How often the scheduler and the billing agent save their state to the compacted
+    #: checkpoints topic (seconds). A restart reads the newest checkpoint and the inputs after
+    #: it, so the inputs' retention must outlast this interval (tessera.streams.checkpoint).
+    checkpoint_interval_s: float = 60.0
+
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
     clickhouse_url: str = ""
@@ -119,6 +124,8 @@ class Settings:
     # --- Files and ports -----------------------------------------------------
     data_dir: str = field(default_factory=_default_data_dir)
     metrics_port: int = 9464
+    #: Address the metrics and probe endpoint binds: loopback unless a scraper elsewhere needs it.
+    metrics_bind: str = "127.0.0.1"
 
     # ------------------------------------------------------------------------
     @property
@@ -248,6 +255,8 @@ def _check(s: Settings) -> None:
     if not levels or any(not 0 < q < 1 for q in levels):
         raise ConfigError(f"TESSERA_FORECAST_QUANTILES={s.forecast_quantiles!r}: give levels in (0, 1), "
                           "e.g. 0.05,0.5,0.95")
+    if s.checkpoint_interval_s <= 0:
+        raise ConfigError("TESSERA_CHECKPOINT_INTERVAL_S must be positive (seconds between saved states)")
     if s.topic_partitions < 1:
         raise ConfigError("TESSERA_TOPIC_PARTITIONS must be >= 1")
     if s.clickhouse_url and not s.clickhouse_url.startswith(("http://", "https://")):

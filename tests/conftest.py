@@ -32,6 +32,15 @@ def run(coro: Awaitable[T], timeout: float = 120.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
 
 
+async def run_for(worker: Any, seconds: float) -> None:
+    """Run a service's ``run(stop)`` for ``seconds``, then stop it cleanly."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
 def _docker_answers() -> bool:
     try:
         import docker

@@ -3,12 +3,11 @@ a restart rebuilds the same ledger and repeats no alert."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from tests.conftest import latest_revisions, run
+from tests.conftest import latest_revisions, run, run_for
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
@@ -33,14 +32,6 @@ def placed(i: int, provider: str = "gcp", vcpu: float = 2.0, replicas: int = 2) 
 
 def released(i: int, hours: float) -> s.AllocationReleased:
     return s.AllocationReleased(event_time=T + timedelta(hours=hours), request_id=f"bq-{i}", allocation_id=f"ba-{i}")
-
-
-async def run_for(worker: BillingWorker, seconds: float) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(seconds)
-    stop.set()
-    await asyncio.wait_for(task, 30)
 
 
 def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume_events):

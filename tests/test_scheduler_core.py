@@ -345,3 +345,19 @@ def test_a_restarted_scheduler_does_not_say_queued_twice():
     again.release("alloc:big")
     assert kinds(again.run_batch(2.0, T0)) == [("allocation.placed", "waits")]
     assert "waits" not in again.announced
+
+
+def test_one_event_id_names_one_request_and_the_decided_memory_is_bounded():
+    from tessera.scheduler.core import RecentIds
+
+    sched = Scheduler()
+    first = request("r-a").model_copy(update={"event_id": "ev-1"})
+    assert sched.identity_conflict(first) is None
+    assert sched.identity_conflict(first) is None                  # a resend: same ids, no conflict
+    reuse = request("r-b").model_copy(update={"event_id": "ev-1"})
+    why = sched.identity_conflict(reuse)
+    assert why and "ev-1" in why and "r-a" in why and "new event_id" in why
+    ids = RecentIds()
+    for i in range(10):
+        ids.add(f"r{i}")
+    assert ids.trim(4) == 6 and list(ids) == ["r6", "r7", "r8", "r9"] and "r9" in ids and "r0" not in ids

@@ -4,6 +4,7 @@ feeds it events and publishes what it returns)."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -15,6 +16,10 @@ from tessera.schemas import AllocationPlaced, BillingLine, Event, UsageLimitAler
 from .ledger import Ledger, SeenOverlay
 from .lifecycle import Lifecycle, sample_record
 from .usage import US, month_segments, period_bounds, period_of
+
+
+def _never_whole_vm(partner: str, instance_type: str) -> bool:
+    return False
 
 
 def _utc(us: int) -> datetime:
@@ -47,6 +52,23 @@ class BillingState:
         self.ledger = Ledger(self.agreements)
         self.lifecycle.bills_whole_vm = self._bills_whole_vm
         self._closed_through = ""
+
+    def __getstate__(self) -> dict:
+        # Callbacks belong to the process (a metric, a bound method), not to the saved state;
+        # a checkpoint that had to name a method would need getattr in its unpickler.
+        state = self.__dict__.copy()
+        state.pop("on_unrated", None)
+        self.lifecycle.bills_whole_vm, saved = _never_whole_vm, self.lifecycle.bills_whole_vm
+        try:
+            state["lifecycle"] = copy.copy(self.lifecycle)
+        finally:
+            self.lifecycle.bills_whole_vm = saved
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.on_unrated = lambda partner: None
+        self.lifecycle.bills_whole_vm = self._bills_whole_vm
 
     def apply(self, e: Event) -> set[tuple[str, str]]:
         """Apply one allocation, migration or usage event; returns the (partner, period)s it

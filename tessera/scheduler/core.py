@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from itertools import islice
 from typing import Iterable
 
 import numpy as np
@@ -137,13 +138,41 @@ class Allocation:
         return self.demand[0] * sum(k for _, k in self.placements)
 
 
+class RecentIds(dict):
+    """Request ids already decided, oldest first: a set that can forget its oldest.
+
+    The ids stop redeliveries (a request read again after a crash, before its offset was
+    committed) and resends from being placed twice. Redeliveries are recent by nature, so
+    the scheduler keeps the newest ``REMEMBERED_IDS`` and forgets older ones when it saves a
+    checkpoint; without a bound the set, the checkpoint and so the restart time would grow
+    with history."""
+
+    def add(self, key: str) -> None:
+        self[key] = None
+
+    def trim(self, keep: int) -> int:
+        """Forget all but the newest ``keep``; returns how many were forgotten."""
+        extra = len(self) - keep
+        for key in list(islice(self, max(extra, 0))):
+            del self[key]
+        return max(extra, 0)
+
+
+#: Decided request ids kept for deduplication (about 100 MB at most).
+REMEMBERED_IDS = 1_000_000
+
+
 @dataclass
 class Scheduler:
     batch_max: int = 1000
     aging_s: float = 60.0
     resources: dict[str, ResourceState] = field(default_factory=dict)
     allocations: dict[str, Allocation] = field(default_factory=dict)
-    decided: set[str] = field(default_factory=set)
+    decided: RecentIds = field(default_factory=RecentIds)
+    #: The identity rule: an ``event_id`` names one event. Request event ids seen -> the
+    #: request id each named; a different request reusing one is refused (the worker
+    #: dead-letters it), since ClickHouse and every consumer keep one event per event id.
+    request_events: RecentIds = field(default_factory=RecentIds)
     reservations: Reservations = field(default_factory=Reservations)
     #: provider -> end of the billing period (epoch s) until which a hard usage limit blocks it
     blocked_until: dict[str, float] = field(default_factory=dict)
@@ -183,6 +212,12 @@ class Scheduler:
     announced: set[str] = field(default_factory=set)
     _regions: dict[str, int] = field(default_factory=dict, init=False, repr=False)    # region -> resources
     _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
+
+    def __getstate__(self) -> dict:
+        # The packer's arrays are a cache of ``resources``: rebuilt on first use after a load.
+        state = self.__dict__.copy()
+        state.update(_table=None, _rows={}, _healthy=None, _dirty=set())
+        return state
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -324,6 +359,15 @@ class Scheduler:
         if st.offer is None:
             return st.price
         return self.prices.replicas_price(st.offer, _vec(per_replica)[:3], replicas, self._now_us)
+
+    def identity_conflict(self, request: WorkloadRequest) -> str | None:
+        """Why ``request`` breaks the identity rule (its event id already named another
+        request), or None; a first sighting is remembered."""
+        owner = self.request_events.setdefault(request.event_id, request.request_id)
+        if owner != request.request_id:
+            return (f"event_id {request.event_id!r} already identifies request {owner!r}; an event id names one "
+                    f"event: give the new request {request.request_id!r} a new event_id (a resend keeps both ids)")
+        return None
 
     def submit(self, request: WorkloadRequest, now: float, now_dt: datetime) -> list[Event]:
         if request.request_id in self.decided or request.request_id in self.queue:
@@ -669,6 +713,7 @@ class Scheduler:
         for e in outputs:
             if isinstance(e, AllocationPlaced):
                 if e.allocation_id in self.allocations or e.request_id in self.decided:
+                    self.queue.remove(e.request_id)
                     continue
                 self._hold(Allocation(e.allocation_id, e.request_id, _vec(e.per_replica),
                                       [(p.resource_id, p.replicas) for p in e.placements], e.sla_tier.value,
@@ -676,9 +721,11 @@ class Scheduler:
                                       frozenset(e.allowed_regions), frozenset(e.allowed_providers), e.expires_at))
                 self.decided.add(e.request_id)
                 self.announced.discard(e.request_id)
+                self.queue.remove(e.request_id)   # waiting in a checkpoint, decided after it
             elif isinstance(e, AllocationRejected):
                 self.decided.add(e.request_id)
                 self.announced.discard(e.request_id)
+                self.queue.remove(e.request_id)
             elif isinstance(e, AllocationQueued):
                 if e.request_id not in self.decided:
                     self.announced.add(e.request_id)

@@ -148,7 +148,7 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
 
     collector.tune_for_service()
     await ensure_topics(s)
-    metrics.serve(s.metrics_port)
+    metrics.serve(s.metrics_port, s.metrics_bind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -328,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tessera", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
     p.add_argument("--config", metavar="FILE", help="TOML settings file (default: $TESSERA_CONFIG)")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="a service's /metrics, /healthz and /readyz port (default $TESSERA_METRICS_PORT, 9464; "
+                        "0 = off): each service on one host needs its own")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, fn: Callable, help_: str, desc: str = "") -> argparse.ArgumentParser:
@@ -371,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
              "Run the Faust worker with the chosen agents (all by default) until interrupted:\n"
              "event-log (every topic into ClickHouse, a batch consumer inside the worker),\n"
              "resources (the live resource table), forecast (demand series and forecasts).\n"
-             "Metrics on http://127.0.0.1:$TESSERA_METRICS_PORT/metrics.")
+             "Metrics on http://$TESSERA_METRICS_BIND:$TESSERA_METRICS_PORT/metrics, probes on\n"
+             "/healthz (its loop runs) and /readyz (its agents started).")
     sp.add_argument("--agent", action="append", metavar="NAME", help="agent to run (repeatable); default: all")
     sp.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
 
@@ -478,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
+        if args.metrics_port is not None:
+            settings = settings.replace(metrics_port=args.metrics_port)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
