@@ -33,6 +33,7 @@ from tessera.billing.state import BillingState
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.schemas import AgreementUpdated, BillingLine, Checkpoint, DeadLetter, Event, UsageLimitAlert, encode
+from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
@@ -145,6 +146,7 @@ class BillingWorker:
         outputs: their end, since everything published so far is in the state)."""
         self.checkpoint_id += 1
         self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        self.state.forget_oldest(REMEMBERED_IDS)
         positions = {(tp.topic, tp.partition): await consumer.position(tp) for tp in tps}
         outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
                    for p in range(topic_spec(n).partitions)]

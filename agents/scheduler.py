@@ -43,7 +43,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
-from tessera.scheduler.core import REMEMBERED_IDS, Scheduler
+from tessera.scheduler.core import Scheduler
 from tessera.scheduler.tuning import QuantileTuner
 from tessera.schemas import (
     TIERS,
@@ -67,6 +67,7 @@ from tessera.schemas import (
     WorkloadRequest,
     utc_now,
 )
+from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint

@@ -314,8 +314,29 @@ def migration() -> str:
         machine_line(d), *parts])
 
 
+def restart() -> str:
+    d = load("restart")
+    rows = [[n(r["history_events"]), f"{r['scheduler_s']['full replay']:.2f} s", f"{r['scheduler_s']['checkpoint']:.2f} s",
+             f"{r['speedup']['scheduler']}x", f"{r['billing_s']['full replay']:.2f} s",
+             f"{r['billing_s']['checkpoint']:.2f} s", f"{r['speedup']['billing']}x",
+             f"{n(r['checkpoint_bytes']['scheduler'] / 1000)} / {n(r['checkpoint_bytes']['billing'] / 1000)} kB"]
+            for r in d["levels"]]
+    r0 = d["levels"][0]
+    return "\n\n".join([
+        "## Restart time against history\n\n`python -m load.bench_restart` (`load/results/restart.json`): "
+        f"`recover()` of the scheduler and the billing agent, best of 3, with {r0['live_allocations']} live "
+        "allocations and a growing history of finished ones (placed + released) on the local broker. Full replay "
+        "(the baseline, how they started before checkpoints) reads every record; from a checkpoint they read the "
+        f"newest checkpoint and the {r0['events_after_checkpoint']:,} events after it. The aim is flat. The "
+        "checkpoint itself grows with the ids kept to recognise redeliveries (decided requests, rated records, "
+        "released allocations) up to their bound of 1,000,000 each, then stays.",
+        table(["history (events)", "scheduler: full replay", "from checkpoint", "ratio", "billing: full replay",
+               "from checkpoint", "ratio", "checkpoint (scheduler / billing)"], rows, "lrrrrrrr"),
+        machine_line(d)])
+
+
 SECTIONS: list[Callable[[], str]] = [kernel, scheduler_kafka, pipeline, health_ingest, sink, forecast, micro,
-                                     economics, migration]
+                                     economics, migration, restart]
 
 
 def benchmarks_page() -> str:

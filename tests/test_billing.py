@@ -75,7 +75,7 @@ def test_a_view_over_a_ledger_dedupes_against_it_and_leaves_it_as_it_was():
     assert not view.add(rated), "already rated by the ledger underneath"
     assert view.add(running) and not view.add(running)
     assert view.invoice("gcp", "2026-03").total == "0.12"
-    assert led.seen == {"u1"} and led.invoice("gcp", "2026-03").total == "0.04"
+    assert set(led.seen) == {"u1"} and led.invoice("gcp", "2026-03").total == "0.04"
 
 
 def test_late_usage_after_the_period_closed_is_an_adjustment_in_the_next():

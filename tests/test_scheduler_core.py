@@ -348,7 +348,7 @@ def test_a_restarted_scheduler_does_not_say_queued_twice():
 
 
 def test_one_event_id_names_one_request_and_the_decided_memory_is_bounded():
-    from tessera.scheduler.core import RecentIds
+    from tessera.schemas.identity import RecentIds
 
     sched = Scheduler()
     first = request("r-a").model_copy(update={"event_id": "ev-1"})

@@ -26,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Iterable
 
 from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, UNITS, Agreement, Limit
+from tessera.schemas.identity import RecentIds
 
 from .usage import EPOCH, UsageError, UsageRecord, month_segments, period_bounds, period_of
 
@@ -127,7 +128,7 @@ class SeenOverlay:
     of its ledger every batch; copying the ids the ledger has seen made each batch cost
     time in proportion to every record ever rated."""
 
-    base: set[str]
+    base: RecentIds
     added: set[str] = field(default_factory=set)
 
     def __contains__(self, event_id: object) -> bool:
@@ -140,7 +141,7 @@ class SeenOverlay:
 @dataclass
 class Ledger:
     agreements: dict[str, Agreement]
-    seen: set[str] | SeenOverlay = field(default_factory=set)
+    seen: RecentIds | SeenOverlay = field(default_factory=RecentIds)
     cells: dict[tuple, list[int]] = field(default_factory=dict)
     closed: set[tuple[str, str]] = field(default_factory=set)
     alerted: set[tuple[str, str, str, int]] = field(default_factory=set)

@@ -43,6 +43,7 @@ from tessera.schemas import (
     MigrationProgress,
     UsageSample,
 )
+from tessera.schemas.identity import RecentIds
 
 from .usage import EPOCH, US, UsageRecord
 
@@ -103,7 +104,7 @@ class Lifecycle:
     running: dict[str, list[Segment]] = field(default_factory=dict)     # allocation -> open segments
     reserved: dict[str, Segment] = field(default_factory=dict)          # migration -> target held, not cut over
     finished_migrations: set[str] = field(default_factory=set)
-    released: set[str] = field(default_factory=set)     # a redelivered placement must not reopen them
+    released: RecentIds = field(default_factory=RecentIds)   # a redelivered placement must not reopen them
     providers: dict[str, str] = field(default_factory=dict)             # resource -> partner, as placed
     watermark_us: int = 0
     unknown_migrations: int = 0      # for an allocation not running here (released, or never placed)

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 from tessera.pricing.agreements import Agreement
 from tessera.schemas import AllocationPlaced, BillingLine, Event, UsageLimitAlert, UsageSample
+from tessera.schemas.identity import RecentIds
 
 from .ledger import Ledger, SeenOverlay
 from .lifecycle import Lifecycle, sample_record
@@ -90,6 +91,14 @@ class BillingState:
             period = period_of(self.lifecycle.watermark_us)
             touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
         return touched
+
+    def forget_oldest(self, keep: int) -> None:
+        """Bound the memories that stop a redelivered record being rated twice (the ids of
+        rated records, of released allocations) to their newest ``keep`` entries: a
+        redelivery is recent, and a checkpoint must not grow with history."""
+        if isinstance(self.ledger.seen, RecentIds):
+            self.ledger.seen.trim(keep)
+        self.lifecycle.released.trim(keep)
 
     def remember_line(self, e: BillingLine) -> None:
         """A line published before a restart: revisions continue above it, and a line that

@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from itertools import islice
 from typing import Iterable
 
 import numpy as np
@@ -57,6 +56,7 @@ from tessera.schemas import (
     UsageLimitAlert,
     WorkloadRequest,
 )
+from tessera.schemas.identity import RecentIds
 
 from .packing import (
     NO_SEARCH,
@@ -136,30 +136,6 @@ class Allocation:
     @property
     def vcpu(self) -> float:
         return self.demand[0] * sum(k for _, k in self.placements)
-
-
-class RecentIds(dict):
-    """Request ids already decided, oldest first: a set that can forget its oldest.
-
-    The ids stop redeliveries (a request read again after a crash, before its offset was
-    committed) and resends from being placed twice. Redeliveries are recent by nature, so
-    the scheduler keeps the newest ``REMEMBERED_IDS`` and forgets older ones when it saves a
-    checkpoint; without a bound the set, the checkpoint and so the restart time would grow
-    with history."""
-
-    def add(self, key: str) -> None:
-        self[key] = None
-
-    def trim(self, keep: int) -> int:
-        """Forget all but the newest ``keep``; returns how many were forgotten."""
-        extra = len(self) - keep
-        for key in list(islice(self, max(extra, 0))):
-            del self[key]
-        return max(extra, 0)
-
-
-#: Decided request ids kept for deduplication (about 100 MB at most).
-REMEMBERED_IDS = 1_000_000
 
 
 @dataclass
