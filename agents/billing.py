@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span
+from tessera.streams.supervise import BrokerWatch, start_client, supervise
 from tessera.streams.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class BillingWorker:
         self.webhook: WebhookNotifier | None = None
         self.state = BillingState(self.agreements, self.settings.billing_grace_s, on_unrated=self._unrated)
         self.owner = OWNER
+        self.attempts = getattr(self, "attempts", 0)
         self.checkpoint_id = 0
         self.next_checkpoint = 0.0
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
@@ -156,42 +159,48 @@ class BillingWorker:
         return checkpoint_events(self.owner, self.checkpoint_id, self.state, positions)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop``, riding out broker faults (tessera.streams.supervise)."""
         if not self.settings.alert_webhook_url:
-            return await self._run(stop)
+            return await supervise(AGENT, self._attempt, stop)
         async with WebhookNotifier(self.settings.alert_webhook_url, source=f"tessera/{AGENT}",
                                    token=self.settings.alert_webhook_token) as self.webhook:
-            await self._run(stop)
+            await supervise(AGENT, self._attempt, stop)
 
-    async def _run(self, stop: asyncio.Event) -> None:
+    async def _attempt(self, stop: asyncio.Event) -> None:
+        if self.attempts:
+            webhook, owner = self.webhook, self.owner
+            self.__post_init__()        # a fresh start: the ledger comes back from checkpoint and topics
+            self.webhook, self.owner = webhook, owner
+        self.attempts += 1
         s = self.settings
-        # Transactional: a checkpoint's chunks land all or none (a partial one must never
-        # replace, under compaction, the complete one before it), and a second billing agent
-        # fences this one instead of billing beside it.
-        producer = producer_for(s, transactional_id=f"{s.app_id}-{AGENT}")
-        await producer.start()
-        metrics.PROBE.wait("rebuilding the ledger from the checkpoint and topics")
-        positions = await self.recover()
-        collector.settle_after_recovery()
-        consumer = groupless_consumer(s)
-        await consumer.start()
-        tps = [TopicPartition(self.topic[n], p) for n in USAGE_TOPICS for p in range(topic_spec(n).partitions)]
-        agreements_tp = TopicPartition(self.topic["agreements"], 0)
-        consumer.assign([*tps, agreements_tp])
-        positions[("agreements", 0)] = self._agreement_pos
-        fresh = []
-        for tp in [*tps, agreements_tp]:
-            at = positions.get((self.names[tp.topic], tp.partition), -1)
-            if at >= 0:
-                consumer.seek(tp, at + 1)
-            else:
-                fresh.append(tp)
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)      # one request for all, not one per partition
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Transactional: a checkpoint's chunks land all or none (a partial one must never
+            # replace, under compaction, the complete one before it), and a second billing agent
+            # fences this one instead of billing beside it.
+            producer = await start_client(stack, producer_for(s, transactional_id=f"{s.app_id}-{AGENT}"))
+            metrics.PROBE.wait("rebuilding the ledger from the checkpoint and topics")
+            positions = await self.recover()
+            collector.settle_after_recovery()
+            consumer = await start_client(stack, groupless_consumer(s))
+            tps = [TopicPartition(self.topic[n], p) for n in USAGE_TOPICS for p in range(topic_spec(n).partitions)]
+            agreements_tp = TopicPartition(self.topic["agreements"], 0)
+            consumer.assign([*tps, agreements_tp])
+            positions[("agreements", 0)] = self._agreement_pos
+            fresh = []
+            for tp in [*tps, agreements_tp]:
+                at = positions.get((self.names[tp.topic], tp.partition), -1)
+                if at >= 0:
+                    consumer.seek(tp, at + 1)
+                else:
+                    fresh.append(tp)
+            if fresh:
+                await consumer.seek_to_beginning(*fresh)      # one request for all, not one per partition
             await self._publish(producer, self.state.outputs(self._pending))
             metrics.PROBE.ready()
+            watch = BrokerWatch(producer.client)
             while not stop.is_set():
                 metrics.PROBE.beat()
+                await watch.tick()
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
                 # running allocation month to date, so one per fetch (dozens a second at low
                 # rates) cost a third of a core whatever the load.
@@ -220,9 +229,6 @@ class BillingWorker:
                     out += await self._checkpoint(consumer, [*tps, agreements_tp])
                 if out:
                     await self._publish(producer, out)
-        finally:
-            await consumer.stop()
-            await producer.stop()
 
     async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
         records = []

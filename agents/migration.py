@@ -20,6 +20,7 @@ never planned for an allocation that has one in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -62,6 +63,7 @@ from tessera.streams.checkpoint import load_checkpoint
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span
+from tessera.streams.supervise import BrokerWatch, start_client, supervise
 
 log = logging.getLogger(__name__)
 AGENT = "migration"
@@ -99,6 +101,7 @@ class MigrationWorker:
         self.plans: list[tuple[bool, Plan]] = []      # (a consolidation pass?, the plan), for reports
         self.urgent = asyncio.Event()
         self.positions: dict[tuple[str, int], int] = {}
+        self.attempts = getattr(self, "attempts", 0)
 
     # -- state -------------------------------------------------------------------
     def _prices(self, provider: str | None) -> dict[str, Decimal]:
@@ -214,29 +217,41 @@ class MigrationWorker:
         return p
 
     async def run(self, stop: asyncio.Event) -> None:
-        producer = producer_for(self.settings, transactional_id=self.transactional_id, linger_ms=0)
-        await producer.start()   # fences an older agent
-        metrics.PROBE.wait("rebuilding state from the scheduler's checkpoint and topics")
-        await self.recover()
-        tail = groupless_consumer(self.settings)
-        await tail.start()
-        # Forecasts are tailed, not recovered: only the latest per tier matters.
-        tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts") if n != "migrations"
-               for p in range(topic_spec(n).partitions)]
-        tail.assign(tps)
-        for tp in tps:      # on from where recovery stopped: nothing in between is missed
-            if (tp.topic, tp.partition) in self.positions:
-                tail.seek(tp, self.positions[(tp.topic, tp.partition)])
-        await tail.seek_to_end(*(tp for tp in tps if (tp.topic, tp.partition) not in self.positions))
-        try:
+        """Run until ``stop``, riding out broker faults (tessera.streams.supervise); a
+        migration cut short resumes from its last published step, as after a crash."""
+        await supervise(AGENT, self._attempt, stop)
+
+    async def _attempt(self, stop: asyncio.Event) -> None:
+        if self.attempts:
+            plans = self.plans
+            self.__post_init__()        # a fresh start: state and the migration log from the topics
+            self.plans = plans
+        self.attempts += 1
+        async with contextlib.AsyncExitStack() as stack:
+            # Starting the transactional producer fences an older agent.
+            producer = await start_client(stack, producer_for(self.settings, transactional_id=self.transactional_id,
+                                                              linger_ms=0))
+            metrics.PROBE.wait("rebuilding state from the scheduler's checkpoint and topics")
+            await self.recover()
+            tail = await start_client(stack, groupless_consumer(self.settings))
+            # Forecasts are tailed, not recovered: only the latest per tier matters.
+            tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts") if n != "migrations"
+                   for p in range(topic_spec(n).partitions)]
+            tail.assign(tps)
+            for tp in tps:      # on from where recovery stopped: nothing in between is missed
+                if (tp.topic, tp.partition) in self.positions:
+                    tail.seek(tp, self.positions[(tp.topic, tp.partition)])
+            await tail.seek_to_end(*(tp for tp in tps if (tp.topic, tp.partition) not in self.positions))
             for m in self.log.unfinished():
                 log.info("resuming migration %s at %s", m.migration_id, m.next_step or "done")
                 await self._run(producer, m)
             next_consolidation = time.monotonic() + self.consolidate_every_s
             self.urgent.set()   # look for stranded work once at start
             metrics.PROBE.ready()
+            watch = BrokerWatch(producer.client)
             while not stop.is_set():
                 metrics.PROBE.beat()
+                await watch.tick()
                 for recs in (await tail.getmany(timeout_ms=200, max_records=10_000)).values():
                     for r in recs:
                         name = r.topic.split(".")[-2]
@@ -253,7 +268,3 @@ class MigrationWorker:
                     await self.plan_and_run(producer, consolidate)
                     if consolidate:
                         next_consolidation = time.monotonic() + self.consolidate_every_s
-        finally:
-            await tail.stop()
-            await producer.stop()
-

@@ -30,6 +30,7 @@ when an ``allocation.released`` event for it appears on the allocations topic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import time
@@ -75,6 +76,7 @@ from tessera.streams.edge import dead_letter, decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span
 from tessera.streams.security import aiokafka_security_kwargs
+from tessera.streams.supervise import BrokerWatch, start_client, supervise
 
 log = logging.getLogger(__name__)
 AGENT = "scheduler"
@@ -127,6 +129,7 @@ class SchedulerWorker:
         #: Next offset to read per (topic, partition) of the state topics: what a checkpoint includes.
         self.positions: dict[tuple[str, int], int] = {}
         self.arrived: dict[str, float] = {}     # request id -> when it reached this scheduler
+        self.attempts = getattr(self, "attempts", 0)
         self.queue_counted_at = 0.0
 
     # -- recovery ---------------------------------------------------------------
@@ -192,38 +195,41 @@ class SchedulerWorker:
 
     # -- the loop ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop``, riding out broker faults (tessera.streams.supervise)."""
+        await supervise(AGENT, self._attempt, stop)
+
+    async def _attempt(self, stop: asyncio.Event) -> None:
+        if self.attempts:
+            self.__post_init__()        # a fresh start: the state comes back from checkpoint and topics
+        self.attempts += 1
         s = self.settings
         sec = aiokafka_security_kwargs(s)
-        producer = producer_for(s, transactional_id=self.group, linger_ms=2)
-        await producer.start()  # fences any older scheduler of this domain
-        metrics.PROBE.wait("rebuilding state from the checkpoint and topics")
-        await self.recover()
-        collector.settle_after_recovery()
-        requests = AIOKafkaConsumer(self.topic["requests"], bootstrap_servers=s.bootstrap_servers,
-                                    group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
-                                    isolation_level="read_committed", **sec)
-        tail = groupless_consumer(s)
-        await requests.start()
-        await tail.start()
-        tail_tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts")
-                    for p in range(topic_spec(n).partitions)]
-        tail.assign(tail_tps)
-        # On from where recovery stopped (nothing in between is missed); forecasts from now.
-        for tp in tail_tps:
-            if (tp.topic, tp.partition) in self.positions:
-                tail.seek(tp, self.positions[(tp.topic, tp.partition)])
-        await tail.seek_to_end(*(tp for tp in tail_tps if (tp.topic, tp.partition) not in self.positions))
-        metrics.PROBE.ready()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            # Starting the transactional producer fences any older scheduler of this domain.
+            producer = await start_client(stack, producer_for(s, transactional_id=self.group, linger_ms=2))
+            metrics.PROBE.wait("rebuilding state from the checkpoint and topics")
+            await self.recover()
+            collector.settle_after_recovery()
+            requests = await start_client(stack, AIOKafkaConsumer(
+                self.topic["requests"], bootstrap_servers=s.bootstrap_servers, group_id=self.group,
+                enable_auto_commit=False, auto_offset_reset="earliest", isolation_level="read_committed", **sec))
+            tail = await start_client(stack, groupless_consumer(s))
+            tail_tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts")
+                        for p in range(topic_spec(n).partitions)]
+            tail.assign(tail_tps)
+            # On from where recovery stopped (nothing in between is missed); forecasts from now.
+            for tp in tail_tps:
+                if (tp.topic, tp.partition) in self.positions:
+                    tail.seek(tp, self.positions[(tp.topic, tp.partition)])
+            await tail.seek_to_end(*(tp for tp in tail_tps if (tp.topic, tp.partition) not in self.positions))
+            metrics.PROBE.ready()
+            watch = BrokerWatch(producer.client)
             while not stop.is_set():
                 metrics.PROBE.beat()
+                await watch.tick()
                 await self._tail(tail)
                 batch = await requests.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_max)
                 await self._step(producer, requests, [r for recs in batch.values() for r in recs])
-        finally:
-            await requests.stop()
-            await tail.stop()
-            await producer.stop()
 
     def _apply(self, e: Event) -> None:
         refused = self.core.apply(e)

@@ -157,3 +157,5 @@ SCHEDULER_BATCH_SECONDS = Histogram("tessera_scheduler_batch_seconds",
                                     "Time to decide one batch (packing kernel and search)",
                                     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
 SCHEDULER_LIVE_ALLOCATIONS = Gauge("tessera_scheduler_live_allocations", "Allocations holding capacity")
+SERVICE_RESTARTS = Counter("tessera_service_restarts_total",
+                           "Times a service started again after a Kafka fault, by service and error", ["service", "error"])

@@ -1,0 +1,127 @@
+"""Fault drills on a broker of the test's own: the services ride out a broker restart by
+themselves (no outside restart), and afterwards every request has exactly one outcome,
+nothing is over-committed and billing follows every live allocation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+from tests.conftest import run
+
+import tessera.schemas as s
+from tessera.agents.billing import BillingWorker
+from tessera.agents.scheduler import SchedulerWorker
+from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.pricing.agreements import parse_agreements
+from tessera.streams import metrics
+from tessera.streams.admin import ensure_topics
+from tessera.streams.produce import publish
+from tessera.streams.reader import read_to_end
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults,
+              pytest.mark.skipif(bool(os.environ.get("TESSERA_KAFKA_BOOTSTRAP")), reason="external broker configured")]
+GIB = 1 << 30
+AGREEMENTS = parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.05"}}])
+
+
+@pytest.fixture
+def own_broker(tmp_path_factory):
+    b = KafkaBroker(tmp_path_factory.mktemp("kafka-faults"), port=free_port(), controller_port=free_port(),
+                    heap="384m")
+    b.start(timeout=180)
+    yield b
+    b.stop()
+
+
+def _resources() -> list[s.ResourceDiscovered]:
+    return [s.ResourceDiscovered(resource_id=f"{p}/n{i}", spec=s.ResourceSpec(
+        provider=p, region="eu", capacity=s.Capacity(vcpu=8, memory_bytes=32 * GIB),
+        price_per_hour=Decimal("0.20") if p == "own" else Decimal("0.40")))
+        for i in range(12) for p in (("own", "gcp")[i % 2],)]
+
+
+def _requests(lo: int, hi: int) -> list[s.WorkloadRequest]:
+    return [s.WorkloadRequest(request_id=f"f{i}", tenant="t", per_replica=s.Capacity(vcpu=1, memory_bytes=GIB),
+                              sla_tier=("gold", "silver", "bronze")[i % 3], expected_duration_seconds=86400)
+            for i in range(lo, hi)]
+
+
+async def _outcomes(settings) -> list[s.Event]:
+    topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
+    return [s.decode(r.value) for r in await read_to_end(settings, topic, s.topic_spec("allocations").partitions,
+                                                         committed_only=True)]
+
+
+async def _until(predicate, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
+def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, base_settings):
+    st = base_settings.replace(kafka_bootstrap=own_broker.bootstrap, checkpoint_interval_s=2.0)
+
+    async def scenario():
+        await ensure_topics(st)
+        await publish(st, "resources", _resources())
+        await publish(st, "requests", _requests(0, 30))
+        stop, stop_first_billing = asyncio.Event(), asyncio.Event()
+        sched, bill = SchedulerWorker(st, batch_max=8), BillingWorker(st, dict(AGREEMENTS))
+        tasks = [asyncio.create_task(sched.run(stop)), asyncio.create_task(bill.run(stop_first_billing))]
+
+        async def decided(n):
+            return sum(e.event_type == "allocation.placed" for e in await _outcomes(st)) >= n
+
+        assert await _until(lambda: decided(30), 60)
+        await asyncio.sleep(3)                                   # a checkpoint or two
+        await asyncio.get_running_loop().run_in_executor(None, own_broker.stop)
+        # A billing agent that starts while the broker is away (after a host reboot, say)
+        # cannot bootstrap; it must wait and retry, not exit.
+        stop_first_billing.set()
+        await asyncio.wait_for(tasks.pop(), 60)
+        bill = BillingWorker(st, dict(AGREEMENTS))
+        tasks.append(asyncio.create_task(bill.run(stop)))
+        await asyncio.sleep(10)                                  # the broker is away for 10 s
+        assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+        waiting = metrics.PROBE.readiness()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: own_broker.start(timeout=180))
+        await publish(st, "requests", _requests(30, 60))
+        recovered = await _until(lambda: decided(60), 150)
+
+        async def billed() -> bool:      # the billing agent started during the outage caught up
+            placed = {e.allocation_id for e in await _outcomes(st) if isinstance(e, s.AllocationPlaced)
+                      and any(p.provider == "gcp" for p in e.placements)}
+            return bool(placed) and placed <= set(bill.state.lifecycle.running)
+
+        recovered = recovered and await _until(billed, 90)
+        ready_again = await _until(lambda: asyncio.sleep(0, metrics.PROBE.readiness()[0]), 30)
+        alive = not any(t.done() for t in tasks)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        return await _outcomes(st), sched, bill, waiting, recovered, ready_again, alive
+
+    events, sched, bill, waiting, recovered, ready_again, alive = run(scenario(), timeout=600)
+    assert recovered and alive, "every service recovered by itself and placed the requests sent after the restart"
+    assert not waiting[0] and "waiting for Kafka" in waiting[1]        # /readyz said why while it waited
+    assert ready_again
+    finals = Counter(e.request_id for e in events if e.event_type in ("allocation.placed", "allocation.rejected"))
+    assert set(finals) == {f"f{i}" for i in range(60)} and set(finals.values()) == {1}, "one outcome each"
+    used: dict[str, float] = Counter()
+    for e in events:
+        if isinstance(e, s.AllocationPlaced):
+            for p in e.placements:
+                used[p.resource_id] += e.per_replica.vcpu * p.replicas
+    assert max(used.values()) <= 8, "nothing over-committed"
+    assert bill.attempts >= 2, "the billing agent started during the outage retried until the broker was back"
+    assert set(sched.core.allocations) == {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)}
+    gcp = {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)
+           and any(p.provider == "gcp" for p in e.placements)}
+    assert gcp and gcp <= set(bill.state.lifecycle.running), "billing follows every partner allocation"
