@@ -45,6 +45,7 @@ from tessera.config import Settings
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import Scheduler
+from tessera.scheduler.domains import DomainError, DomainMap, resource_pool, single
 from tessera.scheduler.tuning import QuantileTuner
 from tessera.schemas import (
     TIERS,
@@ -60,6 +61,7 @@ from tessera.schemas import (
     MigrationDone,
     MigrationFailed,
     MigrationProgress,
+    RejectReason,
     ReleaseRequested,
     ResourceDiscovered,
     ResourceRemoved,
@@ -101,6 +103,9 @@ class SchedulerWorker:
     aging_s: float = 60.0
     #: Partner agreements to price by (tessera.pricing); updates arrive on the agreements topic.
     agreements: dict[str, Agreement] = field(default_factory=dict)
+    #: The placement domains (tessera.scheduler.domains); None: this scheduler's domain
+    #: alone, owning every resource and placing every request.
+    domains: DomainMap | None = None
     #: How often the tuner closes a window and chooses the headroom quantile again (s);
     #: 0 (the default) leaves the newsvendor levels alone (tessera.scheduler.tuning): a
     #: bandit explores, so turning it on is the operator's choice (`--tune-every`).
@@ -108,6 +113,10 @@ class SchedulerWorker:
 
     def __post_init__(self) -> None:
         s = self.settings
+        if self.domains is None:
+            self.domains = single(self.domain)
+        if self.domain not in self.domains.names:
+            raise DomainError(f"domain {self.domain!r} is not in the domains file ({', '.join(self.domains.names)})")
         self.group = f"{s.app_id}-scheduler-{self.domain}"
         self.core = Scheduler(batch_max=self.batch_max, aging_s=self.aging_s,
                               prices=PriceBook(dict(self.agreements)),
@@ -232,6 +241,13 @@ class SchedulerWorker:
                 await self._step(producer, requests, [r for recs in batch.values() for r in recs])
 
     def _apply(self, e: Event) -> None:
+        if isinstance(e, (ResourceDiscovered, ResourceUpdated)):
+            sp = e.spec
+            if self.domains.owner(sp.region, sp.provider, resource_pool(sp.tags)) != self.domain:
+                if e.resource_id in self.core.resources:     # moved to another domain: no longer ours
+                    self.core.apply(ResourceRemoved(resource_id=e.resource_id, provider=sp.provider,
+                                                    event_time=e.event_time))
+                return
         refused = self.core.apply(e)
         if refused:
             metrics.RESOURCE_EVENTS_REFUSED.labels(AGENT).inc()
@@ -274,6 +290,15 @@ class SchedulerWorker:
                 out += [("allocations", e) for e in self.core.release_requested(d.event.request_id, d.event.reason)]
                 continue
             req: WorkloadRequest = d.event  # type: ignore[assignment]
+            home = self.domains.route(req.request_id, req.allowed_regions, req.allowed_providers, req.pool)
+            if home is None and self.domain == self.domains.rejecter:
+                out += [("allocations", e) for e in self.core.reject(
+                    req, RejectReason.no_domain, "no placement domain holds resources this request may use "
+                    f"(pool {req.pool!r}, regions {req.allowed_regions or 'any'}, providers "
+                    f"{req.allowed_providers or 'any'}); domains: {', '.join(self.domains.names)}")]
+                continue
+            if home != self.domain:
+                continue       # another domain's scheduler places it (the same function, the same file)
             conflict = self.core.identity_conflict(req)
             if conflict:
                 metrics.DEAD_LETTERS.labels(AGENT, rec.topic).inc()

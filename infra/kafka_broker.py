@@ -182,6 +182,9 @@ class KafkaBroker:
         ssl_port: int | None = None,
         topic_prefix: str = "tessera",
         app_id: str = "tessera",
+        node_id: int = 1,
+        voters: tuple[tuple[int, int], ...] = (),
+        cluster_id: str = "",
     ) -> None:
         """``sasl_port`` + ``sasl_users`` add a SASL_PLAINTEXT (PLAIN) client listener
         with those username -> password pairs, beside the PLAINTEXT one.
@@ -204,6 +207,10 @@ class KafkaBroker:
         self.controller_port = controller_port
         self.heap = heap
         self.host = host
+        # A node of a KafkaCluster: its id, every controller's (node id, port) and the
+        # cluster's id; alone, node 1 is its own single-voter quorum.
+        self.node_id, self.voters, self.cluster_id = node_id, tuple(voters), cluster_id
+        self.replication = 3 if len(self.voters) >= 3 else 1
 
     # -- files ---------------------------------------------------------------
     @property
@@ -300,14 +307,19 @@ class KafkaBroker:
         return "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={h}:{c}",
+                f"node.id={self.node_id}",
+                *([f"controller.quorum.voters={','.join(f'{n}@{h}:{cp}' for n, cp in self.voters)}"]
+                  if self.voters else [f"controller.quorum.bootstrap.servers={h}:{c}"]),
                 *network,
                 f"log.dirs={self.log_dir}",
                 "num.partitions=6",
-                "offsets.topic.replication.factor=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
+                # In a cluster every topic, the internal ones too, keeps 3 copies and takes a
+                # write once 2 have it: one broker may fail without losing or refusing anything.
+                f"default.replication.factor={self.replication}",
+                f"min.insync.replicas={min(2, self.replication)}",
+                f"offsets.topic.replication.factor={self.replication}",
+                f"transaction.state.log.replication.factor={self.replication}",
+                f"transaction.state.log.min.isr={min(2, self.replication)}",
                 # KIP-890 part 1 verifies, before a transactional write, that the partition is
                 # in the transaction. Clients without KIP-890 support (aiokafka) get a
                 # retriable NOT_ENOUGH_REPLICAS while that check is in flight and retry after
@@ -316,8 +328,8 @@ class KafkaBroker:
                 # its partitions explicitly before its first send and is fenced by its
                 # transactional id, so it is off on this broker.
                 "transaction.partition.verification.enable=false",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"share.coordinator.state.topic.replication.factor={self.replication}",
+                f"share.coordinator.state.topic.min.isr={min(2, self.replication)}",
                 # Tests and the demo create consumer groups constantly; don't wait 3 s each.
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
@@ -370,10 +382,7 @@ class KafkaBroker:
     def _format_once(self) -> None:
         if (self.log_dir / "meta.properties").exists():
             return
-        cluster_id = subprocess.run(
-            self._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True, text=True
-        ).stdout.strip().splitlines()
-        cid = cluster_id[-1] if cluster_id else uuid.uuid4().hex[:22]
+        cid = self.cluster_id or random_cluster_id(self)
         proc = subprocess.run(
             self._java(
                 "kafka.tools.StorageTool",
@@ -382,7 +391,7 @@ class KafkaBroker:
                 cid,
                 "-c",
                 str(self.properties_file),
-                "--standalone",
+                *([] if self.voters else ["--standalone"]),
                 "-g",
                 *[arg for role, pw in (self.credentials().items() if self.secure else ())
                   for arg in ("--add-scram", f"SCRAM-SHA-512=[name={role},password={pw}]")],
@@ -437,6 +446,15 @@ class KafkaBroker:
                 f"port {self.controller_port} (controller) is taken by another process; "
                 "set TESSERA_KAFKA_CONTROLLER_PORT to a free port"
             )
+        proc = self.launch(progress)
+        st = self._wait_ready(proc.pid, timeout, progress, proc)
+        if self.secure:
+            self._apply_acls(progress)
+        return st
+
+    def launch(self, progress: Callable[[str], None] = lambda _m: None) -> subprocess.Popen:
+        """Write the configuration, format the storage once and start the JVM; return at
+        once (a cluster's nodes must all be launched before any can elect a controller)."""
         ensure_jars(progress)
         self.home.mkdir(parents=True, exist_ok=True)
         self.properties_file.write_text(self._properties())
@@ -453,10 +471,7 @@ class KafkaBroker:
             close_fds=True,
         )
         self.pid_file.write_text(str(proc.pid))
-        st = self._wait_ready(proc.pid, timeout, progress, proc)
-        if self.secure:
-            self._apply_acls(progress)
-        return st
+        return proc
 
     def admin_properties(self) -> Path:
         """Java client properties for the admin role (SASL_SSL, SCRAM), for Kafka's tools."""
@@ -509,14 +524,15 @@ class KafkaBroker:
                 lines += f.read_text(errors="replace").splitlines()[-n:]
         return "\n".join(lines)
 
-    def stop(self, grace: float = 30.0) -> bool:
-        """Stop the broker Tessera started. Returns False if none was running."""
+    def stop(self, grace: float = 30.0, kill: bool = False) -> bool:
+        """Stop the broker Tessera started (``kill``: SIGKILL at once, as a crash would).
+        Returns False if none was running."""
         pid = self._read_pid()
         if pid is None or not _pid_alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return False
         try:
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGKILL if kill else signal.SIGTERM)
         except ProcessLookupError:
             pass
         deadline = time.monotonic() + grace
@@ -560,3 +576,49 @@ if __name__ == "__main__":
     else:
         b = KafkaBroker(Path(sys.argv[1]) if len(sys.argv) > 1 else Path.home() / ".tessera" / "kafka")
         print(b.start(progress=print).describe())
+
+
+def random_cluster_id(broker: KafkaBroker) -> str:
+    out = subprocess.run(broker._java("kafka.tools.StorageTool", "random-uuid"), capture_output=True,
+                         text=True).stdout.strip().splitlines()
+    return out[-1] if out else uuid.uuid4().hex[:22]
+
+
+class KafkaCluster:
+    """``size`` brokers on loopback, each also a KRaft controller (a static quorum of all
+    of them), under ``home/node-<id>``: replication factor 3 and ``min.insync.replicas`` 2
+    for every topic, internal ones included, so one broker can fail, crash or restart
+    without losing a committed record or refusing a write."""
+
+    def __init__(self, home: Path, ports: list[int], controller_ports: list[int], heap: str = "384m") -> None:
+        if len(ports) != len(controller_ports) or len(ports) < 3:
+            raise BrokerError("a cluster needs at least 3 brokers, each with a client and a controller port")
+        self.home = Path(home)
+        voters = tuple((i + 1, cp) for i, cp in enumerate(controller_ports))
+        id_file = self.home / "cluster.id"
+        self.nodes = [KafkaBroker(self.home / f"node-{i + 1}", port=p, controller_port=cp, heap=heap,
+                                  node_id=i + 1, voters=voters)
+                      for i, (p, cp) in enumerate(zip(ports, controller_ports))]
+        for node in self.nodes:
+            node.home.mkdir(parents=True, exist_ok=True)
+        if not id_file.exists():
+            ensure_jars()
+            id_file.write_text(random_cluster_id(self.nodes[0]))
+        for node in self.nodes:
+            node.cluster_id = id_file.read_text().strip()
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes)
+
+    def start(self, timeout: float = 180.0, progress: Callable[[str], None] = lambda _m: None) -> str:
+        """Start every node not running (all launched before any is waited for: a
+        controller elects a leader only with a majority up); return the bootstrap list."""
+        launched = [(n, n.launch(progress)) for n in self.nodes if n.status().state != "running"]
+        for node, proc in launched:
+            node._wait_ready(proc.pid, timeout, progress, proc)
+        return self.bootstrap
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

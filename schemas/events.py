@@ -246,6 +246,7 @@ class RejectReason(str, Enum):
     deadline_passed = "deadline_passed"
     withdrawn = "withdrawn"                            # its producer released it before it was placed
     over_price_cap = "over_price_cap"                  # nothing it may use fits within max_price_per_hour
+    no_domain = "no_domain"                            # no placement domain holds resources it may use
 
 
 #: Rejection codes a later capacity change can resolve (the request stays queued).

@@ -102,6 +102,10 @@ class Settings:
     #: Bearer token for the webhook (a secret: masked in `tessera config`).
     alert_webhook_token: str = ""
 
+    #: Placement domains (JSON: name -> regions / providers / pools; tessera.scheduler.domains):
+    #: each scheduler (``--domain NAME``) owns its domain's resources and places the requests
+    #: routed to it. Empty: one scheduler owns everything.
+    domains_file: str = ""
     #: How often the scheduler and the billing agent save their state to the compacted
     #: checkpoints topic (seconds). A restart reads the newest checkpoint and the inputs after
     #: it, so the inputs' retention must outlast this interval (tessera.streams.checkpoint).

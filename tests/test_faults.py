@@ -15,7 +15,7 @@ from tests.conftest import run
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
 from tessera.agents.scheduler import SchedulerWorker
-from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.infra.kafka_broker import KafkaBroker, KafkaCluster, free_port
 from tessera.pricing.agreements import parse_agreements
 from tessera.streams import metrics
 from tessera.streams.admin import ensure_topics
@@ -37,6 +37,15 @@ def own_broker(tmp_path_factory):
     b.stop()
 
 
+@pytest.fixture
+def cluster(tmp_path_factory):
+    c = KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"), [free_port() for _ in range(3)],
+                     [free_port() for _ in range(3)], heap="320m")
+    c.start(timeout=240)
+    yield c
+    c.stop()
+
+
 def _resources() -> list[s.ResourceDiscovered]:
     return [s.ResourceDiscovered(resource_id=f"{p}/n{i}", spec=s.ResourceSpec(
         provider=p, region="eu", capacity=s.Capacity(vcpu=8, memory_bytes=32 * GIB),
@@ -54,6 +63,24 @@ async def _outcomes(settings) -> list[s.Event]:
     topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
     return [s.decode(r.value) for r in await read_to_end(settings, topic, s.topic_spec("allocations").partitions,
                                                          committed_only=True)]
+
+
+async def _billed(settings, bill: BillingWorker) -> bool:
+    """Billing follows every allocation placed on the partner."""
+    placed = {e.allocation_id for e in await _outcomes(settings) if isinstance(e, s.AllocationPlaced)
+              and any(p.provider == "gcp" for p in e.placements)}
+    return bool(placed) and placed <= set(bill.state.lifecycle.running)
+
+
+def _one_outcome_each_and_nothing_over_committed(events: list[s.Event], n: int) -> None:
+    finals = Counter(e.request_id for e in events if e.event_type in ("allocation.placed", "allocation.rejected"))
+    assert set(finals) == {f"f{i}" for i in range(n)} and set(finals.values()) == {1}, "one outcome each"
+    used: dict[str, float] = Counter()
+    for e in events:
+        if isinstance(e, s.AllocationPlaced):
+            for p in e.placements:
+                used[p.resource_id] += e.per_replica.vcpu * p.replicas
+    assert max(used.values()) <= 8, "nothing over-committed"
 
 
 async def _until(predicate, timeout: float) -> bool:
@@ -95,13 +122,8 @@ def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, 
         await asyncio.get_running_loop().run_in_executor(None, lambda: own_broker.start(timeout=180))
         await publish(st, "requests", _requests(30, 60))
         recovered = await _until(lambda: decided(60), 150)
-
-        async def billed() -> bool:      # the billing agent started during the outage caught up
-            placed = {e.allocation_id for e in await _outcomes(st) if isinstance(e, s.AllocationPlaced)
-                      and any(p.provider == "gcp" for p in e.placements)}
-            return bool(placed) and placed <= set(bill.state.lifecycle.running)
-
-        recovered = recovered and await _until(billed, 90)
+        # The billing agent started during the outage caught up.
+        recovered = recovered and await _until(lambda: _billed(st, bill), 90)
         ready_again = await _until(lambda: asyncio.sleep(0, metrics.PROBE.readiness()[0]), 30)
         alive = not any(t.done() for t in tasks)
         stop.set()
@@ -112,16 +134,43 @@ def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, 
     assert recovered and alive, "every service recovered by itself and placed the requests sent after the restart"
     assert not waiting[0] and "waiting for Kafka" in waiting[1]        # /readyz said why while it waited
     assert ready_again
-    finals = Counter(e.request_id for e in events if e.event_type in ("allocation.placed", "allocation.rejected"))
-    assert set(finals) == {f"f{i}" for i in range(60)} and set(finals.values()) == {1}, "one outcome each"
-    used: dict[str, float] = Counter()
-    for e in events:
-        if isinstance(e, s.AllocationPlaced):
-            for p in e.placements:
-                used[p.resource_id] += e.per_replica.vcpu * p.replicas
-    assert max(used.values()) <= 8, "nothing over-committed"
+    _one_outcome_each_and_nothing_over_committed(events, 60)
     assert bill.attempts >= 2, "the billing agent started during the outage retried until the broker was back"
     assert set(sched.core.allocations) == {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)}
     gcp = {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)
            and any(p.provider == "gcp" for p in e.placements)}
     assert gcp and gcp <= set(bill.state.lifecycle.running), "billing follows every partner allocation"
+
+
+def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load(cluster, base_settings):
+    """kill -9 of one broker of three (replication 3, min.insync 2): the services go on
+    without a restart of their own, every request still gets one outcome, billing follows;
+    the broker comes back and catches up."""
+    st = base_settings.replace(kafka_bootstrap=cluster.bootstrap, topic_replication_factor=3, checkpoint_interval_s=2.0)
+
+    async def scenario():
+        await ensure_topics(st)
+        await publish(st, "resources", _resources())
+        await publish(st, "requests", _requests(0, 30))
+        stop = asyncio.Event()
+        sched, bill = SchedulerWorker(st, batch_max=8), BillingWorker(st, dict(AGREEMENTS))
+        tasks = [asyncio.create_task(sched.run(stop)), asyncio.create_task(bill.run(stop))]
+
+        async def decided(n):
+            return sum(e.event_type == "allocation.placed" for e in await _outcomes(st)) >= n
+
+        assert await _until(lambda: decided(30), 120)
+        victim = cluster.nodes[1]
+        await asyncio.get_running_loop().run_in_executor(None, lambda: victim.stop(kill=True))
+        await publish(st, "requests", _requests(30, 60))          # written to the two left
+        recovered = await _until(lambda: decided(60), 150)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: cluster.start(timeout=240))
+        recovered = recovered and await _until(lambda: _billed(st, bill), 90)
+        alive = not any(t.done() for t in tasks)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        return await _outcomes(st), recovered, alive
+
+    events, recovered, alive = run(scenario(), timeout=600)
+    assert recovered and alive
+    _one_outcome_each_and_nothing_over_committed(events, 60)

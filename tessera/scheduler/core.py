@@ -665,6 +665,14 @@ class Scheduler:
                                   tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text[:256],
                                   code=why.code)
 
+    def reject(self, request: WorkloadRequest, code: RejectReason, reason: str) -> list[Event]:
+        """Answer a request with a final rejection decided outside the packer (e.g. no
+        placement domain holds what it may use). Idempotent: a decided request is skipped."""
+        if request.request_id in self.decided or request.request_id in self.queue:
+            return []
+        self.decided.add(request.request_id)
+        return [self._rejected(request, Rejection(code, reason))]
+
     def release_requested(self, request_id: str, reason: str) -> list[Event]:
         """A producer ends its request: its allocation is released, or, if it still waits,
         it is withdrawn (rejected with code ``withdrawn``). Idempotent."""

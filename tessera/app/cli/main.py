@@ -46,6 +46,8 @@ def _progress(msg: str) -> None:
 def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
     from tessera.infra.kafka_broker import BrokerError, broker_from_settings
 
+    if args.brokers != 1:
+        return _infra_cluster(args, s)
     broker = broker_from_settings(s, secure=args.secure)
     if s.kafka_bootstrap and args.action in {"up", "down"}:
         print(f"TESSERA_KAFKA_BOOTSTRAP={s.kafka_bootstrap} points at an external broker; "
@@ -80,6 +82,38 @@ def cmd_infra(args: argparse.Namespace, s: Settings) -> int:
 
 
 # --------------------------------------------------------------------------- gateway
+def _infra_cluster(args: argparse.Namespace, s: Settings) -> int:
+    """``--brokers N`` (N >= 3): a KRaft cluster on loopback, ports 2 apart from the
+    configured ones (9092, 9094, 9096; controllers 9093, 9095, 9097)."""
+    from tessera.infra.kafka_broker import BrokerError, KafkaCluster
+
+    if args.brokers < 3 or args.secure:
+        print("error: --brokers takes 1 (the default) or 3 and more; a secured cluster is not offered yet "
+              "(use --secure with one broker)", file=sys.stderr)
+        return 2
+    cluster = KafkaCluster(s.data_path / "kafka-cluster", [s.kafka_port + 2 * i for i in range(args.brokers)],
+                           [s.kafka_controller_port + 2 * i for i in range(args.brokers)],
+                           heap=s.kafka_heap)
+    try:
+        if args.action == "up":
+            bootstrap = cluster.start(timeout=max(args.timeout, 180), progress=_progress)
+            print(f"Kafka cluster of {args.brokers} listening on {bootstrap} (data: {cluster.home}); every topic "
+                  "keeps 3 copies, writes need 2. Point clients and topic creation at it with\n"
+                  f"  TESSERA_KAFKA_BOOTSTRAP={bootstrap} TESSERA_TOPIC_REPLICATION_FACTOR=3")
+            return 0
+        if args.action == "down":
+            cluster.stop()
+            print("Kafka cluster stopped.")
+            return 0
+        states = [n.status() for n in cluster.nodes]
+        for st in states:
+            print(st.describe())
+        return 0 if all(st.running for st in states) else 3
+    except BrokerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 def cmd_gateway(args: argparse.Namespace, s: Settings) -> int:
     from tessera.app.gateway import Gateway, load_tokens, new_token
 
@@ -172,16 +206,26 @@ def pricing_agreements(s: Settings) -> dict | None:
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
     from tessera.app.warmup import compile_kernels
+    from tessera.scheduler.domains import DomainError, load_domains
 
     agreements = pricing_agreements(s)
     if agreements is None:
+        return 2
+
+    try:
+        domains = load_domains(s.domains_file) if s.domains_file else None
+        if domains is not None and args.domain not in domains.names:
+            raise DomainError(f"--domain {args.domain!r} is not in {s.domains_file} ({', '.join(domains.names)})")
+    except (OSError, DomainError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
 
     async def main() -> None:
         stop = await _prepare_service(s)
         compile_kernels(lambda text: print(text, file=sys.stderr), forecasts=False)   # before joining the group
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
-                                 aging_s=args.aging_s, agreements=agreements, tuning_interval_s=args.tune_every)
+                                 aging_s=args.aging_s, agreements=agreements, tuning_interval_s=args.tune_every,
+                                 domains=domains)
         print(f"scheduler for domain {args.domain!r}: {worker.topic['requests']} -> {worker.topic['allocations']}"
               " (Ctrl-C to stop)", file=sys.stderr)
         await worker.run(stop)
@@ -353,6 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("action", choices=["up", "down", "status"])
     sp.add_argument("--wipe", action="store_true", help="with down: delete the broker's data directory")
     sp.add_argument("--secure", action="store_true", help="the secured broker: TLS, SCRAM users per role, ACLs")
+    sp.add_argument("--brokers", type=int, default=1, metavar="N",
+                    help="1 (default) or a KRaft cluster of N >= 3 on loopback: replication 3, min.insync 2")
     sp.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for readiness (default 90)")
 
     sp = add("gateway", cmd_gateway, "the HTTP front door where tenants submit requests (tenant from the token)",
@@ -418,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
              "resources, and publish allocation events, in Kafka transactions. One scheduler\n"
              "runs per placement domain: a second one with the same domain fences the first.\n"
              "Consumers of the allocations topic should read with isolation.level=read_committed.")
-    sp.add_argument("--domain", default="global", help="placement domain this scheduler owns (default: global)")
+    sp.add_argument("--domain", default="global",
+                    help="placement domain this scheduler owns (default: global); with TESSERA_DOMAINS_FILE, one of "
+                         "its domains: it places only its domain's requests, on its domain's resources")
     sp.add_argument("--batch-max", type=int, default=1000, help="requests per batch at most (default 1000)")
     sp.add_argument("--batch-wait-ms", type=int, default=20, help="max wait to fill a batch (default 20 ms)")
     sp.add_argument("--tune-every", type=float, default=0.0, metavar="S",
