@@ -18,6 +18,8 @@ Table choices (why):
 
 from __future__ import annotations
 
+import re
+import textwrap
 from dataclasses import dataclass
 
 from tessera.storage.store import AnalyticsStore
@@ -314,3 +316,55 @@ def apply_migrations(store: AnalyticsStore) -> list[int]:
         store.insert(f"{db}.schema_migrations", [{"version": m.version, "name": m.name}])
         applied.append(m.version)
     return applied
+
+
+# --------------------------------------------------------------------------- a ClickHouse cluster
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+)\.(\w+) \(")
+_ENGINE = re.compile(r"ENGINE = ReplacingMergeTree(\(([^)]*)\))?")
+_VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (\S+)\.(\w+) AS")
+#: Rows of one event always go to one shard, so ReplacingMergeTree (and FINAL, which runs
+#: per shard) collapses its redelivered copies exactly as on one server.
+SHARDING_KEY = "cityHash64(event_id)"
+
+
+def statements(db: str, cluster: str = "") -> list[str]:
+    """Every DDL statement of every migration for database ``db``: as applied on one server,
+    or, with ``cluster``, for a ClickHouse cluster of that name (``tessera sql ddl --cluster``):
+
+    * each table becomes ``<table>_local``, ReplicatedReplacingMergeTree on every replica
+      (ZooKeeper/Keeper path ``/clickhouse/tables/{shard}/<db>/<table>_local``, the server's
+      ``{shard}`` and ``{replica}`` macros), with the insert-deduplication window of the
+      replicated engine;
+    * beside it a Distributed table with the original name, sharded by ``event_id``, so
+      the sinks and every view keep their names and queries;
+    * the database, the views and the migrations table are created ``ON CLUSTER``.
+    """
+    out = []
+    on = f" ON CLUSTER '{cluster}'" if cluster else ""
+    out.append(f"CREATE DATABASE IF NOT EXISTS {db}{on}")
+    for m in MIGRATIONS:
+        for raw in m.statements:
+            stmt = textwrap.dedent(raw.format(db=db)).strip()
+            if not cluster:
+                out.append(stmt)
+                continue
+            table = _TABLE.search(stmt)
+            if table:
+                name = table.group(2)
+                local = f"{name}_local"
+                path = f"'/clickhouse/tables/{{shard}}/{db}/{local}', '{{replica}}'"
+                stmt = _TABLE.sub(f"CREATE TABLE IF NOT EXISTS {db}.{local}{on} (", stmt, count=1)
+                stmt = _ENGINE.sub(lambda e: f"ENGINE = ReplicatedReplacingMergeTree({path}"
+                                             f"{', ' + e.group(2) if e.group(2) else ''})", stmt, count=1)
+                stmt = stmt.replace("non_replicated_deduplication_window", "replicated_deduplication_window")
+                out.append(stmt)
+                out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} AS {db}.{local} "
+                           f"ENGINE = Distributed('{cluster}', '{db}', '{local}', {SHARDING_KEY})")
+            else:
+                out.append(_VIEW.sub(lambda v: f"CREATE VIEW IF NOT EXISTS {v.group(1)}.{v.group(2)}{on} AS",
+                                     stmt, count=1))
+    out.append(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, name String, "
+               "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = "
+               + (f"ReplicatedReplacingMergeTree('/clickhouse/tables/{{shard}}/{db}/schema_migrations', '{{replica}}')"
+                  if cluster else "ReplacingMergeTree") + " ORDER BY version")
+    return out

@@ -266,6 +266,15 @@ def cmd_sql(args: argparse.Namespace, s: Settings) -> int:
 
     if args.query == "serve":
         return _sql_serve(args, s)
+    if args.query == "ddl":
+        from tessera.storage.ddl import statements
+
+        for stmt in statements(s.clickhouse_database, args.cluster or ""):
+            print(stmt + ";\n")
+        return 0
+    if args.cluster:
+        print("error: --cluster goes with `tessera sql ddl`", file=sys.stderr)
+        return 2
     fmt = {"pretty": "PrettyCompactMonoBlock", "csv": "CSVWithNames", "json": "JSONEachRow", "tsv": "TabSeparatedWithNames"}
     try:
         store = open_store(s)
@@ -432,10 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
              "`tessera sql serve [--host 127.0.0.1] [--port 8123]` serves the ClickHouse HTTP\n"
              "interface over the embedded store, for clickhouse-connect, curl, Grafana and the like:\n"
              "reads only unless --allow-writes; never file(), url() and the like, nor INTO OUTFILE;\n"
-             "a password (TESSERA_SQL_PASSWORD or --password-file) is required beyond loopback.")
+             "a password (TESSERA_SQL_PASSWORD or --password-file) is required beyond loopback.\n\n"
+             "`tessera sql ddl [--cluster NAME]` prints Tessera's DDL: for one server, or for a\n"
+             "ClickHouse cluster (replicated tables sharded by event_id behind Distributed ones).")
     sp.add_argument("query", help='e.g. "SELECT event_type, count() FROM tessera.events GROUP BY 1", '
-                                  'or `serve` to serve the ClickHouse HTTP interface over the embedded store')
+                                  'or `serve` to serve the ClickHouse HTTP interface over the embedded store, '
+                                  'or `ddl` to print the DDL')
     sp.add_argument("--format", choices=["pretty", "csv", "json", "tsv"], default="pretty")
+    sp.add_argument("--cluster", metavar="NAME",
+                    help="with ddl: the DDL for a ClickHouse cluster of that name (ReplicatedReplacingMergeTree "
+                         "tables sharded by event_id behind Distributed tables, everything ON CLUSTER)")
     sp.add_argument("--host", default="127.0.0.1", help="with serve: address to listen on (default loopback)")
     sp.add_argument("--port", type=int, default=8123, help="with serve: port (default 8123)")
     sp.add_argument("--user", help="with serve: user name clients must give (default: 'default')")
