@@ -47,3 +47,36 @@ def test_loading_refuses_a_state_that_names_anything_outside_tessera():
     assert newest([*fine, evil], "billing").state == "fine"   # falls back to the one before
     with pytest.raises(CheckpointError, match="does not load"):
         loads(b"not zlib")
+
+
+def test_a_scheduler_restored_from_a_checkpoint_decides_exactly_as_the_one_saved():
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    import tessera.schemas as s
+    from tessera.scheduler.core import Scheduler
+
+    now, now_dt = 1_800_000_000.0, datetime(2027, 1, 15, tzinfo=timezone.utc)
+    core = Scheduler()
+    for i in range(4):
+        core.apply(s.ResourceDiscovered(resource_id=f"own/n{i}", spec=s.ResourceSpec(
+            provider="own", region="eu", capacity=s.Capacity(vcpu=8, memory_bytes=16 << 30),
+            price_per_hour=Decimal("0.20"))))
+
+    def req(i):
+        return s.WorkloadRequest(request_id=f"q{i}", tenant="t", replicas=1 + i % 2,
+                                 per_replica=s.Capacity(vcpu=1 + i % 3, memory_bytes=1 << 30))
+
+    for i in range(12):
+        core.submit(req(i), now, now_dt)
+    core.run_batch(now, now_dt, batch_id="b1")
+    restored = newest(checkpoint_events("scheduler/global", 1, {"core": core}, {}), "scheduler/global").state["core"]
+    assert restored.allocations.keys() == core.allocations.keys()
+    assert restored.allocations["alloc:q3"].placement_events == core.allocations["alloc:q3"].placement_events
+    for c in (core, restored):
+        for i in range(12, 20):
+            c.submit(req(i), now, now_dt)
+    a, b = (c.run_batch(now, now_dt, batch_id="b2") for c in (core, restored))
+    strip = lambda evs: [(e.event_type, getattr(e, "allocation_id", ""), getattr(e, "placements", None)) for e in evs]  # noqa: E731
+    assert strip(a) == strip(b) and a
+    assert restored.release("alloc:q3")[0].placements == core.release("alloc:q3")[0].placements
