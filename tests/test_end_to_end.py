@@ -161,9 +161,13 @@ def _do_expected(allocs, stamped: str = "") -> Decimal:
 
 
 def _usage(lines, partner: str) -> Decimal:
-    """A partner's usage charges in the latest revision of each billing line."""
-    return sum((l.amount for l in latest_revisions(lines).values()
-                if l.partner_id == partner and l.charge_category == "usage"), Decimal(0))
+    """A partner's usage charges in the latest revision of each billing line, as quantity x
+    rate summed over the lines and rounded once: each line's amount is rounded to the cent
+    on its own, so the sum of two rounded lines (vCPU, memory) can be a cent off the
+    rounded total that the placements' prices give (0.08 against 0.09, seen in CI)."""
+    exact = sum((l.quantity * l.rate for l in latest_revisions(lines).values()
+                 if l.partner_id == partner and l.charge_category == "usage"), Decimal(0))
+    return exact.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
 
 
 def _do_total(lines) -> Decimal:
