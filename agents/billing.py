@@ -100,7 +100,7 @@ class BillingWorker:
         self._agreement_pos = -1
         self._dead: list[DeadLetter] = []
         restored = await load_checkpoint(self.settings, self.owner, AGENT)
-        start: dict[str, dict[int, int]] = {}
+        start = restored.by_topic() if restored is not None else {}
         touched: set[tuple[str, str]] = set()
         if restored is not None:
             self.state, self.checkpoint_id = restored.state, restored.checkpoint_id
@@ -108,16 +108,14 @@ class BillingWorker:
             for partner, a in self.agreements.items():      # the configured terms win over saved ones
                 if self.state.agreements.get(partner) != a:
                     touched |= self.state.update_agreement(a)
-            for (topic, part), off in restored.positions.items():
-                start.setdefault(self.names.get(topic, topic), {})[part] = off
         # The topics are read concurrently: each read is a consumer start-up and a fetch.
         names = ("agreements", "alerts", "billing-lines", *USAGE_TOPICS)
-        reads = dict(zip(names, await asyncio.gather(*(self._read(n, start.get(n)) for n in names))))
+        reads = dict(zip(names, await asyncio.gather(*(self._read(n, start.get(self.topic[n])) for n in names))))
         # Lines published before: revisions continue above them (a consumer keeps the highest).
         for e, _, _ in reads["billing-lines"][0]:
             if isinstance(e, BillingLine):
                 self.state.remember_line(e)
-        self._agreement_pos = start.get("agreements", {}).get(0, 0) - 1
+        self._agreement_pos = start.get(self.topic["agreements"], {}).get(0, 0) - 1
         for e, part, off in reads["agreements"][0]:
             if isinstance(e, AgreementUpdated):
                 _, dl = self._apply_agreement(e, part, off)
@@ -199,7 +197,6 @@ class BillingWorker:
             metrics.PROBE.ready()
             watch = BrokerWatch(producer.client)
             while not stop.is_set():
-                metrics.PROBE.beat()
                 await watch.tick()
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
                 # running allocation month to date, so one per fetch (dozens a second at low

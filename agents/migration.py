@@ -62,7 +62,7 @@ from tessera.streams import metrics
 from tessera.streams.checkpoint import load_checkpoint
 from tessera.streams.edge import decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import groupless_consumer, read_span
+from tessera.streams.reader import groupless_consumer, read_span, seek_on
 from tessera.streams.supervise import BrokerWatch, start_client, supervise
 
 log = logging.getLogger(__name__)
@@ -136,15 +136,13 @@ class MigrationWorker:
         else from the beginning; migrations always from the beginning (they are short-lived,
         and the log must see every unfinished one)."""
         restored = await load_checkpoint(self.settings, f"scheduler/{self.domain}", AGENT)
-        start: dict[str, dict[int, int]] = {}
+        start = restored.by_topic() if restored is not None else {}
+        start.pop(self.topic["migrations"], None)
         if restored is not None:
             self.core = restored.state["core"]
             self.core.queue = type(self.core.queue)(self.core.batch_max, self.core.aging_s)   # not ours to place
             for agreement in self.agreements.values():
                 self.core.prices.set_agreement(agreement)
-            for (topic, part), off in restored.positions.items():
-                if not topic.endswith(".migrations.v1"):
-                    start.setdefault(topic, {})[part] = off
         self.core.reprice(int(time.time() * 1_000_000))
         reads = await asyncio.gather(*(read_span(self.settings, self.topic[n], topic_spec(n).partitions,
                                                  start=start.get(self.topic[n]), committed_only=n in COMMITTED)
@@ -238,10 +236,7 @@ class MigrationWorker:
             tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts") if n != "migrations"
                    for p in range(topic_spec(n).partitions)]
             tail.assign(tps)
-            for tp in tps:      # on from where recovery stopped: nothing in between is missed
-                if (tp.topic, tp.partition) in self.positions:
-                    tail.seek(tp, self.positions[(tp.topic, tp.partition)])
-            await tail.seek_to_end(*(tp for tp in tps if (tp.topic, tp.partition) not in self.positions))
+            await seek_on(tail, tps, self.positions)
             for m in self.log.unfinished():
                 log.info("resuming migration %s at %s", m.migration_id, m.next_step or "done")
                 await self._run(producer, m)
@@ -250,7 +245,6 @@ class MigrationWorker:
             metrics.PROBE.ready()
             watch = BrokerWatch(producer.client)
             while not stop.is_set():
-                metrics.PROBE.beat()
                 await watch.tick()
                 for recs in (await tail.getmany(timeout_ms=200, max_records=10_000)).values():
                     for r in recs:

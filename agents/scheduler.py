@@ -76,7 +76,7 @@ from tessera.streams import collector, metrics
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
 from tessera.streams.edge import dead_letter, decode_message
 from tessera.streams.produce import event_record, producer_for, send_batched
-from tessera.streams.reader import groupless_consumer, read_span
+from tessera.streams.reader import groupless_consumer, read_span, seek_on
 from tessera.streams.security import aiokafka_security_kwargs
 from tessera.streams.supervise import BrokerWatch, start_client, supervise
 
@@ -154,14 +154,12 @@ class SchedulerWorker:
         """State from the newest checkpoint (if any), then every state topic from the
         checkpoint's positions (or from the beginning) to its end; the tail goes on from there."""
         restored = await load_checkpoint(self.settings, self.owner, AGENT)
-        start: dict[str, dict[int, int]] = {}
+        start = restored.by_topic() if restored is not None else {}
         if restored is not None:
             saved = restored.state
             self.core, self.release_at, self.checkpoint_id = saved["core"], saved["release_at"], restored.checkpoint_id
             for agreement in self.agreements.values():      # the configured terms win over saved ones
                 self.core.prices.set_agreement(agreement)
-            for (topic, part), off in restored.positions.items():
-                start.setdefault(topic, {})[part] = off
         # Prices first (terms, then each partner's month to date), so resources are priced once.
         self.core.reprice(int(time.time() * 1_000_000))
         # The topics are read side by side (each read opens its own consumer); applied in order.
@@ -226,15 +224,10 @@ class SchedulerWorker:
             tail_tps = [TopicPartition(self.topic[n], p) for n in (*STATE_TOPICS, "forecasts")
                         for p in range(topic_spec(n).partitions)]
             tail.assign(tail_tps)
-            # On from where recovery stopped (nothing in between is missed); forecasts from now.
-            for tp in tail_tps:
-                if (tp.topic, tp.partition) in self.positions:
-                    tail.seek(tp, self.positions[(tp.topic, tp.partition)])
-            await tail.seek_to_end(*(tp for tp in tail_tps if (tp.topic, tp.partition) not in self.positions))
+            await seek_on(tail, tail_tps, self.positions)     # forecasts (not recovered): from now
             metrics.PROBE.ready()
             watch = BrokerWatch(producer.client)
             while not stop.is_set():
-                metrics.PROBE.beat()
                 await watch.tick()
                 await self._tail(tail)
                 batch = await requests.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_max)

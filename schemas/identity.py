@@ -20,9 +20,6 @@ class RecentIds(dict):
     def add(self, key: str) -> None:
         self[key] = None
 
-    def discard(self, key: str) -> None:
-        self.pop(key, None)
-
     def trim(self, keep: int) -> int:
         """Forget all but the newest ``keep``; returns how many were forgotten."""
         extra = len(self) - keep

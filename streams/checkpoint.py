@@ -95,6 +95,13 @@ class Restored:
     positions: dict[tuple[str, int], int]
     size_bytes: int
 
+    def by_topic(self) -> dict[str, dict[int, int]]:
+        """The positions as topic -> {partition: next offset}, the way ``read_span`` takes a start."""
+        out: dict[str, dict[int, int]] = {}
+        for (topic, part), off in self.positions.items():
+            out.setdefault(topic, {})[part] = off
+        return out
+
 
 def newest(events: Iterable[Checkpoint], owner: str) -> Restored | None:
     """The newest checkpoint of ``owner`` whose chunks are all present and that loads."""

@@ -25,6 +25,17 @@ def groupless_consumer(settings: Settings, *topics: str, committed_only: bool = 
                             **aiokafka_security_kwargs(settings), **kw)
 
 
+async def seek_on(consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition],
+                  positions: dict[tuple[str, int], int]) -> None:
+    """Point an assigned tail at ``positions`` (next offset per (topic, partition), where a
+    recovery read stopped: nothing in between is missed), and the partitions not in it at
+    their end."""
+    for tp in tps:
+        if (tp.topic, tp.partition) in positions:
+            consumer.seek(tp, positions[(tp.topic, tp.partition)])
+    await consumer.seek_to_end(*(tp for tp in tps if (tp.topic, tp.partition) not in positions))
+
+
 async def read_to_end(settings: Settings, topic: str, partitions: int | Sequence[int], *,
                       committed_only: bool = False, timeout: float | None = None) -> list[Any]:
     """Every record of ``topic`` up to the end offsets seen at the start: of all its

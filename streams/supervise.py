@@ -103,6 +103,8 @@ class BrokerWatch:
         self.next_at = 0.0
 
     async def tick(self) -> None:
+        """Once per loop: beat the liveness probe, and every ``every_s`` ask the broker."""
+        metrics.PROBE.beat()
         now = time.monotonic()
         if now < self.next_at:
             return

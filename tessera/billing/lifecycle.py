@@ -109,6 +109,13 @@ class Lifecycle:
     watermark_us: int = 0
     unknown_migrations: int = 0      # for an allocation not running here (released, or never placed)
 
+    def __getstate__(self) -> dict:
+        # The callback is the billing state's bound method, re-attached when that loads; a
+        # checkpoint that had to name a method would need getattr in its unpickler.
+        state = self.__dict__.copy()
+        state["bills_whole_vm"] = _never
+        return state
+
     def apply(self, e: Event) -> list[UsageRecord]:
         """Feed one allocation or migration event; returns the usage that became final."""
         t = _us(e.event_time)

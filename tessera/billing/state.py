@@ -4,7 +4,6 @@ feeds it events and publishes what it returns)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -17,10 +16,6 @@ from tessera.schemas.identity import RecentIds
 from .ledger import Ledger, SeenOverlay
 from .lifecycle import Lifecycle, sample_record
 from .usage import US, month_segments, period_bounds, period_of
-
-
-def _never_whole_vm(partner: str, instance_type: str) -> bool:
-    return False
 
 
 def _utc(us: int) -> datetime:
@@ -55,15 +50,9 @@ class BillingState:
         self._closed_through = ""
 
     def __getstate__(self) -> dict:
-        # Callbacks belong to the process (a metric, a bound method), not to the saved state;
-        # a checkpoint that had to name a method would need getattr in its unpickler.
+        # The callback belongs to the process (a metric), not to the saved state.
         state = self.__dict__.copy()
         state.pop("on_unrated", None)
-        self.lifecycle.bills_whole_vm, saved = _never_whole_vm, self.lifecycle.bills_whole_vm
-        try:
-            state["lifecycle"] = copy.copy(self.lifecycle)
-        finally:
-            self.lifecycle.bills_whole_vm = saved
         return state
 
     def __setstate__(self, state: dict) -> None:
