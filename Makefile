@@ -1,6 +1,6 @@
 # The two commands a newcomer needs (demo, test); the rest serve maintainers and CI.
 # Each installs what it needs first.
-.PHONY: demo test test-unit lint wheel-check docs bootstrap clean
+.PHONY: demo test test-unit lint wheel-check docs bootstrap focus-validator clean
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -9,12 +9,16 @@ demo: bootstrap
 	.venv/bin/tessera demo
 
 # Everything: the layer contracts, then the whole suite on a real Kafka broker.
-test: bootstrap lint
+test: bootstrap lint focus-validator
 	.venv/bin/python -m pytest
 
 # The fast tier: no broker, under a minute.
 test-unit: bootstrap
 	.venv/bin/python -m pytest -m "not kafka and not slow"
+
+# The official FOCUS validator, in a venv of its own (it needs Python >= 3.12).
+focus-validator:
+	@scripts/focus-validator.sh
 
 lint: bootstrap
 	.venv/bin/lint-imports
@@ -28,4 +32,4 @@ docs: bootstrap
 
 clean:
 	-.venv/bin/tessera infra down
-	rm -rf .venv infra/kafka/target build
+	rm -rf .venv .venv-focus infra/kafka/target build

@@ -201,6 +201,7 @@ class Placement(_Part):
     instance_type: str = Field("", max_length=128,
                                description="the resource's instance type (billing: a partner that rates it "
                                            "per instance-hour bills the whole VM while it holds work)")
+    region: str = Field("", max_length=128, description="the resource's region (billing exports name it)")
 
 
 class _AllocationEvent(Event):

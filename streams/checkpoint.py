@@ -40,7 +40,7 @@ from .reader import read_to_end
 log = logging.getLogger(__name__)
 
 #: Bump when a saved state's layout changes incompatibly: older checkpoints are then ignored.
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 #: Modules whose classes a checkpoint may name (prefix match on the dotted module path).
 _ALLOWED_MODULES = ("tessera.", "numpy", "decimal", "datetime", "collections", "fractions", "enum",

@@ -28,7 +28,7 @@ from typing import Iterable
 from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, UNITS, Agreement, Limit
 from tessera.schemas.identity import RecentIds
 
-from .usage import EPOCH, UsageError, UsageRecord, month_segments, period_bounds, period_of
+from .usage import EPOCH, UsageError, UsageRecord, day_segments, month_segments, period_bounds, period_of
 
 #: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
 D = N_PER_UNIT_HOUR * MICRO
@@ -72,6 +72,8 @@ class Line:
     numerator: int                 # exact amount = numerator / D
     amount_minor: int = 0          # apportioned, minor units of the currency
     adjusts: str = ""              # period an adjustment line corrects
+    key: str = ""                  # the usage it rates: unit, or instance_hour:<type>
+    terms: int = 0                 # the agreement version's effective_from_us (usage lines)
 
     @property
     def line_id(self) -> str:
@@ -146,6 +148,10 @@ class Ledger:
     closed: set[tuple[str, str]] = field(default_factory=set)
     alerted: set[tuple[str, str, str, int]] = field(default_factory=set)
     blocked: dict[str, str] = field(default_factory=dict)   # partner -> period its hard limit was hit
+    #: The cells again per UTC day and tenant (None: not kept), for FOCUS rows with daily
+    #: charge periods and tenant chargeback. Kept apart from ``cells`` because the live
+    #: agent's month-to-date view copies ``cells`` every batch and has no use for these.
+    detail: dict[tuple, list[int]] | None = field(default_factory=dict)
 
     def add(self, r: UsageRecord) -> bool:
         """Rate one record; False if its event id was already rated."""
@@ -161,10 +167,11 @@ class Ledger:
         for period, s, e in month_segments(r.start_us, r.end_us):
             cuts = a.boundaries(s, e) if a.earlier is not None else ()
             for s, e in zip([s, *cuts], [*cuts, e]):
-                self._accrue(r, a.at(s).effective_from_us, period, e - s)
+                self._accrue(r, a.at(s).effective_from_us, period, s, e)
         return True
 
-    def _accrue(self, r: UsageRecord, terms: int, period: str, dur: int) -> None:
+    def _accrue(self, r: UsageRecord, terms: int, period: str, start: int, end: int) -> None:
+        dur = end - start
         if not dur:
             return
         corrected = ""
@@ -174,11 +181,17 @@ class Ledger:
         acc = self.cells.get(key)
         if acc is None:
             acc = self.cells[key] = [0, 0, 0, 0]
-        acc[0] += r.vcpu_milli * dur
-        acc[1] += r.memory_milli * dur
-        acc[2] += r.gpu_milli * dur
-        if r.instance_type:
-            acc[3] += 1000 * dur
+        _add(acc, r, dur, 1, 1)
+        if self.detail is None:
+            return
+        shares = r.shares or ((r.tenant, 1),)
+        total = sum(w for _, w in shares)
+        for day, d in day_segments(start, end):
+            for tenant, w in shares:
+                cell = self.detail.get(k := (*key, day, tenant))
+                if cell is None:
+                    cell = self.detail[k] = [0, 0, 0, 0]
+                _add(cell, r, d, w, total)
 
     # Usage cells: (partner, period rated into, period corrected or "", resource, region,
     # instance type, terms in force: their effective_from_us) -> [vcpu N, memory N, gpu N,
@@ -250,14 +263,15 @@ class Ledger:
         return [(key if band < 0 else f"{key}/tier{band + 1}", inside, rate, rate * inside)
                 for band, inside, rate in a.bands(key, before, n)]
 
-    def _rate_terms(self, a: Agreement, key: str, by_terms: dict[int, int]) -> list[tuple[str, int, int, int]]:
+    def _rate_terms(self, a: Agreement, key: str, by_terms: dict[int, int]) -> list[tuple[str, int, int, int, int]]:
         """A unit's period usage rated version by version in time order; tiers count on
         across versions. A version other than the first names its start in the sku."""
         out, before = [], 0
         for terms, n in sorted(by_terms.items()):
             version = a.at(terms)
             suffix = "" if version.earlier is None else "@" + _stamp(version.effective_from_us)
-            out += [(sku + suffix, nb, rate, num) for sku, nb, rate, num in self._rate_unit(version, key, n, before)]
+            out += [(sku + suffix, nb, rate, num, terms)
+                    for sku, nb, rate, num in self._rate_unit(version, key, n, before)]
             before += n
         return out
 
@@ -267,8 +281,9 @@ class Ledger:
         usage = self.usage          # derived from the cells: build it once per invoice
         for (p, per, key), by_terms in sorted(self.usage_by_terms.items()):
             if p == partner and per == period:
-                for sku, nb, rate, num in self._rate_terms(a, key, by_terms):
-                    lines.append(Line(partner, period, sku, key.split(":")[0], "usage", nb, rate, num))
+                for sku, nb, rate, num, terms in self._rate_terms(a, key, by_terms):
+                    lines.append(Line(partner, period, sku, key.split(":")[0], "usage", nb, rate, num, key=key,
+                                      terms=terms))
         for (p, per, corrected, key), n in sorted(self.adjustments.items()):
             if p == partner and per == period:
                 # Late usage is rated at the corrected period's marginal rate, at the terms
@@ -279,7 +294,7 @@ class Ledger:
                 num = sum(x[3] for x in bands)
                 rate = bands[-1][2] if bands else 0
                 lines.append(Line(partner, period, key, key.split(":")[0], "adjustment", n, rate, num,
-                                  adjusts=corrected))
+                                  adjusts=corrected, key=key))
         subtotal = sum(l.numerator for l in lines)
         # The commitment is the one in the terms in force at the period's end.
         commit_num = a.at(period_bounds(period)[1] - 1).monthly_commit * N_PER_UNIT_HOUR   # micro-units -> numerator units
@@ -347,6 +362,17 @@ class Ledger:
                     self.alerted.discard((partner, period, lim.name, t))
             out.append(Alert(partner, period, lim.name, max(pct, 1), used, lim.amount, "soft", lifted=True))
         return out
+
+
+def _add(acc: list[int], r: UsageRecord, dur: int, w: int, total: int) -> None:
+    """Add ``w / total`` of a record's usage over ``dur`` to a cell (a tenant's share of a VM
+    billed whole; 1/1 otherwise). Shares floor; the cells per tenant are weights for
+    apportioning, never summed into an amount."""
+    acc[0] += r.vcpu_milli * dur * w // total
+    acc[1] += r.memory_milli * dur * w // total
+    acc[2] += r.gpu_milli * dur * w // total
+    if r.instance_type:
+        acc[3] += 1000 * dur * w // total
 
 
 def _stamp(us: int) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, Iterable
 
 from tessera.schemas import (
     GIB,
@@ -70,13 +70,21 @@ class Segment:
     replicas: int
     per_replica_milli: tuple[int, int, int]
     instance_type: str = ""     # set when the whole VM is billed instead (see the module doc)
+    tenant: str = ""
 
     def record(self, end_us: int) -> UsageRecord:
         v, m, g = self.per_replica_milli
         return UsageRecord(
             event_id=self.record_id, partner=self.partner, allocation_id=self.allocation_id,
             resource_id=self.resource_id, start_us=self.start_us, end_us=max(end_us, self.start_us),
-            vcpu_milli=v * self.replicas, memory_milli=m * self.replicas, gpu_milli=g * self.replicas)
+            vcpu_milli=v * self.replicas, memory_milli=m * self.replicas, gpu_milli=g * self.replicas,
+            tenant=self.tenant)
+
+    def weight(self, end_us: int) -> int:
+        """How much of a shared VM this segment used up to ``end_us``: its vCPU (or, without
+        vCPU, its memory and GPU) thousandths times microseconds."""
+        v, m, g = self.per_replica_milli
+        return (v or m + g) * self.replicas * max(end_us - self.start_us, 0)
 
 
 @dataclass(slots=True)
@@ -85,11 +93,19 @@ class OpenVm:
     instance_type: str
     start_us: int
     segments: int = 0
+    #: tenant -> weight of its closed segments on this VM (see ``Segment.weight``).
+    used: dict[str, int] = field(default_factory=dict)
 
-    def record(self, resource_id: str, end_us: int) -> UsageRecord:
+    def record(self, resource_id: str, end_us: int, running: Iterable[Segment] = ()) -> UsageRecord:
+        """The VM's span as one instance-hour record, its cost shared by the tenants that
+        ran on it in proportion to their use (``running``: segments still open on it)."""
+        used = dict(self.used)
+        for seg in running:
+            used[seg.tenant] = used.get(seg.tenant, 0) + seg.weight(end_us)
         return UsageRecord(event_id=f"vm:{resource_id}:{self.start_us}", partner=self.partner, allocation_id="",
                            resource_id=resource_id, start_us=self.start_us, end_us=max(end_us, self.start_us),
-                           vcpu_milli=0, memory_milli=0, gpu_milli=0, instance_type=self.instance_type)
+                           vcpu_milli=0, memory_milli=0, gpu_milli=0, instance_type=self.instance_type,
+                           shares=tuple(sorted((t, w) for t, w in used.items() if w)))
 
 
 def _never(partner: str, instance_type: str) -> bool:
@@ -106,6 +122,7 @@ class Lifecycle:
     finished_migrations: set[str] = field(default_factory=set)
     released: RecentIds = field(default_factory=RecentIds)   # a redelivered placement must not reopen them
     providers: dict[str, str] = field(default_factory=dict)             # resource -> partner, as placed
+    regions: dict[str, str] = field(default_factory=dict)               # resource -> region, as placed
     watermark_us: int = 0
     unknown_migrations: int = 0      # for an allocation not running here (released, or never placed)
 
@@ -126,10 +143,12 @@ class Lifecycle:
                 per = _milli_per_replica(e.per_replica)
                 segs = [Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
                                 p.replicas, per, p.instance_type if self.bills_whole_vm(p.provider, p.instance_type)
-                                else "") for p in e.placements]
+                                else "", e.tenant) for p in e.placements]
                 self.running[e.allocation_id] = segs
                 for p in e.placements:
                     self.providers[p.resource_id] = p.provider
+                    if p.region:
+                        self.regions[p.resource_id] = p.region
                 for seg in segs:
                     self._vm_in(seg, t)
             return []
@@ -187,9 +206,17 @@ class Lifecycle:
             vm = self.vms[seg.resource_id] = OpenVm(seg.partner, seg.instance_type, t)
         vm.segments += 1
 
+    def _regioned(self, records: list[UsageRecord]) -> list[UsageRecord]:
+        for r in records:
+            r.region = self.regions.get(r.resource_id, "")
+        return records
+
     def _close(self, segments: list[Segment], end_us: int) -> list[UsageRecord]:
         """Closed segments as final usage: per unit, or, for VMs billed whole, the VM's span
         when its last segment leaves."""
+        return self._regioned(self._closed(segments, end_us))
+
+    def _closed(self, segments: list[Segment], end_us: int) -> list[UsageRecord]:
         out = []
         for s in segments:
             if s.partner == OWN:
@@ -200,6 +227,7 @@ class Lifecycle:
             vm = self.vms.get(s.resource_id)
             if vm is None:
                 continue
+            vm.used[s.tenant] = vm.used.get(s.tenant, 0) + s.weight(end_us)
             vm.segments -= 1
             if vm.segments <= 0:
                 del self.vms[s.resource_id]
@@ -227,11 +255,16 @@ class Lifecycle:
         """Usage of still-open segments up to the watermark."""
         open_segments = [s for segs in self.running.values() for s in segs]
         open_segments += self.reserved.values()
-        return ([s.record(self.watermark_us) for s in open_segments if s.partner != OWN and not s.instance_type]
-                + [vm.record(rid, self.watermark_us) for rid, vm in self.vms.items()])
+        on_vm: dict[str, list[Segment]] = {}
+        for s in open_segments:
+            if s.instance_type:
+                on_vm.setdefault(s.resource_id, []).append(s)
+        return self._regioned(
+            [s.record(self.watermark_us) for s in open_segments if s.partner != OWN and not s.instance_type]
+            + [vm.record(rid, self.watermark_us, on_vm.get(rid, ())) for rid, vm in self.vms.items()])
 
 
-def sample_record(e: UsageSample, partner: str) -> UsageRecord:
+def sample_record(e: UsageSample, partner: str, tenant: str = "") -> UsageRecord:
     """A measured-use sample as a usage record: its interval ends at the sample's event time.
     Quantities are the average use over the interval, rounded to thousandths."""
     end = e.event_time
@@ -239,4 +272,4 @@ def sample_record(e: UsageSample, partner: str) -> UsageRecord:
     v, m, g = _milli_per_replica(e.used)
     return UsageRecord(event_id=e.event_id, partner=partner, allocation_id=e.allocation_id,
                        resource_id=e.resource_id, start_us=_us(start), end_us=_us(end),
-                       vcpu_milli=v, memory_milli=m, gpu_milli=g)
+                       vcpu_milli=v, memory_milli=m, gpu_milli=g, tenant=tenant)

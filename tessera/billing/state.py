@@ -121,7 +121,8 @@ class BillingState:
         partner = e.provider or self.lifecycle.providers.get(e.resource_id, "")
         if not e.allocation_id or self._basis(partner) != "measured":
             return []
-        return [sample_record(e, partner)]
+        running = self.lifecycle.running.get(e.allocation_id)
+        return [sample_record(e, partner, running[0].tenant if running else "")]
 
     def _close_periods(self) -> None:
         """Months that ended more than the grace period before the latest event time are
@@ -142,11 +143,14 @@ class BillingState:
         return [r for r in self.lifecycle.provisional()
                 if r.partner in self.agreements and self._basis(r.partner) != "measured"]
 
-    def view(self, provisional: list | None = None) -> Ledger:
-        """The ledger plus still-running allocations up to the watermark (month to date)."""
+    def view(self, provisional: list | None = None, detail: bool = False) -> Ledger:
+        """The ledger plus still-running allocations up to the watermark (month to date);
+        with ``detail``, also per day and tenant (for FOCUS rows and chargeback)."""
+        days = self.ledger.detail
         view = Ledger(self.agreements, seen=SeenOverlay(self.ledger.seen),
                       cells={k: list(v) for k, v in self.ledger.cells.items()},
-                      closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked)
+                      closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked,
+                      detail={k: list(v) for k, v in days.items()} if detail and days is not None else None)
         for r in self._provisional() if provisional is None else provisional:
             view.add(r)
         return view

@@ -19,8 +19,11 @@ from typing import Any
 from tessera.pricing.agreements import utc_us
 from tessera.pricing.periods import EPOCH, MONTH_STARTS, US, month_start_us, period_bounds, period_name, period_of
 
-__all__ = ["EPOCH", "US", "UsageError", "UsageRecord", "parse_usage", "month_segments", "month_start_us",
-           "period_bounds", "period_of"]
+__all__ = ["EPOCH", "US", "DAY_US", "UsageError", "UsageRecord", "parse_usage", "month_segments", "day_segments",
+           "month_start_us", "period_bounds", "period_of"]
+
+#: A charge day (UTC) in microseconds: FOCUS rows and chargeback are per day.
+DAY_US = 86_400 * US
 
 
 class UsageError(ValueError):
@@ -40,6 +43,10 @@ class UsageRecord:   # not frozen: a frozen dataclass's __init__ costs 4x (objec
     gpu_milli: int
     instance_type: str = ""
     region: str = ""
+    #: Whose work this is: the tenant of a per-unit record; for a VM billed whole, the tenants
+    #: that ran on it with their weights (vCPU-microseconds), who share its cost pro rata.
+    tenant: str = ""
+    shares: tuple[tuple[str, int], ...] = ()
 
 
 def _time_us(value: Any, field: str, where: str) -> int:
@@ -76,7 +83,7 @@ def parse_usage(doc: Any, where: str = "usage") -> UsageRecord:
     return UsageRecord(doc["event_id"], doc["partner"], doc["allocation_id"], doc["resource_id"], start, end,
                        _milli(doc.get("vcpu"), "vcpu", where), _milli(doc.get("memory_gib"), "memory_gib", where),
                        _milli(doc.get("gpu"), "gpu", where), str(doc.get("instance_type") or ""),
-                       str(doc.get("region") or ""))
+                       str(doc.get("region") or ""), str(doc.get("tenant") or ""))
 
 
 def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
@@ -93,4 +100,20 @@ def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
         e = min(MONTH_STARTS[i + 1], end_us)
         out.append((period_name(i), s, e))
         s, i = e, i + 1
+    return out
+
+
+def day_segments(start_us: int, end_us: int) -> list[tuple[int, int]]:
+    """[start, end) as (day start, duration) pieces split at UTC midnights.
+
+    >>> day_segments(23 * 3600 * US, 26 * 3600 * US)
+    [(0, 3600000000), (86400000000, 7200000000)]
+    """
+    out = []
+    s = start_us
+    while s < end_us:
+        day = s - s % DAY_US
+        e = min(day + DAY_US, end_us)
+        out.append((day, e - s))
+        s = e
     return out

@@ -655,7 +655,8 @@ class Scheduler:
         alloc_id = f"alloc:{request.request_id}"
         events = [Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
                             price_per_hour=self.placement_price(r, request.per_replica, k),
-                            instance_type=self.resources[r].offer.instance_type if self.resources[r].offer else "")
+                            instance_type=self.resources[r].offer.instance_type if self.resources[r].offer else "",
+                            region=self.resources[r].region)
                   for r, k in placements]
         expires = now_dt + timedelta(seconds=duration) if duration else None
         self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
