@@ -75,6 +75,8 @@ def _answers(st) -> dict:
         "alerts": q(f"SELECT partner, alerts FROM {db}.v_alerts_over_time"),
         "dead": q(f"SELECT source_topic, dead_letters FROM {db}.v_dead_letters_over_time"),
         "tenant": q(f"SELECT tenant FROM {db}.v_cost_per_tenant_day"),
+        "chargeback": q(f"SELECT tenant, toString(own_cost) AS o, toString(partner_cost) AS p, "
+                        f"toString(total_cost) AS t, allocations FROM {db}.v_tenant_chargeback ORDER BY tenant"),
         "hints": q(f"SELECT pool, shortfall_vcpu AS s, suggested_resources AS n, "
                    f"toString(suggested_cost_per_hour) AS c, hints FROM {db}.v_provisioning_hints"),
         "tuning": q(f"SELECT knob, context, arm, previous_arm, reward, toString(window_cost) AS c, window_misses AS m "
@@ -114,5 +116,9 @@ def test_views_answer_from_events_and_count_a_redelivered_batch_once(any_backend
     assert [(int(r["step"]), r["mae"], r["band_coverage"]) for r in acc] == [(1, 2.0, 1.0), (2, 10.0, 0.0)]
     assert [int(r["alerts"]) for r in first["alerts"]] == [1]
     assert [int(r["dead_letters"]) for r in first["dead"]] == [1]
+    # Chargeback shares out exactly what v_allocation_usage costs, own and partner apart.
+    (total,) = st.query(f"SELECT toString(sum(cost)) AS c FROM {db}.v_allocation_usage")
+    assert sum(Decimal(r["t"]) for r in first["chargeback"]) == Decimal(total["c"])
+    assert all(Decimal(r["o"]) + Decimal(r["p"]) == Decimal(r["t"]) for r in first["chargeback"])
     assert [(r["pool"], r["s"], int(r["n"]), r["c"], int(r["hints"])) for r in first["hints"]] == [
         ("default", 30.0, 1, "1.25", 2)]

@@ -294,6 +294,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        5,
+        "tenant chargeback",
+        (
+            # What each tenant's work cost per month at the blended true cost: partner
+            # placements at the price the partner bills for them, own capacity at its share
+            # of the nodes' full cost (capex amortized plus opex), both over the hours run.
+            # `tessera bill --format chargeback-json` gives the partners' part as exact
+            # per-tenant invoices.
+            """
+            CREATE VIEW IF NOT EXISTS {db}.v_tenant_chargeback AS
+            SELECT toStartOfMonth(placed_at) AS month, tenant,
+                   sumIf(cost, provider = 'own') AS own_cost, sumIf(cost, provider != 'own') AS partner_cost,
+                   sum(cost) AS total_cost, sum(vcpu_hours) AS vcpu_hours,
+                   uniqExact(allocation_id) AS allocations
+            FROM {db}.v_allocation_usage GROUP BY month, tenant ORDER BY month, tenant
+            """,
+        ),
+    ),
 )
 
 
