@@ -27,7 +27,7 @@ print(f"    {len(names)} files, all under tessera/")
 PY
 echo "==> installing it into a fresh venv ($work/venv)"
 "$PY" -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" "$wheel"
+"$work/venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" "tessera[all] @ file://$wheel"
 cd "$work"   # outside the checkout: nothing may come from the repository
 echo "==> tessera --help"
 "$work/venv/bin/tessera" --help >/dev/null
@@ -40,4 +40,21 @@ echo "==> tessera bill on examples/"
   --period 2026-11 --format focus-csv | tee "$work/bill.out"
 grep -q "gcp" "$work/bill.out"
 "$work/venv/bin/python" -c 'import tessera.schemas, sys; assert "/venv/" in tessera.schemas.__file__, tessera.schemas.__file__'
+echo "==> the base install (no extras): what a producer needs for tessera.client"
+"$PY" -m venv "$work/client"
+"$work/client/bin/python" -m pip install --quiet -c "$repo/constraints.txt" "$wheel"
+"$work/client/bin/python" - <<'PY'
+import sys
+from tessera.client import TesseraClient
+from tessera.schemas import encode
+from tessera.streams.partitioner import murmur2
+r = TesseraClient.request("job-1", tenant="tenant-a", vcpu=2, memory_gib=4, replicas=3)
+assert encode(r) and murmur2(b"abc") == 479470107
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"numba", "numpy", "faust", "river", "chdb", "kubernetes"})
+assert not heavy, f"the client loaded {heavy}"
+PY
+"$work/client/bin/tessera" --help >/dev/null
+if "$work/client/bin/tessera" pack --resources x --requests y 2>"$work/missing.err"; then exit 1; fi
+grep -q "pip install 'tessera\[worker\]'" "$work/missing.err"
+echo "    $("$work/client/bin/python" -m pip list 2>/dev/null | tail -n +3 | wc -l) packages, $(du -sh "$work/client" | cut -f1) (the full install: $(du -sh "$work/venv" | cut -f1))"
 echo "wheel OK"

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import random
 
-from numba import njit
+try:
+    from numba import njit
+except ImportError:          # a client-only install (no `worker` extra): the same hash, in Python
+    njit = None
 
 _MASK = 0xFFFFFFFF
 
 
-@njit(cache=True)
-def _murmur2(data):
+def _murmur2_py(data):
     # Unsigned 32-bit arithmetic in int64 with explicit masks: every product is of two
     # values below 2**32 and 2**31, so it fits.
     m = 0x5BD1E995
@@ -46,6 +48,9 @@ def _murmur2(data):
     h = (h * m) & _MASK
     h ^= h >> 15
     return h
+
+
+_murmur2 = njit(cache=True)(_murmur2_py) if njit is not None else _murmur2_py
 
 
 def murmur2(key: bytes) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
 import textwrap
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from tessera.config import ConfigError, Settings, load_settings
 
@@ -499,29 +500,11 @@ def build_parser() -> argparse.ArgumentParser:
              "its ledger from those topics. The offline twin is `tessera bill`.")
     sp.add_argument("--agreements", metavar="AGR.json", help="agreements file (default: $TESSERA_BILLING_AGREEMENTS)")
 
-    from tessera.app.cli.resources import add_parser as add_resources
-
-    add_resources(sub, fmt)
-
-    from tessera.app.cli.scheduler import add_parser as add_pack
-
-    add_pack(sub, fmt)
-
-    from tessera.app.cli.billing import add_parser as add_bill
-
-    add_bill(sub, fmt)
-
-    from tessera.app.cli.forecast import add_parser as add_forecast
-
-    add_forecast(sub, fmt)
-
-    from tessera.app.cli.simulate import add_parser as add_simulate
-
-    add_simulate(sub, fmt)
-
-    from tessera.app.cli.migrate import add_parser as add_migrate
-
-    add_migrate(sub, fmt)
+    # Offline commands, each in a module of its own; one whose extra is not installed
+    # stays listed and says which extra to install.
+    for module, command in (("resources", "resources"), ("scheduler", "pack"), ("billing", "bill"),
+                            ("forecast", "forecast"), ("simulate", "simulate"), ("migrate", "migrate")):
+        _add_optional(sub, fmt, f"tessera.app.cli.{module}", command)
 
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
@@ -540,7 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -554,7 +539,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         rc = int(args.fn(args, settings) or 0)
     except KeyboardInterrupt:
         rc = 130
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"error: this command needs {exc.name!r}, which comes with the '{extra}' extra: "
+              f"pip install 'tessera[{extra}]' (or 'tessera[all]')", file=sys.stderr)
+        rc = 2
     return _leave(rc)
+
+
+def _add_optional(sub: Any, fmt: type, module: str, command: str) -> None:
+    try:
+        add_parser = importlib.import_module(module).add_parser
+    except ModuleNotFoundError as exc:
+        extra = EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        sp = sub.add_parser(command, help=f"(needs the '{extra}' extra: pip install 'tessera[{extra}]')")
+
+        def missing(_args: argparse.Namespace, _settings: Settings, exc: ModuleNotFoundError = exc) -> int:
+            raise exc
+
+        sp.set_defaults(fn=missing, any_arguments=True)
+        return
+    add_parser(sub, fmt)
+
+
+#: Which optional extra brings a module (the base install is the producer client's).
+EXTRAS = {**dict.fromkeys(("faust", "mode", "river", "numba", "numpy", "clickhouse_connect", "prometheus_client",
+                           "aiohttp", "babel"), "worker"),
+          "chdb": "embedded", "kubernetes": "kubernetes"}
 
 
 def _leave(rc: int) -> int:
