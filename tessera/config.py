@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 ENV_PREFIX = "TESSERA_"
-SECRET_FIELDS = frozenset({"kafka_sasl_password", "sql_password", "alert_webhook_token"})
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "sql_password", "alert_webhook_token", "dashboard_password"})
 MASK = "********"
 
 
@@ -130,6 +130,11 @@ class Settings:
     metrics_port: int = 9464
     #: Address the metrics and probe endpoint binds: loopback unless a scraper elsewhere needs it.
     metrics_bind: str = "127.0.0.1"
+    #: ``tessera dashboard``: where it listens (loopback unless a password is set) and the
+    #: password it asks browsers for (HTTP Basic, user ``tessera``), required beyond loopback.
+    dashboard_bind: str = "127.0.0.1"
+    dashboard_port: int = 8050
+    dashboard_password: str = ""
 
     # ------------------------------------------------------------------------
     @property

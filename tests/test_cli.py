@@ -11,7 +11,7 @@ import pytest
 from tessera.app.cli.main import build_parser, main
 
 SUBCOMMANDS = ["infra", "topics", "worker", "sql", "schemas", "produce", "resources", "pack", "forecast", "bill", "billing",
-               "scheduler", "gateway", "config", "demo", "simulate", "migrate"]
+               "scheduler", "gateway", "config", "demo", "simulate", "migrate", "dashboard"]
 
 
 def test_top_level_help_lists_every_command(capsys):

@@ -25,7 +25,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from tessera.app import datasets
+from tessera.app import datasets, live
 from tessera.app.pipeline import DEMO_AGREEMENTS, blended_fleet, heartbeat, pipeline, register
 from tessera.app.report import svg_chart, write_report
 from tessera.config import Settings
@@ -154,34 +154,20 @@ def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]
         f"SELECT provider, sum(vcpu) AS c, sum(gpu) AS g FROM {db}.v_resources WHERE NOT removed GROUP BY provider")}
     util = {p: [(x, y / caps[p][0]) for x, y in s] for p, s in vcpu.items() if caps.get(p, (0, 0))[0]}
     gpu_util = {p: [(x, y / caps[p][1]) for x, y in s] for p, s in gpu.items() if caps.get(p, (0, 0))[1]}
-    series = store.query(f"SELECT series, count() AS n FROM {db}.v_forecast_accuracy GROUP BY series "
-                         f"ORDER BY sum(forecasts) DESC, series LIMIT 1")
+    name = live.busiest_series(store, db)
     band_svg = "<p>(no forecasts yet)</p>"
-    if series:
-        name = series[0]["series"]
-        rows = store.query(f"""
-            SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(h, 'interval_start'), 6)) AS t,
-                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.05') AS lo,
-                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.5') AS mid,
-                   JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '0.95') AS hi
-            FROM {db}.events FINAL ARRAY JOIN JSONExtractArrayRaw(payload, 'horizons') AS h
-            WHERE event_type = 'forecast' AND JSONExtractString(payload, 'series') = '{name}'
-              AND JSONExtractUInt(h, 'step') = 1 ORDER BY t""")
-        actual = store.query(f"""
-            SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(payload, 'interval_start'), 6))
-                   AS t, JSONExtractFloat(payload, 'value') AS v
-            FROM {db}.events FINAL WHERE event_type = 'demand.interval'
-              AND JSONExtractString(payload, 'series') = '{name}' ORDER BY t""")
+    if name:
+        f = live.forecast_band(store, db, name, limit=100_000)
         s0 = t0.timestamp()
 
-        def hours(us: int) -> float:
-            return (us / 1e6 - s0) * scale / 3600
+        def hours(t: float) -> float:
+            return (t - s0) * scale / 3600
 
-        xs = [hours(int(r["t"])) for r in rows]
+        xs = [hours(t) for t, *_ in f["band"]]
         band_svg = svg_chart(f"{name}: one-step forecast band vs realised demand",
-                             {"realised": [(hours(int(r["t"])), float(r["v"])) for r in actual],
-                              "median forecast": list(zip(xs, [float(r["mid"]) for r in rows]))},
-                             band=(xs, [float(r["lo"]) for r in rows], [float(r["hi"]) for r in rows]),
+                             {"realised": [(hours(t), v) for t, v in f["actual"]],
+                              "median forecast": list(zip(xs, [mid for _, _, mid, _ in f["band"]]))},
+                             band=(xs, [lo for _, lo, _, _ in f["band"]], [hi for *_, hi in f["band"]]),
                              y_label="demand per interval", x_unit="h")
     sections = [
         ("Cost over time by provider (x: hours of the trace)",
@@ -208,6 +194,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0, tuning_interval_s=15.0,
                         consolidate_every_s=15.0, say=lambda text: _say(f"      {text}")) as p:
         store, db = p.store, p.store.database
+        board = await _start_dashboard(settings, store, db)
         # A small own data center, so bursts spill to partners.
         resources = blended_fleet(own_cpu=10, own_gpu=16, digitalocean=40, gcp=60)
         own = sum(r.spec.provider == "own" for r in resources)
@@ -317,14 +304,36 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
         tables.insert(0, ("In short", summary))
         path = report_path or (settings.data_path / "reports" / f"demo-{run}.html")
         _report(store, db, t0, run, tables, Path(path), scale)
+        if board is not None:
+            await board.stop()
     print(f"\nHTML report with plots: {Path(path).resolve()}")
     # The command as this process was started (`.venv/bin/tessera` from `make demo`), so the
     # hints work as printed.
     me = sys.argv[0] if os.path.basename(sys.argv[0]) == "tessera" else "tessera"
+    print(f"The live dashboard stopped with the demo; see this run again with: {me} dashboard --database {db}")
     print(f"Finished in {time.monotonic() - t_start:.0f} s. Query more with: "
           f"{me} sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
           f"or serve it: {me} sql serve. Stop the broker: {me} infra down")
     return 0
+
+
+async def _start_dashboard(settings: Settings, store, db: str):
+    """The live dashboard over this run's store, on TESSERA_DASHBOARD_PORT (8050) or, if that
+    is taken, a free port; the demo goes on without it if it cannot start."""
+    from tessera.app.dashboard import Dashboard, DashboardError
+
+    for port in (settings.dashboard_port, 0):
+        try:
+            board = await Dashboard(store, db, host=settings.dashboard_bind, port=port,
+                                    password=settings.dashboard_password or None).start()
+        except OSError:
+            continue
+        except DashboardError as exc:
+            _say(f"      (no live dashboard: {exc})")
+            return None
+        _say(f"      live dashboard: {board.url}  (open it in a browser; it updates every 2 s)")
+        return board
+    return None
 
 
 def _consolidation_line(worker) -> str:

@@ -170,7 +170,57 @@ def cmd_worker(args: argparse.Namespace, s: Settings) -> int:
     if unknown:
         print(f"error: unknown agent(s) {', '.join(unknown)}; available: {', '.join(agent_names())}", file=sys.stderr)
         return 2
+    if args.sql_port is not None:
+        # The embedded store can be read only by the process that writes it: this one serves
+        # it (read-only, loopback) for the dashboard, clickhouse-connect and curl.
+        from tessera.app.sqlserver import SqlServer
+        from tessera.storage.ddl import apply_migrations
+        from tessera.storage.store import ChdbStore, open_store
+
+        if s.clickhouse_url:
+            print("error: --sql-port serves the embedded store; TESSERA_CLICKHOUSE_URL points at a server "
+                  "already (query that one)", file=sys.stderr)
+            return 2
+        store = open_store(s)
+        apply_migrations(store)
+        assert isinstance(store, ChdbStore)
+        try:
+            server = SqlServer(store, "127.0.0.1", args.sql_port).start()
+        except OSError as exc:
+            print(f"error: --sql-port {args.sql_port}: {exc.strerror or exc}; pick a free port", file=sys.stderr)
+            return 2
+        print(f"SQL interface (read-only) on {server.url}; e.g. TESSERA_CLICKHOUSE_URL={server.url}/"
+              f"{s.clickhouse_database} tessera dashboard", file=sys.stderr)
     return run_worker(s, agents, loglevel=args.loglevel)
+
+
+def cmd_dashboard(args: argparse.Namespace, s: Settings) -> int:
+    from aiohttp import web
+
+    from tessera.app.dashboard import Dashboard, DashboardError
+    from tessera.storage.ddl import apply_migrations
+    from tessera.storage.store import StorageError, open_store
+
+    if args.database:
+        s = s.replace(clickhouse_database=args.database)
+    try:
+        store = open_store(s)
+        apply_migrations(store)
+        board = Dashboard(store, s.clickhouse_database, host=args.host or s.dashboard_bind,
+                          port=s.dashboard_port if args.port is None else args.port, metrics_urls=args.metrics,
+                          password=s.dashboard_password or None)
+    except (StorageError, DashboardError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source = s.clickhouse_url.split("@")[-1] if s.clickhouse_url else f"the embedded store {s.chdb_path}"
+    print(f"Tessera dashboard on {board.url} (database {s.clickhouse_database} from {source}); Ctrl-C to stop",
+          file=sys.stderr)
+    try:
+        web.run_app(board.app(), host=board.host, port=board.port, print=None, access_log=None)
+    except OSError as exc:
+        print(f"error: cannot listen on {board.url}: {exc.strerror or exc}; pick another --port", file=sys.stderr)
+        return 2
+    return 0
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -434,6 +484,26 @@ def build_parser() -> argparse.ArgumentParser:
              "/healthz (its loop runs) and /readyz (its agents started).")
     sp.add_argument("--agent", action="append", metavar="NAME", help="agent to run (repeatable); default: all")
     sp.add_argument("--loglevel", default="info", choices=["crit", "error", "warn", "info", "debug"])
+    sp.add_argument("--sql-port", type=int, metavar="PORT",
+                    help="also serve the embedded store's SQL interface (read-only, loopback) on this port, so "
+                         "the dashboard and other processes can read what this worker writes")
+
+    sp = add("dashboard", cmd_dashboard, "serve the live dashboard (a web page that updates as the system runs)",
+             "Serve a web page that redraws every 2 s from ClickHouse SQL (and the workers'\n"
+             "metrics, with --metrics): resources with health and free capacity, queue and waits\n"
+             "per tier, placements and rejections by reason, cost rate by provider against own-only\n"
+             "and cheapest-partner, the forecast band against realised demand, provisioning hints,\n"
+             "migrations, partner bills month to date and alerts.\n\n"
+             "It reads the configured store: a ClickHouse server (TESSERA_CLICKHOUSE_URL), or the\n"
+             "SQL interface of a running worker (`tessera worker --sql-port 8123`, then\n"
+             "TESSERA_CLICKHOUSE_URL=http://127.0.0.1:8123/tessera), or the embedded store when no\n"
+             "other process holds it. Loopback only unless TESSERA_DASHBOARD_PASSWORD is set.")
+    sp.add_argument("--host", help="address to listen on (default TESSERA_DASHBOARD_BIND, loopback)")
+    sp.add_argument("--port", type=int, help="port (default TESSERA_DASHBOARD_PORT, 8050)")
+    sp.add_argument("--database", help="the database to show (default TESSERA_CLICKHOUSE_DATABASE), e.g. demo_ab12cd")
+    sp.add_argument("--metrics", action="append", default=[], metavar="URL",
+                    help="a worker's metrics endpoint to read the queue depth from (repeatable), "
+                         "e.g. http://127.0.0.1:9464/metrics")
 
     sp = add("sql", cmd_sql, "run a SQL query on Tessera's ClickHouse",
              "Run SQL on the configured ClickHouse: embedded chdb in $TESSERA_DATA_DIR/chdb by\n"
