@@ -49,9 +49,8 @@ function niceTicks(lo, hi, n) {
   return ticks;
 }
 
-function hhmm(epochS) {
-  const d = new Date(epochS * 1000);
-  return d.toISOString().slice(11, 16);
+function clock(epochS, seconds) {
+  return new Date(epochS * 1000).toISOString().slice(11, seconds ? 19 : 16);
 }
 
 // A line chart with time on x (UTC epoch seconds), optional shaded band, axis labels with units.
@@ -73,10 +72,10 @@ function lineChart(svg, {series, band, yLabel, xLabel}) {
     grid.append(el("svg:line", {x1: L, x2: W - R, y1: sy(v), y2: sy(v)}));
     axis.append(el("svg:text", {x: L - 6, y: sy(v) + 4, "text-anchor": "end"}, fmt(v, v < 10 && v % 1 ? 2 : 0)));
   }
-  const span = x1 - x0, step = [60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400].find(s => span / s <= 7) || 86400;
+  const span = x1 - x0, step = [10, 15, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400].find(s => span / s <= 7) || 86400;
   for (let v = Math.ceil(x0 / step) * step; v <= x1; v += step) {
     grid.append(el("svg:line", {x1: sx(v), x2: sx(v), y1: T, y2: H - B}));
-    axis.append(el("svg:text", {x: sx(v), y: H - B + 15, "text-anchor": "middle"}, hhmm(v)));
+    axis.append(el("svg:text", {x: sx(v), y: H - B + 15, "text-anchor": "middle"}, clock(v, step < 60)));
   }
   axis.append(el("svg:line", {x1: L, x2: W - R, y1: H - B, y2: H - B}));
   axis.append(el("svg:line", {x1: L, x2: L, y1: T, y2: H - B}));
