@@ -15,7 +15,7 @@ done
 
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  echo "==> installing Python dependencies into .venv (pinned by constraints.txt)"
+  echo "==> installing Python dependencies into .venv (pinned by constraints.txt; 2-3 minutes the first time)"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[all,test]'

@@ -127,6 +127,9 @@ class Settings:
 
     # --- Files and ports -----------------------------------------------------
     data_dir: str = field(default_factory=_default_data_dir)
+    #: Where the embedded ClickHouse keeps its files (default: <data_dir>/chdb). One process
+    #: at a time can open a directory.
+    chdb_dir: str = ""
     metrics_port: int = 9464
     #: Address the metrics and probe endpoint binds: loopback unless a scraper elsewhere needs it.
     metrics_bind: str = "127.0.0.1"
@@ -143,7 +146,7 @@ class Settings:
 
     @property
     def chdb_path(self) -> Path:
-        return self.data_path / "chdb"
+        return Path(self.chdb_dir).expanduser() if self.chdb_dir else self.data_path / "chdb"
 
     @property
     def kafka_home(self) -> Path:

@@ -84,3 +84,28 @@ def test_a_password_is_required_beyond_loopback_and_checked(store):
                                                          ("GET", "/api/snapshot", {"Authorization": good})]))
     assert [g[0] for g in got] == [401, 401, 200]
     assert got[0][1]["WWW-Authenticate"].startswith("Basic")
+
+
+def test_a_demo_finding_the_embedded_store_held_writes_one_of_its_own(tmp_path):
+    """Two runs sharing a data directory: the second gets a store directory of its own
+    instead of failing on chdb's lock."""
+    import subprocess
+    import sys
+
+    from tessera.app.demo import store_of_its_own
+    from tessera.config import load_settings
+
+    settings = load_settings(env={}, data_dir=str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from tessera.storage.store import ChdbStore; "
+        f"ChdbStore({str(settings.chdb_path)!r}); print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        got = store_of_its_own(settings, "r1")
+        assert got.chdb_path == tmp_path / "chdb-demo-r1"
+        st = open_store(got)
+        st.command("SELECT 1")
+    finally:
+        holder.kill()
+        holder.wait()

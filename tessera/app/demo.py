@@ -187,6 +187,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                             clickhouse_database=f"demo_{run}", forecast_interval_s=3, forecast_season=20,
                             forecast_horizon=6, forecast_grace_s=1.0, metrics_port=0,
                             health_heartbeat_timeout_s=6.0)   # a silent node turns unhealthy within seconds
+    settings = store_of_its_own(settings, run)
     agreements = parse_agreements(DEMO_AGREEMENTS)
     _say(f"[2/{STEPS}] starting the pipeline: event log, live resource table, forecasts, scheduler, billing "
          f"(topics demo-{run}.*, database demo_{run})")
@@ -310,11 +311,28 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
     # The command as this process was started (`.venv/bin/tessera` from `make demo`), so the
     # hints work as printed.
     me = sys.argv[0] if os.path.basename(sys.argv[0]) == "tessera" else "tessera"
-    print(f"The live dashboard stopped with the demo; see this run again with: {me} dashboard --database {db}")
+    again = f"TESSERA_CHDB_DIR={settings.chdb_dir} " if settings.chdb_dir else ""
+    print(f"The live dashboard stopped with the demo; see this run again with: {again}{me} dashboard --database {db}")
     print(f"Finished in {time.monotonic() - t_start:.0f} s. Query more with: "
           f"{me} sql \"SELECT * FROM {db}.v_cost_per_partner_day\" (after this process exits), "
           f"or serve it: {me} sql serve. Stop the broker: {me} infra down")
     return 0
+
+
+def store_of_its_own(settings: Settings, run: str) -> Settings:
+    """The embedded store can be open in one process at a time: if another process (another
+    demo, a worker) holds the configured one, this run writes a directory of its own."""
+    from tessera.storage.store import ChdbStore, StorageError
+
+    if settings.clickhouse_url:
+        return settings
+    try:
+        ChdbStore(settings.chdb_path, settings.clickhouse_database)   # this process holds it from now on
+        return settings
+    except StorageError:
+        alt = settings.data_path / f"chdb-demo-{run}"
+        _say(f"      another process holds the embedded store {settings.chdb_path}; this run writes {alt}")
+        return settings.replace(chdb_dir=str(alt))
 
 
 async def _start_dashboard(settings: Settings, store, db: str):

@@ -95,8 +95,9 @@ class ChdbStore:
     def __init__(self, path: Path, database: str = "tessera") -> None:
         try:   # imported here: a process that uses a server never loads the embedded engine (~1 s, 300 MB)
             from chdb import session as chdb_session
-        except ImportError as exc:  # pragma: no cover - chdb is a hard dependency
-            raise StorageError("embedded ClickHouse needs `pip install chdb`") from exc
+        except ImportError as exc:  # pragma: no cover - the 'embedded' extra
+            raise StorageError("the embedded ClickHouse needs the 'embedded' extra: pip install "
+                               "'tessera[embedded]' (or set TESSERA_CLICKHOUSE_URL to a server)") from exc
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.database = database
