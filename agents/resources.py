@@ -2,7 +2,9 @@
 
 * ``resource-events``  discovered / updated set the row's spec, removed deletes the row.
 * ``health-samples``   heartbeats feed the health monitor (hysteresis); transitions are
-                       published as ``health.changed`` on the health topic.
+                       published as ``health.changed`` on the health topic. A batch lane
+                       (``streams.lane``), not a Faust agent: it reads the health partitions
+                       this worker owns of the co-partitioned resources topic.
 * ``heartbeat-expiry`` a timer marks silent heartbeating resources unhealthy, once.
 
 The table is a Faust table keyed by resource id, backed by its changelog topic, so a
@@ -47,7 +49,8 @@ from tessera.schemas.topics import topic_spec
 from tessera.storage.store import AnalyticsStore
 from tessera.streams import cloudevents, metrics
 from tessera.streams.deadletter import publish_dead_letters, publish_events
-from tessera.streams.edge import decode_faust_event
+from tessera.streams.edge import decode_faust_event, decode_message
+from tessera.streams.lane import PartitionLane
 from tessera.streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -123,28 +126,41 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                     set_spec(load(cache, e.resource_id), e.spec, e.event_time.isoformat())  # type: ignore[attr-defined]
             store_rows(cache)
 
-    @app.agent(health_topic, name=f"{settings.topic_prefix}.agent.health-samples")
-    async def health_samples(stream: Any) -> None:
-        async for batch in stream.take_events(5000, within=0.1):
-            decoded = [decode_faust_event(e, topics.specs["health"], AGENT) for e in batch]
-            await publish_dead_letters(dlq, decoded, AGENT)
-            cache: dict[str, Any] = {}
-            verdicts: list[HealthChanged] = []
-            now = time.time()
-            for d in decoded:
-                e = d.event
-                if not isinstance(e, HealthSample):
-                    continue  # our own health.changed verdicts, already applied
-                row = load(cache, e.resource_id)
-                set_reported_free(row, e)
-                last_heartbeat[e.resource_id] = now
-                v = health.observe(row["health"], e, policy)
-                if v is not None:
-                    verdicts.append(v)
-            metrics.EVENTS_CONSUMED.labels(AGENT, "health").inc(len(decoded))
-            store_rows(cache)
-            if verdicts:
-                await publish_events(health_topic, verdicts)
+    # Health samples are many and small: a batch lane reads them (streams.lane), for the
+    # partitions of the health topic this worker owns of the table's resources topic (the
+    # two are co-partitioned), past Faust's per-event stream machinery.
+    health_spec = topics.specs["health"]
+
+    async def health_samples(records: Any) -> None:
+        decoded = [decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                                  spec=health_spec, consumer=AGENT) for r in records]
+        await publish_dead_letters(dlq, decoded, AGENT)
+        cache: dict[str, Any] = {}
+        verdicts: list[HealthChanged] = []
+        now = time.time()
+        for d in decoded:
+            e = d.event
+            if not isinstance(e, HealthSample):
+                continue  # our own health.changed verdicts, already applied
+            row = load(cache, e.resource_id)
+            set_reported_free(row, e)
+            last_heartbeat[e.resource_id] = now
+            v = health.observe(row["health"], e, policy)
+            if v is not None:
+                verdicts.append(v)
+        metrics.EVENTS_CONSUMED.labels(AGENT, "health").inc(len(decoded))
+        store_rows(cache)
+        if verdicts:
+            await publish_events(health_topic, verdicts)
+
+    lane = PartitionLane(settings, source=health_topic.get_topic_name(), follow=topics["resources"].get_topic_name(),
+                         group_id=f"{app.conf.id}-health-lane", handle=health_samples)
+    lane.attach(app)
+    app.tessera_health_lane = lane
+
+    @app.task
+    async def health_lane() -> None:
+        await lane.run()
 
     # Allocated capacity per resource: allocation events (keyed by request id) are re-keyed
     # by each placement's resource id onto an internal topic co-partitioned with the table.

@@ -133,9 +133,10 @@ def side_by_side(name: str, title: str, intro: str, unit: str, labels: dict[str,
 def health_ingest() -> str:
     return side_by_side(
         "health_ingest", "Health samples into the live resource table",
-        "`python -m load.bench_health_ingest` (`load/results/health_ingest.json`): the resources agent against "
-        "a per-event Faust agent that writes the table once per sample, with two ceilings.",
-        "samples_per_s", {"tessera": "Tessera resources agent (batched, writes durable changes only)",
+        "`python -m load.bench_health_ingest` (`load/results/health_ingest.json`): the resources agent's health "
+        "lane (a batch consumer of the health partitions the worker owns; `streams/lane.py`) against a "
+        "per-event Faust agent that writes the table once per sample, with two ceilings. Aim: 20,000 samples/s.",
+        "samples_per_s", {"tessera": "Tessera resources agent: health lane (batches, durable changes only)",
                           "baseline": "baseline: per-event Faust agent, one table write per sample",
                           "ceiling_bare_faust_agent": "ceiling: bare Faust agent doing nothing",
                           "ceiling_raw_aiokafka_getmany": "ceiling: raw aiokafka getmany loop"})
