@@ -351,8 +351,9 @@ def benchmarks_page() -> str:
 
 def headline() -> str:
     k, s, h, f = load("kernel")["speed"], load("scheduler_kafka"), load("sink"), load("forecast")
-    at = {r["offered_per_s"]: r for r in s["results"]}
-    r2k = at.get(2000) or s["results"][-1]
+    # The highest offered rate answered in full with p99 within the aim (250 ms).
+    within = [r for r in s["results"] if r["p99_ms"] <= 250 and r["answered"] == r["sent"]]
+    r2k = max(within, key=lambda r: r["offered_per_s"]) if within else s["results"][0]
     best_ratio = min(x["models"]["blend (all)"]["mae_vs_best_naive"] for x in f["series"])
     worst_ratio = max(x["models"]["blend (all)"]["mae_vs_best_naive"] for x in f["series"])
     rows = [
