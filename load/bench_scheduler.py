@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from decimal import Decimal
@@ -41,6 +42,8 @@ async def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--resources", type=int, default=400)
     ap.add_argument("--warmup-seconds", type=float, default=15.0, help="unrecorded first round (0: none)")
+    ap.add_argument("--domains", type=int, default=1,
+                    help="placement domains, one scheduler process each (the resources split by region)")
     ap.add_argument("--out", default=str(RESULTS / "scheduler_kafka.json"))
     args = ap.parse_args(argv)
     run = uuid.uuid4().hex[:8]
@@ -48,15 +51,25 @@ async def main(argv: list[str] | None = None) -> dict:
     await ensure_topics(settings)
     p = producer_for(settings)
     await p.start()
+    k = args.domains
     res = [ResourceDiscovered(resource_id=f"own/n{i}", spec=ResourceSpec(
-        provider="own", region="dc1", capacity=Capacity(vcpu=64, memory_bytes=256 * GIB),
+        provider="own", region=f"dc{i % k + 1}" if k > 1 else "dc1", capacity=Capacity(vcpu=64, memory_bytes=256 * GIB),
         price_per_hour=Decimal("0.49"))) for i in range(args.resources)]
     await send_events(p, settings, "resources", res)
     await p.stop()
     env = dict(os.environ, TESSERA_TOPIC_PREFIX=settings.topic_prefix, TESSERA_APP_ID=settings.app_id,
                TESSERA_METRICS_PORT="0", TESSERA_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
-    sched = subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", "scheduler", "--batch-wait-ms", "10"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = ["global"]
+    if k > 1:
+        # One domain per region; requests carry no region, so rendezvous hashing spreads them.
+        names = [f"d{j + 1}" for j in range(k)]
+        domains_file = Path(tempfile.mkstemp(prefix="domains-", suffix=".json")[1])
+        domains_file.write_text(json.dumps({n: {"regions": [f"dc{j + 1}"]} for j, n in enumerate(names)}))
+        env["TESSERA_DOMAINS_FILE"] = str(domains_file)
+    scheds = {n: subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", "scheduler", "--batch-wait-ms", "10",
+                                   "--domain", n], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+              for n in names}
+    procs = {("scheduler" if k == 1 else f"scheduler {n}"): p.pid for n, p in scheds.items()}
     try:
         await asyncio.sleep(8.0)  # process start, JIT cache load, recovery
         if args.warmup_seconds > 0:
@@ -67,15 +80,18 @@ async def main(argv: list[str] | None = None) -> dict:
         results = []
         for rate in [int(x) for x in args.rates.split(",")]:
             r = await run_rate(settings, rate, args.seconds, synthetic_requests(f"{run}-{rate}"),
-                               processes={"scheduler": sched.pid, **broker_pid(settings)})
+                               processes={**procs, **broker_pid(settings)})
             print(json.dumps(r), file=sys.stderr)
             results.append(r)
             await asyncio.sleep(3.0)
     finally:
-        sched.terminate()
-        sched.wait(timeout=30)
+        for sched in scheds.values():
+            sched.terminate()
+        for sched in scheds.values():
+            sched.wait(timeout=30)
     report = {"benchmark": "requests -> allocation events through Kafka (open loop, latency from intended send time)",
-              "scheduler": "tessera scheduler in its own process; 1 domain; transactions per batch",
+              "scheduler": f"tessera scheduler, one process per domain; {k} domain(s); transactions per batch",
+              "domains": k,
               "resources": args.resources, "results": results, "machine": machine(),
               "broker": "Apache Kafka 4.1.1 single node on the same machine",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
