@@ -195,6 +195,20 @@ def scaling() -> str:
         machine_line(d)])
 
 
+def faults() -> str:
+    d = load("faults")
+    rows = [[k, f"{v:.1f}"] for k, v in d["recovery_seconds"].items()]
+    return "\n\n".join([
+        "## Recovering from kill -9\n\n`tests/test_faults.py` (marker `faults`, run in CI; "
+        "`load/results/faults.json`): under load, the scheduler, billing and the Faust worker (event-log sink "
+        "and resource table) are each killed with SIGKILL and started again as processes of their own. "
+        f"{d['requests']} requests: {d['duplicate_outcomes']} duplicate and {d['lost_outcomes']} lost outcomes, "
+        f"every allocation event in ClickHouse once ({d['events_in_clickhouse']}), and the partner billed exactly "
+        "the vCPU-hours placed. How long each replacement took, from its start, to do its work again (process "
+        "start, Numba cache and checkpoint load, consumer-group join included):",
+        table(["replacement", "seconds"], rows, "lr"), machine_line(d)])
+
+
 def sink() -> str:
     return side_by_side(
         "sink", "Event-log sink into ClickHouse",
@@ -389,7 +403,7 @@ def restart() -> str:
         machine_line(d)])
 
 
-SECTIONS: list[Callable[[], str]] = [kernel, scheduler_kafka, scaling, pipeline, profile, health_ingest, sink, forecast, micro,
+SECTIONS: list[Callable[[], str]] = [kernel, scheduler_kafka, scaling, pipeline, profile, faults, health_ingest, sink, forecast, micro,
                                      economics, migration, restart]
 
 

@@ -84,6 +84,10 @@ def create_app(settings: Settings | None = None, *, app_id: str | None = None, *
         table_cleanup_interval=30.0,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        # A worker killed without leaving the group holds its partitions until its session
+        # times out: Faust's default (60 s) left a restarted worker's table and agents idle
+        # that long (tests/test_faults.py measures it).
+        broker_session_timeout=10.0,
         producer_partitioner=Murmur2Partitioner(),
     )
     conf.update(overrides)

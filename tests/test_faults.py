@@ -5,14 +5,18 @@ nothing is over-committed and billing follows every live allocation."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from load.machine import machine
 from tests.conftest import latest_revisions, run
 
 import tessera.schemas as s
@@ -28,6 +32,7 @@ from tessera.streams.reader import read_to_end
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults,
               pytest.mark.skipif(bool(os.environ.get("TESSERA_KAFKA_BOOTSTRAP")), reason="external broker configured")]
 GIB = 1 << 30
+RESULTS = Path(__file__).resolve().parent.parent / "load" / "results"
 AGREEMENTS = parse_agreements([{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.05"}}])
 
 
@@ -190,44 +195,93 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load
     _one_outcome_each_and_nothing_over_committed(events, 90)
 
 
-def _service(settings, *argv: str) -> subprocess.Popen:
+def _service(settings, *argv: str, data_dir: str | None = None) -> subprocess.Popen:
     env = dict(os.environ, TESSERA_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TESSERA_TOPIC_PREFIX=settings.topic_prefix,
-               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=settings.data_dir, TESSERA_METRICS_PORT="0",
-               TESSERA_CHECKPOINT_INTERVAL_S="1")
+               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir, TESSERA_METRICS_PORT="0",
+               TESSERA_CHECKPOINT_INTERVAL_S="1", TESSERA_CLICKHOUSE_DATABASE="faults")
     return subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", *argv], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_kill_9_of_the_scheduler_then_of_billing_under_load_loses_and_doubles_nothing(settings, consume_events,
-                                                                                    tmp_path):
+def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, consume_events, tmp_path):
     """Each service is a process of its own, killed with SIGKILL mid-stream and started
-    again: every request still gets exactly one outcome, nothing is over-committed, and
-    the partner's bill counts exactly the vCPU-hours placed there (nothing twice, nothing lost)."""
+    again (the scheduler, billing, then the Faust worker with the event-log sink and the
+    resource table): every request still gets exactly one outcome, nothing is
+    over-committed, the partner's bill counts exactly the vCPU-hours placed there (nothing
+    twice, nothing lost), and ClickHouse holds every allocation event once. The time each
+    replacement took to do its work again goes to load/results/faults.json."""
     agreements = tmp_path / "agreements.json"
     agreements.write_text('[{"partner": "gcp", "currency": "USD", "rates": {"vcpu_hour": "0.05"}}]')
+    worker_dir = str(tmp_path / "worker")      # the worker's embedded ClickHouse, apart from this process's
     procs: list[subprocess.Popen] = []
+    recovery: dict[str, float] = {}
+
+    sql_port = free_port()
+
+    def worker() -> subprocess.Popen:
+        # --sql-port: this test reads the worker's store while it runs (the embedded engine
+        # belongs to the process that writes it).
+        return _service(settings, "worker", "--agent", "event-log", "--agent", "resources", "--sql-port",
+                        str(sql_port), data_dir=worker_dir)
+
+    def in_store() -> dict[str, int]:
+        from tessera.storage.store import ServerStore, StorageError
+
+        try:
+            st = ServerStore(f"http://127.0.0.1:{sql_port}", "faults", readonly=True)
+            rows = st.query("SELECT event_id, count() AS n FROM faults.events FINAL "
+                            "WHERE event_type LIKE 'allocation.%' GROUP BY event_id")
+        except StorageError:          # not up yet, or its tables not created yet
+            return {}
+        return {r["event_id"]: int(r["n"]) for r in rows}
 
     async def scenario():
         await ensure_topics(settings)
         await publish(settings, "resources", _resources())
         procs.append(_service(settings, "scheduler"))
         procs.append(_service(settings, "billing", "--agreements", str(agreements)))
+        procs.append(worker())
 
         async def decided(n):
             return sum(e.event_type == "allocation.placed" for e in await _outcomes(settings)) >= n
+
+        async def billed_lines() -> int:
+            return len(await consume_events(settings, "billing-lines", 100_000, timeout=2))
 
         await publish(settings, "requests", _requests(0, 30))
         assert await _until(lambda: decided(10), 120)
         procs[0].kill()                                          # the scheduler, mid-stream
         procs[0].wait()
         await publish(settings, "requests", _requests(30, 60))
+        t0 = time.monotonic()
         procs[0] = _service(settings, "scheduler")
         assert await _until(lambda: decided(40), 120)
+        recovery["scheduler: start to deciding again"] = time.monotonic() - t0
         procs[1].kill()                                          # billing, while it rates
         procs[1].wait()
-        await publish(settings, "requests", _requests(60, 90))
+        lines_before = await billed_lines()
+        await publish(settings, "requests", _requests(60, 75))
+        t0 = time.monotonic()
         procs[1] = _service(settings, "billing", "--agreements", str(agreements))
+
+        async def billing_again() -> bool:
+            return await billed_lines() > lines_before
+
+        assert await _until(billing_again, 120)
+        recovery["billing: start to publishing lines again"] = time.monotonic() - t0
+        procs[2].kill()                                          # the Faust worker, while it sinks
+        procs[2].wait()
+        await publish(settings, "requests", _requests(75, 90))
+        t0 = time.monotonic()
+        procs[2] = worker()
         assert await _until(lambda: decided(90), 120)
+
+        async def caught_up() -> bool:       # every placement so far, the ones made while it was down too
+            placed = {e.event_id for e in await _outcomes(settings) if e.event_type == "allocation.placed"}
+            return set(await asyncio.to_thread(in_store)) >= placed
+
+        assert await _until(caught_up, 120)
+        recovery["Faust worker (sink): start to every placement so far in ClickHouse"] = time.monotonic() - t0
         await asyncio.sleep(2)
         await publish(settings, "requests", [s.ReleaseRequested(request_id=f"f{i}", reason="done") for i in range(90)])
 
@@ -242,16 +296,36 @@ def test_kill_9_of_the_scheduler_then_of_billing_under_load_loses_and_doubles_no
             lines = await consume_events(settings, "billing-lines", 100_000, timeout=3)
             return abs(_usage_amount(lines) - expected) <= Decimal("1e-8")
 
-        return events, expected, await _until(billed_exactly, 120)
+        billed = await _until(billed_exactly, 120)
+        ids = {e.event_id for e in events}
+
+        async def sunk() -> bool:
+            return set(await asyncio.to_thread(in_store)) >= ids
+
+        if not await _until(sunk, 120):
+            got = await asyncio.to_thread(in_store)
+            missing = [e for e in events if e.event_id not in got]
+            raise AssertionError(f"{len(missing)} allocation events never reached ClickHouse "
+                                 f"({Counter(e.event_type for e in missing)}; {len(got)} there)")
+        return events, expected, billed, await asyncio.to_thread(in_store)
 
     try:
-        events, expected, billed = run(scenario(), timeout=600)
+        events, expected, billed, stored = run(scenario(), timeout=900)
     finally:
         for p in procs:
-            p.terminate()
-            p.wait(timeout=60)
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=60)
     _one_outcome_each_and_nothing_over_committed(events, 90)
     assert expected > 0 and billed, "the bill counts the vCPU-hours placed on the partner, once"
+    assert set(stored) == {e.event_id for e in events}, "every allocation event reached ClickHouse, nothing else"
+    assert set(stored.values()) == {1}, "and each is there once"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "faults.json").write_text(json.dumps({
+        "drill": "kill -9 of each worker under load, restarted (tests/test_faults.py)",
+        "recovery_seconds": {k: round(v, 1) for k, v in recovery.items()},
+        "requests": 90, "duplicate_outcomes": 0, "lost_outcomes": 0, "events_in_clickhouse": len(stored),
+        "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
 
 
 def _gcp_bill(events: list[s.Event]) -> Decimal:

@@ -177,9 +177,10 @@ class ChdbStore:
 class ServerStore:
     backend = "clickhouse-server"
 
-    def __init__(self, url: str, database: str = "tessera", ca_file: str = "") -> None:
+    def __init__(self, url: str, database: str = "tessera", ca_file: str = "", readonly: bool = False) -> None:
         """``ca_file``: the CA that signed an https server's certificate, when it is not one
-        the system trusts (a company CA, or `tessera sql serve --tls-cert`'s)."""
+        the system trusts (a company CA, or `tessera sql serve --tls-cert`'s). ``readonly``:
+        only read (a reader such as the dashboard; a read-only endpoint refuses DDL)."""
         try:   # imported here: only a process configured for a server needs the client
             import clickhouse_connect
         except ImportError as exc:  # pragma: no cover
@@ -202,7 +203,8 @@ class ServerStore:
         # A clickhouse-connect client carries one HTTP session, which refuses concurrent
         # queries; agents insert from worker threads while others query, so calls are serialised.
         self._lock = threading.Lock()
-        self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        if not readonly:
+            self.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
 
     def command(self, sql: str) -> None:
         try:
@@ -237,20 +239,22 @@ class ServerStore:
         self._client.close()
 
 
-_stores: dict[tuple[str, str], AnalyticsStore] = {}
+_stores: dict[tuple[str, str, bool], AnalyticsStore] = {}
 _stores_lock = threading.Lock()
 
 
-def open_store(settings: Settings) -> AnalyticsStore:
-    """The process's store for these settings (created once, then shared)."""
+def open_store(settings: Settings, *, readonly: bool = False) -> AnalyticsStore:
+    """The process's store for these settings (created once, then shared). ``readonly``
+    (a server only): a reader that creates nothing, e.g. over a worker's read-only SQL port."""
     target = settings.clickhouse_url or str(settings.chdb_path)
-    key = (target, settings.clickhouse_database)
+    readonly = readonly and bool(settings.clickhouse_url)
+    key = (target, settings.clickhouse_database, readonly)
     with _stores_lock:
         store = _stores.get(key)
         if store is None:
             if settings.clickhouse_url:
                 store = ServerStore(settings.clickhouse_url, settings.clickhouse_database,
-                                    ca_file=settings.clickhouse_ca_file)
+                                    ca_file=settings.clickhouse_ca_file, readonly=readonly)
             else:
                 store = ChdbStore(settings.chdb_path, settings.clickhouse_database)
             _stores[key] = store

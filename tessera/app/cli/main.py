@@ -204,8 +204,11 @@ def cmd_dashboard(args: argparse.Namespace, s: Settings) -> int:
     if args.database:
         s = s.replace(clickhouse_database=args.database)
     try:
-        store = open_store(s)
-        apply_migrations(store)
+        # A reader: over a server (or a worker's read-only SQL port) it creates nothing; the
+        # embedded store, when this process opens it, gets its tables if it has none yet.
+        store = open_store(s, readonly=True)
+        if not s.clickhouse_url:
+            apply_migrations(store)
         board = Dashboard(store, s.clickhouse_database, host=args.host or s.dashboard_bind,
                           port=s.dashboard_port if args.port is None else args.port, metrics_urls=args.metrics,
                           password=s.dashboard_password or None)
