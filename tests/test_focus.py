@@ -67,6 +67,7 @@ def month_of_billing() -> BillingState:
         placed("v1", "acme", "do/ams3/vm1", "do", 3, 2, instance_type="s-4vcpu-8gb"),
         placed("v2", "globex", "do/ams3/vm1", "do", 1, 2, instance_type="s-4vcpu-8gb"),
         placed("c1", "initech", "vultr/fra/v1", "vultr", 2, 30),
+        placed("o1", "globex", "own/n1", "own", 4, 0), released("o1", 10),      # own: 0.10/h for 10 h
         released("c1", 40),
         released("v1", 50), released("v2", 50),
         released("a2", 24 * 25),
@@ -85,8 +86,13 @@ def month_of_billing() -> BillingState:
 
 
 @pytest.fixture(scope="module")
-def march():
-    st = month_of_billing()
+def march_state() -> BillingState:
+    return month_of_billing()
+
+
+@pytest.fixture(scope="module")
+def march(march_state):
+    st = march_state
     view = st.view(detail=True)
     invoices = [view.invoice(p, "2026-03") for p in sorted(st.agreements)]
     rows = [focus_rows(view, inv, st.agreements[inv.partner]) for inv in invoices]
@@ -141,15 +147,21 @@ def test_a_vm_billed_whole_is_shared_by_its_tenants_in_proportion_to_their_use(m
     assert abs(by_tenant["acme"] - 3 * by_tenant["globex"]) <= Decimal("0.04")     # 3 vCPU : 1 vCPU
 
 
-def test_chargeback_shares_everything_out_and_adds_up_to_the_invoices(march):
+def test_chargeback_shares_everything_out_and_adds_up_to_the_invoices(march, march_state):
     invoices, rows = march
-    docs = chargeback(invoices, rows)
+    own = march_state.own_costs("2026-03")
+    docs = chargeback(invoices, rows, own=own, period="2026-03")
     assert {d["tenant"] for d in docs} == {"acme", "globex", "initech"}
     for inv in invoices:
         assert sum(Decimal(d["by_partner"].get(inv.partner, "0")) for d in docs) == Decimal(inv.total)
     # vultr's unmet commitment lands on the only tenant that used vultr.
     initech = next(d for d in docs if d["tenant"] == "initech")
     assert initech["by_partner"] == {"vultr": "20.00"} and initech["total"] == "20.00"
+    # Own capacity is charged at its placement's price, never billed by a partner.
+    globex = next(d for d in docs if d["tenant"] == "globex")
+    assert globex["by_partner"]["own"] == "1.00"
+    assert Decimal(globex["total"]) == sum(Decimal(v) for v in globex["by_partner"].values())
+    assert all(inv.partner != "own" for inv in invoices)
 
 
 def _failures(output: str) -> list[str]:

@@ -10,7 +10,8 @@ tenants that ran on it in proportion to their use of it.
 
 Chargeback answers what each tenant's work cost: the FOCUS rows grouped by tenant, with a
 partner's rows that belong to nobody in particular (a commitment shortfall) shared by the
-tenants in proportion to what they were billed by that partner.
+tenants in proportion to what they were billed by that partner, plus the own capacity
+their work held at its placements' prices (the share of the own nodes' full cost).
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from tessera.pricing.agreements import N_PER_UNIT_HOUR, Agreement
+from babel.numbers import get_currency_precision
 
-from .ledger import D, Invoice, Ledger, Line, apportion, unit_label
+from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, Agreement
+from tessera.pricing.periods import US_PER_HOUR
+
+from .ledger import D, Invoice, Ledger, Line, apportion, round_half_up, unit_label
 from .usage import DAY_US, US, period_bounds
 
 FOCUS_VERSION = "1.2"
@@ -199,12 +203,21 @@ def focus_csv(rows: list[dict[str, str]]) -> str:
     return buf.getvalue()
 
 
-def chargeback(invoices: list[Invoice], rows_by_invoice: list[list[dict[str, str]]]) -> list[dict]:
+def chargeback(invoices: list[Invoice], rows_by_invoice: list[list[dict[str, str]]], *,
+               own: dict[str, int] | None = None, period: str = "", currency: str = "USD") -> list[dict]:
     """What each tenant's work cost per period and currency, from the FOCUS rows of the
     partners' invoices: a tenant's own rows, plus its share of each partner's rows that name
-    no tenant (in proportion to what that partner billed it). Exact: the tenants' totals add
-    up to the invoices' totals to the minor unit; work with no tenant is billed to "(none)"."""
+    no tenant (in proportion to what that partner billed it). Exact: the tenants' partner
+    amounts add up to the invoices' totals to the minor unit; work with no tenant is billed
+    to "(none)". ``own``: own capacity's cost per tenant in ``period`` (price micro-units x
+    microseconds, ``BillingState.own_costs``), in the base ``currency``, shown as "own"."""
     out: dict[tuple[str, str, str], dict] = {}
+
+    def doc_for(per: str, cur: str, tenant: str, minor: int) -> dict:
+        doc = out.setdefault((per, cur, tenant), {"tenant": tenant, "period": per, "currency": cur,
+                                                  "by_partner": {}, "total_minor": 0, "minor": minor})
+        return doc
+
     for inv, rows in zip(invoices, rows_by_invoice):
         scale = Decimal(1).scaleb(-inv.minor)
         minor = [int(Decimal(r["BilledCost"]) / scale) for r in rows]
@@ -218,12 +231,16 @@ def chargeback(invoices: list[Invoice], rows_by_invoice: list[list[dict[str, str
         tenants = sorted(by_tenant) or ["(none)"]
         extra = apportion(shared, [by_tenant.get(t, 0) for t in tenants])
         for t, add in zip(tenants, extra):
-            doc = out.setdefault((inv.period, inv.currency, t), {
-                "tenant": t, "period": inv.period, "currency": inv.currency, "by_partner": {}, "total_minor": 0})
+            doc = doc_for(inv.period, inv.currency, t, inv.minor)
             amount = by_tenant.get(t, 0) + add
-            doc["by_partner"][inv.partner] = str(Decimal(amount) * scale) if inv.minor else str(amount)
+            doc["by_partner"][inv.partner] = str(Decimal(amount).scaleb(-inv.minor)) if inv.minor else str(amount)
             doc["total_minor"] += amount
-            doc["minor"] = inv.minor
+    for tenant, n in sorted((own or {}).items()):
+        minor = get_currency_precision(currency)
+        amount = round_half_up(n, US_PER_HOUR * MICRO, minor)     # n: price micro-units x microseconds
+        doc = doc_for(period, currency, tenant or "(none)", minor)
+        doc["by_partner"]["own"] = str(Decimal(amount).scaleb(-minor)) if minor else str(amount)
+        doc["total_minor"] += amount
     docs = []
     for _, doc in sorted(out.items()):
         minor = doc.pop("minor")

@@ -14,7 +14,8 @@ A migration moves the allocation's whole placement on the source resource to the
 A closed segment becomes one final usage record whose id is ``<allocation>/<resource>``
 for a placement segment and ``<allocation>/<resource>/<migration>`` for a migration
 target, so a replayed event rates nothing twice. Segments on own resources ('own') are
-tracked (an allocation may migrate between own and partner capacity) but never billed.
+tracked (an allocation may migrate between own and partner capacity) and never billed;
+their records, priced at the placement's price per hour, feed tenant chargeback.
 Open segments count *provisionally* up to the latest event time seen, for month-to-date
 views and limits, and are rated for good when they close.
 
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Callable, Iterable
 
+from tessera.pricing.agreements import MICRO
 from tessera.schemas import (
     GIB,
     AllocationPlaced,
@@ -71,6 +73,9 @@ class Segment:
     per_replica_milli: tuple[int, int, int]
     instance_type: str = ""     # set when the whole VM is billed instead (see the module doc)
     tenant: str = ""
+    #: The placement's price per hour, micro-units (own capacity's cost for chargeback; a
+    #: segment a migration opens keeps the price of the placement it came from).
+    price_micro: int = 0
 
     def record(self, end_us: int) -> UsageRecord:
         v, m, g = self.per_replica_milli
@@ -78,7 +83,7 @@ class Segment:
             event_id=self.record_id, partner=self.partner, allocation_id=self.allocation_id,
             resource_id=self.resource_id, start_us=self.start_us, end_us=max(end_us, self.start_us),
             vcpu_milli=v * self.replicas, memory_milli=m * self.replicas, gpu_milli=g * self.replicas,
-            tenant=self.tenant)
+            tenant=self.tenant, price_micro=self.price_micro)
 
     def weight(self, end_us: int) -> int:
         """How much of a shared VM this segment used up to ``end_us``: its vCPU (or, without
@@ -143,7 +148,8 @@ class Lifecycle:
                 per = _milli_per_replica(e.per_replica)
                 segs = [Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
                                 p.replicas, per, p.instance_type if self.bills_whole_vm(p.provider, p.instance_type)
-                                else "", e.tenant) for p in e.placements]
+                                else "", e.tenant, int(p.price_per_hour * MICRO) if p.provider == OWN else 0)
+                        for p in e.placements]
                 self.running[e.allocation_id] = segs
                 for p in e.placements:
                     self.providers[p.resource_id] = p.provider
@@ -219,9 +225,7 @@ class Lifecycle:
     def _closed(self, segments: list[Segment], end_us: int) -> list[UsageRecord]:
         out = []
         for s in segments:
-            if s.partner == OWN:
-                continue
-            if not s.instance_type:
+            if not s.instance_type:     # own segments too: billing keeps them apart, for chargeback
                 out.append(s.record(end_us))
                 continue
             vm = self.vms.get(s.resource_id)
@@ -260,7 +264,7 @@ class Lifecycle:
             if s.instance_type:
                 on_vm.setdefault(s.resource_id, []).append(s)
         return self._regioned(
-            [s.record(self.watermark_us) for s in open_segments if s.partner != OWN and not s.instance_type]
+            [s.record(self.watermark_us) for s in open_segments if not s.instance_type]
             + [vm.record(rid, self.watermark_us, on_vm.get(rid, ())) for rid, vm in self.vms.items()])
 
 

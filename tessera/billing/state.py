@@ -14,7 +14,7 @@ from tessera.schemas import AllocationPlaced, BillingLine, Event, UsageLimitAler
 from tessera.schemas.identity import RecentIds
 
 from .ledger import Ledger, SeenOverlay
-from .lifecycle import Lifecycle, sample_record
+from .lifecycle import OWN, Lifecycle, sample_record
 from .usage import US, month_segments, period_bounds, period_of
 
 
@@ -43,6 +43,10 @@ class BillingState:
     #: of a later invoice (a shortfall the usage came to cover) is published again at zero,
     #: or a consumer keeping the highest revision of each line would keep it.
     published: dict[tuple[str, str], dict[str, BillingLine]] = field(default_factory=dict)
+    #: Own capacity used, for tenant chargeback (never billed): (period, tenant) -> price
+    #: micro-units x microseconds, exact; ``own_seen``: the own records counted.
+    own_cost: dict[tuple[str, str], int] = field(default_factory=dict)
+    own_seen: RecentIds = field(default_factory=RecentIds)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.agreements)
@@ -71,6 +75,11 @@ class BillingState:
             records = [r for r in records if self._basis(r.partner) != "measured"]
         self._close_periods()
         for r in records:
+            if r.partner == OWN:
+                if r.event_id not in self.own_seen:
+                    self.own_seen.add(r.event_id)
+                    self._own(r, self.own_cost)
+                continue
             if r.partner not in self.agreements:
                 self.on_unrated(r.partner)
                 continue
@@ -88,6 +97,23 @@ class BillingState:
         if isinstance(self.ledger.seen, RecentIds):
             self.ledger.seen.trim(keep)
         self.lifecycle.released.trim(keep)
+        self.own_seen.trim(keep)
+
+    @staticmethod
+    def _own(r, into: dict[tuple[str, str], int]) -> None:
+        for period, s, e in month_segments(r.start_us, r.end_us):
+            key = (period, r.tenant)
+            into[key] = into.get(key, 0) + r.price_micro * (e - s)
+
+    def own_costs(self, period: str) -> dict[str, int]:
+        """Own capacity's cost per tenant in ``period`` (price micro-units x microseconds),
+        still-running allocations counted up to the watermark: what chargeback adds to the
+        partners' bills."""
+        cost = dict(self.own_cost)
+        for r in self.lifecycle.provisional():
+            if r.partner == OWN and r.event_id not in self.own_seen:
+                self._own(r, cost)
+        return {tenant: n for (p, tenant), n in cost.items() if p == period and n}
 
     def remember_line(self, e: BillingLine) -> None:
         """A line published before a restart: revisions continue above it, and a line that
@@ -139,7 +165,8 @@ class BillingState:
                     self.ledger.close_period(p, period)
 
     def _provisional(self) -> list:
-        """Open segments up to the watermark, of partners billed on capacity held."""
+        """Open segments up to the watermark, of partners billed on capacity held (own
+        capacity is not billed)."""
         return [r for r in self.lifecycle.provisional()
                 if r.partner in self.agreements and self._basis(r.partner) != "measured"]
 

@@ -47,6 +47,9 @@ class UsageRecord:   # not frozen: a frozen dataclass's __init__ costs 4x (objec
     #: that ran on it with their weights (vCPU-microseconds), who share its cost pro rata.
     tenant: str = ""
     shares: tuple[tuple[str, int], ...] = ()
+    #: Own capacity only: the placement's price per hour (micro-units of the base currency,
+    #: the share of the own nodes' full cost the scheduler charged) for chargeback.
+    price_micro: int = 0
 
 
 def _time_us(value: Any, field: str, where: str) -> int:

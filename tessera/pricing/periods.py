@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 US = 1_000_000
+US_PER_HOUR = 3600 * US
 
 
 def _month_starts() -> list[int]:

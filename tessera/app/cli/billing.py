@@ -74,7 +74,7 @@ def _agreements_file(path: str) -> dict[str, Agreement]:
         raise AgreementError(f"{path}: not JSON ({exc})") from None
 
 
-def _from_file(args: argparse.Namespace) -> tuple[Ledger, dict[str, Agreement], str]:
+def _from_file(args: argparse.Namespace) -> tuple[Ledger, dict[str, Agreement], str, dict[str, int]]:
     if not args.agreements or not args.usage:
         raise _Refused("give --agreements and --usage, or --from-events to read what the live system billed")
     agreements = _agreements_file(args.agreements)
@@ -95,10 +95,10 @@ def _from_file(args: argparse.Namespace) -> tuple[Ledger, dict[str, Agreement], 
             ledger.add(parse_usage(doc, f"{args.usage}:{lineno}"))
             n += 1
     elapsed = time.perf_counter() - t0
-    return ledger, agreements, f"from {n:,} usage records ({n / max(elapsed, 1e-9):,.0f} records/s)"
+    return ledger, agreements, f"from {n:,} usage records ({n / max(elapsed, 1e-9):,.0f} records/s)", {}
 
 
-def _from_events(args: argparse.Namespace, settings: Any) -> tuple[Ledger, dict[str, Agreement], str]:
+def _from_events(args: argparse.Namespace, settings: Any) -> tuple[Ledger, dict[str, Agreement], str, dict[str, int]]:
     from tessera.agents.billing import BillingWorker
 
     path = args.agreements or settings.billing_agreements
@@ -115,7 +115,8 @@ def _from_events(args: argparse.Namespace, settings: Any) -> tuple[Ledger, dict[
                        "on the agreements topic")
     as_of = iso_utc(state.lifecycle.watermark_us) if state.lifecycle.watermark_us else "no usage yet"
     return (state.view(detail=True), state.agreements,
-            f"from the broker (events up to {as_of}; read in {time.perf_counter() - t0:.1f} s)")
+            f"from the broker (events up to {as_of}; read in {time.perf_counter() - t0:.1f} s)",
+            state.own_costs(args.period))
 
 
 def run(args: argparse.Namespace, settings: Any = None) -> int:
@@ -126,9 +127,9 @@ def run(args: argparse.Namespace, settings: Any = None) -> int:
         if args.from_events:
             if args.usage:
                 raise _Refused("--usage and --from-events are alternatives; give one")
-            ledger, agreements, source = _from_events(args, settings)
+            ledger, agreements, source, own = _from_events(args, settings)
         else:
-            ledger, agreements, source = _from_file(args)
+            ledger, agreements, source, own = _from_file(args)
     except (AgreementError, UsageError, _Refused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +142,8 @@ def run(args: argparse.Namespace, settings: Any = None) -> int:
         if args.format == "focus-csv":
             body = focus_csv([r for inv_rows in rows for r in inv_rows]).encode()
         else:
-            body = orjson.dumps(chargeback(invoices, rows), option=orjson.OPT_INDENT_2) + b"\n"
+            body = orjson.dumps(chargeback(invoices, rows, own=own, period=args.period),
+                                option=orjson.OPT_INDENT_2) + b"\n"
     if args.out:
         Path(args.out).write_bytes(body)
         print(f"{len(invoices)} invoice(s) for {args.period} {source} -> {args.out}", file=sys.stderr)
