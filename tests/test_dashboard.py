@@ -92,7 +92,6 @@ def test_a_demo_finding_the_embedded_store_held_writes_one_of_its_own(tmp_path):
     import subprocess
     import sys
 
-    from tessera.app.demo import store_of_its_own
     from tessera.config import load_settings
 
     settings = load_settings(env={}, data_dir=str(tmp_path))
@@ -102,10 +101,16 @@ def test_a_demo_finding_the_embedded_store_held_writes_one_of_its_own(tmp_path):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        got = store_of_its_own(settings, "r1")
-        assert got.chdb_path == tmp_path / "chdb-demo-r1"
-        st = open_store(got)
-        st.command("SELECT 1")
+        # A fresh process, as a second demo is (one chdb path per process: this test's own
+        # process may hold another already).
+        second = subprocess.run([sys.executable, "-c", (
+            "from tessera.app.demo import store_of_its_own; from tessera.config import load_settings; "
+            "from tessera.storage.store import ChdbStore; "
+            f"s = store_of_its_own(load_settings(env={{}}, data_dir={str(tmp_path)!r}), 'r1'); "
+            "ChdbStore(s.chdb_path).command('SELECT 1'); print(s.chdb_path)")],
+            capture_output=True, text=True, timeout=120)
+        assert second.stdout.strip().splitlines()[-1] == str(tmp_path / "chdb-demo-r1"), second.stderr
+        assert "another process holds the embedded store" in second.stderr
     finally:
         holder.kill()
         holder.wait()
