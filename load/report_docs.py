@@ -261,6 +261,8 @@ def micro() -> str:
         ["rate usage records (parse + rate)", f"{n(b['parse_and_rate_records_per_s'])}/s",
          f"{n(b['baseline_decimal_records_per_s'])}/s", f"{b['speedup_parse_and_rate_vs_baseline']:.2f}x",
          "totals agree" if b["baseline_totals_agree"] else "TOTALS DIFFER"],
+        ["rate parsed records, keeping the per-day, per-tenant detail (FOCUS, live agent)",
+         f"{n(b['rate_with_daily_detail_records_per_s'])}/s", "", "", f"{n(b['rate_only_records_per_s'])}/s without it"],
         ["live allocation events into billing state", f"{n(b['live_allocation_events_per_s'])}/s", "", "", ""],
     ]
     return "\n\n".join([

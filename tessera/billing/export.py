@@ -93,10 +93,11 @@ def _weights(ledger: Ledger, partner: str, period: str, key: str, corrected: str
     unit, _, itype = key.partition(":")
     slot = _SLOT[unit]
     out: dict[int, dict[tuple[str, str, str], int]] = defaultdict(lambda: defaultdict(int))
-    for (p, per, corr, rid, region, it, t, day, tenant), acc in ledger.detail.items():
-        if (p == partner and per == period and corr == corrected and it == itype and acc[slot]
-                and (terms is None or t == terms)):
-            out[day][(rid, region, tenant)] += acc[slot]
+    for (p, per, corr, rid, region, it, t), days in ledger.detail.items():
+        if p == partner and per == period and corr == corrected and it == itype and (terms is None or t == terms):
+            for (day, tenant), acc in days.items():
+                if acc[slot]:
+                    out[day][(rid, region, tenant)] += acc[slot]
     return out
 
 

@@ -28,7 +28,7 @@ from typing import Iterable
 from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, UNITS, Agreement, Limit
 from tessera.schemas.identity import RecentIds
 
-from .usage import EPOCH, UsageError, UsageRecord, day_segments, month_segments, period_bounds, period_of
+from .usage import DAY_US, EPOCH, UsageError, UsageRecord, month_segments, period_bounds, period_of
 
 #: Exact amount (currency) = rate_micro * N / D, where N = unit-microseconds x 1000.
 D = N_PER_UNIT_HOUR * MICRO
@@ -149,9 +149,10 @@ class Ledger:
     alerted: set[tuple[str, str, str, int]] = field(default_factory=set)
     blocked: dict[str, str] = field(default_factory=dict)   # partner -> period its hard limit was hit
     #: The cells again per UTC day and tenant (None: not kept), for FOCUS rows with daily
-    #: charge periods and tenant chargeback. Kept apart from ``cells`` because the live
-    #: agent's month-to-date view copies ``cells`` every batch and has no use for these.
-    detail: dict[tuple, list[int]] | None = field(default_factory=dict)
+    #: charge periods and tenant chargeback: cell key -> {(day start, tenant): [N x 4]}.
+    #: Kept apart from ``cells`` because the live agent's month-to-date view copies
+    #: ``cells`` every batch and has no use for these.
+    detail: dict[tuple, dict[tuple[int, str], list[int]]] | None = field(default_factory=dict)
 
     def add(self, r: UsageRecord) -> bool:
         """Rate one record; False if its event id was already rated."""
@@ -181,17 +182,41 @@ class Ledger:
         acc = self.cells.get(key)
         if acc is None:
             acc = self.cells[key] = [0, 0, 0, 0]
-        _add(acc, r, dur, 1, 1)
+        v, m, g, inst = r.vcpu_milli, r.memory_milli, r.gpu_milli, 1000 if r.instance_type else 0
+        acc[0] += v * dur
+        acc[1] += m * dur
+        acc[2] += g * dur
+        acc[3] += inst * dur
         if self.detail is None:
             return
-        shares = r.shares or ((r.tenant, 1),)
-        total = sum(w for _, w in shares)
-        for day, d in day_segments(start, end):
-            for tenant, w in shares:
-                cell = self.detail.get(k := (*key, day, tenant))
+        days = self.detail.get(key)
+        if days is None:
+            days = self.detail[key] = {}
+        # Split at UTC midnights (inlined: this runs for every record the live agent rates).
+        s = start
+        while s < end:
+            e = s - s % DAY_US + DAY_US
+            if e > end:
+                e = end
+            d = e - s
+            if r.shares:
+                # A VM billed whole: each tenant's share of it (floored: weights, never summed
+                # into an amount).
+                total = sum(w for _, w in r.shares)
+                for tenant, w in r.shares:
+                    cell = days.get(k := (s - s % DAY_US, tenant))
+                    if cell is None:
+                        cell = days[k] = [0, 0, 0, 0]
+                    cell[3] += inst * d * w // total
+            else:
+                cell = days.get(k := (s - s % DAY_US, r.tenant))
                 if cell is None:
-                    cell = self.detail[k] = [0, 0, 0, 0]
-                _add(cell, r, d, w, total)
+                    cell = days[k] = [0, 0, 0, 0]
+                cell[0] += v * d
+                cell[1] += m * d
+                cell[2] += g * d
+                cell[3] += inst * d
+            s = e
 
     # Usage cells: (partner, period rated into, period corrected or "", resource, region,
     # instance type, terms in force: their effective_from_us) -> [vcpu N, memory N, gpu N,
@@ -362,17 +387,6 @@ class Ledger:
                     self.alerted.discard((partner, period, lim.name, t))
             out.append(Alert(partner, period, lim.name, max(pct, 1), used, lim.amount, "soft", lifted=True))
         return out
-
-
-def _add(acc: list[int], r: UsageRecord, dur: int, w: int, total: int) -> None:
-    """Add ``w / total`` of a record's usage over ``dur`` to a cell (a tenant's share of a VM
-    billed whole; 1/1 otherwise). Shares floor; the cells per tenant are weights for
-    apportioning, never summed into an amount."""
-    acc[0] += r.vcpu_milli * dur * w // total
-    acc[1] += r.memory_milli * dur * w // total
-    acc[2] += r.gpu_milli * dur * w // total
-    if r.instance_type:
-        acc[3] += 1000 * dur * w // total
 
 
 def _stamp(us: int) -> str:

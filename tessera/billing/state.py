@@ -177,7 +177,8 @@ class BillingState:
         view = Ledger(self.agreements, seen=SeenOverlay(self.ledger.seen),
                       cells={k: list(v) for k, v in self.ledger.cells.items()},
                       closed=set(self.ledger.closed), alerted=self.ledger.alerted, blocked=self.ledger.blocked,
-                      detail={k: list(v) for k, v in days.items()} if detail and days is not None else None)
+                      detail={k: {d: list(v) for d, v in per_day.items()} for k, per_day in days.items()}
+                      if detail and days is not None else None)
         for r in self._provisional() if provisional is None else provisional:
             view.add(r)
         return view
