@@ -184,6 +184,9 @@ class Simulation:
         # from open to close itself (instance_usage); the live lifecycle's stand-in (first
         # placement to last release) would bill them twice.
         self.billing.lifecycle.bills_whole_vm = lambda partner, instance_type: False
+        # The simulation reports totals; the per-day, per-tenant detail (FOCUS rows) would
+        # only cost time.
+        self.billing.ledger.detail = None
         self.vms: dict[str, _Vm] = {}
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
