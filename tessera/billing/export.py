@@ -27,10 +27,9 @@ from babel.numbers import get_currency_precision
 from tessera.pricing.agreements import MICRO, N_PER_UNIT_HOUR, Agreement
 from tessera.pricing.periods import US_PER_HOUR
 
-from .ledger import D, Invoice, Ledger, Line, apportion, round_half_up, unit_label
+from .ledger import D, Invoice, Ledger, Line, apportion, money_text, round_half_up, unit_label
 from .usage import DAY_US, US, period_bounds
 
-FOCUS_VERSION = "1.2"
 FOCUS_COLUMNS = [
     "BillingAccountId", "BillingAccountName", "BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart",
     "ChargePeriodEnd", "ChargeCategory", "ChargeClass", "ChargeDescription", "ChargeFrequency", "BilledCost",
@@ -117,10 +116,10 @@ def _in_time_order(lines: list[Line], by_day: dict[int, dict[tuple[str, str, str
     start = 0
     for d, n in zip(days, day_n):
         end = start + n
+        parts = sorted(by_day[d].items())
         for i, (a, b) in enumerate(bounds):
             overlap = min(b, end) - max(a, start)
             if overlap > 0:
-                parts = sorted(by_day[d].items())
                 for (rid, region, tenant), m in zip((k for k, _ in parts), apportion(overlap, [w for _, w in parts])):
                     if m:
                         out[i].append((d, rid, region, tenant, m))
@@ -234,18 +233,18 @@ def chargeback(invoices: list[Invoice], rows_by_invoice: list[list[dict[str, str
         for t, add in zip(tenants, extra):
             doc = doc_for(inv.period, inv.currency, t, inv.minor)
             amount = by_tenant.get(t, 0) + add
-            doc["by_partner"][inv.partner] = str(Decimal(amount).scaleb(-inv.minor)) if inv.minor else str(amount)
+            doc["by_partner"][inv.partner] = money_text(amount, inv.minor)
             doc["total_minor"] += amount
     for tenant, n in sorted((own or {}).items()):
         minor = get_currency_precision(currency)
         amount = round_half_up(n, US_PER_HOUR * MICRO, minor)     # n: price micro-units x microseconds
         doc = doc_for(period, currency, tenant or "(none)", minor)
-        doc["by_partner"]["own"] = str(Decimal(amount).scaleb(-minor)) if minor else str(amount)
+        doc["by_partner"]["own"] = money_text(amount, minor)
         doc["total_minor"] += amount
     docs = []
     for _, doc in sorted(out.items()):
         minor = doc.pop("minor")
         total = doc.pop("total_minor")
-        doc["total"] = str(Decimal(total).scaleb(-minor)) if minor else str(total)
+        doc["total"] = money_text(total, minor)
         docs.append(doc)
     return docs

@@ -47,6 +47,11 @@ def round_half_up(num: int, den: int, minor: int) -> int:
     return q + (1 if 2 * r >= den else 0)
 
 
+def money_text(minor_units: int, minor: int) -> str:
+    """An amount in minor units as a decimal string with ``minor`` places ("12.30")."""
+    return str(Decimal(minor_units).scaleb(-minor)) if minor else str(minor_units)
+
+
 def apportion(total: int, weights: list[int]) -> list[int]:
     """Split an integer total in proportion to non-negative integer weights, exactly
     (largest remainder); ties go to the earlier item."""
@@ -99,7 +104,7 @@ class Invoice:
         return sum(l.amount_minor for l in self.lines)
 
     def money(self, minor_units: int) -> str:
-        return str(Decimal(minor_units).scaleb(-self.minor)) if self.minor else str(minor_units)
+        return money_text(minor_units, self.minor)
 
     @property
     def total(self) -> str:
@@ -192,24 +197,22 @@ class Ledger:
         days = self.detail.get(key)
         if days is None:
             days = self.detail[key] = {}
+        # A VM billed whole is shared by its tenants (floored: weights, never summed into an amount).
+        total = sum(w for _, w in r.shares) if r.shares else 0
         # Split at UTC midnights (inlined: this runs for every record the live agent rates).
         s = start
         while s < end:
-            e = s - s % DAY_US + DAY_US
-            if e > end:
-                e = end
+            day = s - s % DAY_US
+            e = day + DAY_US if day + DAY_US < end else end
             d = e - s
             if r.shares:
-                # A VM billed whole: each tenant's share of it (floored: weights, never summed
-                # into an amount).
-                total = sum(w for _, w in r.shares)
                 for tenant, w in r.shares:
-                    cell = days.get(k := (s - s % DAY_US, tenant))
+                    cell = days.get(k := (day, tenant))
                     if cell is None:
                         cell = days[k] = [0, 0, 0, 0]
                     cell[3] += inst * d * w // total
             else:
-                cell = days.get(k := (s - s % DAY_US, r.tenant))
+                cell = days.get(k := (day, r.tenant))
                 if cell is None:
                     cell = days[k] = [0, 0, 0, 0]
                 cell[0] += v * d

@@ -19,8 +19,8 @@ from typing import Any
 from tessera.pricing.agreements import utc_us
 from tessera.pricing.periods import EPOCH, MONTH_STARTS, US, month_start_us, period_bounds, period_name, period_of
 
-__all__ = ["EPOCH", "US", "DAY_US", "UsageError", "UsageRecord", "parse_usage", "month_segments", "day_segments",
-           "month_start_us", "period_bounds", "period_of"]
+__all__ = ["EPOCH", "US", "DAY_US", "UsageError", "UsageRecord", "parse_usage", "month_segments", "month_start_us",
+           "period_bounds", "period_of"]
 
 #: A charge day (UTC) in microseconds: FOCUS rows and chargeback are per day.
 DAY_US = 86_400 * US
@@ -103,20 +103,4 @@ def month_segments(start_us: int, end_us: int) -> list[tuple[str, int, int]]:
         e = min(MONTH_STARTS[i + 1], end_us)
         out.append((period_name(i), s, e))
         s, i = e, i + 1
-    return out
-
-
-def day_segments(start_us: int, end_us: int) -> list[tuple[int, int]]:
-    """[start, end) as (day start, duration) pieces split at UTC midnights.
-
-    >>> day_segments(23 * 3600 * US, 26 * 3600 * US)
-    [(0, 3600000000), (86400000000, 7200000000)]
-    """
-    out = []
-    s = start_us
-    while s < end_us:
-        day = s - s % DAY_US
-        e = min(day + DAY_US, end_us)
-        out.append((day, e - s))
-        s = e
     return out

@@ -268,4 +268,8 @@ def load_agreements(path: str) -> dict[str, Agreement]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"agreements file {path!r} not found (set TESSERA_BILLING_AGREEMENTS)")
-    return parse_agreements(orjson.loads(p.read_bytes()))
+    try:
+        doc = orjson.loads(p.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise AgreementError(f"{path}: not JSON ({exc})") from None
+    return parse_agreements(doc)

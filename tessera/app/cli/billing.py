@@ -17,7 +17,7 @@ import orjson
 from tessera.billing.export import chargeback, focus_csv, focus_rows, invoice_json, iso_utc
 from tessera.billing.ledger import Ledger
 from tessera.billing.usage import UsageError, parse_usage
-from tessera.pricing.agreements import Agreement, AgreementError, parse_agreements
+from tessera.pricing.agreements import Agreement, AgreementError, load_agreements
 
 FORMATS = ["invoice-json", "focus-csv", "chargeback-json"]
 
@@ -64,20 +64,10 @@ class _Refused(Exception):
     pass
 
 
-def _agreements_file(path: str) -> dict[str, Agreement]:
-    p = Path(path)
-    if not p.is_file():
-        raise AgreementError(f"{path} does not exist")
-    try:
-        return parse_agreements(orjson.loads(p.read_bytes()))
-    except orjson.JSONDecodeError as exc:
-        raise AgreementError(f"{path}: not JSON ({exc})") from None
-
-
 def _from_file(args: argparse.Namespace) -> tuple[Ledger, dict[str, Agreement], str, dict[str, int]]:
     if not args.agreements or not args.usage:
         raise _Refused("give --agreements and --usage, or --from-events to read what the live system billed")
-    agreements = _agreements_file(args.agreements)
+    agreements = load_agreements(args.agreements)
     # Invoices need no per-day detail (FOCUS rows and chargeback do; it costs ~2x).
     ledger = Ledger(agreements, detail=None if args.format == "invoice-json" else {})
     upath = Path(args.usage)
@@ -103,7 +93,7 @@ def _from_events(args: argparse.Namespace, settings: Any) -> tuple[Ledger, dict[
     from tessera.agents.billing import BillingWorker
 
     path = args.agreements or settings.billing_agreements
-    worker = BillingWorker(settings, _agreements_file(path) if path else {})
+    worker = BillingWorker(settings, load_agreements(path) if path else {})
     t0 = time.perf_counter()
     try:
         asyncio.run(worker.recover())
@@ -131,7 +121,7 @@ def run(args: argparse.Namespace, settings: Any = None) -> int:
             ledger, agreements, source, own = _from_events(args, settings)
         else:
             ledger, agreements, source, own = _from_file(args)
-    except (AgreementError, UsageError, _Refused) as exc:
+    except (OSError, AgreementError, UsageError, _Refused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     invoices = [ledger.invoice(p, args.period) for p in sorted(agreements)]
