@@ -21,7 +21,6 @@ import os
 import sys
 import time
 import uuid
-from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -124,24 +123,10 @@ def _outcomes(store, db: str) -> dict[str, int]:
 
 
 def _timeline(store, db: str, t0: datetime, value: str, scale: float = 1.0) -> dict[str, list[tuple[float, float]]]:
-    """Per provider, the sum of ``value`` over allocations live at each moment; x in hours of
-    the trace (``scale``: trace seconds per replay second)."""
-    rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
-                       f"toUnixTimestamp64Micro(ifNull(released_at, (SELECT max(event_time) FROM {db}.events))) AS b, "
-                       f"{value} AS v FROM {db}.v_allocation_usage")
-    if not rows:
-        return {}
-    start = t0.timestamp()
-    end = max(int(r["b"]) for r in rows) / 1e6
-    grid = [start + (end - start) * k / 120 for k in range(121)]
-    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    spans = defaultdict(list)
-    for r in rows:
-        spans[r["provider"]].append((int(r["a"]) / 1e6, int(r["b"]) / 1e6, float(r["v"])))
-    for provider, ss in sorted(spans.items()):
-        for g in grid:
-            out[provider].append(((g - start) * scale / 3600, sum(v for a, b, v in ss if a <= g < b)))
-    return out
+    """``live.timeline`` from the replay's start, x in hours of the trace (``scale``: trace
+    seconds per replay second)."""
+    _, series = live.timeline(store, db, value, start=t0.timestamp())
+    return {p: [(dx * scale / 3600, v) for dx, v in pts] for p, pts in series.items()}
 
 
 def _report(store, db: str, t0: datetime, run: str, tables: list[tuple[str, str]], path: Path,

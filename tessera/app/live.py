@@ -25,20 +25,19 @@ def _sql_string(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _q(store: AnalyticsStore, sql: str) -> list[dict[str, Any]]:
-    return store.query(sql)
-
-
-def timeline(store: AnalyticsStore, db: str, value: str, points: int = 120) -> tuple[float, dict[str, list]]:
+def timeline(store: AnalyticsStore, db: str, value: str, points: int = 120,
+             start: float | None = None) -> tuple[float, dict[str, list]]:
     """Per provider, the sum of ``value`` (an expression over ``v_allocation_usage``) over
-    the allocations live at each of ``points`` moments from the first placement to the
-    latest event: (start as UTC epoch seconds, {provider: [(seconds since start, value)]})."""
-    rows = _q(store, f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
+    the allocations live at each of ``points`` moments from ``start`` (UTC epoch seconds;
+    default the first placement) to the latest event: (start, {provider: [(seconds since
+    start, value)]})."""
+    rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
                      f"toUnixTimestamp64Micro(ifNull(released_at, (SELECT max(event_time) FROM {db}.events))) AS b, "
                      f"{value} AS v FROM {db}.v_allocation_usage")
     if not rows:
         return 0.0, {}
-    start = min(int(r["a"]) for r in rows) / 1e6
+    if start is None:
+        start = min(int(r["a"]) for r in rows) / 1e6
     end = max(int(r["b"]) for r in rows) / 1e6
     grid = [start + (end - start) * k / points for k in range(points + 1)]
     spans: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
@@ -54,7 +53,7 @@ def timeline(store: AnalyticsStore, db: str, value: str, points: int = 120) -> t
 
 def busiest_series(store: AnalyticsStore, db: str) -> str | None:
     """The vCPU series forecast most often (else any series): the one worth a chart."""
-    rows = _q(store, f"SELECT series, sum(forecasts) AS n FROM {db}.v_forecast_accuracy GROUP BY series "
+    rows = store.query(f"SELECT series, sum(forecasts) AS n FROM {db}.v_forecast_accuracy GROUP BY series "
                      f"ORDER BY endsWith(series, 'dim=vcpu') DESC, n DESC, series LIMIT 1")
     return rows[0]["series"] if rows else None
 
@@ -64,7 +63,7 @@ def forecast_band(store: AnalyticsStore, db: str, series: str, limit: int = 240)
     series, per interval start (UTC epoch seconds), the latest ``limit`` intervals."""
     series = _sql_string(series)
     lo, mid, hi = BAND
-    band = _q(store, f"""
+    band = store.query(f"""
         SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(h, 'interval_start'), 6)) AS t,
                JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '{lo}') AS lo,
                JSONExtractFloat(JSONExtractRaw(h, 'quantiles'), '{mid}') AS mid,
@@ -72,7 +71,7 @@ def forecast_band(store: AnalyticsStore, db: str, series: str, limit: int = 240)
         FROM {db}.events FINAL ARRAY JOIN JSONExtractArrayRaw(payload, 'horizons') AS h
         WHERE event_type = 'forecast' AND JSONExtractString(payload, 'series') = '{series}'
           AND JSONExtractUInt(h, 'step') = 1 ORDER BY t DESC LIMIT {limit}""")
-    actual = _q(store, f"""
+    actual = store.query(f"""
         SELECT toUnixTimestamp64Micro(parseDateTime64BestEffort(JSONExtractString(payload, 'interval_start'), 6))
                AS t, JSONExtractFloat(payload, 'value') AS v
         FROM {db}.events FINAL WHERE event_type = 'demand.interval'
@@ -84,7 +83,7 @@ def forecast_band(store: AnalyticsStore, db: str, series: str, limit: int = 240)
 
 def resources(store: AnalyticsStore, db: str) -> list[dict[str, Any]]:
     """The resource table: own and partner resources, health, capacity and what is free."""
-    rows = _q(store, f"""
+    rows = store.query(f"""
         SELECT r.resource_id AS resource_id, r.provider AS provider, r.region AS region,
                r.vcpu AS vcpu, r.gpu AS gpu, toString(r.price_per_hour) AS price_per_hour,
                ifNull(u.vcpu_used, 0) AS vcpu_used, ifNull(u.gpu_used, 0) AS gpu_used,
@@ -108,13 +107,13 @@ def resources(store: AnalyticsStore, db: str) -> list[dict[str, Any]]:
 
 def outcomes(store: AnalyticsStore, db: str) -> dict[str, Any]:
     """Requests placed, released and rejected (by reason code), and waiting now per tier."""
-    counts = {r["t"]: int(r["n"]) for r in _q(store, f"""
+    counts = {r["t"]: int(r["n"]) for r in store.query(f"""
         SELECT event_type AS t, uniqExact(JSONExtractString(payload, 'request_id')) AS n FROM {db}.events FINAL
         WHERE event_type IN ('allocation.placed', 'allocation.released') GROUP BY t""")}
-    rejected = {r["code"]: int(r["n"]) for r in _q(store, f"""
+    rejected = {r["code"]: int(r["n"]) for r in store.query(f"""
         SELECT JSONExtractString(payload, 'code') AS code, uniqExact(JSONExtractString(payload, 'request_id')) AS n
         FROM {db}.events FINAL WHERE event_type = 'allocation.rejected' GROUP BY code ORDER BY n DESC, code""")}
-    waiting = {r["sla_tier"]: int(r["n"]) for r in _q(store, f"""
+    waiting = {r["sla_tier"]: int(r["n"]) for r in store.query(f"""
         SELECT sla_tier, count() AS n FROM (
             SELECT JSONExtractString(payload, 'request_id') AS rid, any(JSONExtractString(payload, 'sla_tier')) AS sla_tier
             FROM {db}.events FINAL
@@ -123,7 +122,7 @@ def outcomes(store: AnalyticsStore, db: str) -> dict[str, Any]:
             HAVING countIf(event_type = 'allocation.queued') > 0
                AND countIf(event_type IN ('allocation.placed', 'allocation.rejected')) = 0)
         GROUP BY sla_tier""")}
-    waits = _q(store, f"SELECT sla_tier, placed, p50_s, p90_s, p99_s, max_s FROM {db}.v_queue_wait_by_tier "
+    waits = store.query(f"SELECT sla_tier, placed, p50_s, p90_s, p99_s, max_s FROM {db}.v_queue_wait_by_tier "
                       f"ORDER BY sla_tier")
     return {"placed": counts.get("allocation.placed", 0), "released": counts.get("allocation.released", 0),
             "rejected": rejected, "rejected_total": sum(rejected.values()), "waiting": waiting, "waits": waits}
@@ -134,10 +133,10 @@ def cost_rate(store: AnalyticsStore, db: str) -> dict[str, Any]:
     capacity only (at own full cost per vCPU-hour, had it the room) and on the cheapest
     partner only (its cheapest price per vCPU-hour); GPU work is priced on GPU offers in
     both, since a GPU pod cannot run on a CPU-only machine."""
-    by_provider = _q(store, f"""
+    by_provider = store.query(f"""
         SELECT provider, toString(sum(price_per_hour)) AS usd_per_hour, sum(vcpu_per_replica * replicas) AS vcpu
         FROM {db}.v_allocation_usage WHERE released_at IS NULL GROUP BY provider ORDER BY provider""")
-    alt = _q(store, f"""
+    alt = store.query(f"""
         SELECT sum(a.vcpu * if(a.gpu > 0 AND o.own_gpu > 0, o.own_gpu, o.own_any)) AS own_only,
                sum(a.vcpu * if(a.gpu > 0 AND o.partner_gpu > 0, o.partner_gpu, o.partner_any)) AS cheapest,
                any(o.own_any) > 0 AS has_own, any(o.partner_any) > 0 AS has_partner
@@ -162,7 +161,7 @@ def cost_rate(store: AnalyticsStore, db: str) -> dict[str, Any]:
 def bills(store: AnalyticsStore, db: str) -> list[dict[str, Any]]:
     """Partner bills month to date: the latest revision of each billing line, summed per
     partner and period (the newest period first)."""
-    return _q(store, f"""
+    return store.query(f"""
         SELECT partner, period, currency, toString(sum(amount)) AS amount, count() AS lines FROM (
             SELECT JSONExtractString(payload, 'line_id') AS line_id,
                    argMax(JSONExtractString(payload, 'partner_id'), rev) AS partner,
@@ -177,17 +176,17 @@ def bills(store: AnalyticsStore, db: str) -> list[dict[str, Any]]:
 
 def recent(store: AnalyticsStore, db: str, limit: int = 8) -> dict[str, list]:
     """The latest alerts, provisioning hints and migrations."""
-    alerts = _q(store, f"""
+    alerts = store.query(f"""
         SELECT toString(event_time) AS at, JSONExtractString(payload, 'partner_id') AS partner,
                JSONExtractString(payload, 'limit_name') AS limit_name,
                JSONExtractUInt(payload, 'threshold_pct') AS threshold_pct,
                JSONExtractString(payload, 'enforcement') AS enforcement, JSONExtractBool(payload, 'lifted') AS lifted
         FROM {db}.events FINAL WHERE event_type = 'usage_limit.alert' ORDER BY event_time DESC LIMIT {limit}""")
-    hints = _q(store, f"""
+    hints = store.query(f"""
         SELECT pool, toString(needed_by) AS needed_by, shortfall_vcpu, suggested_resources,
                toString(suggested_cost_per_hour) AS suggested_cost_per_hour, hints
         FROM {db}.v_provisioning_hints ORDER BY last_hint_at DESC LIMIT {limit}""")
-    migrations = _q(store, f"""
+    migrations = store.query(f"""
         SELECT migration_id, allocation_id, reason, source_resource_id, target_resource_id, status,
                toString(planned_at) AS planned_at, toString(expected_saving_per_hour) AS expected_saving_per_hour
         FROM {db}.v_migrations ORDER BY planned_at DESC LIMIT {limit}""")
