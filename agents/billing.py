@@ -39,7 +39,7 @@ from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
-from tessera.streams.edge import decode_message
+from tessera.streams.edge import decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span
 from tessera.streams.supervise import BrokerWatch, start_client, supervise
@@ -78,8 +78,7 @@ class BillingWorker:
                                      committed_only=True)
         out = []
         for r in recs:
-            d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                               spec=topic_spec(name), consumer=AGENT)
+            d = decode_record(r, topic_spec(name), AGENT)
             if d.event is not None:
                 out.append((d.event, r.partition, r.offset))
         return out, ends
@@ -208,8 +207,7 @@ class BillingWorker:
                 self._dead = []
                 for r in records:
                     name = self.names[r.topic]
-                    d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                       spec=topic_spec(name), consumer=AGENT)
+                    d = decode_record(r, topic_spec(name), AGENT)
                     if isinstance(d.event, AgreementUpdated):
                         changed, dl = self._apply_agreement(d.event, r.partition, r.offset)
                         touched |= changed

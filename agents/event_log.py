@@ -38,7 +38,7 @@ from tessera.storage.store import AnalyticsStore, StorageError
 from tessera.streams import metrics
 from tessera.streams.batching import take_batch
 from tessera.streams.deadletter import publish_dead_letters
-from tessera.streams.edge import Decoded, decode_message
+from tessera.streams.edge import Decoded, decode_record
 from tessera.streams.security import aiokafka_security_kwargs
 from tessera.streams.topics import Topics
 
@@ -127,8 +127,7 @@ class EventLogSink:
             await consumer.stop()
 
     async def _write(self, records: list[Any]) -> None:
-        decoded = [decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                  spec=self.spec_of[r.topic], consumer=AGENT) for r in records]
+        decoded = [decode_record(r, self.spec_of[r.topic], AGENT) for r in records]
         await publish_dead_letters(self.dlq, decoded, AGENT)
         rows, spans = rows_and_spans(decoded)
         if rows:
@@ -157,8 +156,7 @@ class DeadLetterLogSink(EventLogSink):
 
     async def _write(self, records: list[Any]) -> None:
         spec = topic_spec("dead-letters")
-        decoded = [decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                  spec=spec, consumer="dead-letter-log") for r in records]
+        decoded = [decode_record(r, spec, "dead-letter-log") for r in records]
         rows, spans = [], []
         for (topic, partition), group in by_partition(decoded).items():
             for d in group:

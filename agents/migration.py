@@ -60,7 +60,7 @@ from tessera.schemas import (
 from tessera.schemas.topics import topic_spec
 from tessera.streams import metrics
 from tessera.streams.checkpoint import load_checkpoint
-from tessera.streams.edge import decode_message
+from tessera.streams.edge import decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span, seek_on
 from tessera.streams.supervise import BrokerWatch, start_client, supervise
@@ -151,8 +151,7 @@ class MigrationWorker:
                           for p, off in ends.items()}
         for name, (records, _) in zip(STATE_TOPICS, reads):
             for r in records:
-                d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                   spec=topic_spec(name), consumer=AGENT)
+                d = decode_record(r, topic_spec(name), AGENT)
                 if d.event is not None:
                     self._apply(d.event)
         log.info("migration agent recovered%s: %d resources, %d allocations, %d unfinished migrations",
@@ -249,8 +248,7 @@ class MigrationWorker:
                 for recs in (await tail.getmany(timeout_ms=200, max_records=10_000)).values():
                     for r in recs:
                         name = r.topic.split(".")[-2]
-                        d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset,
-                                           key=r.key, spec=topic_spec(name), consumer=AGENT)
+                        d = decode_record(r, topic_spec(name), AGENT)
                         if d.event is not None:
                             self._apply(d.event)
                 now = time.monotonic()

@@ -49,7 +49,7 @@ from tessera.schemas.topics import topic_spec
 from tessera.storage.store import AnalyticsStore
 from tessera.streams import cloudevents, metrics
 from tessera.streams.deadletter import publish_dead_letters, publish_events
-from tessera.streams.edge import decode_faust_event, decode_message
+from tessera.streams.edge import decode_faust_event, decode_record
 from tessera.streams.lane import PartitionLane
 from tessera.streams.topics import Topics
 
@@ -132,8 +132,7 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
     health_spec = topics.specs["health"]
 
     async def health_samples(records: Any) -> None:
-        decoded = [decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                  spec=health_spec, consumer=AGENT) for r in records]
+        decoded = [decode_record(r, health_spec, AGENT) for r in records]
         await publish_dead_letters(dlq, decoded, AGENT)
         cache: dict[str, Any] = {}
         verdicts: list[HealthChanged] = []

@@ -74,7 +74,7 @@ from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
-from tessera.streams.edge import dead_letter, decode_message
+from tessera.streams.edge import dead_letter, decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span, seek_on
 from tessera.streams.security import aiokafka_security_kwargs
@@ -146,8 +146,7 @@ class SchedulerWorker:
                          committed_only: bool = False) -> tuple[list[Event], dict[int, int]]:
         records, ends = await read_span(self.settings, self.topic[name], topic_spec(name).partitions,
                                         start=start, committed_only=committed_only)
-        decoded = (decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                                  spec=topic_spec(name), consumer=AGENT) for r in records)
+        decoded = (decode_record(r, topic_spec(name), AGENT) for r in records)
         return [d.event for d in decoded if d.event is not None], ends
 
     async def recover(self) -> None:
@@ -258,8 +257,7 @@ class SchedulerWorker:
                                                  or _allocation_id(rec.value) not in self.core.allocations):
                     continue
                 name = rec.topic.split(".")[-2]
-                d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset,
-                                   key=rec.key, spec=topic_spec(name), consumer=AGENT)
+                d = decode_record(rec, topic_spec(name), AGENT)
                 e = d.event
                 if isinstance(e, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged, Forecast,
                                   UsageLimitAlert, AgreementUpdated, BillingLine, MigrationProgress, MigrationDone,
@@ -272,8 +270,7 @@ class SchedulerWorker:
         now, now_dt = time.time(), utc_now()
         out: list[tuple[str, Event]] = []
         for rec in records:
-            d = decode_message(rec.value, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
-                               spec=topic_spec("requests"), consumer=AGENT)
+            d = decode_record(rec, topic_spec("requests"), AGENT)
             if d.dead_letter is not None:
                 metrics.DEAD_LETTERS.labels(AGENT, rec.topic).inc()
                 out.append(("dead-letters", d.dead_letter))

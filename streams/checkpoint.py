@@ -34,7 +34,7 @@ from tessera.schemas import Checkpoint, InputPosition
 from tessera.schemas.events import CHECKPOINT_CHUNK_B64
 from tessera.schemas.topics import topic_spec
 
-from .edge import decode_message
+from .edge import decode_record
 from .reader import read_to_end
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,7 @@ async def load_checkpoint(settings: Settings, owner: str, consumer: str) -> Rest
                                 committed_only=True)
     events = []
     for r in records:
-        d = decode_message(r.value, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                           spec=spec, consumer=consumer)
+        d = decode_record(r, spec, consumer)
         if isinstance(d.event, Checkpoint):
             events.append(d.event)
     return newest(events, owner)

@@ -80,6 +80,13 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def decode_record(record: Any, spec: TopicSpec, consumer: str) -> Decoded:
+    """Decode a consumer record (aiokafka's ``ConsumerRecord``: value, topic, partition,
+    offset, key), the way every batch consumer reads its input."""
+    return decode_message(record.value, topic=record.topic, partition=record.partition, offset=record.offset,
+                          key=record.key, spec=spec, consumer=consumer)
+
+
 def decode_faust_event(fevent: Any, spec: TopicSpec, consumer: str) -> Decoded:
     """Decode a ``faust.Event`` (keeps Faust types out of the signature above)."""
     m = fevent.message
