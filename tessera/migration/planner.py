@@ -199,6 +199,25 @@ class _Fleet:
         self.moved_by_pool.setdefault(self.snap.resource(m.from_resource).pool, set()).add(a.id)
         self.moved_by_tenant.setdefault(a.tenant, set()).add(a.id)
 
+    def net_moves(self, extra: Sequence[Move] = ()) -> int:
+        """How many moves the plan would report with ``extra`` applied too: the net moves
+        from the snapshot's placements, which is what the budget's ``max_moves`` counts (a
+        replica moved twice in the greedy passes is one move; one allocation's replicas
+        gathered from several sources are several)."""
+        by_id = {a.id: a for a in self.snap.allocations}
+        touched = {m.allocation_id for m in self.moves} | {m.allocation_id for m in extra}
+        n = 0
+        for aid in touched:
+            after = dict(self.place[aid])
+            for m in extra:
+                if m.allocation_id == aid:
+                    after[m.from_resource] -= m.replicas
+                    if not after[m.from_resource]:
+                        del after[m.from_resource]
+                    after[m.to_resource] = after.get(m.to_resource, 0) + m.replicas
+            n += len(_pair(*_diff(dict(by_id[aid].placements), after)))
+        return n
+
     def reassign(self, new: dict[str, dict[str, int]], budget: DisruptionBudget) -> None:
         """Give the allocations in ``new`` those placements, recording the moves."""
         by_id = {a.id: a for a in self.snap.allocations}
@@ -316,10 +335,10 @@ def _evacuate(fleet: _Fleet, budget: DisruptionBudget, unplaced: list[Unplaced])
 def _commit_evacuation(fleet: _Fleet, budget: DisruptionBudget, a: Allocation, srcs: list[tuple[str, int]],
                        placed: list[tuple[str, int]], unplaced: list[Unplaced]) -> None:
     moves = _spread(a, srcs, placed, "evacuation")
-    if budget.max_moves is not None and len(fleet.moves) + len(moves) > budget.max_moves:
+    if budget.max_moves is not None and fleet.net_moves(moves) > budget.max_moves:
         for rid, k in srcs:
             unplaced.append(Unplaced(a.id, "max_moves", f"a target exists, but the plan already holds "
-                                     f"{len(fleet.moves)} of at most {budget.max_moves} moves; it moves next round",
+                                     f"{fleet.net_moves()} of at most {budget.max_moves} moves; it moves next round",
                                      k, rid))
         return
     for m in moves:
@@ -407,9 +426,9 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
                                   f"{_money(opened_price)}/h, no cheaper than its {_money(r.price_per_hour)}/h"))
         return
     moves = [m for a, k in work for m in _spread(a, [(r.id, k)], result.placements[a.id], reason)]
-    if budget.max_moves is not None and len(fleet.moves) + len(moves) > budget.max_moves:
+    if budget.max_moves is not None and fleet.net_moves(moves) > budget.max_moves:
         fleet.skipped.append(Skip(r.id, "max_moves", f"needs {len(moves)} moves; the plan holds "
-                                  f"{len(fleet.moves)} of at most {budget.max_moves}"))
+                                  f"{fleet.net_moves()} of at most {budget.max_moves}"))
         return
     pool_moved = fleet.moved_by_pool.get(r.pool, set()) | {a.id for a, _ in work}
     population = len(populations[0].get(r.pool, set()) | {a.id for a, _ in work})
@@ -605,7 +624,7 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
     if saving <= 0:
         return None
     moved = {m.allocation_id for m in trial.moves[len(fleet.moves):]}
-    if budget.max_moves is not None and len(trial.moves) > budget.max_moves:
+    if budget.max_moves is not None and trial.net_moves() > budget.max_moves:
         return None
     for pool, ids in trial.moved_by_pool.items():
         if len(ids) > budget.fraction_limit(len(populations[0].get(pool, set()) | ids)):
