@@ -1,22 +1,28 @@
 """The billing agent: allocations, migrations and usage samples in; month-to-date billing lines
-and limit alerts out.
+and limit alerts out. Several run side by side, sharing partners through a consumer group.
 
-Agreements come from a file at start and then from the compacted ``agreements`` topic
-(``agreement.updated``, latest per partner): new terms re-rate the partner's open periods;
-an invalid document goes to the dead-letter topic with the field named, and the old terms
-stay. It reads the allocations topic with ``read_committed`` (the scheduler writes it in Kafka
-transactions; an aborted placement is never billed), the migrations topic (a migration
-moves a placement's billing to the target partner, see ``tessera.billing.lifecycle``) and
-the usage topic (rated only for partners whose agreement has ``"basis": "measured"``). On
-start it rebuilds the ledger by replaying those topics from the beginning in event-time
-order (rating is deterministic, so the same events give the same ledger) and learns from the alerts topic which thresholds were
-already announced, so a restart neither loses usage, nor bills it twice, nor repeats an
-alert. Then it tails new events and, per batch, publishes the billing lines of
-every partner and period that changed (``revision`` grows with the usage included, so a
-consumer keeps the highest revision of each ``line_id``) and any newly crossed threshold.
+Input: the billing feed (``tessera.streams.billing_feed``), the scheduler's and the migration
+agent's allocation and migration events re-keyed by partner, read with ``read_committed``
+(they are written in Kafka transactions; an aborted placement is never billed). Its
+partitions are *shards* of partners; the agents' consumer group gives each shard to one
+agent, which keeps the shard's own state (a ``BillingState`` billing only that shard's
+partners), checkpoint (``billing/<partition>`` on the checkpoints topic) and transactional
+producer (``<app>-billing-<partition>``: a new owner fences the old one, so a shard never has
+two writers). Usage samples (keyed by resource: a partner billing on measured use) and
+agreements (``agreement.updated``, latest per partner) are read whole by every agent and
+applied to each shard it holds, which rates only its own partners.
 
-Running allocations count provisionally (up to the latest event time) in the lines and in
-the limits, so a hard limit stops placement before the allocations end.
+When a shard is assigned, the agent loads its newest checkpoint and reads the feed partition,
+usage and agreements from the checkpoint's positions to their end (rating is deterministic,
+so the same events give the same ledger; redelivered records are recognised by id), learns
+from the alerts and billing-lines topics what its partners were already told, and tails
+on. When a shard is revoked, the agent saves it in a checkpoint first, so that its next
+owner starts from there. Per batch, each shard publishes, in its own transaction, the
+billing lines of every partner and period that changed (``revision`` grows with the usage
+included, so a consumer keeps the highest revision of each ``line_id``) and any newly
+crossed threshold. Running allocations count provisionally (up to the latest event time
+seen) in the lines and in the limits, so a hard limit stops placement before the
+allocations end.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import base64
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from tessera.billing.ledger import Ledger, merge_views
 from tessera.billing.state import BillingState
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
@@ -38,22 +45,36 @@ from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
 from tessera.streams.batching import take_batch
-from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
+from tessera.streams.billing_feed import FEED, owned_by
+from tessera.streams.checkpoint import checkpoint_events, load_checkpoints
 from tessera.streams.edge import decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
 from tessera.streams.reader import groupless_consumer, read_span
+from tessera.streams.security import aiokafka_security_kwargs
 from tessera.streams.supervise import BrokerWatch, start_client, supervise
 from tessera.streams.webhook import WebhookNotifier
 
 log = logging.getLogger(__name__)
 AGENT = "billing"
-#: The billing agent's name on the checkpoints topic.
-OWNER = "billing"
-#: Where usage comes from: the allocation lifecycle, migrations moving it, measured samples.
-USAGE_TOPICS = ("allocations", "migrations", "usage")
+#: Topics every agent reads whole (keyed otherwise than by partner) and applies to each shard.
+SHARED_TOPICS = ("usage", "agreements")
 #: A batch: up to this many records, or what arrives within this long of its first one.
 BATCH_MAX = 5000
 BATCH_WITHIN_S = 0.25
+
+
+@dataclass
+class Shard:
+    """One partition of the billing feed held by this agent: its partners' state."""
+
+    partition: int
+    state: BillingState
+    checkpoint_id: int = 0
+    next_checkpoint: float = 0.0
+    unsaved: bool = True
+    producer: AIOKafkaProducer | None = None
+    #: Lines and alerts owed since recovery (published with the first batch).
+    pending: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass
@@ -63,19 +84,33 @@ class BillingWorker:
 
     def __post_init__(self) -> None:
         self.webhook: WebhookNotifier | None = None
-        self.state = BillingState(self.agreements, self.settings.billing_grace_s, on_unrated=self._unrated)
-        self.owner = OWNER
+        self.shards: dict[int, Shard] = {}
         self.attempts = getattr(self, "attempts", 0)
-        self.checkpoint_id = 0
-        self.next_checkpoint = 0.0
+        self.partitions = topic_spec(FEED).partitions
         self.topic = {n: topic_spec(n).full_name(self.settings.topic_prefix)
-                      for n in (*USAGE_TOPICS, "billing-lines", "alerts", "agreements", "dead-letters",
-                                "checkpoints")}
+                      for n in (FEED, "usage", "billing-lines", "alerts", "agreements", "dead-letters", "checkpoints")}
         self.names = {v: k for k, v in self.topic.items()}
+        self.group = f"{self.settings.app_id}-{AGENT}"
+        self._dead: list[DeadLetter] = []
+        self._standby: dict[int, tuple[Shard, int]] = {}
+        self.owner = getattr(self, "owner", AGENT)
 
-    async def _read(self, name: str, start: dict[int, int] | None) -> tuple[list[tuple[Event, int, int]], dict]:
-        recs, ends = await read_span(self.settings, self.topic[name], topic_spec(name).partitions, start=start,
-                                     committed_only=True)
+    # -- state -------------------------------------------------------------------
+    def owner_of(self, shard: int) -> str:
+        """A shard's name on the checkpoints topic."""
+        return f"{self.owner}/{shard}"
+
+    @property
+    def state(self) -> BillingState:
+        """The one shard's state when this agent holds exactly one (tests, single shard)."""
+        if len(self.shards) != 1:
+            raise ValueError(f"this agent holds {len(self.shards)} shards; use .shards")
+        return next(iter(self.shards.values())).state
+
+    async def _read(self, name: str, start: dict[int, int] | None, partitions=None) -> tuple[list, dict]:
+        recs, ends = await read_span(self.settings, self.topic[name],
+                                     topic_spec(name).partitions if partitions is None else partitions,
+                                     start=start, committed_only=True)
         out = []
         for r in recs:
             d = decode_record(r, topic_spec(name), AGENT)
@@ -83,78 +118,107 @@ class BillingWorker:
                 out.append((d.event, r.partition, r.offset))
         return out, ends
 
-    def _apply_agreement(self, e: AgreementUpdated, partition: int, offset: int) -> tuple[set, DeadLetter | None]:
+    def _apply_agreement(self, state: BillingState, e: AgreementUpdated, partition: int,
+                         offset: int) -> tuple[set, DeadLetter | None]:
         try:
             a = parse_agreement(e.agreement)
         except AgreementError as exc:
-            metrics.DEAD_LETTERS.labels(AGENT, self.topic["agreements"]).inc()
             return set(), DeadLetter(reason=str(exc), field=str(exc).split(":")[0], consumer=AGENT,
                                      source_topic=self.topic["agreements"], source_partition=partition,
                                      source_offset=offset, original_b64=base64.b64encode(encode(e)).decode())
-        return self.state.update_agreement(a), None
+        return state.update_agreement(a), None
 
-    async def recover(self) -> dict[tuple[str, int], int]:
-        """State from the newest checkpoint (if any), then the topics from its positions (or
-        from their beginning) to their end; returns the next offset per (topic name, partition)."""
-        self._agreement_pos = -1
-        self._dead: list[DeadLetter] = []
-        restored = await load_checkpoint(self.settings, self.owner, AGENT)
-        start = restored.by_topic() if restored is not None else {}
-        touched: set[tuple[str, str]] = set()
-        if restored is not None:
-            self.state, self.checkpoint_id = restored.state, restored.checkpoint_id
-            self.state.on_unrated = self._unrated
-            for partner, a in self.agreements.items():      # the configured terms win over saved ones
-                if self.state.agreements.get(partner) != a:
-                    touched |= self.state.update_agreement(a)
+    async def recover_shards(self, partitions: list[int]) -> list[tuple[Shard, int]]:
+        """Shards' states from their newest checkpoints (if any), then their feed partitions
+        and the shared topics from each checkpoint's positions (or the beginning) to their
+        end; with the next feed offset each state includes. Each topic is read once for all
+        the shards, from the earliest position any of them needs."""
+        restored = await load_checkpoints(self.settings, [self.owner_of(p) for p in partitions], AGENT)
+        starts = {p: (r.by_topic() if r is not None else {}) for p, r in
+                  ((p, restored[self.owner_of(p)]) for p in partitions)}
+        shards: dict[int, Shard] = {}
+        touched: dict[int, set[tuple[str, str]]] = {}
+        for p in partitions:
+            r = restored[self.owner_of(p)]
+            owns = owned_by({p}, self.partitions)
+            touched[p] = set()
+            if r is not None:
+                state = r.state
+                state.bill_only(owns)
+                for partner, a in self.agreements.items():      # the configured terms win over saved ones
+                    if state.agreements.get(partner) != a:
+                        touched[p] |= state.update_agreement(a)
+            else:
+                state = BillingState(dict(self.agreements), self.settings.billing_grace_s, owns=owns)
+            state.on_unrated = self._unrated
+            shards[p] = Shard(p, state, r.checkpoint_id if r is not None else 0,
+                              time.monotonic() + self.settings.checkpoint_interval_s, unsaved=r is None)
+
+        def earliest(name: str) -> dict[int, int]:
+            """Per partition, the lowest position any shard starts from (0: one has none)."""
+            out: dict[int, int] = {}
+            for p in partitions:
+                own = starts[p].get(self.topic[name], {})
+                for part in range(topic_spec(name).partitions):
+                    out[part] = min(out.get(part, own.get(part, 0)), own.get(part, 0))
+            return out
+
+        names = ("agreements", "alerts", "billing-lines", "usage")
+        feed_start = {p: starts[p].get(self.topic[FEED], {}).get(p, 0) for p in partitions}
         # The topics are read concurrently: each read is a consumer start-up and a fetch.
-        names = ("agreements", "alerts", "billing-lines", *USAGE_TOPICS)
-        reads = dict(zip(names, await asyncio.gather(*(self._read(n, start.get(self.topic[n])) for n in names))))
-        # Lines published before: revisions continue above them (a consumer keeps the highest).
-        for e, _, _ in reads["billing-lines"][0]:
-            if isinstance(e, BillingLine):
-                self.state.remember_line(e)
-        self._agreement_pos = start.get(self.topic["agreements"], {}).get(0, 0) - 1
-        for e, part, off in reads["agreements"][0]:
-            if isinstance(e, AgreementUpdated):
-                _, dl = self._apply_agreement(e, part, off)
-                if dl is not None:
-                    self._dead.append(dl)
-            self._agreement_pos = max(self._agreement_pos, off)
-        for e, _, _ in reads["alerts"][0]:
-            if isinstance(e, UsageLimitAlert):
-                self.state.remember_alert(e)
-        positions: dict[tuple[str, int], int] = {}
-        events = []
-        for name in USAGE_TOPICS:
-            events.extend(e for e, _, _ in reads[name][0])
-            for part, end in reads[name][1].items():
-                positions[(name, part)] = end - 1
-        self._pending = touched | self.state.replay(events)
-        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
-        self._unsaved = bool(events) or restored is None    # a first checkpoint even of nothing
-        log.info("billing recovered%s: %d usage events read, %d partner-periods",
-                 f" from checkpoint {restored.checkpoint_id} ({restored.size_bytes} bytes)" if restored else "",
-                 len(events), len(self._pending))
-        return positions
+        reads = await asyncio.gather(*(self._read(n, earliest(n)) for n in names),
+                                     self._read(FEED, feed_start, partitions))
+        got = dict(zip((*names, FEED), reads))
+
+        def new_to(p: int, name: str):
+            """The records of ``name`` shard ``p``'s state does not include yet."""
+            own = starts[p].get(self.topic[name], {})
+            return [(e, part, off) for e, part, off in got[name][0] if off >= own.get(part, 0)]
+
+        for p, sh in shards.items():
+            owns, state = sh.state.owns, sh.state
+            # Lines published before: revisions continue above them (a consumer keeps the highest).
+            for e, _, _ in new_to(p, "billing-lines"):
+                if isinstance(e, BillingLine) and owns(e.partner_id):
+                    state.remember_line(e)
+            for e, part, off in new_to(p, "agreements"):
+                if isinstance(e, AgreementUpdated):
+                    changed, dl = self._apply_agreement(state, e, part, off)
+                    touched[p] |= changed
+                    if dl is not None and p == 0:      # one shard's owner reports bad agreements
+                        self._dead.append(dl)
+            for e, _, _ in new_to(p, "alerts"):
+                if isinstance(e, UsageLimitAlert) and owns(e.partner_id):
+                    state.remember_alert(e)
+            events = [e for e, _, _ in new_to(p, "usage")]
+            events += [e for e, part, _ in got[FEED][0] if part == p]
+            sh.unsaved |= bool(events)
+            sh.pending = touched[p] | state.replay(events)
+            r = restored[self.owner_of(p)]
+            log.info("billing shard %d recovered%s: %d events read, %d partner-periods", p,
+                     f" from checkpoint {r.checkpoint_id} ({r.size_bytes} bytes)" if r else "",
+                     len(events), len(sh.pending))
+        return [(shards[p], got[FEED][1].get(p, feed_start[p])) for p in partitions]
+
+    async def recover(self, partitions: list[int] | None = None) -> dict[int, Shard]:
+        """Recover shards (all by default) without running: for reports and tests."""
+        parts = list(range(self.partitions)) if partitions is None else partitions
+        for shard, _ in await self.recover_shards(parts):
+            self.shards[shard.partition] = shard
+        return self.shards
+
+    def running(self) -> set[str]:
+        """The allocations billed as running, over every shard held."""
+        return {aid for sh in self.shards.values() for aid in sh.state.lifecycle.running}
+
+    def view(self, detail: bool = False) -> Ledger:
+        """Month to date over every shard held (each bills its own partners: they merge)."""
+        return merge_views([sh.state.view(detail=detail) for sh in self.shards.values()])
 
     def _unrated(self, partner: str) -> None:
         metrics.BILLING_UNRATED.labels(partner).inc()
 
-    async def _checkpoint(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> list[Event]:
-        """The state now, the positions it includes (its inputs: next offset read; its own
-        outputs: their end, since everything published so far is in the state)."""
-        self.checkpoint_id += 1
-        self.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
-        self.state.forget_oldest(REMEMBERED_IDS)
-        positions = {(tp.topic, tp.partition): await consumer.position(tp) for tp in tps}
-        outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
-                   for p in range(topic_spec(n).partitions)]
-        positions.update({(tp.topic, tp.partition): off
-                          for tp, off in (await consumer.end_offsets(outputs)).items()})
-        metrics.CHECKPOINTS.labels(AGENT).inc()
-        return checkpoint_events(self.owner, self.checkpoint_id, self.state, positions)
-
+    # -- running -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop``, riding out broker faults (tessera.streams.supervise)."""
         if not self.settings.alert_webhook_url:
@@ -165,79 +229,177 @@ class BillingWorker:
 
     async def _attempt(self, stop: asyncio.Event) -> None:
         if self.attempts:
-            webhook, owner = self.webhook, self.owner
-            self.__post_init__()        # a fresh start: the ledger comes back from checkpoint and topics
-            self.webhook, self.owner = webhook, owner
+            webhook = self.webhook
+            self.__post_init__()        # a fresh start: the shards come back from checkpoints and topics
+            self.webhook = webhook
         self.attempts += 1
         s = self.settings
+        self._lock = asyncio.Lock()       # a batch and a rebalance never interleave
         async with contextlib.AsyncExitStack() as stack:
-            # Transactional: a checkpoint's chunks land all or none (a partial one must never
-            # replace, under compaction, the complete one before it), and a second billing agent
-            # fences this one instead of billing beside it.
-            producer = await start_client(stack, producer_for(s, transactional_id=f"{s.app_id}-{AGENT}"))
-            metrics.PROBE.wait("rebuilding the ledger from the checkpoint and topics")
-            positions = await self.recover()
+            self._stack = stack
+            stack.push_async_callback(self._close_shards)
+            self._side = await start_client(stack, producer_for(s))           # dead letters
+            metrics.PROBE.wait("joining the billing group and recovering its shards")
+            self._shared = await start_client(stack, groupless_consumer(s))
+            shared_tps = [TopicPartition(self.topic[n], p) for n in SHARED_TOPICS
+                          for p in range(topic_spec(n).partitions)]
+            self._shared.assign(shared_tps)
+            await self._shared.seek_to_end(*shared_tps)     # a shard's recovery reads what came before
+            self._feed = await start_client(stack, AIOKafkaConsumer(
+                bootstrap_servers=s.bootstrap_servers, group_id=self.group, enable_auto_commit=False,
+                isolation_level="read_committed", auto_offset_reset="earliest",
+                session_timeout_ms=10_000, heartbeat_interval_ms=3_000, **aiokafka_security_kwargs(s)))
+            self._feed.subscribe([self.topic[FEED]], listener=_Rebalance(self))
             collector.settle_after_recovery()
-            consumer = await start_client(stack, groupless_consumer(s))
-            tps = [TopicPartition(self.topic[n], p) for n in USAGE_TOPICS for p in range(topic_spec(n).partitions)]
-            agreements_tp = TopicPartition(self.topic["agreements"], 0)
-            consumer.assign([*tps, agreements_tp])
-            positions[("agreements", 0)] = self._agreement_pos
-            fresh = []
-            for tp in [*tps, agreements_tp]:
-                at = positions.get((self.names[tp.topic], tp.partition), -1)
-                if at >= 0:
-                    consumer.seek(tp, at + 1)
-                else:
-                    fresh.append(tp)
-            if fresh:
-                await consumer.seek_to_beginning(*fresh)      # one request for all, not one per partition
-            await self._publish(producer, self.state.outputs(self._pending))
-            metrics.PROBE.ready()
-            watch = BrokerWatch(producer.client)
+            watch = BrokerWatch(self._side.client)
             while not stop.is_set():
                 await watch.tick()
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
-                # running allocation month to date, so one per fetch (dozens a second at low
-                # rates) cost a third of a core whatever the load.
-                records = sorted(await take_batch(consumer, BATCH_MAX, BATCH_WITHIN_S, idle_s=0.2),
-                                 key=lambda r: r.timestamp)
-                touched: set[tuple[str, str]] = set()
-                dead: list[DeadLetter] = self._dead
-                self._dead = []
-                for r in records:
-                    name = self.names[r.topic]
-                    d = decode_record(r, topic_spec(name), AGENT)
-                    if isinstance(d.event, AgreementUpdated):
-                        changed, dl = self._apply_agreement(d.event, r.partition, r.offset)
-                        touched |= changed
-                        if dl is not None:
-                            dead.append(dl)
-                    elif d.event is not None:
-                        touched |= self.state.apply(d.event)
-                    elif d.dead_letter is not None and name == "agreements":
-                        dead.append(d.dead_letter)
-                out: list[Event] = [*self.state.outputs(touched), *dead] if touched or dead else []
-                self._unsaved |= bool(records)
-                if self._unsaved and time.monotonic() >= self.next_checkpoint:
-                    self._unsaved = False
-                    out += await self._checkpoint(consumer, [*tps, agreements_tp])
-                if out:
-                    await self._publish(producer, out)
+                # running allocation month to date, so one per fetch cost a third of a core.
+                records = await take_batch(self._feed, BATCH_MAX, BATCH_WITHIN_S, idle_s=0.2)
+                for recs in (await self._shared.getmany(timeout_ms=0, max_records=BATCH_MAX)).values():
+                    records += recs
+                async with self._lock:
+                    await self._step(sorted(records, key=lambda r: r.timestamp))
+                if self.shards:
+                    metrics.PROBE.ready()
 
-    async def _publish(self, producer: AIOKafkaProducer, events: list[Event]) -> None:
+    async def _step(self, records: list) -> None:
+        touched: dict[int, set[tuple[str, str]]] = {p: sh.pending for p, sh in self.shards.items()}
+        for sh in self.shards.values():
+            sh.pending = set()
+        dead, self._dead = self._dead, []
+        for r in records:
+            name = self.names[r.topic]
+            d = decode_record(r, topic_spec(name), AGENT)
+            if name == FEED:
+                shard = self.shards.get(r.partition)
+                if shard is None:
+                    continue         # revoked since it was fetched: its new owner reads it
+                if d.event is not None:
+                    touched[r.partition] |= shard.state.apply(d.event)
+                shard.unsaved = True
+                continue
+            if isinstance(d.event, AgreementUpdated):
+                for p, sh in self.shards.items():
+                    changed, dl = self._apply_agreement(sh.state, d.event, r.partition, r.offset)
+                    touched[p] |= changed
+                    if dl is not None and p == 0:
+                        metrics.DEAD_LETTERS.labels(AGENT, self.topic["agreements"]).inc()
+                        dead.append(dl)
+            elif d.event is not None:
+                for p, sh in self.shards.items():
+                    touched[p] |= sh.state.apply(d.event)
+            elif d.dead_letter is not None and name == "agreements" and 0 in self.shards:
+                dead.append(d.dead_letter)
+            for sh in self.shards.values():
+                sh.unsaved = True
+        for p, sh in sorted(self.shards.items()):
+            out: list[Event] = sh.state.outputs(touched[p]) if touched[p] else []
+            if sh.unsaved and time.monotonic() >= sh.next_checkpoint:
+                out += await self._checkpoint(sh)
+            if out:
+                await self._publish(sh, out)
+        if dead:
+            await self._publish_dead(dead)
+
+    async def _checkpoint(self, sh: Shard) -> list[Event]:
+        """A shard's state now, with the positions it includes (its inputs: the next offset
+        read; its outputs: their end, since everything it published is in the state)."""
+        sh.checkpoint_id += 1
+        sh.unsaved = False
+        sh.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
+        sh.state.forget_oldest(REMEMBERED_IDS)
+        feed_tp = TopicPartition(self.topic[FEED], sh.partition)
+        positions = {(feed_tp.topic, feed_tp.partition): await self._feed.position(feed_tp)}
+        for tp in self._shared.assignment():
+            positions[(tp.topic, tp.partition)] = await self._shared.position(tp)
+        outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
+                   for p in range(topic_spec(n).partitions)]
+        positions.update({(tp.topic, tp.partition): off
+                          for tp, off in (await self._shared.end_offsets(outputs)).items()})
+        metrics.CHECKPOINTS.labels(AGENT).inc()
+        return checkpoint_events(self.owner_of(sh.partition), sh.checkpoint_id, sh.state, positions)
+
+    async def _publish(self, sh: Shard, events: list[Event]) -> None:
         records = []
         for e in events:
-            name = ("alerts" if isinstance(e, UsageLimitAlert) else "dead-letters" if isinstance(e, DeadLetter)
-                    else "checkpoints" if isinstance(e, Checkpoint) else "billing-lines")
-            key = e.source_topic.encode() if isinstance(e, DeadLetter) else None
-            records.append(event_record(self.topic[name], e, key))
+            name = ("alerts" if isinstance(e, UsageLimitAlert) else "checkpoints" if isinstance(e, Checkpoint)
+                    else "billing-lines")
+            records.append(event_record(self.topic[name], e))
             metrics.child(metrics.BILLING_EVENTS, name).inc()
-        async with producer.transaction():
-            futures = await send_batched(producer, records)
-            for f in futures:
+        async with sh.producer.transaction():
+            for f in await send_batched(sh.producer, records):
                 await f
         if self.webhook is not None:      # once the alerts are on their topic
             for e in events:
                 if isinstance(e, UsageLimitAlert):
                     self.webhook.notify(e)
+
+    async def _publish_dead(self, dead: list[DeadLetter]) -> None:
+        records = [event_record(self.topic["dead-letters"], e, e.source_topic.encode()) for e in dead]
+        for f in await send_batched(self._side, records):
+            await f
+        metrics.child(metrics.BILLING_EVENTS, "dead-letters").inc(len(dead))
+
+    # -- the group's rebalances --------------------------------------------------
+    async def adopt(self, assigned: set[TopicPartition]) -> None:
+        """Shards given to this agent: those it held before this rebalance go on where they
+        were (nobody else held them meanwhile: every member gives up all its partitions
+        before any is assigned); the others are recovered. Each gets its own producer
+        (starting it fences any earlier owner), and the feed is pointed where its state is."""
+        async with self._lock:
+            parts = sorted(tp.partition for tp in assigned if tp.topic == self.topic[FEED])
+            kept, self._standby = {p: self._standby[p] for p in parts if p in self._standby}, {}
+            fresh = [p for p in parts if p not in kept]
+            if fresh:
+                metrics.PROBE.wait(f"recovering billing shards {fresh}")
+            for shard, at in [*kept.values(), *(await self.recover_shards(fresh) if fresh else [])]:
+                shard.producer = producer_for(self.settings,
+                                              transactional_id=f"{self.settings.app_id}-{AGENT}-{shard.partition}")
+                await shard.producer.start()
+                self.shards[shard.partition] = shard
+                self._feed.seek(TopicPartition(self.topic[FEED], shard.partition), at)
+                out = shard.state.outputs(shard.pending)
+                shard.pending = set()
+                if out:
+                    await self._publish(shard, out)
+            log.info("billing shards held: %s (%d recovered)", sorted(self.shards), len(fresh))
+
+    async def release(self, revoked: set[TopicPartition]) -> None:
+        """Shards taken from this agent (at every rebalance, all of them): each saved in a
+        checkpoint for whoever gets it next, and kept at hand in case that is this agent."""
+        async with self._lock:
+            for p in sorted(tp.partition for tp in revoked if tp.partition in self.shards):
+                sh = self.shards.pop(p)
+                try:
+                    at = await self._feed.position(TopicPartition(self.topic[FEED], p))
+                    await self._publish(sh, await self._checkpoint(sh))
+                    self._standby[p] = (sh, at)
+                except Exception as exc:      # the next owner reads on from the older checkpoint
+                    log.warning("billing shard %d: no checkpoint at hand-over (%s)", p, exc)
+                await sh.producer.stop()
+                sh.producer = None
+
+    async def _close_shards(self) -> None:
+        """At the end of an attempt: the producers stop; ``shards`` keeps what this agent
+        held last (for reports and tests; the next attempt starts over)."""
+        for sh, _ in self._standby.values():
+            self.shards.setdefault(sh.partition, sh)
+        self._standby = {}
+        for sh in self.shards.values():
+            if sh.producer is not None:
+                with contextlib.suppress(Exception):
+                    await sh.producer.stop()
+                sh.producer = None
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: BillingWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.worker.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        await self.worker.adopt(set(assigned))

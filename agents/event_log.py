@@ -176,7 +176,8 @@ class DeadLetterLogSink(EventLogSink):
 def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore) -> None:
     # Internal re-keyed copies (resource-allocations, demand) would only duplicate their
     # sources; checkpoints are saved worker state, not events anyone queries.
-    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand", "checkpoints")]
+    inputs = [n for n in topics.by_name if n not in ("dead-letters", "resource-allocations", "demand", "checkpoints",
+                                                      "billing-feed")]
     dlq = topics["dead-letters"]
     sink = EventLogSink(settings, store, inputs, dlq)
 

@@ -59,6 +59,7 @@ from tessera.schemas import (
 )
 from tessera.schemas.topics import topic_spec
 from tessera.streams import metrics
+from tessera.streams.billing_feed import feed_records
 from tessera.streams.checkpoint import load_checkpoint
 from tessera.streams.edge import decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
@@ -173,7 +174,8 @@ class MigrationWorker:
     # -- acting ------------------------------------------------------------------
     async def _publish(self, producer, e: Event) -> None:
         async with producer.transaction():
-            for f in await send_batched(producer, [event_record(self.topic["migrations"], e)]):
+            records = [event_record(self.topic["migrations"], e), *feed_records(self.settings.topic_prefix, e)]
+            for f in await send_batched(producer, records):
                 await f
         self._apply(e)
         if self.step_pause_s:
@@ -187,6 +189,18 @@ class MigrationWorker:
         done = await drive(copy.deepcopy(m), self.executor, publish)
         metrics.MIGRATIONS.labels(done.reason, done.status).inc()
         log.info("migration %s (%s %s -> %s): %s", m.migration_id, m.reason, m.source, m.target, done.status)
+
+    def _billing_fields(self, allocation_id: str, source: str, target: str, replicas: int) -> dict:
+        """What the target partner's billing shard needs to bill the move without the
+        allocation's placement event (``tessera.streams.billing_feed``)."""
+        a = self.core.allocations.get(allocation_id)
+        st = self.core.resources.get(target)
+        if a is None or st is None:
+            return {}
+        source_provider = next((p.provider for p in a.placement_events if p.resource_id == source), "")
+        return dict(source_provider=source_provider, tenant=a.tenant, per_replica=a.per_replica,
+                    target_instance_type=st.offer.instance_type if st.offer else "",
+                    target_price_per_hour=self.core.placement_price(target, a.per_replica, replicas))
 
     async def plan_and_run(self, producer, consolidate: bool) -> Plan:
         budget = self.budget if consolidate else self.budget.evacuations_only()
@@ -207,7 +221,9 @@ class MigrationWorker:
             mid = f"mig:{mv.allocation_id}:{n + 1}"
             target = self.core.resources.get(mv.to_resource)
             m = Migration(mid, mv.allocation_id, mv.from_resource, mv.to_resource,
-                          target.provider if target else "", mv.replicas, mv.reason)
+                          target.provider if target else "", mv.replicas, mv.reason,
+                          billing=self._billing_fields(mv.allocation_id, mv.from_resource, mv.to_resource,
+                                                       mv.replicas))
             saving = p.savings_per_hour if mv is p.moves[0] else 0
             await self._publish(producer, planned(m, saving))
             await self._run(producer, m)

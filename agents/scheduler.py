@@ -73,6 +73,7 @@ from tessera.schemas import (
 from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
+from tessera.streams.billing_feed import feed_records
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
 from tessera.streams.edge import dead_letter, decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
@@ -361,7 +362,11 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            futures = await send_batched(producer, [event_record(self.topic[name], e) for name, e in out])
+            records_out = [event_record(self.topic[name], e) for name, e in out]
+            # Placements and releases also go to billing's feed, keyed by partner, in this transaction.
+            records_out += [r for name, e in out if isinstance(e, (AllocationPlaced, AllocationReleased))
+                            for r in feed_records(self.settings.topic_prefix, e)]
+            futures = await send_batched(producer, records_out)
             # Every send is acknowledged before the offsets join the transaction: a send that
             # failed (a record too large, a broker error) raises here, the transaction aborts
             # and the batch is read again, instead of its requests being consumed unanswered.

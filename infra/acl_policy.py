@@ -14,9 +14,9 @@ from tessera.schemas.topics import TOPICS, topic_spec
 WRITES = {
     "producer": ("requests", "external-events", "usage"),
     "discovery": ("resources", "health", "usage"),
-    "scheduler": ("allocations", "dead-letters", "provisioning", "tuning", "checkpoints"),
+    "scheduler": ("allocations", "billing-feed", "dead-letters", "provisioning", "tuning", "checkpoints"),
     "billing": ("billing-lines", "alerts", "dead-letters", "checkpoints"),
-    "migration": ("migrations", "dead-letters"),
+    "migration": ("migrations", "billing-feed", "dead-letters"),
     "worker": ("dead-letters", "health", "resource-allocations", "demand", "forecasts"),
 }
 READS = {
@@ -24,7 +24,7 @@ READS = {
     "discovery": (),
     "scheduler": ("requests", "resources", "health", "forecasts", "alerts", "allocations", "agreements",
                   "billing-lines", "migrations", "checkpoints"),
-    "billing": ("allocations", "migrations", "usage", "agreements", "alerts", "billing-lines", "checkpoints"),
+    "billing": ("billing-feed", "usage", "agreements", "alerts", "billing-lines", "checkpoints"),
     "migration": ("resources", "health", "allocations", "migrations", "forecasts", "agreements", "billing-lines",
                   "checkpoints"),
     "worker": tuple(t.name for t in TOPICS),
@@ -47,8 +47,10 @@ def acl_lines(prefix: str, app_id: str) -> list[str]:
               f"User:scheduler TRANSACTIONAL_ID {app_id}-scheduler- PREFIXED WRITE"]
     # The migration agent: its transactional id (one step per transaction).
     lines += [f"User:migration TRANSACTIONAL_ID {app_id}-migration PREFIXED WRITE"]
-    # The billing agent: its transactional id (lines and checkpoints land together).
-    lines += [f"User:billing TRANSACTIONAL_ID {app_id}-billing LITERAL WRITE"]
+    # The billing agents: their consumer group on the feed, and a transactional id per
+    # shard (a shard's lines and checkpoints land together; a new owner fences the old).
+    lines += [f"User:billing GROUP {app_id}-billing LITERAL READ",
+              f"User:billing TRANSACTIONAL_ID {app_id}-billing- PREFIXED WRITE"]
     # Faust workers: their groups, and the changelog topics Faust creates for its tables.
     lines += [f"User:worker GROUP {app_id} PREFIXED READ",
               f"User:worker TOPIC {app_id}- PREFIXED ALL"]

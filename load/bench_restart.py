@@ -40,6 +40,7 @@ from tessera.schemas import (
     topic_spec,
 )
 from tessera.streams.admin import ensure_topics
+from tessera.streams.billing_feed import feed_records
 from tessera.streams.checkpoint import checkpoint_events
 from tessera.streams.produce import event_record, producer_for, send_batched
 
@@ -65,11 +66,14 @@ def _placed(i: int) -> AllocationPlaced:
 
 
 def _released(i: int) -> AllocationReleased:
-    return AllocationReleased(event_time=T0 + timedelta(seconds=i + 30), request_id=f"h{i}", allocation_id=f"a{i}")
+    placed = _placed(i)
+    return AllocationReleased(event_time=T0 + timedelta(seconds=i + 30), request_id=f"h{i}", allocation_id=f"a{i}",
+                              placements=placed.placements)
 
 
 class History:
-    """Allocation events appended to the topic: pairs of placed + released, counted."""
+    """Allocation events appended to the allocations topic and the billing feed, as the
+    scheduler writes them: pairs of placed + released, counted."""
 
     def __init__(self, settings, producer) -> None:  # noqa: ANN001
         self.settings, self.producer, self.next, self.events = settings, producer, 0, 0
@@ -81,8 +85,7 @@ class History:
             i = self.next = self.next + 1
             out += [_placed(i), _released(i)]
         for j in range(0, len(out), 5000):
-            for f in await send_batched(self.producer, [event_record(self.topic, e) for e in out[j:j + 5000]]):
-                await f
+            await self._send(out[j:j + 5000])
         self.events += len(out)
 
     async def live(self, n: int) -> None:
@@ -90,9 +93,14 @@ class History:
         for _ in range(n):
             self.next += 1
             out.append(_placed(self.next))
-        for f in await send_batched(self.producer, [event_record(self.topic, e) for e in out]):
-            await f
+        await self._send(out)
         self.events += len(out)
+
+    async def _send(self, events) -> None:  # noqa: ANN001
+        prefix = self.settings.topic_prefix
+        records = [r for e in events for r in (event_record(self.topic, e), *feed_records(prefix, e))]
+        for f in await send_batched(self.producer, records):
+            await f
 
 
 async def _timed(make, rounds: int) -> tuple[float, object]:  # noqa: ANN001
@@ -130,10 +138,10 @@ async def bench(levels: list[int], rounds: int) -> dict:
             await sched_ck.recover()
             saved = sched_ck.checkpoint()
             bill_ck = _billing(settings, f"billing-ck-{level}")
-            positions = await bill_ck.recover()
-            names = {n: topic_spec(n).full_name(settings.topic_prefix) for n in ("allocations", "migrations", "usage")}
-            saved += checkpoint_events(bill_ck.owner, 1, bill_ck.state,
-                                       {(names[n], p): off + 1 for (n, p), off in positions.items() if n in names})
+            feed = topic_spec("billing-feed").full_name(settings.topic_prefix)
+            for shard, at in await bill_ck.recover_shards(list(range(topic_spec("billing-feed").partitions))):
+                saved += checkpoint_events(bill_ck.owner_of(shard.partition), 1, shard.state,
+                                           {(feed, shard.partition): at})
             for f in await send_batched(producer, [event_record(ck_topic, e) for e in saved]):
                 await f
             await history.finished(AFTER_CHECKPOINT)
@@ -146,7 +154,7 @@ async def bench(levels: list[int], rounds: int) -> dict:
                    "checkpoint_bytes": {"scheduler": sum(len(e.payload_b64) for e in saved if
                                                          e.owner == sched_ck.owner) * 3 // 4,
                                         "billing": sum(len(e.payload_b64) for e in saved if
-                                                       e.owner == bill_ck.owner) * 3 // 4},
+                                                       e.owner.startswith(bill_ck.owner + "/")) * 3 // 4},
                    "scheduler_s": {"full replay": round(full_s, 3), "checkpoint": round(ck_s, 3)},
                    "billing_s": {"full replay": round(bill_full_s, 3), "checkpoint": round(bill_ck_s, 3)},
                    "speedup": {"scheduler": round(full_s / ck_s, 2), "billing": round(bill_full_s / bill_ck_s, 2)}}

@@ -431,6 +431,14 @@ class _MigrationEvent(Event):
     target_provider: str = Field("", description="provider of the target resource (billing needs it)")
     replicas: Integer = Field(0, ge=0, le=1_000_000,
                               description="replicas moved from the source; 0 = all it holds of the allocation")
+    # What billing needs to bill the target without the allocation's placement event: the
+    # billing feed is sharded by partner, and the target partner's shard may never have
+    # seen the placement (it was on another partner).
+    source_provider: str = Field("", max_length=256, description="provider of the source resource")
+    tenant: str = Field("", max_length=256, description="the allocation's tenant")
+    per_replica: Capacity | None = Field(None, description="the allocation's capacity per replica")
+    target_instance_type: str = Field("", max_length=256, description="instance type of the target resource")
+    target_price_per_hour: Money = Field(Decimal(0), description="what the moved replicas cost per hour on the target")
 
 
 class MigrationPlanned(_MigrationEvent):

@@ -7,7 +7,8 @@ Keys are chosen for ordering and for ownership:
   ordered, and one worker owns a resource's live row.
 * requests and allocations are keyed by ``request_id``: a consumer sees a request's
   outcome events in order (queued -> placed -> released).
-* billing lines and alerts are keyed by ``partner_id``: a partner's ledger is ordered.
+* billing lines and alerts are keyed by ``partner_id``: a partner's ledger is ordered; so is
+  the internal billing feed, so that one billing worker owns each partner's ledger.
 * dead letters are keyed by source topic.
 
 Topic names are ``<prefix>.<name>.v<major>``; the prefix is a setting so that several
@@ -82,6 +83,14 @@ TOPICS: tuple[TopicSpec, ...] = (
     # resources agent (co-partitioned by resource id) keeps allocated capacity per resource.
     TopicSpec("resource-allocations", 1, "resource_id", 6, (ev.AllocationPlaced, ev.AllocationReleased),
               "internal: allocation events re-keyed by resource id (one message per placement)"),
+    # Internal: allocation and migration events re-keyed by partner (a copy per partner
+    # shard an event concerns), written by the scheduler and the migration agent in the
+    # transaction of the original, so that billing workers share partners through a consumer
+    # group (tessera.streams.billing_feed).
+    TopicSpec("billing-feed", 1, "partner_id", 6,
+              (ev.AllocationPlaced, ev.AllocationReleased, ev.MigrationProgress, ev.MigrationDone,
+               ev.MigrationFailed),
+              "internal: allocation and migration events re-keyed by partner (a copy per partner shard)"),
     # Internal: requests and usage turned into demand, re-keyed by series group so that one
     # forecast worker owns each group's intervals whatever the number of workers.
     TopicSpec("demand", 1, "group", 3, (ev.DemandObservation,),

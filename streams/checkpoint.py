@@ -127,6 +127,11 @@ def newest(events: Iterable[Checkpoint], owner: str) -> Restored | None:
 
 async def load_checkpoint(settings: Settings, owner: str, consumer: str) -> Restored | None:
     """The newest complete checkpoint of ``owner`` on the checkpoints topic, or None."""
+    return (await load_checkpoints(settings, [owner], consumer))[owner]
+
+
+async def load_checkpoints(settings: Settings, owners: Iterable[str], consumer: str) -> dict[str, Restored | None]:
+    """The newest complete checkpoint of each of ``owners`` (None for none), in one read."""
     spec = topic_spec("checkpoints")
     records = await read_to_end(settings, spec.full_name(settings.topic_prefix), spec.partitions,
                                 committed_only=True)
@@ -135,4 +140,4 @@ async def load_checkpoint(settings: Settings, owner: str, consumer: str) -> Rest
         d = decode_record(r, spec, consumer)
         if isinstance(d.event, Checkpoint):
             events.append(d.event)
-    return newest(events, owner)
+    return {owner: newest(events, owner) for owner in owners}

@@ -32,6 +32,17 @@ def run(coro: Awaitable[T], timeout: float = 120.0) -> T:
     return asyncio.run(asyncio.wait_for(coro, timeout))  # type: ignore[arg-type]
 
 
+async def until(predicate: Any, timeout: float) -> bool:
+    """Whether the async ``predicate`` came true within ``timeout`` seconds (asked twice a second)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.5)
+    return False
+
+
 async def run_for(worker: Any, seconds: float) -> None:
     """Run a service's ``run(stop)`` for ``seconds``, then stop it cleanly."""
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
 from tessera.pricing.agreements import parse_agreements
 from tessera.streams.admin import ensure_topics
+from tessera.streams.billing_feed import send_to_feed
 from tessera.streams.produce import producer_for, send_events
 
 pytestmark = pytest.mark.kafka
@@ -30,8 +31,11 @@ def placed(i: int, provider: str = "gcp", vcpu: float = 2.0, replicas: int = 2) 
                                                       replicas=replicas, price_per_hour=Decimal("0.1"))])
 
 
-def released(i: int, hours: float) -> s.AllocationReleased:
-    return s.AllocationReleased(event_time=T + timedelta(hours=hours), request_id=f"bq-{i}", allocation_id=f"ba-{i}")
+def released(i: int, hours: float, provider: str = "gcp", resource: str = "", replicas: int = 2) -> s.AllocationReleased:
+    # As the scheduler says it: with what is freed (the billing feed routes it by partner).
+    return s.AllocationReleased(event_time=T + timedelta(hours=hours), request_id=f"bq-{i}", allocation_id=f"ba-{i}",
+                                placements=[s.Placement(resource_id=resource or f"{provider}/n{i}", provider=provider,
+                                                        replicas=replicas, price_per_hour=Decimal("0.1"))])
 
 
 def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume_events):
@@ -41,10 +45,10 @@ def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settin
         await producer.start()
         try:
             # 4 vCPU x 5 h = 20 vCPU-h = 1.00 USD (50 %); an own placement is not billed.
-            await send_events(producer, settings, "allocations", [placed(1), released(1, 5), placed(2, "own")])
+            await send_to_feed(producer, settings.topic_prefix, [placed(1), released(1, 5), placed(2, "own")])
             await run_for(BillingWorker(settings, AGREEMENTS), 8)
             # Another 4 vCPU x 6 h = 1.20 USD: 2.20 in total crosses 100 % (hard).
-            await send_events(producer, settings, "allocations", [placed(3), released(3, 6)])
+            await send_to_feed(producer, settings.topic_prefix, [placed(3), released(3, 6)])
             await run_for(BillingWorker(settings, AGREEMENTS), 8)
         finally:
             await producer.stop()
@@ -64,7 +68,7 @@ def test_agreement_updates_from_the_topic_rerate_and_bad_ones_are_dead_lettered(
         producer = producer_for(settings)
         await producer.start()
         try:
-            await send_events(producer, settings, "allocations", [placed(1), released(1, 5)])   # 20 vCPU-h
+            await send_to_feed(producer, settings.topic_prefix, [placed(1), released(1, 5)])   # 20 vCPU-h
             # New terms: 0.10 per vCPU-hour; then a broken update (a float rate) that must not apply.
             await send_events(producer, settings, "agreements", [
                 s.AgreementUpdated(partner_id="gcp", agreement={"partner": "gcp", "currency": "USD",
@@ -89,8 +93,10 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
         {"partner": "do", "currency": "USD", "rates": {"vcpu_hour": "0.03"}, "basis": "measured"}])
 
     def step(kind, hours, **extra):
+        # gcp and do are billed by different shards of the feed: the event says what moved.
         return kind(event_time=T + timedelta(hours=hours), migration_id="bm-1", allocation_id="ba-1",
-                    source_resource_id="gcp/n1", target_resource_id="do/n5", target_provider="do", **extra)
+                    source_resource_id="gcp/n1", target_resource_id="do/n5", target_provider="do",
+                    source_provider="gcp", replicas=2, per_replica=s.Capacity(vcpu=2.0), **extra)
 
     def sample(i, hours, vcpu):
         return s.UsageSample(event_id=f"bs-{i}", event_time=T + timedelta(hours=hours), resource_id="do/n5",
@@ -102,15 +108,15 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
         await producer.start()
         try:
             # ba-1: 4 vCPU on gcp from 0 h, moved to do (billed on measured use) at 3 h.
-            await send_events(producer, settings, "allocations", [placed(1)])
-            await send_events(producer, settings, "migrations", [step(s.MigrationProgress, 2, step="reserve_target"),
+            await send_to_feed(producer, settings.topic_prefix, [placed(1)])
+            await send_to_feed(producer, settings.topic_prefix, [step(s.MigrationProgress, 2, step="reserve_target"),
                                                                  step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
             await send_events(producer, settings, "usage", [sample(1, 4, 3.5), sample(2, 5, 2.5)])
             await run_for(BillingWorker(settings, agreements), 8)
             # After the restart: a redelivered sample and migration, one new sample, the release.
             await send_events(producer, settings, "usage", [sample(2, 5, 2.5), sample(3, 6, 1.0)])
-            await send_events(producer, settings, "migrations", [step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
-            await send_events(producer, settings, "allocations", [released(1, 6)])
+            await send_to_feed(producer, settings.topic_prefix, [step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
+            await send_to_feed(producer, settings.topic_prefix, [released(1, 6, "do", "do/n5")])
             await run_for(BillingWorker(settings, agreements), 8)
         finally:
             await producer.stop()
@@ -151,7 +157,7 @@ def test_alerts_also_go_to_the_webhook(settings, consume_events):
             producer = producer_for(st)
             await producer.start()
             try:
-                await send_events(producer, st, "allocations", [placed(1), released(1, 5)])   # 1.00 USD: 50 %
+                await send_to_feed(producer, st.topic_prefix, [placed(1), released(1, 5)])   # 1.00 USD: 50 %
             finally:
                 await producer.stop()
             await run_for(BillingWorker(st, AGREEMENTS), 8)
@@ -189,7 +195,7 @@ def test_bill_export_from_events_matches_what_the_agent_billed(settings, consume
         await producer.start()
         try:
             # acme: 4 vCPU x 30 h over two days; globex: 4 vCPU x 5 h.
-            await send_events(producer, settings, "allocations", [
+            await send_to_feed(producer, settings.topic_prefix, [
                 tenant_placed(1, "acme", 0), released(1, 30), tenant_placed(2, "globex", 2), released(2, 7)])
             await run_for(BillingWorker(settings, AGREEMENTS), 8)
         finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from load.machine import machine
-from tests.conftest import latest_revisions, run
+from tests.conftest import latest_revisions, run, until
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
@@ -77,7 +77,7 @@ async def _billed(settings, bill: BillingWorker) -> bool:
     """Billing follows every allocation placed on the partner."""
     placed = {e.allocation_id for e in await _outcomes(settings) if isinstance(e, s.AllocationPlaced)
               and any(p.provider == "gcp" for p in e.placements)}
-    return bool(placed) and placed <= set(bill.state.lifecycle.running)
+    return bool(placed) and placed <= bill.running()
 
 
 def _one_outcome_each_and_nothing_over_committed(events: list[s.Event], n: int) -> None:
@@ -89,16 +89,6 @@ def _one_outcome_each_and_nothing_over_committed(events: list[s.Event], n: int) 
             for p in e.placements:
                 used[p.resource_id] += e.per_replica.vcpu * p.replicas
     assert max(used.values()) <= 8, "nothing over-committed"
-
-
-async def _until(predicate, timeout: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await predicate():
-            return True
-        await asyncio.sleep(0.5)
-    return False
 
 
 def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, base_settings):
@@ -115,7 +105,7 @@ def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, 
         async def decided(n):
             return sum(e.event_type == "allocation.placed" for e in await _outcomes(st)) >= n
 
-        assert await _until(lambda: decided(30), 60)
+        assert await until(lambda: decided(30), 60)
         await asyncio.sleep(3)                                   # a checkpoint or two
         await asyncio.get_running_loop().run_in_executor(None, own_broker.stop)
         # A billing agent that starts while the broker is away (after a host reboot, say)
@@ -129,10 +119,10 @@ def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, 
         waiting = metrics.PROBE.readiness()
         await asyncio.get_running_loop().run_in_executor(None, lambda: own_broker.start(timeout=180))
         await publish(st, "requests", _requests(30, 60))
-        recovered = await _until(lambda: decided(60), 150)
+        recovered = await until(lambda: decided(60), 150)
         # The billing agent started during the outage caught up.
-        recovered = recovered and await _until(lambda: _billed(st, bill), 90)
-        ready_again = await _until(lambda: asyncio.sleep(0, metrics.PROBE.readiness()[0]), 30)
+        recovered = recovered and await until(lambda: _billed(st, bill), 90)
+        ready_again = await until(lambda: asyncio.sleep(0, metrics.PROBE.readiness()[0]), 30)
         alive = not any(t.done() for t in tasks)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
@@ -147,7 +137,7 @@ def test_scheduler_and_billing_ride_out_a_broker_restart_under_load(own_broker, 
     assert set(sched.core.allocations) == {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)}
     gcp = {e.allocation_id for e in events if isinstance(e, s.AllocationPlaced)
            and any(p.provider == "gcp" for p in e.placements)}
-    assert gcp and gcp <= set(bill.state.lifecycle.running), "billing follows every partner allocation"
+    assert gcp and gcp <= bill.running(), "billing follows every partner allocation"
 
 
 def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load(cluster, base_settings):
@@ -168,13 +158,13 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load
         async def decided(n):
             return sum(e.event_type == "allocation.placed" for e in await _outcomes(st)) >= n
 
-        assert await _until(lambda: decided(30), 120)
+        assert await until(lambda: decided(30), 120)
         victim = cluster.nodes[1]
         await asyncio.get_running_loop().run_in_executor(None, lambda: victim.stop(kill=True))
         await publish(st, "requests", _requests(30, 60))          # written to the two left
-        recovered = await _until(lambda: decided(60), 150)
+        recovered = await until(lambda: decided(60), 150)
         await asyncio.get_running_loop().run_in_executor(None, lambda: cluster.start(timeout=240))
-        recovered = recovered and await _until(lambda: _billed(st, bill), 90)
+        recovered = recovered and await until(lambda: _billed(st, bill), 90)
         # A controller (and broker) cut off for 8 s: SIGSTOP, as a network partition looks
         # to its peers (no answers, no connection reset); requests keep arriving meanwhile.
         frozen = cluster.nodes[2]._read_pid()
@@ -184,7 +174,7 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load
             await asyncio.sleep(8)
         finally:
             os.killpg(frozen, signal.SIGCONT)
-        recovered = recovered and await _until(lambda: decided(90), 150) and await _until(lambda: _billed(st, bill), 90)
+        recovered = recovered and await until(lambda: decided(90), 150) and await until(lambda: _billed(st, bill), 90)
         alive = not any(t.done() for t in tasks)
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
@@ -199,8 +189,13 @@ def _service(settings, *argv: str, data_dir: str | None = None) -> subprocess.Po
     env = dict(os.environ, TESSERA_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TESSERA_TOPIC_PREFIX=settings.topic_prefix,
                TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir, TESSERA_METRICS_PORT="0",
                TESSERA_CHECKPOINT_INTERVAL_S="1", TESSERA_CLICKHOUSE_DATABASE="faults")
-    return subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Each process's log is kept beside the test's data (its path is printed on failure).
+    log_path = os.path.join(data_dir or settings.data_dir, f"{argv[0]}-{time.monotonic_ns()}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print("service log:", log_path)
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", *argv], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, consume_events, tmp_path):
@@ -249,13 +244,13 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
             return len(await consume_events(settings, "billing-lines", 100_000, timeout=2))
 
         await publish(settings, "requests", _requests(0, 30))
-        assert await _until(lambda: decided(10), 120)
+        assert await until(lambda: decided(10), 120)
         procs[0].kill()                                          # the scheduler, mid-stream
         procs[0].wait()
         await publish(settings, "requests", _requests(30, 60))
         t0 = time.monotonic()
         procs[0] = _service(settings, "scheduler")
-        assert await _until(lambda: decided(40), 120)
+        assert await until(lambda: decided(40), 120)
         recovery["scheduler: start to deciding again"] = time.monotonic() - t0
         procs[1].kill()                                          # billing, while it rates
         procs[1].wait()
@@ -267,20 +262,20 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
         async def billing_again() -> bool:
             return await billed_lines() > lines_before
 
-        assert await _until(billing_again, 120)
+        assert await until(billing_again, 120)
         recovery["billing: start to publishing lines again"] = time.monotonic() - t0
         procs[2].kill()                                          # the Faust worker, while it sinks
         procs[2].wait()
         await publish(settings, "requests", _requests(75, 90))
         t0 = time.monotonic()
         procs[2] = worker()
-        assert await _until(lambda: decided(90), 120)
+        assert await until(lambda: decided(90), 120)
 
         async def caught_up() -> bool:       # every placement so far, the ones made while it was down too
             placed = {e.event_id for e in await _outcomes(settings) if e.event_type == "allocation.placed"}
             return set(await asyncio.to_thread(in_store)) >= placed
 
-        assert await _until(caught_up, 120)
+        assert await until(caught_up, 120)
         recovery["Faust worker (sink): start to every placement so far in ClickHouse"] = time.monotonic() - t0
         await asyncio.sleep(2)
         await publish(settings, "requests", [s.ReleaseRequested(request_id=f"f{i}", reason="done") for i in range(90)])
@@ -288,7 +283,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
         async def released() -> bool:
             return sum(e.event_type == "allocation.released" for e in await _outcomes(settings)) >= 90
 
-        assert await _until(released, 120)
+        assert await until(released, 120)
         events = await _outcomes(settings)
         expected = _gcp_bill(events)
 
@@ -296,13 +291,13 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
             lines = await consume_events(settings, "billing-lines", 100_000, timeout=3)
             return abs(_usage_amount(lines) - expected) <= Decimal("1e-8")
 
-        billed = await _until(billed_exactly, 120)
+        billed = await until(billed_exactly, 120)
         ids = {e.event_id for e in events}
 
         async def sunk() -> bool:
             return set(await asyncio.to_thread(in_store)) >= ids
 
-        if not await _until(sunk, 120):
+        if not await until(sunk, 120):
             got = await asyncio.to_thread(in_store)
             missing = [e for e in events if e.event_id not in got]
             raise AssertionError(f"{len(missing)} allocation events never reached ClickHouse "

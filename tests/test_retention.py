@@ -50,7 +50,9 @@ def _scheduler_state(w: SchedulerWorker) -> tuple:
 
 
 def _billing_state(w: BillingWorker) -> tuple:
-    return dict(w.state.ledger.usage), set(w.state.lifecycle.running), dict(w.state.revisions)
+    states = [sh.state for sh in w.shards.values()]
+    return ({k: v for st in states for k, v in st.ledger.usage.items()}, w.running(),
+            {k: v for st in states for k, v in st.revisions.items()})
 
 
 async def _truncate(settings, names: list[str]) -> int:
@@ -92,11 +94,11 @@ def test_a_restart_after_retention_deleted_the_history_holds_the_same_state(sett
 
             await asyncio.gather(run_for(w1, 9), run_for(b1, 9), release_some())
             before = _scheduler_state(w1), _billing_state(b1)
-            assert len(before[0][0]) >= n // 2 and w1.checkpoint_id > 0 and b1.checkpoint_id > 0
+            assert len(before[0][0]) >= n // 2 and w1.checkpoint_id > 0 and any(sh.checkpoint_id for sh in b1.shards.values())
             # Retention passes over every input and output that is not compacted: requests,
             # allocations, health, billing lines ... (resources and agreements are compacted).
             deleted = await _truncate(st, ["requests", "allocations", "health", "billing-lines", "alerts",
-                                           "migrations", "usage"])
+                                           "migrations", "usage", "billing-feed"])
             assert deleted >= 2 * n
             w2, b2 = SchedulerWorker(st, batch_max=16), BillingWorker(st, dict(AGREEMENTS))
             await asyncio.gather(w2.recover(), b2.recover())

@@ -399,3 +399,20 @@ def _stamp(us: int) -> str:
 
 def unit_label(key: str) -> str:
     return UNITS.get(key.split(":")[0], key)
+
+
+def merge_views(views: list[Ledger]) -> Ledger:
+    """One ledger from ledgers of disjoint partners (the shards of the billing feed): for
+    reports over every partner. The result is for reading; it rates nothing more."""
+    if len(views) == 1:
+        return views[0]
+    merged = Ledger({}, seen=RecentIds(), detail={} if all(v.detail is not None for v in views) else None)
+    for v in views:
+        merged.agreements.update(v.agreements)
+        merged.cells.update(v.cells)
+        merged.closed |= v.closed
+        merged.alerted |= v.alerted
+        merged.blocked.update(v.blocked)
+        if merged.detail is not None:
+            merged.detail.update(v.detail)
+    return merged

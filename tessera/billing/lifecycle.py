@@ -117,10 +117,17 @@ def _never(partner: str, instance_type: str) -> bool:
     return False
 
 
+def _every(partner: str) -> bool:
+    return True
+
+
 @dataclass
 class Lifecycle:
     #: Whether a partner bills this instance type per instance-hour (the whole VM).
     bills_whole_vm: Callable[[str, str], bool] = field(default=_never, repr=False)
+    #: Whether this lifecycle bills a partner: a shard of the billing feed tracks only its
+    #: own partners' segments (``tessera.streams.billing_feed``).
+    keeps: Callable[[str], bool] = field(default=_every, repr=False)
     vms: dict[str, OpenVm] = field(default_factory=dict)                # resource -> VM billed whole
     running: dict[str, list[Segment]] = field(default_factory=dict)     # allocation -> open segments
     reserved: dict[str, Segment] = field(default_factory=dict)          # migration -> target held, not cut over
@@ -136,6 +143,7 @@ class Lifecycle:
         # checkpoint that had to name a method would need getattr in its unpickler.
         state = self.__dict__.copy()
         state["bills_whole_vm"] = _never
+        state["keeps"] = _every
         return state
 
     def apply(self, e: Event) -> list[UsageRecord]:
@@ -149,7 +157,7 @@ class Lifecycle:
                 segs = [Segment(f"{e.allocation_id}/{p.resource_id}", p.provider, e.allocation_id, p.resource_id, t,
                                 p.replicas, per, p.instance_type if self.bills_whole_vm(p.provider, p.instance_type)
                                 else "", e.tenant, int(p.price_per_hour * MICRO) if p.provider == OWN else 0)
-                        for p in e.placements]
+                        for p in e.placements if self.keeps(p.provider)]
                 self.running[e.allocation_id] = segs
                 for p in e.placements:
                     self.providers[p.resource_id] = p.provider
@@ -184,7 +192,11 @@ class Lifecycle:
             self.finished_migrations.add(e.migration_id)
             segs = self.running.get(e.allocation_id)
             if segs is None:
-                return [] if target is None else self._close([target], cut)
+                if target is None or e.allocation_id in self.released:
+                    return [] if target is None else self._close([target], cut)
+                # Placed on another shard's partner: from here on it runs on one of ours.
+                self.running[e.allocation_id] = [target]
+                return []
             # The work left the source at cut-over whether or not the target's partner is
             # known (if not, the target is counted in ``unknown_migrations`` and not billed).
             moved = [s for s in segs if s.resource_id == e.source_resource_id]
@@ -196,6 +208,11 @@ class Lifecycle:
                                     "/rest", start_us=cut, replicas=held - e.replicas))
                 if moved[0].instance_type:
                     self._vm_in(segs[-1], cut)
+            if not segs:
+                # All of it left for another shard's partner: a redelivered placement must
+                # not reopen it here.
+                del self.running[e.allocation_id]
+                self.released.add(e.allocation_id)
             return self._close(moved, cut)
         if isinstance(e, MigrationFailed):
             self.finished_migrations.add(e.migration_id)
@@ -239,21 +256,30 @@ class Lifecycle:
         return out
 
     def _target(self, e, start_us: int) -> Segment | None:
-        """The segment a migration opens on its target: the source placement's replicas."""
+        """The segment a migration opens on its target: the source placement's replicas
+        (None when the target is another shard's partner)."""
+        partner = e.target_provider or self.providers.get(e.target_resource_id, "")
+        if partner and not self.keeps(partner):
+            return None
         source = [s for s in self.running.get(e.allocation_id, ()) if s.resource_id == e.source_resource_id]
-        if not source:
+        if source:
+            per, tenant, replicas = source[0].per_replica_milli, source[0].tenant, sum(s.replicas for s in source)
+            if 0 < e.replicas < replicas:
+                replicas = e.replicas
+        elif e.per_replica is not None and e.replicas and e.allocation_id not in self.released:
+            # The placement was on another shard's partner: the event says what moved.
+            per, tenant, replicas = _milli_per_replica(e.per_replica), e.tenant, e.replicas
+        else:
             self.unknown_migrations += 1
             return None
-        partner = e.target_provider or self.providers.get(e.target_resource_id, "")
         if not partner:
             self.unknown_migrations += 1
             return None
         self.providers[e.target_resource_id] = partner
-        replicas = sum(s.replicas for s in source)
-        if 0 < e.replicas < replicas:
-            replicas = e.replicas
-        return replace(source[0], record_id=f"{e.allocation_id}/{e.target_resource_id}/{e.migration_id}",
-                       partner=partner, resource_id=e.target_resource_id, start_us=start_us, replicas=replicas)
+        whole = e.target_instance_type if self.bills_whole_vm(partner, e.target_instance_type) else ""
+        return Segment(f"{e.allocation_id}/{e.target_resource_id}/{e.migration_id}", partner, e.allocation_id,
+                       e.target_resource_id, start_us, replicas, per, whole, tenant,
+                       int(e.target_price_per_hour * MICRO) if partner == OWN else 0)
 
     def provisional(self) -> list[UsageRecord]:
         """Usage of still-open segments up to the watermark."""

@@ -47,22 +47,32 @@ class BillingState:
     #: micro-units x microseconds, exact; ``own_seen``: the own records counted.
     own_cost: dict[tuple[str, str], int] = field(default_factory=dict)
     own_seen: RecentIds = field(default_factory=RecentIds)
+    #: The partners this state bills: a shard of the billing feed bills its own only (see
+    #: ``tessera.streams.billing_feed``); everything by default.
+    owns: Callable[[str], bool] = field(default=lambda partner: True, repr=False)
 
     def __post_init__(self) -> None:
         self.ledger = Ledger(self.agreements)
         self.lifecycle.bills_whole_vm = self._bills_whole_vm
+        self.lifecycle.keeps = self.owns
         self._closed_through = ""
 
     def __getstate__(self) -> dict:
-        # The callback belongs to the process (a metric), not to the saved state.
+        # The callbacks belong to the process (a metric, the shard map), not to the saved state.
         state = self.__dict__.copy()
         state.pop("on_unrated", None)
+        state.pop("owns", None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self.on_unrated = lambda partner: None
         self.lifecycle.bills_whole_vm = self._bills_whole_vm
+        self.bill_only(lambda partner: True)
+
+    def bill_only(self, owns: Callable[[str], bool]) -> None:
+        """Bill only the partners ``owns`` says are this state's (a restored shard)."""
+        self.owns = self.lifecycle.keeps = owns
 
     def apply(self, e: Event) -> set[tuple[str, str]]:
         """Apply one allocation, migration or usage event; returns the (partner, period)s it
@@ -87,7 +97,8 @@ class BillingState:
                 touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
         if isinstance(e, AllocationPlaced):
             period = period_of(self.lifecycle.watermark_us)
-            touched |= {(p.provider, period) for p in e.placements if p.provider in self.agreements}
+            touched |= {(p.provider, period) for p in e.placements
+                        if p.provider in self.agreements and self.owns(p.provider)}
         return touched
 
     def forget_oldest(self, keep: int) -> None:
@@ -145,7 +156,7 @@ class BillingState:
         a whole resource (no allocation) include others' work and are not billed; samples on
         partners billing reserved capacity feed forecasting only."""
         partner = e.provider or self.lifecycle.providers.get(e.resource_id, "")
-        if not e.allocation_id or self._basis(partner) != "measured":
+        if not e.allocation_id or self._basis(partner) != "measured" or not self.owns(partner):
             return []
         running = self.lifecycle.running.get(e.allocation_id)
         return [sample_record(e, partner, running[0].tenant if running else "")]

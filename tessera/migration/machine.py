@@ -34,6 +34,8 @@ from tessera.schemas import Event, MigrationDone, MigrationFailed, MigrationPlan
 log = logging.getLogger(__name__)
 
 STEPS = ("reserve_target", "sync", "cut_over", "release_source")
+#: The migration events' fields that let billing bill the target without the placement.
+BILLING_FIELDS = ("source_provider", "tenant", "per_replica", "target_instance_type", "target_price_per_hour")
 
 
 @dataclass
@@ -49,6 +51,8 @@ class Migration:
     status: str = "planned"      # planned | running | done | rolled_back | failed
     cut_over_at: datetime | None = None
     failure: str = ""
+    #: What billing needs to bill the target on its own (``BILLING_FIELDS`` of the events).
+    billing: dict = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -65,7 +69,7 @@ class Migration:
     def fields(self) -> dict:
         return dict(migration_id=self.migration_id, allocation_id=self.allocation_id,
                     source_resource_id=self.source, target_resource_id=self.target,
-                    target_provider=self.target_provider, replicas=self.replicas)
+                    target_provider=self.target_provider, replicas=self.replicas, **self.billing)
 
 
 @dataclass
@@ -81,7 +85,8 @@ class MigrationLog:
         if m is None:
             m = self.migrations[e.migration_id] = Migration(
                 e.migration_id, e.allocation_id, e.source_resource_id, e.target_resource_id, e.target_provider,
-                e.replicas, getattr(e, "reason", "manual"))
+                e.replicas, getattr(e, "reason", "manual"),
+                billing={k: getattr(e, k) for k in BILLING_FIELDS if getattr(e, k)})
         if m.finished:
             return m
         if isinstance(e, MigrationPlanned):

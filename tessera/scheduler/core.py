@@ -317,7 +317,31 @@ class Scheduler:
             placements[e.source_resource_id] -= k
             placements[e.target_resource_id] = placements.get(e.target_resource_id, 0) + k
             a.placements = [(r, n) for r, n in placements.items() if n > 0]
+            self._move_placement_event(a, e.source_resource_id, e.target_resource_id, k)
             self.epoch += 1
+
+    def _move_placement_event(self, a: Allocation, source: str, target: str, k: int) -> None:
+        """The allocation's placements as its release will report them: ``k`` replicas off
+        ``source`` onto ``target``, at the target's price (billing's feed routes the release
+        to the partners it names, and the resources agent frees what it lists)."""
+        before = sum((p.price_per_hour for p in a.placement_events), Decimal(0))
+        events: list[Placement] = []
+        for p in a.placement_events:
+            if p.resource_id == source:
+                left = p.replicas - k
+                if left > 0:
+                    events.append(p.model_copy(update={"replicas": left,
+                                                       "price_per_hour": p.price_per_hour * left / p.replicas}))
+            elif p.resource_id != target:
+                events.append(p)
+        st = self.resources.get(target)
+        if st is not None:
+            held = k + sum(p.replicas for p in a.placement_events if p.resource_id == target)
+            events.append(Placement(resource_id=target, provider=st.provider, replicas=held,
+                                    price_per_hour=self.placement_price(target, a.per_replica, held),
+                                    instance_type=st.offer.instance_type if st.offer else "", region=st.region))
+        a.placement_events = events
+        self._cost_rate += sum((p.price_per_hour for p in events), Decimal(0)) - before
 
     def reprice(self, t_us: int, provider: str | None = None) -> None:
         """Read opening prices from the price book again (all, or one provider's) at ``t_us``;

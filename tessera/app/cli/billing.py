@@ -100,14 +100,19 @@ def _from_events(args: argparse.Namespace, settings: Any) -> tuple[Ledger, dict[
     except Exception as exc:     # a broker that does not answer: say where and what to check
         raise _Refused(f"could not read the billing topics at {settings.kafka_bootstrap or 'the local broker'} "
                        f"({type(exc).__name__}: {exc}); is it up (`tessera infra status`)?") from None
-    state = worker.state
-    if not state.agreements:
+    states = [sh.state for sh in worker.shards.values()]
+    agreements = {k: v for st in states for k, v in st.agreements.items()}
+    if not agreements:
         raise _Refused("no agreements: give --agreements, set TESSERA_BILLING_AGREEMENTS, or publish them "
                        "on the agreements topic")
-    as_of = iso_utc(state.lifecycle.watermark_us) if state.lifecycle.watermark_us else "no usage yet"
-    return (state.view(detail=True), state.agreements,
-            f"from the broker (events up to {as_of}; read in {time.perf_counter() - t0:.1f} s)",
-            state.own_costs(args.period))
+    watermark = max((st.lifecycle.watermark_us for st in states), default=0)
+    as_of = iso_utc(watermark) if watermark else "no usage yet"
+    own: dict[str, int] = {}
+    for st in states:       # own capacity is one shard's, like any partner; summed all the same
+        for tenant, n in st.own_costs(args.period).items():
+            own[tenant] = own.get(tenant, 0) + n
+    return (worker.view(detail=True), agreements,
+            f"from the broker (events up to {as_of}; read in {time.perf_counter() - t0:.1f} s)", own)
 
 
 def run(args: argparse.Namespace, settings: Any = None) -> int:

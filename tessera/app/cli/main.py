@@ -305,7 +305,7 @@ def cmd_billing(args: argparse.Namespace, s: Settings) -> int:
     async def main() -> None:
         stop = await _prepare_service(s)
         worker = BillingWorker(s, agreements)
-        print(f"billing {len(agreements)} partner(s): {worker.topic['allocations']} -> "
+        print(f"billing {len(agreements)} partner(s): {worker.topic['billing-feed']} (group {worker.group}) -> "
               f"{worker.topic['billing-lines']}, {worker.topic['alerts']} (Ctrl-C to stop)", file=sys.stderr)
         await worker.run(stop)
 
@@ -565,12 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds of waiting that promote a request by one tier (default 60)")
 
     sp = add("billing", cmd_billing, "run the billing agent: allocations in, billing lines and alerts out",
-             "Rate partner usage live at the agreed rates: placements from the allocations topic\n"
-             "(read_committed), moved by the migrations topic, or, for agreements with\n"
-             "\"basis\": \"measured\", usage samples from the usage topic. Publish month-to-date\n"
-             "billing lines and usage-limit alerts (a hard limit stops the scheduler placing on\n"
-             "that partner until the period ends or the limit is raised). On start it rebuilds\n"
-             "its ledger from those topics. The offline twin is `tessera bill`.")
+             "Rate partner usage live at the agreed rates: placements and migrations from the\n"
+             "billing feed (the scheduler's and migration agent's events keyed by partner,\n"
+             "read_committed), or, for agreements with \"basis\": \"measured\", usage samples\n"
+             "from the usage topic. Publish month-to-date billing lines and usage-limit alerts\n"
+             "(a hard limit stops the scheduler placing on that partner until the period ends\n"
+             "or the limit is raised). Run it more than once to share the partners: the agents\n"
+             "split the feed's shards through their consumer group, and each shard rebuilds\n"
+             "from its checkpoint. The offline twin is `tessera bill`.")
     sp.add_argument("--agreements", metavar="AGR.json", help="agreements file (default: $TESSERA_BILLING_AGREEMENTS)")
 
     # Offline commands, each in a module of its own; one whose extra is not installed

@@ -1,0 +1,128 @@
+"""Billing scaled by partner: two placement domains and two billing agents in one consumer
+group on the real broker. Every request is answered once, nothing is over-committed, the
+agents share the feed's shards without overlap, and when one agent stops the other takes
+its shards over; the bills then hold exactly what one agent reading everything would bill,
+none counted twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+from tests.conftest import run, until
+
+import tessera.schemas as s
+from tessera.agents.billing import BillingWorker
+from tessera.agents.scheduler import SchedulerWorker
+from tessera.billing.state import BillingState
+from tessera.pricing.agreements import parse_agreements
+from tessera.scheduler.domains import parse_domains
+from tessera.streams.admin import ensure_topics
+from tessera.streams.billing_feed import shard_of
+from tessera.streams.produce import publish
+from tessera.streams.reader import read_to_end
+
+pytestmark = pytest.mark.kafka
+GIB = 1 << 30
+DOMAINS = parse_domains({"eu": {"regions": ["europe-west4"]}, "us": {"regions": ["us-east1"]}})
+PROVIDERS = ("own", "gcp", "do", "aws")
+AGREEMENTS = parse_agreements([{"partner": p, "currency": "USD", "rates": {"vcpu_hour": rate}}
+                               for p, rate in (("gcp", "0.05"), ("do", "0.03"), ("aws", "0.07"))])
+N = 60
+
+
+def _resources() -> list[s.ResourceDiscovered]:
+    return [s.ResourceDiscovered(resource_id=f"{region}/{p}/n{i}", spec=s.ResourceSpec(
+        provider=p, region=region, capacity=s.Capacity(vcpu=8, memory_bytes=32 * GIB),
+        price_per_hour=Decimal("0.30") if p == "own" else Decimal("0.40")))
+        for region in ("europe-west4", "us-east1") for i in range(8) for p in (PROVIDERS[i % 4],)]
+
+
+def _requests() -> list[s.WorkloadRequest]:
+    return [s.WorkloadRequest(request_id=f"g{i}", tenant=("acme", "globex")[i % 2],
+                              allowed_regions=[] if i % 3 == 0 else ["us-east1"] if i % 3 == 1 else ["europe-west4"],
+                              per_replica=s.Capacity(vcpu=1, memory_bytes=GIB), replicas=1 + i % 2)
+            for i in range(N)]
+
+
+async def _allocations(settings) -> list[s.Event]:
+    topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
+    return [s.decode(r.value) for r in await read_to_end(settings, topic, 6, committed_only=True)]
+
+
+def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(settings):
+    # The partners fall in different shards, so both agents have work.
+    assert len({shard_of(p) for p in PROVIDERS}) == len(PROVIDERS)
+    st = settings.replace(checkpoint_interval_s=1.0)
+
+    async def scenario():
+        await ensure_topics(st)
+        await publish(st, "resources", _resources())
+        stop, stop_b = asyncio.Event(), asyncio.Event()
+        schedulers = [SchedulerWorker(st, domain=d, batch_max=8, domains=DOMAINS) for d in ("eu", "us")]
+        bills = [BillingWorker(st, dict(AGREEMENTS)) for _ in range(2)]
+        tasks = [asyncio.create_task(w.run(stop)) for w in schedulers]
+        tasks.append(asyncio.create_task(bills[0].run(stop)))
+        b_task = asyncio.create_task(bills[1].run(stop_b))
+
+        async def shared() -> bool:      # the group split the shards between the two
+            return all(b.shards for b in bills) and sum(len(b.shards) for b in bills) == 6
+
+        split = await until(shared, 60)
+        held = [set(b.shards) for b in bills]
+        await publish(st, "requests", _requests())
+
+        async def decided() -> bool:
+            return len({e.request_id for e in await _allocations(st)
+                        if e.event_type in ("allocation.placed", "allocation.rejected")}) >= N
+
+        assert await until(decided, 90)
+        await asyncio.sleep(3)                # the agents bill what runs; checkpoints are taken
+        # One agent stops: the other must take its shards over and bill the releases.
+        stop_b.set()
+        await asyncio.wait_for(b_task, 60)
+        await publish(st, "requests", [s.ReleaseRequested(request_id=f"g{i}", reason="done") for i in range(N)])
+
+        async def released() -> bool:
+            return sum(isinstance(e, s.AllocationReleased) for e in await _allocations(st)) >= N
+
+        assert await until(released, 90)
+
+        async def taken_over() -> bool:
+            placed = {e.allocation_id for e in await _allocations(st) if isinstance(e, s.AllocationPlaced)}
+            return len(bills[0].shards) == 6 and not (placed & bills[0].running())
+
+        took_over = await until(taken_over, 90)
+        stop.set()
+        await asyncio.gather(*tasks)
+        return await _allocations(st), bills, held, split, took_over
+
+    events, bills, held, split, took_over = run(scenario(), timeout=420)
+    finals = Counter(e.request_id for e in events if e.event_type in ("allocation.placed", "allocation.rejected"))
+    assert len(finals) == N and set(finals.values()) == {1}, "every request answered exactly once"
+    assert not [e for e in events if isinstance(e, s.AllocationRejected)], "room for all"
+    used: Counter = Counter()
+    for e in events:
+        if isinstance(e, s.AllocationPlaced):
+            for p in e.placements:
+                used[p.resource_id] += e.per_replica.vcpu * p.replicas
+    assert used and max(used.values()) <= 8, "nothing over-committed (nothing is released before all are placed)"
+    assert split and not (held[0] & held[1]) and held[0] | held[1] == set(range(6)), "disjoint shards, all held"
+    assert took_over, "the remaining agent took every shard over and billed every release"
+    # The truth: one billing state reading every allocation event.
+    truth = BillingState(dict(AGREEMENTS))
+    truth.replay(e for e in events if isinstance(e, (s.AllocationPlaced, s.AllocationReleased)))
+    got = bills[0].view()
+    assert {k: v for k, v in truth.ledger.usage.items()} == dict(got.usage), "exactly the usage, none twice"
+    partners = {p for p, _, _ in truth.ledger.usage}
+    assert len(partners) >= 2, partners
+    shards = {shard_of(p) for p in partners | {"own"}}
+    assert shards & held[0] and shards & held[1], "both agents billed partners before one stopped"
+    period = datetime.now(timezone.utc).strftime("%Y-%m")
+    for partner in partners:
+        assert got.invoice(partner, period).lines == truth.view().invoice(partner, period).lines
+    own = {t: n for sh in bills[0].shards.values() for t, n in sh.state.own_costs(period).items()}
+    assert own == truth.own_costs(period) and own, "own capacity's chargeback, once"
