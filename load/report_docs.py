@@ -338,7 +338,10 @@ def migration() -> str:
         [f"{c['instances']} fragmented fleets ({c['resources_per_instance']} running resources, "
          f"{c['allocations_per_instance']} allocations): fleet cost after the plan / exact minimum (HiGHS)",
          f"median {c['median_ratio']:.3f}, worst {c['worst_ratio']:.3f}",
-         f"within 10 %: {c['within_10_percent']}/{c['instances']}; optimal: {c['optimal']}/{c['instances']}",
+         f"within 10 %: {c['within_10_percent']}/{c['instances']}; optimal: {c['optimal']}/{c['instances']}"
+         + (f"; of the rest, {c['beyond_10_percent_frozen']} frozen (no replica fits anywhere else: "
+            "the MIP's swap has nowhere to stand, and the plan closes the idle resources)"
+            if "beyond_10_percent_frozen" in c else ""),
          "aim: all within 10 %"],
         ["fleet cost saved by the plan (mean share)", f"{c['mean_saving_share']:.1%}", "", ""],
         [f"{e['instances']} fleets with {e['failed_nodes_per_instance']} failed own nodes: work left unplaced "

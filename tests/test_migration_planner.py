@@ -244,3 +244,26 @@ def test_window_crossing_midnight():
     t = datetime(2026, 11, 30, tzinfo=timezone.utc)
     assert w.contains(t + timedelta(hours=23)) and w.contains(t + timedelta(hours=1))
     assert not w.contains(t + timedelta(hours=3))
+
+
+def test_a_swap_on_a_full_fleet_parks_a_replica_on_the_way():
+    """Two allocations trading places between full resources: no move can go first, so one
+    replica waits on a running resource with room, and every step still fits."""
+    from tessera.migration.planner import Move, _sequence
+
+    snap = snapshot([res("x", vcpu=4), res("y", vcpu=4), res("z", vcpu=4)],
+                    [alloc("big", [("x", 1)], vcpu=3), alloc("small", [("x", 1), ("y", 1)], vcpu=1),
+                     alloc("other", [("y", 1)], vcpu=3), alloc("spare", [("z", 1)], vcpu=1)])
+    swap = [Move("big", "x", "y", 1, "consolidation"), Move("other", "y", "x", 1, "consolidation")]
+    assert _sequence(snap, swap) is None
+    steps = _sequence(snap, swap, park=True)
+    assert steps is not None and len(steps) == 3
+    assert [(m.from_resource, m.to_resource) for m in steps if m.allocation_id == "big"] == [("x", "z"), ("z", "y")]
+    apply_moves(snap, steps)       # each step takes replicas its source holds
+    used = snap.used()
+    by_id = {a.id: a for a in snap.allocations}
+    for m in steps:
+        for d in range(3):
+            used[m.to_resource][d] += by_id[m.allocation_id].demand[d] * m.replicas
+            assert used[m.to_resource][d] <= next(r for r in snap.resources if r.id == m.to_resource).capacity[d]
+            used[m.from_resource][d] -= by_id[m.allocation_id].demand[d] * m.replicas

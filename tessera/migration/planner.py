@@ -539,17 +539,18 @@ def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_windo
                     _try_empty(trial, r, budget, populations, reopen_window_s)
             if best is None or _better(trial, best):
                 best, best_name = trial, name
-        whole = _global_repack(fleet, budget, populations, reopen_window_s)
-        if whole is not None and (best is None or _better(whole, best)):
-            whole.skipped = best.skipped if best is not None else whole.skipped
-            best, best_name = whole, "whole_fleet_repack"
+        for name, without in _repack_variants(fleet):
+            whole = _global_repack(fleet, budget, populations, reopen_window_s, without)
+            if whole is not None and (best is None or _better(whole, best)):
+                whole.skipped = best.skipped if best is not None else whole.skipped
+                best, best_name = whole, name
         fleet, out.order = best or fleet, best_name
     hosted = {rid for a in snap.allocations for rid, _ in a.placements}
     # Work emptied off one resource may be emptied again off its target later in the
     # greedy pass; each replica moves once, straight to where it ends up.
     out.moves = _net_moves(snap, fleet, hosted)
     if getattr(fleet, "in_order", False):
-        ordered = _sequence(snap, out.moves)
+        ordered = _sequence(snap, out.moves, park=True)
         if ordered is not None:          # found when the candidate was accepted
             out.moves, out.in_order = ordered, True
     out.skipped = fleet.skipped
@@ -561,8 +562,23 @@ def plan(snap: Snapshot, budget: DisruptionBudget | None = None, *, reopen_windo
     return out
 
 
+#: Fleets up to this many resources also try whole repacks with each hosting resource left
+#: out (a cheapest packing may be a swap no move order can run on a full fleet; one that
+#: gives up a little of the saving often can).
+REPACK_VARIANTS_UP_TO = 40
+
+
+def _repack_variants(fleet: _Fleet) -> list[tuple[str, frozenset[str]]]:
+    out = [("whole_fleet_repack", frozenset())]
+    snap = fleet.snap
+    if len(snap.resources) <= REPACK_VARIANTS_UP_TO:
+        out += [(f"whole_fleet_repack_without:{r.id}", frozenset({r.id})) for r in snap.resources
+                if r.usable and fleet.hosting(r.id) and r.price_per_hour > 0]
+    return out
+
+
 def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[dict, dict],
-                   reopen_window_s: float) -> _Fleet | None:
+                   reopen_window_s: float, without: frozenset[str] = frozenset()) -> _Fleet | None:
     """One more candidate: the whole fleet repacked at once, for the fragmentation that
     closing one resource at a time cannot undo (a small replica moves to a cheap VM so a
     large one fits where it was). Work that may not move (evacuate-only tiers) stays put;
@@ -581,7 +597,7 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
                 for d in range(3):
                     free[rid][d] -= a.demand[d] * k
     movable = [a for a in snap.allocations if a.id not in fixed]
-    usable = [r for r in snap.resources if r.usable and r.id not in fleet.emptied]
+    usable = [r for r in snap.resources if r.usable and r.id not in fleet.emptied and r.id not in without]
     if not movable or not usable:
         return None
     reqs = [_request(a, sum(fleet.place[a.id].values()), i) for i, a in enumerate(movable)]
@@ -613,18 +629,28 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
                 new[a.id][rid] = new[a.id].get(rid, 0) + k
     else:
         new = {a.id: dict(result.placements[a.id]) for a in movable}
+    new = _cancel_swaps(snap, fleet, new)
     trial.reassign(new, budget)
+    hops = 0        # moves parking adds, beyond the net ones
     if not _executable(snap, fleet, trial):
-        # Not all at once; one after another, in some order, from the snapshot's state?
+        # Not all at once; one after another, in some order, from the snapshot's state,
+        # parking a replica on the way where a swap leaves no room?
         hosted = {rid for a in snap.allocations for rid, _ in a.placements}
-        if _sequence(snap, _net_moves(snap, trial, hosted)) is None:
+        net = _net_moves(snap, trial, hosted)
+        ordered = _sequence(snap, net, park=True)
+        if ordered is None:
             return None
         trial.in_order = True
+        hops = len(ordered) - len(net)
+        weights = {a.id: a.tier for a in snap.allocations}
+        trial.disruption += sum((budget.disruption(weights[m.allocation_id], m.replicas) for m in ordered),
+                                Decimal(0)) - sum((budget.disruption(weights[m.allocation_id], m.replicas)
+                                                   for m in net), Decimal(0))
     saving = fleet.cost() - trial.cost()
     if saving <= 0:
         return None
     moved = {m.allocation_id for m in trial.moves[len(fleet.moves):]}
-    if budget.max_moves is not None and trial.net_moves() > budget.max_moves:
+    if budget.max_moves is not None and trial.net_moves() + hops > budget.max_moves:
         return None
     for pool, ids in trial.moved_by_pool.items():
         if len(ids) > budget.fraction_limit(len(populations[0].get(pool, set()) | ids)):
@@ -647,25 +673,86 @@ def _global_repack(fleet: _Fleet, budget: DisruptionBudget, populations: tuple[d
     return trial
 
 
-def _sequence(snap: Snapshot, moves: list[Move]) -> list[Move] | None:
+def _cancel_swaps(snap: Snapshot, fleet: _Fleet, new: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """``new`` placements without the pointless trades a from-scratch repack makes: when a
+    replica moves A -> B and another of the same size moves B -> A, both stay where they
+    are (each already fits where it is; the resources hold the same load either way). A
+    repack that shuffles equal replicas between two full nodes otherwise needs room that
+    is not there to run."""
+    by_id = {a.id: a for a in snap.allocations}
+    moves: list[list] = []            # [allocation, from, to, replicas left]
+    for aid, after in new.items():
+        moves += [[aid, f, t, k] for f, t, k in _pair(*_diff(dict(fleet.place[aid]), after))]
+    for m in moves:
+        for o in moves:
+            if m[3] and o[3] and o[1] == m[2] and o[2] == m[1] and by_id[o[0]].demand == by_id[m[0]].demand:
+                k = min(m[3], o[3])
+                m[3] -= k
+                o[3] -= k
+    out = {aid: dict(fleet.place[aid]) for aid in new}
+    for aid, f, t, k in moves:
+        if k:
+            p = out[aid]
+            p[f] -= k
+            if not p[f]:
+                del p[f]
+            p[t] = p.get(t, 0) + k
+    return out
+
+
+def _sequence(snap: Snapshot, moves: list[Move], park: bool = False) -> list[Move] | None:
     """An order in which ``moves`` can run one after another from the snapshot's state: each
     move's target has room for it once the moves before it have released their sources
-    (None: no such order, e.g. a swap with no room to spare)."""
+    (None: no such order, e.g. a swap with no room to spare).
+
+    With ``park``, a cycle with no room to spare is broken by parking: one move's replicas
+    go first to a running resource that has room now and fits them, and on to their
+    target once it has room (two moves instead of one: the price of a swap on a full
+    fleet)."""
     by_id = {a.id: a for a in snap.allocations}
     used = snap.used()
     free = {r.id: [r.capacity[d] - used[r.id][d] for d in range(3)] for r in snap.resources}
+    hosted = {rid for a in snap.allocations for rid, _ in a.placements}
     pending, order = list(moves), []
+
+    def room(rid: str, need: list[float]) -> bool:
+        return all(free[rid][d] + EPS >= need[d] for d in range(3))
+
+    def run(m: Move, need: list[float]) -> None:
+        for d in range(3):
+            free[m.to_resource][d] -= need[d]
+            free[m.from_resource][d] += need[d]
+        order.append(m)
+
     while pending:
         for i, m in enumerate(pending):
             need = [by_id[m.allocation_id].demand[d] * m.replicas for d in range(3)]
-            if all(free[m.to_resource][d] + EPS >= need[d] for d in range(3)):
-                for d in range(3):
-                    free[m.to_resource][d] -= need[d]
-                    free[m.from_resource][d] += need[d]
-                order.append(pending.pop(i))
+            if room(m.to_resource, need):
+                run(pending.pop(i), need)
                 break
         else:
-            return None
+            if not park or len(order) > 4 * len(moves) + 8:
+                return None
+            spot = None
+            for i, m in enumerate(pending):
+                a = by_id[m.allocation_id]
+                need = [a.demand[d] * m.replicas for d in range(3)]
+                # Running resources only (parking must not open one), roomiest first.
+                spots = sorted((r for r in snap.resources
+                                if r.usable and (r.open or r.id in hosted) and r.id not in (m.from_resource,
+                                                                                            m.to_resource)
+                                and a.fits_on(r) and room(r.id, need)),
+                               key=lambda r: (-sum(free[r.id][d] / r.capacity[d] for d in range(3)
+                                                   if r.capacity[d] > 0), r.id))
+                if spots:
+                    spot = (i, m, spots[0].id, need)
+                    break
+            if spot is None:
+                return None
+            i, m, rid, need = spot
+            pending.pop(i)
+            run(Move(m.allocation_id, m.from_resource, rid, m.replicas, m.reason), need)
+            pending.append(Move(m.allocation_id, rid, m.to_resource, m.replicas, m.reason))
     return order
 
 
