@@ -210,6 +210,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
     worker_dir = str(tmp_path / "worker")      # the worker's embedded ClickHouse, apart from this process's
     procs: list[subprocess.Popen] = []
     recovery: dict[str, float] = {}
+    recovery_extra: dict[str, int] = {}
 
     sql_port = free_port()
 
@@ -302,6 +303,11 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
             missing = [e for e in events if e.event_id not in got]
             raise AssertionError(f"{len(missing)} allocation events never reached ClickHouse "
                                  f"({Counter(e.event_type for e in missing)}; {len(got)} there)")
+        # The Faust worker's group commits its offsets on the allocations topic (the harness
+        # once saw them stall after a kill -9 of the scheduler, so a restart replayed
+        # thousands of events): up to the end, but for the last transaction marker.
+        faust_lag = await _faust_lag(settings, wait_s=30)
+        recovery_extra["faust_uncommitted_allocations_records"] = sum(faust_lag.values())
         return events, expected, billed, await asyncio.to_thread(in_store)
 
     try:
@@ -315,12 +321,44 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
     assert expected > 0 and billed, "the bill counts the vCPU-hours placed on the partner, once"
     assert set(stored) == {e.event_id for e in events}, "every allocation event reached ClickHouse, nothing else"
     assert set(stored.values()) == {1}, "and each is there once"
+    assert recovery_extra["faust_uncommitted_allocations_records"] <= s.topic_spec("allocations").partitions, \
+        "the Faust worker commits its offsets on the allocations topic after the scheduler's kill -9"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "faults.json").write_text(json.dumps({
         "drill": "kill -9 of each worker under load, restarted (tests/test_faults.py)",
         "recovery_seconds": {k: round(v, 1) for k, v in recovery.items()},
         "requests": 90, "duplicate_outcomes": 0, "lost_outcomes": 0, "events_in_clickhouse": len(stored),
+        **recovery_extra,
         "machine": machine(), "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=2) + "\n")
+
+
+async def _faust_lag(settings, wait_s: float = 0.0) -> dict[int, int]:
+    """Per partition of the allocations topic: its end offset minus the offset the Faust
+    worker's group committed (a transaction's commit marker takes the last offset, so 1
+    means everything is committed), after waiting up to ``wait_s`` for it to reach that."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = s.topic_spec("allocations").full_name(settings.topic_prefix)
+    tps = [TopicPartition(topic, p) for p in range(s.topic_spec("allocations").partitions)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            ends = await consumer.end_offsets(tps)
+            committed = await admin.list_consumer_group_offsets(settings.app_id, partitions=tps)
+            lag = {tp.partition: ends[tp] - (committed[tp].offset if tp in committed and committed[tp].offset >= 0
+                                            else 0) for tp in tps}
+            if sum(lag.values()) <= len(lag) or loop.time() >= deadline:
+                return lag
+            await asyncio.sleep(1)
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 def _gcp_bill(events: list[s.Event]) -> Decimal:
