@@ -362,10 +362,12 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            records_out = [event_record(self.topic[name], e) for name, e in out]
-            # Placements and releases also go to billing's feed, keyed by partner, in this transaction.
-            records_out += [r for name, e in out if isinstance(e, (AllocationPlaced, AllocationReleased))
-                            for r in feed_records(self.settings.topic_prefix, e)]
+            records_out = []
+            for name, e in out:
+                records_out.append(event_record(self.topic[name], e))
+                # Placements and releases also go to billing's feed, keyed by partner, in this transaction.
+                if isinstance(e, (AllocationPlaced, AllocationReleased)):
+                    records_out += feed_records(self.settings.topic_prefix, e, original=records_out[-1])
             futures = await send_batched(producer, records_out)
             # Every send is acknowledged before the offsets join the transaction: a send that
             # failed (a record too large, a broker error) raises here, the transaction aborts

@@ -49,12 +49,13 @@ def summarise(k: int, results: list[dict]) -> dict:
     # CPU = fixed + marginal x rate (least squares over the rates within the aim): the fixed
     # part is what the processes burn whatever the load (polling, probes, checkpoints).
     xs, ys = [r["achieved_per_s"] for r in ok], [r["scheduler_cpu_percent"] for r in ok]
+    # Two rates at least: from one, fixed and marginal cannot be told apart (charging the
+    # fixed part to the requests inflated the marginal cost, and f with it).
+    slope = fixed = None
     if len(xs) >= 2:
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
         fixed = my - slope * mx
-    else:
-        slope, fixed = (ys[0] / xs[0], 0.0) if xs else (None, None)
     return {"domains": k, "rates": rows, "max_rate_within_aim": best["offered_per_s"] if best else 0,
             "fixed_cpu_percent": round(fixed, 1) if fixed is not None else None,
             "marginal_cpu_ms_per_request": round(10 * slope, 4) if slope is not None else None}
@@ -74,6 +75,14 @@ def main(argv: list[str] | None = None) -> dict:
                                           "--warmup-seconds", "8", "--out", str(out)]))
         curve.append(summarise(k, json.loads(out.read_text())["results"]))
         print(json.dumps(curve[-1]))
+    report = scaling_report(curve)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def scaling_report(curve: list[dict]) -> dict:
+    """The curve with its fit: the repeated share f, one scheduler's rate on a core, the
+    on-paper rates for K domains, the cost per million requests."""
     one = curve[0]["marginal_cpu_ms_per_request"]
     # f: how much of one scheduler's per-request work every other scheduler repeats (each
     # reads and decodes every request to find its own): from the marginal cost with K domains.
@@ -92,7 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
               "scheduler_cost_per_million_requests_usd": str(cost) if cost is not None else None,
               "machine": machine(), "broker": "Apache Kafka 4.1.1 single node on the same machine",
               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "measured"}, indent=2))
     return report
 

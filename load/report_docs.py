@@ -170,8 +170,9 @@ def scaling() -> str:
     for c in d["measured"]:
         p99 = {r["offered_per_s"]: r["p99_ms"] for r in c["rates"]}
         rows.append([str(c["domains"]), *[n(p99.get(x), 0) if p99.get(x) is not None else "-" for x in rates],
-                     n(c["max_rate_within_aim"]), f"{c['fixed_cpu_percent']:.0f}",
-                     f"{c['marginal_cpu_ms_per_request'] * 1000:.0f}"])
+                     n(c["max_rate_within_aim"]),
+                     *([f"{c['fixed_cpu_percent']:.0f}", f"{c['marginal_cpu_ms_per_request'] * 1000:.0f}"]
+                       if c["marginal_cpu_ms_per_request"] is not None else ["-", "- (one rate within 250 ms)"])])
     paper = ", ".join(f"{p['domains']}: {n(p['requests_per_s'])}/s" for p in d["on_paper_one_core_per_domain"])
     return "\n\n".join([
         "## Scaling the scheduler lane with placement domains\n\n`python -m load.bench_scaling` "
@@ -185,7 +186,8 @@ def scaling() -> str:
         f"costs about {d['measured'][0]['fixed_cpu_percent']:.0f} % of a core before it places anything, and two "
         f"cores also carry the broker and the load generator. The marginal cost per request does not grow with "
         f"the number of domains (each scheduler reads every request, but drops the others' before placing): "
-        f"the repeated share f is {d['repeated_share_f']}. On paper, with a core per domain and the broker on "
+        f"the repeated share f is {d['repeated_share_f']} (from the domain counts with two rates or more "
+        f"within 250 ms: with one, fixed and marginal cost cannot be told apart). On paper, with a core per domain and the broker on "
         f"machines of its own, `rate(K) = K * rate(1) / (1 + (K-1) f)` from {n(d['single_scheduler_requests_per_core_s'])} "
         f"requests/s per scheduler core: {paper}. What then binds is the broker: every scheduler fetches the "
         f"whole requests topic, so its egress grows with K times the request rate; and one domain's scheduler is "
@@ -206,7 +208,14 @@ def faults() -> str:
         f"every allocation event in ClickHouse once ({d['events_in_clickhouse']}), and the partner billed exactly "
         "the vCPU-hours placed. How long each replacement took, from its start, to do its work again (process "
         "start, Numba cache and checkpoint load, consumer-group join included):",
-        table(["replacement", "seconds"], rows, "lr"), machine_line(d)])
+        table(["replacement", "seconds"], rows, "lr"),
+        *([f"After the drill the Faust worker's group had committed its offsets on the allocations topic to "
+           f"within {d['faust_uncommitted_allocations_records']} offsets of the end, one per partition: the last "
+           "transaction's commit marker, no record (the stall an outside harness once saw after a kill -9 of the "
+           "scheduler did not recur). Billing's replacement gets its shards once the group has dropped the killed "
+           "agent (a 10 s session, counted from the kill)."]
+          if "faust_uncommitted_allocations_records" in d else []),
+        machine_line(d)])
 
 
 def sink() -> str:
