@@ -266,6 +266,8 @@ class BillingWorker:
 
     async def _step(self, records: list) -> None:
         touched: dict[int, set[tuple[str, str]]] = {p: sh.pending for p, sh in self.shards.items()}
+        # A shard whose clock moved (a tick, a sample) re-rates its running work to it.
+        clock = {p: sh.state.lifecycle.watermark_us for p, sh in self.shards.items()}
         for sh in self.shards.values():
             sh.pending = set()
         dead, self._dead = self._dead, []
@@ -295,7 +297,8 @@ class BillingWorker:
             for sh in self.shards.values():
                 sh.unsaved = True
         for p, sh in sorted(self.shards.items()):
-            out: list[Event] = sh.state.outputs(touched[p]) if touched[p] else []
+            moved = sh.state.lifecycle.watermark_us > clock.get(p, sh.state.lifecycle.watermark_us)
+            out: list[Event] = sh.state.outputs(touched[p]) if touched[p] or moved else []
             if sh.unsaved and time.monotonic() >= sh.next_checkpoint:
                 out += await self._checkpoint(sh)
             if out:

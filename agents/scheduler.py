@@ -73,7 +73,7 @@ from tessera.schemas import (
 from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
-from tessera.streams.billing_feed import feed_records
+from tessera.streams.billing_feed import feed_records, tick_records
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoint
 from tessera.streams.edge import dead_letter, decode_record
 from tessera.streams.produce import event_record, producer_for, send_batched
@@ -362,13 +362,16 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            records_out = []
+            records_out, copies, latest = [], [], None
             for name, e in out:
                 records_out.append(event_record(self.topic[name], e))
                 # Placements and releases also go to billing's feed, keyed by partner, in this transaction.
                 if isinstance(e, (AllocationPlaced, AllocationReleased)):
-                    records_out += feed_records(self.settings.topic_prefix, e, original=records_out[-1])
-            futures = await send_batched(producer, records_out)
+                    copies += feed_records(self.settings.topic_prefix, e, original=records_out[-1])
+                    latest = e.event_time if latest is None else max(latest, e.event_time)
+            if latest is not None:     # and the time to the shards that got none of them
+                copies += tick_records(self.settings.topic_prefix, latest, copies)
+            futures = await send_batched(producer, records_out + copies)
             # Every send is acknowledged before the offsets join the transaction: a send that
             # failed (a record too large, a broker error) raises here, the transaction aborts
             # and the batch is read again, instead of its requests being consumed unanswered.

@@ -617,7 +617,19 @@ class Checkpoint(Event):
         return f"{self.owner}#{self.chunk}".encode()
 
 
+class FeedTick(Event):
+    """The billing feed's clock (internal): the latest event time among the allocation events
+    a scheduler batch wrote, sent to every feed partition the batch copied nothing to, so
+    that each billing shard's month to date runs to the same time (a shard's own partners
+    may have no event for a while)."""
+
+    event_type: Literal["feed.tick"] = "feed.tick"
+    KEY: ClassVar[str] = "shard"
+    shard: Integer = Field(ge=0, le=1_000_000, description="the feed partition it is meant for")
+
+
 ALL_EVENTS: tuple[type[Event], ...] = (
+    FeedTick,
     TuningDecision,
     ResourceDiscovered,
     ResourceUpdated,

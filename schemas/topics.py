@@ -89,8 +89,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     # group (tessera.streams.billing_feed).
     TopicSpec("billing-feed", 1, "partner_id", 6,
               (ev.AllocationPlaced, ev.AllocationReleased, ev.MigrationProgress, ev.MigrationDone,
-               ev.MigrationFailed),
-              "internal: allocation and migration events re-keyed by partner (a copy per partner shard)"),
+               ev.MigrationFailed, ev.FeedTick),
+              "internal: allocation and migration events re-keyed by partner (a copy per partner shard), "
+              "and the clock ticks that keep every shard's month to date moving"),
     # Internal: requests and usage turned into demand, re-keyed by series group so that one
     # forecast worker owns each group's intervals whatever the number of workers.
     TopicSpec("demand", 1, "group", 3, (ev.DemandObservation,),

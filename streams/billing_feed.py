@@ -24,6 +24,7 @@ from tessera.schemas import (
     AllocationPlaced,
     AllocationReleased,
     Event,
+    FeedTick,
     MigrationDone,
     MigrationFailed,
     MigrationProgress,
@@ -78,6 +79,30 @@ def feed_records(prefix: str, e: Event, partitions: int = PARTITIONS, original: 
     source = f"/{topic}".encode()
     headers = [(k, source if k == "ce_source" else v) for k, v in original[3]]
     return [(topic, partner.encode(), original[2], headers) for _, partner in sorted(first.items())]
+
+
+def _tick_keys(partitions: int) -> list[bytes]:
+    """A key per feed partition that Kafka's partitioner puts there (found once, by trying)."""
+    keys: dict[int, bytes] = {}
+    n = 0
+    while len(keys) < partitions:
+        key = f"tick-{n}".encode()
+        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        n += 1
+    return [keys[p] for p in range(partitions)]
+
+
+_TICK_KEYS = _tick_keys(PARTITIONS)
+
+
+def tick_records(prefix: str, at, copied: Iterable[tuple]) -> list[tuple]:
+    """Clock ticks at ``at`` (a UTC datetime: the latest event time a batch wrote to the
+    feed) for every feed partition that ``copied`` (the batch's feed records) leaves out:
+    every billing shard's month to date then runs to the same time, as one agent's did."""
+    topic = topic_spec(FEED).full_name(prefix)
+    got = {(murmur2(r[1]) & 0x7FFFFFFF) % PARTITIONS for r in copied}
+    return [event_record(topic, FeedTick(event_time=at, shard=p), _TICK_KEYS[p])
+            for p in range(PARTITIONS) if p not in got]
 
 
 async def send_to_feed(producer, prefix: str, events: Iterable[Event]) -> int:

@@ -72,6 +72,7 @@ _EVENTS = [
                  source_partition=0, source_offset=7, original_b64=base64.b64encode(b"not json").decode()),
     s.Checkpoint(event_id="e18", event_time=T0, owner="scheduler/global", checkpoint_id=3, chunk=0, chunks=1,
                  positions=[s.InputPosition(topic="tessera.allocations.v1", partition=0, offset=42)], payload_b64=base64.b64encode(b"state").decode()),
+    s.FeedTick(event_id="e19", event_time=T0, shard=2),
 ]
 
 SAMPLES: dict[str, s.Event] = {e.event_type: e for e in _EVENTS}
