@@ -36,6 +36,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -85,6 +86,8 @@ log = logging.getLogger(__name__)
 AGENT = "scheduler"
 #: Topics the scheduler's state comes from: read at start (from the checkpoint's positions),
 #: then tailed. (Forecasts are tailed from the moment it starts: only the newest matter.)
+#: How often at most the scheduler sends the billing feed's clock ticks (6 small records).
+TICK_EVERY_S = 0.5
 STATE_TOPICS = ("agreements", "billing-lines", "resources", "health", "alerts", "allocations", "migrations")
 
 
@@ -123,6 +126,10 @@ class SchedulerWorker:
                               prices=PriceBook(dict(self.agreements)),
                               tuner=QuantileTuner() if self.tuning_interval_s > 0 else None)
         self.next_tuning = 0.0
+        # The billing feed's clock: the latest allocation event time not yet ticked, and
+        # when ticks may go next (at most every TICK_EVERY_S, a trailing one when idle).
+        self.tick_pending: datetime | None = None
+        self.tick_next = 0.0
         self.topic = {n: topic_spec(n).full_name(s.topic_prefix)
                       for n in ("requests", "resources", "health", "allocations", "forecasts", "alerts",
                                 "provisioning", "dead-letters", "agreements", "billing-lines", "tuning",
@@ -329,9 +336,12 @@ class SchedulerWorker:
         if time.monotonic() >= self.next_checkpoint:
             # In the transaction with this batch's decisions: the saved state includes them.
             out += [("checkpoints", e) for e in self.checkpoint()]
-        if not out and not records:
+        if not out and not records and not self._tick_due():
             return
         await self._commit(producer, records, out)
+
+    def _tick_due(self) -> bool:
+        return self.tick_pending is not None and time.monotonic() >= self.tick_next
 
     def _observe(self, out: list[tuple[str, Event]], now: float) -> None:
         """Decision metrics: latency from arrival, outcome and reason code; the queue by tier
@@ -362,16 +372,19 @@ class SchedulerWorker:
             if tp_ in offsets:
                 offsets[tp_] = min(offsets[tp_], off)
         async with producer.transaction():
-            records_out, copies, latest = [], [], None
+            records_out = []
             for name, e in out:
                 records_out.append(event_record(self.topic[name], e))
                 # Placements and releases also go to billing's feed, keyed by partner, in this transaction.
                 if isinstance(e, (AllocationPlaced, AllocationReleased)):
-                    copies += feed_records(self.settings.topic_prefix, e, original=records_out[-1])
-                    latest = e.event_time if latest is None else max(latest, e.event_time)
-            if latest is not None:     # and the time to the shards that got none of them
-                copies += tick_records(self.settings.topic_prefix, latest, copies)
-            futures = await send_batched(producer, records_out + copies)
+                    records_out += feed_records(self.settings.topic_prefix, e, original=records_out[-1])
+                    if self.tick_pending is None or e.event_time > self.tick_pending:
+                        self.tick_pending = e.event_time
+            if self._tick_due():
+                # The feed's clock, to every shard: their month to date runs to the same time.
+                records_out += tick_records(self.settings.topic_prefix, self.tick_pending, ())
+                self.tick_pending, self.tick_next = None, time.monotonic() + TICK_EVERY_S
+            futures = await send_batched(producer, records_out)
             # Every send is acknowledged before the offsets join the transaction: a send that
             # failed (a record too large, a broker error) raises here, the transaction aborts
             # and the batch is read again, instead of its requests being consumed unanswered.

@@ -618,10 +618,10 @@ class Checkpoint(Event):
 
 
 class FeedTick(Event):
-    """The billing feed's clock (internal): the latest event time among the allocation events
-    a scheduler batch wrote, sent to every feed partition the batch copied nothing to, so
-    that each billing shard's month to date runs to the same time (a shard's own partners
-    may have no event for a while)."""
+    """The billing feed's clock (internal): the latest allocation event time a scheduler
+    wrote, sent to every feed partition (at most every 0.5 s, and once when it goes idle),
+    so that each billing shard's month to date runs to the same time (a shard's own
+    partners may have no event for a while)."""
 
     event_type: Literal["feed.tick"] = "feed.tick"
     KEY: ClassVar[str] = "shard"

@@ -95,9 +95,9 @@ def _tick_keys(partitions: int) -> list[bytes]:
 _TICK_KEYS = _tick_keys(PARTITIONS)
 
 
-def tick_records(prefix: str, at, copied: Iterable[tuple]) -> list[tuple]:
-    """Clock ticks at ``at`` (a UTC datetime: the latest event time a batch wrote to the
-    feed) for every feed partition that ``copied`` (the batch's feed records) leaves out:
+def tick_records(prefix: str, at, copied: Iterable[tuple] = ()) -> list[tuple]:
+    """Clock ticks at ``at`` (a UTC datetime: the latest event time written to the feed)
+    for every feed partition that ``copied`` (feed records sent with them) leaves out:
     every billing shard's month to date then runs to the same time, as one agent's did."""
     topic = topic_spec(FEED).full_name(prefix)
     got = {(murmur2(r[1]) & 0x7FFFFFFF) % PARTITIONS for r in copied}
