@@ -239,6 +239,11 @@ class SchedulerWorker:
                 await self._tail(tail)
                 batch = await requests.getmany(timeout_ms=self.batch_wait_ms, max_records=self.batch_max)
                 await self._step(producer, requests, [r for recs in batch.values() for r in recs])
+            if self.tick_pending is not None:
+                # Stopping: billing's shards get the time of the last allocation events now,
+                # not at the next start.
+                self.tick_next = 0.0
+                await self._commit(producer, [], [])
 
     def _apply(self, e: Event) -> None:
         if isinstance(e, (ResourceDiscovered, ResourceUpdated)):

@@ -95,7 +95,11 @@ def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(sett
             placed = {e.allocation_id for e in await _allocations(st) if isinstance(e, s.AllocationPlaced)}
             return len(bills[0].shards) == 6 and not (placed & bills[0].running())
 
-        took_over = await until(taken_over, 90)
+        took_over = await until(taken_over, 180)
+        if not took_over:     # say what is missing
+            placed = {e.allocation_id for e in await _allocations(st) if isinstance(e, s.AllocationPlaced)}
+            took_over_detail = (sorted(bills[0].shards), sorted(placed & bills[0].running())[:10], bills[0].attempts)
+            print("take-over incomplete: shards held, still running, attempts:", took_over_detail)
         stop.set()
         await asyncio.gather(*tasks)
         return await _allocations(st), bills, held, split, took_over
