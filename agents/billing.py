@@ -73,9 +73,6 @@ class Shard:
     next_checkpoint: float = 0.0
     unsaved: bool = True
     producer: AIOKafkaProducer | None = None
-    #: The next feed offset its state takes in (what a checkpoint records): the consumer's
-    #: own position can be ahead, by records fetched and not yet applied.
-    next_offset: int = 0
     #: Lines and alerts owed since recovery (published with the first batch).
     pending: set[tuple[str, str]] = field(default_factory=set)
 
@@ -238,7 +235,6 @@ class BillingWorker:
         self.attempts += 1
         s = self.settings
         self._lock = asyncio.Lock()       # a batch and a rebalance never interleave
-        self._fault: BaseException | None = None
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.push_async_callback(self._close_shards)
@@ -249,7 +245,6 @@ class BillingWorker:
                           for p in range(topic_spec(n).partitions)]
             self._shared.assign(shared_tps)
             await self._shared.seek_to_end(*shared_tps)     # a shard's recovery reads what came before
-            self._shared_done = {(tp.topic, tp.partition): await self._shared.position(tp) for tp in shared_tps}
             self._feed = await start_client(stack, AIOKafkaConsumer(
                 bootstrap_servers=s.bootstrap_servers, group_id=self.group, enable_auto_commit=False,
                 isolation_level="read_committed", auto_offset_reset="earliest",
@@ -258,10 +253,6 @@ class BillingWorker:
             collector.settle_after_recovery()
             watch = BrokerWatch(self._side.client)
             while not stop.is_set():
-                if self._fault is not None:
-                    # A rebalance step failed (aiokafka only logs a listener's error): start
-                    # over, or the shard it left out would be assigned here and billed nowhere.
-                    raise self._fault
                 await watch.tick()
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
                 # running allocation month to date, so one per fetch cost a third of a core.
@@ -285,14 +276,12 @@ class BillingWorker:
             d = decode_record(r, topic_spec(name), AGENT)
             if name == FEED:
                 shard = self.shards.get(r.partition)
-                if shard is None or r.offset < shard.next_offset:
-                    continue         # revoked since it was fetched (its next owner reads it), or in already
+                if shard is None:
+                    continue         # revoked since it was fetched: its new owner reads it
                 if d.event is not None:
                     touched[r.partition] |= shard.state.apply(d.event)
-                shard.next_offset = r.offset + 1
                 shard.unsaved = True
                 continue
-            self._shared_done[(r.topic, r.partition)] = r.offset + 1
             if isinstance(d.event, AgreementUpdated):
                 for p, sh in self.shards.items():
                     changed, dl = self._apply_agreement(sh.state, d.event, r.partition, r.offset)
@@ -324,7 +313,10 @@ class BillingWorker:
         sh.unsaved = False
         sh.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
         sh.state.forget_oldest(REMEMBERED_IDS)
-        positions = {(self.topic[FEED], sh.partition): sh.next_offset, **self._shared_done}
+        feed_tp = TopicPartition(self.topic[FEED], sh.partition)
+        positions = {(feed_tp.topic, feed_tp.partition): await self._feed.position(feed_tp)}
+        for tp in self._shared.assignment():
+            positions[(tp.topic, tp.partition)] = await self._shared.position(tp)
         outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
                    for p in range(topic_spec(n).partitions)]
         positions.update({(tp.topic, tp.partition): off
@@ -370,7 +362,6 @@ class BillingWorker:
                                               transactional_id=f"{self.settings.app_id}-{AGENT}-{shard.partition}")
                 await shard.producer.start()
                 self.shards[shard.partition] = shard
-                shard.next_offset = at
                 self._feed.seek(TopicPartition(self.topic[FEED], shard.partition), at)
                 out = shard.state.outputs(shard.pending)
                 shard.pending = set()
@@ -385,8 +376,9 @@ class BillingWorker:
             for p in sorted(tp.partition for tp in revoked if tp.partition in self.shards):
                 sh = self.shards.pop(p)
                 try:
+                    at = await self._feed.position(TopicPartition(self.topic[FEED], p))
                     await self._publish(sh, await self._checkpoint(sh))
-                    self._standby[p] = (sh, sh.next_offset)
+                    self._standby[p] = (sh, at)
                 except Exception as exc:      # the next owner reads on from the older checkpoint
                     log.warning("billing shard %d: no checkpoint at hand-over (%s)", p, exc)
                 await sh.producer.stop()
@@ -413,9 +405,4 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.release(set(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
-        try:
-            await self.worker.adopt(set(assigned))
-        except Exception as exc:      # the agent's loop raises it: supervise starts over
-            log.warning("billing: taking shards %s failed (%s); starting over", sorted(tp.partition for tp in assigned),
-                        exc)
-            self.worker._fault = exc
+        await self.worker.adopt(set(assigned))
