@@ -387,7 +387,7 @@ class SchedulerWorker:
                         self.tick_pending = e.event_time
             if self._tick_due():
                 # The feed's clock, to every shard: their month to date runs to the same time.
-                records_out += tick_records(self.settings.topic_prefix, self.tick_pending, ())
+                records_out += tick_records(self.settings.topic_prefix, self.tick_pending)
                 self.tick_pending, self.tick_next = None, time.monotonic() + TICK_EVERY_S
             futures = await send_batched(producer, records_out)
             # Every send is acknowledged before the offsets join the transaction: a send that

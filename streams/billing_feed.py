@@ -95,14 +95,12 @@ def _tick_keys(partitions: int) -> list[bytes]:
 _TICK_KEYS = _tick_keys(PARTITIONS)
 
 
-def tick_records(prefix: str, at, copied: Iterable[tuple] = ()) -> list[tuple]:
-    """Clock ticks at ``at`` (a UTC datetime: the latest event time written to the feed)
-    for every feed partition that ``copied`` (feed records sent with them) leaves out:
-    every billing shard's month to date then runs to the same time, as one agent's did."""
+def tick_records(prefix: str, at) -> list[tuple]:
+    """Clock ticks at ``at`` (a UTC datetime: the latest event time written to the feed) for
+    every feed partition: every billing shard's month to date then runs to the same time,
+    as one agent's did."""
     topic = topic_spec(FEED).full_name(prefix)
-    got = {(murmur2(r[1]) & 0x7FFFFFFF) % PARTITIONS for r in copied}
-    return [event_record(topic, FeedTick(event_time=at, shard=p), _TICK_KEYS[p])
-            for p in range(PARTITIONS) if p not in got]
+    return [event_record(topic, FeedTick(event_time=at, shard=p), _TICK_KEYS[p]) for p in range(PARTITIONS)]
 
 
 async def send_to_feed(producer, prefix: str, events: Iterable[Event]) -> int:
