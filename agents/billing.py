@@ -44,7 +44,7 @@ from tessera.schemas import AgreementUpdated, BillingLine, Checkpoint, DeadLette
 from tessera.schemas.identity import REMEMBERED_IDS
 from tessera.schemas.topics import topic_spec
 from tessera.streams import collector, metrics
-from tessera.streams.batching import take_batch
+from tessera.streams.batching import in_time_order, take_batch
 from tessera.streams.billing_feed import FEED, owned_by
 from tessera.streams.checkpoint import checkpoint_events, load_checkpoints
 from tessera.streams.edge import decode_record
@@ -73,6 +73,10 @@ class Shard:
     next_checkpoint: float = 0.0
     unsaved: bool = True
     producer: AIOKafkaProducer | None = None
+    #: Per input (topic, partition): the next offset its state takes in, which is what a
+    #: checkpoint records and where a hand-over resumes. The consumers' own positions can be
+    #: ahead, by records fetched and not yet applied when a rebalance takes the shard away.
+    next: dict[tuple[str, int], int] = field(default_factory=dict)
     #: Lines and alerts owed since recovery (published with the first batch).
     pending: set[tuple[str, str]] = field(default_factory=set)
 
@@ -92,7 +96,10 @@ class BillingWorker:
         self.names = {v: k for k, v in self.topic.items()}
         self.group = f"{self.settings.app_id}-{AGENT}"
         self._dead: list[DeadLetter] = []
-        self._standby: dict[int, tuple[Shard, int]] = {}
+        self._standby: dict[int, Shard] = {}
+        #: Rebalances begun: a batch fetched under an older one is partly stale (see ``run``).
+        self.generation = 0
+        self._fault: BaseException | None = None
         self.owner = getattr(self, "owner", AGENT)
 
     # -- state -------------------------------------------------------------------
@@ -128,10 +135,10 @@ class BillingWorker:
                                      source_offset=offset, original_b64=base64.b64encode(encode(e)).decode())
         return state.update_agreement(a), None
 
-    async def recover_shards(self, partitions: list[int]) -> list[tuple[Shard, int]]:
+    async def recover_shards(self, partitions: list[int]) -> list[Shard]:
         """Shards' states from their newest checkpoints (if any), then their feed partitions
         and the shared topics from each checkpoint's positions (or the beginning) to their
-        end; with the next feed offset each state includes. Each topic is read once for all
+        end, with the next offset of each input each state includes. Each topic is read once for all
         the shards, from the earliest position any of them needs."""
         restored = await load_checkpoints(self.settings, [self.owner_of(p) for p in partitions], AGENT)
         starts = {p: (r.by_topic() if r is not None else {}) for p, r in
@@ -194,16 +201,18 @@ class BillingWorker:
             events += [e for e, part, _ in got[FEED][0] if part == p]
             sh.unsaved |= bool(events)
             sh.pending = touched[p] | state.replay(events)
+            sh.next = {(self.topic[n], part): off for n in SHARED_TOPICS for part, off in got[n][1].items()}
+            sh.next[(self.topic[FEED], p)] = got[FEED][1].get(p, feed_start[p])
             r = restored[self.owner_of(p)]
             log.info("billing shard %d recovered%s: %d events read, %d partner-periods", p,
                      f" from checkpoint {r.checkpoint_id} ({r.size_bytes} bytes)" if r else "",
                      len(events), len(sh.pending))
-        return [(shards[p], got[FEED][1].get(p, feed_start[p])) for p in partitions]
+        return [shards[p] for p in partitions]
 
     async def recover(self, partitions: list[int] | None = None) -> dict[int, Shard]:
         """Recover shards (all by default) without running: for reports and tests."""
         parts = list(range(self.partitions)) if partitions is None else partitions
-        for shard, _ in await self.recover_shards(parts):
+        for shard in await self.recover_shards(parts):
             self.shards[shard.partition] = shard
         return self.shards
 
@@ -235,6 +244,7 @@ class BillingWorker:
         self.attempts += 1
         s = self.settings
         self._lock = asyncio.Lock()       # a batch and a rebalance never interleave
+        self._fault = None
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.push_async_callback(self._close_shards)
@@ -253,14 +263,24 @@ class BillingWorker:
             collector.settle_after_recovery()
             watch = BrokerWatch(self._side.client)
             while not stop.is_set():
+                if self._fault is not None:
+                    # Taking shards over failed (aiokafka only logs a listener's error): start
+                    # over, or the shards it left out would be assigned here and billed nowhere.
+                    raise self._fault
                 await watch.tick()
+                generation = self.generation
                 # Batches by time (BATCH_WITHIN_S), not by fetch: each batch re-rates every
                 # running allocation month to date, so one per fetch cost a third of a core.
                 records = await take_batch(self._feed, BATCH_MAX, BATCH_WITHIN_S, idle_s=0.2)
                 for recs in (await self._shared.getmany(timeout_ms=0, max_records=BATCH_MAX)).values():
                     records += recs
                 async with self._lock:
-                    await self._step(sorted(records, key=lambda r: r.timestamp))
+                    if generation != self.generation:
+                        # A rebalance came between the fetch and now: every shard held since was
+                        # pointed at its own next offset, so its feed records come again; the
+                        # ones fetched before are dropped rather than applied out of order.
+                        records = [r for r in records if r.topic != self.topic[FEED]]
+                    await self._step(in_time_order(records))
                 if self.shards:
                     metrics.PROBE.ready()
 
@@ -274,27 +294,32 @@ class BillingWorker:
         for r in records:
             name = self.names[r.topic]
             d = decode_record(r, topic_spec(name), AGENT)
+            at = (r.topic, r.partition)
             if name == FEED:
                 shard = self.shards.get(r.partition)
-                if shard is None:
-                    continue         # revoked since it was fetched: its new owner reads it
+                if shard is None or r.offset < shard.next.get(at, 0):
+                    continue         # revoked since it was fetched (its next owner reads it), or in already
                 if d.event is not None:
                     touched[r.partition] |= shard.state.apply(d.event)
+                shard.next[at] = r.offset + 1
                 shard.unsaved = True
                 continue
+            # A shard recovered from the topics already holds what its recovery read.
+            held = {p: sh for p, sh in self.shards.items() if r.offset >= sh.next.get(at, 0)}
             if isinstance(d.event, AgreementUpdated):
-                for p, sh in self.shards.items():
+                for p, sh in held.items():
                     changed, dl = self._apply_agreement(sh.state, d.event, r.partition, r.offset)
                     touched[p] |= changed
                     if dl is not None and p == 0:
                         metrics.DEAD_LETTERS.labels(AGENT, self.topic["agreements"]).inc()
                         dead.append(dl)
             elif d.event is not None:
-                for p, sh in self.shards.items():
+                for p, sh in held.items():
                     touched[p] |= sh.state.apply(d.event)
-            elif d.dead_letter is not None and name == "agreements" and 0 in self.shards:
+            elif d.dead_letter is not None and name == "agreements" and 0 in held:
                 dead.append(d.dead_letter)
-            for sh in self.shards.values():
+            for sh in held.values():
+                sh.next[at] = r.offset + 1
                 sh.unsaved = True
         for p, sh in sorted(self.shards.items()):
             moved = sh.state.lifecycle.watermark_us > clock.get(p, sh.state.lifecycle.watermark_us)
@@ -308,15 +333,12 @@ class BillingWorker:
 
     async def _checkpoint(self, sh: Shard) -> list[Event]:
         """A shard's state now, with the positions it includes (its inputs: the next offset
-        read; its outputs: their end, since everything it published is in the state)."""
+        it has taken in; its outputs: their end, since everything it published is in the state)."""
         sh.checkpoint_id += 1
         sh.unsaved = False
         sh.next_checkpoint = time.monotonic() + self.settings.checkpoint_interval_s
         sh.state.forget_oldest(REMEMBERED_IDS)
-        feed_tp = TopicPartition(self.topic[FEED], sh.partition)
-        positions = {(feed_tp.topic, feed_tp.partition): await self._feed.position(feed_tp)}
-        for tp in self._shared.assignment():
-            positions[(tp.topic, tp.partition)] = await self._shared.position(tp)
+        positions = dict(sh.next)
         outputs = [TopicPartition(self.topic[n], p) for n in ("billing-lines", "alerts")
                    for p in range(topic_spec(n).partitions)]
         positions.update({(tp.topic, tp.partition): off
@@ -357,12 +379,13 @@ class BillingWorker:
             fresh = [p for p in parts if p not in kept]
             if fresh:
                 metrics.PROBE.wait(f"recovering billing shards {fresh}")
-            for shard, at in [*kept.values(), *(await self.recover_shards(fresh) if fresh else [])]:
+            for shard in [*kept.values(), *(await self.recover_shards(fresh) if fresh else [])]:
                 shard.producer = producer_for(self.settings,
                                               transactional_id=f"{self.settings.app_id}-{AGENT}-{shard.partition}")
                 await shard.producer.start()
                 self.shards[shard.partition] = shard
-                self._feed.seek(TopicPartition(self.topic[FEED], shard.partition), at)
+                feed = TopicPartition(self.topic[FEED], shard.partition)
+                self._feed.seek(feed, shard.next.get((feed.topic, feed.partition), 0))
                 out = shard.state.outputs(shard.pending)
                 shard.pending = set()
                 if out:
@@ -373,12 +396,12 @@ class BillingWorker:
         """Shards taken from this agent (at every rebalance, all of them): each saved in a
         checkpoint for whoever gets it next, and kept at hand in case that is this agent."""
         async with self._lock:
+            self.generation += 1
             for p in sorted(tp.partition for tp in revoked if tp.partition in self.shards):
                 sh = self.shards.pop(p)
                 try:
-                    at = await self._feed.position(TopicPartition(self.topic[FEED], p))
                     await self._publish(sh, await self._checkpoint(sh))
-                    self._standby[p] = (sh, at)
+                    self._standby[p] = sh
                 except Exception as exc:      # the next owner reads on from the older checkpoint
                     log.warning("billing shard %d: no checkpoint at hand-over (%s)", p, exc)
                 await sh.producer.stop()
@@ -387,7 +410,7 @@ class BillingWorker:
     async def _close_shards(self) -> None:
         """At the end of an attempt: the producers stop; ``shards`` keeps what this agent
         held last (for reports and tests; the next attempt starts over)."""
-        for sh, _ in self._standby.values():
+        for sh in self._standby.values():
             self.shards.setdefault(sh.partition, sh)
         self._standby = {}
         for sh in self.shards.values():
@@ -405,4 +428,9 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker.release(set(revoked))
 
     async def on_partitions_assigned(self, assigned) -> None:
-        await self.worker.adopt(set(assigned))
+        try:
+            await self.worker.adopt(set(assigned))
+        except Exception as exc:      # the agent's loop raises it, and supervise starts over
+            log.warning("billing: taking shards %s over failed (%s); starting over",
+                        sorted(tp.partition for tp in assigned), exc)
+            self.worker._fault = exc

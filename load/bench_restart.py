@@ -138,10 +138,8 @@ async def bench(levels: list[int], rounds: int) -> dict:
             await sched_ck.recover()
             saved = sched_ck.checkpoint()
             bill_ck = _billing(settings, f"billing-ck-{level}")
-            feed = topic_spec("billing-feed").full_name(settings.topic_prefix)
-            for shard, at in await bill_ck.recover_shards(list(range(topic_spec("billing-feed").partitions))):
-                saved += checkpoint_events(bill_ck.owner_of(shard.partition), 1, shard.state,
-                                           {(feed, shard.partition): at})
+            for shard in await bill_ck.recover_shards(list(range(topic_spec("billing-feed").partitions))):
+                saved += checkpoint_events(bill_ck.owner_of(shard.partition), 1, shard.state, shard.next)
             for f in await send_batched(producer, [event_record(ck_topic, e) for e in saved]):
                 await f
             await history.finished(AFTER_CHECKPOINT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -33,3 +34,17 @@ async def take_batch(consumer: AIOKafkaConsumer, max_records: int, within_s: flo
         if deadline is None:
             deadline = loop.time() + within_s
     return records
+
+
+def in_time_order(records: list[Any]) -> list[Any]:
+    """Records of several partitions interleaved by timestamp, each partition's kept in offset
+    order. Timestamps within one partition need not rise (two producers writing it, each with
+    its own clock), so a plain sort by timestamp could apply a partition's records out of
+    order; a consumer that tracks the next offset it has taken in would then skip the ones
+    put last. ``heapq.merge`` only ever compares the heads of the partitions' runs."""
+    runs: dict[tuple[str, int], list[Any]] = {}
+    for r in records:
+        runs.setdefault((r.topic, r.partition), []).append(r)
+    if len(runs) < 2:
+        return records
+    return list(heapq.merge(*runs.values(), key=lambda r: r.timestamp))

@@ -100,6 +100,13 @@ def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(sett
             placed = {e.allocation_id for e in await _allocations(st) if isinstance(e, s.AllocationPlaced)}
             took_over_detail = (sorted(bills[0].shards), sorted(placed & bills[0].running())[:10], bills[0].attempts)
             print("take-over incomplete: shards held, still running, attempts:", took_over_detail)
+            feed = s.topic_spec("billing-feed").full_name(st.topic_prefix)
+            for r in await read_to_end(st, feed, 6, committed_only=True):
+                e = s.decode(r.value)
+                if getattr(e, "allocation_id", None) in placed & bills[0].running():
+                    print("  feed", r.partition, r.offset, e.event_type, e.allocation_id)
+            for p, sh in sorted(bills[0].shards.items()):
+                print("  shard", p, "next", sh.next.get((feed, p)), "running", sorted(placed & set(sh.state.lifecycle.running)))
         stop.set()
         await asyncio.gather(*tasks)
         return await _allocations(st), bills, held, split, took_over
