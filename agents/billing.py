@@ -97,7 +97,8 @@ class BillingWorker:
         self.group = f"{self.settings.app_id}-{AGENT}"
         self._dead: list[DeadLetter] = []
         self._standby: dict[int, Shard] = {}
-        #: Rebalances begun: a batch fetched under an older one is partly stale (see ``run``).
+        #: Shard hand-overs (revocations and assignments) so far: a batch fetched across one
+        #: may be partly stale (see ``run``).
         self.generation = 0
         self._fault: BaseException | None = None
         self.owner = getattr(self, "owner", AGENT)
@@ -276,10 +277,13 @@ class BillingWorker:
                     records += recs
                 async with self._lock:
                     if generation != self.generation:
-                        # A rebalance came between the fetch and now: every shard held since was
-                        # pointed at its own next offset, so its feed records come again; the
-                        # ones fetched before are dropped rather than applied out of order.
+                        # A rebalance came during the fetch or since: some of these feed records
+                        # may predate it (for a shard recovered meanwhile, a gap or a repeat).
+                        # They are dropped and every shard held re-reads from its own next offset.
                         records = [r for r in records if r.topic != self.topic[FEED]]
+                        for p, sh in self.shards.items():
+                            tp = TopicPartition(self.topic[FEED], p)
+                            self._feed.seek(tp, sh.next.get((tp.topic, p), 0))
                     await self._step(in_time_order(records))
                 if self.shards:
                     metrics.PROBE.ready()
@@ -380,16 +384,17 @@ class BillingWorker:
             if fresh:
                 metrics.PROBE.wait(f"recovering billing shards {fresh}")
             for shard in [*kept.values(), *(await self.recover_shards(fresh) if fresh else [])]:
+                feed = TopicPartition(self.topic[FEED], shard.partition)
+                self._feed.seek(feed, shard.next.get((feed.topic, feed.partition), 0))
                 shard.producer = producer_for(self.settings,
                                               transactional_id=f"{self.settings.app_id}-{AGENT}-{shard.partition}")
                 await shard.producer.start()
                 self.shards[shard.partition] = shard
-                feed = TopicPartition(self.topic[FEED], shard.partition)
-                self._feed.seek(feed, shard.next.get((feed.topic, feed.partition), 0))
                 out = shard.state.outputs(shard.pending)
                 shard.pending = set()
                 if out:
                     await self._publish(shard, out)
+            self.generation += 1
             log.info("billing shards held: %s (%d recovered)", sorted(self.shards), len(fresh))
 
     async def release(self, revoked: set[TopicPartition]) -> None:
