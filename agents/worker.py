@@ -113,4 +113,4 @@ def run_worker(settings: Settings, agents: Iterable[str], loglevel: str = "info"
     prepare(agents)
     metrics.serve(settings.metrics_port, settings.metrics_bind)
     app, _topics = build_worker_app(settings, agents)
-    return serve_until_stopped(app, loop, loglevel)
+    return serve_until_stopped(app, loop, loglevel, grace_s=settings.shutdown_grace_s)

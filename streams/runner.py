@@ -15,6 +15,7 @@ import faust
 from tessera.config import Settings
 
 from .admin import ensure_topics
+from .supervise import exit_after
 
 
 def app_settings(app: faust.App) -> Settings:
@@ -55,8 +56,19 @@ class QuietWorker(faust.Worker):
         self.spinner = None
 
 
-def serve_until_stopped(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str = "info") -> int:
-    """Run ``app`` in this process until SIGINT/SIGTERM."""
+    #: Seconds from a stop signal to a hard exit (``TESSERA_SHUTDOWN_GRACE_S``).
+    grace_s: float = 30.0
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            exit_after(self.grace_s)
+        super()._schedule_shutdown(signal)
+
+
+def serve_until_stopped(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str = "info",
+                        grace_s: float = 30.0) -> int:
+    """Run ``app`` in this process until SIGINT/SIGTERM (then at most ``grace_s`` more)."""
     worker = QuietWorker(app, loglevel=loglevel, loop=loop)
+    worker.grace_s = grace_s
     worker.execute_from_commandline()  # returns via SystemExit when stopped
     return 0

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from typing import Any, Awaitable, Callable
 
@@ -117,3 +119,22 @@ class BrokerWatch:
             metrics.PROBE.ready()
         else:
             metrics.PROBE.wait("waiting for Kafka: no broker answered a metadata request; the client retries")
+
+
+def exit_after(grace_s: float) -> threading.Timer:
+    """From a stop signal on, give the process ``grace_s`` to stop, then exit it with status 1.
+
+    A graceful stop can hang in a client library (a consumer or producer that never finishes
+    closing while the broker is away; the kill -9 drill once saw a Faust worker ignore
+    SIGTERM for a minute). Every service's output is transactional, so a hard exit loses
+    nothing a kill -9 would not, and the host's shutdown does not hang on it."""
+    timer = threading.Timer(grace_s, _exit_now, args=(grace_s,))
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _exit_now(grace_s: float) -> None:
+    log.error("did not stop within %g s of the stop signal (TESSERA_SHUTDOWN_GRACE_S); exiting now", grace_s)
+    logging.shutdown()
+    os._exit(1)

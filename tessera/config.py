@@ -110,6 +110,10 @@ class Settings:
     #: checkpoints topic (seconds). A restart reads the newest checkpoint and the inputs after
     #: it, so the inputs' retention must outlast this interval (tessera.streams.checkpoint).
     checkpoint_interval_s: float = 60.0
+    #: Seconds a service (a Faust worker, the scheduler, billing ...) has to stop after SIGTERM/SIGINT before it exits anyway: its
+    #: output is transactional, so a hard exit loses nothing (the kill -9 drill checks), and a
+    #: stop that hangs in a client library must not hang the host's shutdown.
+    shutdown_grace_s: float = 30.0
 
     # --- ClickHouse ----------------------------------------------------------
     #: ``http(s)://user:pass@host:port/database`` selects a ClickHouse server; empty = embedded chdb.
@@ -269,6 +273,8 @@ def _check(s: Settings) -> None:
                           "e.g. 0.05,0.5,0.95")
     if s.checkpoint_interval_s <= 0:
         raise ConfigError("TESSERA_CHECKPOINT_INTERVAL_S must be positive (seconds between saved states)")
+    if s.shutdown_grace_s <= 0:
+        raise ConfigError("TESSERA_SHUTDOWN_GRACE_S must be positive (seconds a worker has to stop)")
     if s.topic_partitions < 1:
         raise ConfigError("TESSERA_TOPIC_PARTITIONS must be >= 1")
     if s.clickhouse_url and not s.clickhouse_url.startswith(("http://", "https://")):

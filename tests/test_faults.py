@@ -315,7 +315,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
     finally:
         for p in procs:
             if p.poll() is None:
-                p.terminate()
+                p.terminate()       # each service exits by itself within its grace period (30 s)
                 p.wait(timeout=60)
     _one_outcome_each_and_nothing_over_committed(events, 90)
     assert expected > 0 and billed, "the bill counts the vCPU-hours placed on the partner, once"

@@ -1,10 +1,13 @@
 """``tessera worker --loglevel warn`` keeps the root logger at WARNING: Faust's spinner
-would set it to DEBUG for good, and every library's debug call would build a record."""
+would set it to DEBUG for good, and every library's debug call would build a record. And a
+worker whose stop hangs exits by itself after its grace period."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +36,20 @@ def test_the_worker_leaves_the_root_logger_at_its_level(base_settings, saved_log
         assert not fetcher.isEnabledFor(logging.DEBUG)
     finally:
         loop.close()
+
+
+def test_a_worker_whose_stop_hangs_exits_by_itself_after_its_grace_period():
+    """A stop signal starts the grace period: here the stop can never run (its loop is not
+    running), so the process must exit on its own, with status 1 and a line saying why."""
+    code = """
+import asyncio, signal, time, faust
+from tessera.streams.runner import QuietWorker
+loop = asyncio.new_event_loop()
+worker = QuietWorker(faust.App("grace", broker="kafka://127.0.0.1:1", loop=loop), loop=loop)
+worker.grace_s = 0.5
+worker._schedule_shutdown(signal.SIGTERM)
+time.sleep(30)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=25)
+    assert done.returncode == 1
+    assert "did not stop within 0.5 s of the stop signal" in done.stderr

@@ -237,10 +237,18 @@ async def _prepare_service(s: Settings) -> asyncio.Event:
     collector.tune_for_service()
     await ensure_topics(s)
     metrics.serve(s.metrics_port, s.metrics_bind)
+    from tessera.streams.supervise import exit_after
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            exit_after(s.shutdown_grace_s)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     return stop
 
 
