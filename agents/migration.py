@@ -39,7 +39,7 @@ from tessera.migration.snapshot import Snapshot
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import ResourceState, Scheduler
-from tessera.scheduler.provisioning import forecast_arrivals
+from tessera.scheduler.provisioning import forecast_arrivals_with_gpus
 from tessera.schemas import (
     AgreementUpdated,
     AllocationPlaced,
@@ -160,12 +160,12 @@ class MigrationWorker:
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
     def forecast(self) -> tuple[tuple[datetime, float, float | None], ...]:
-        """The vCPU the demand engine expects to arrive, cumulatively per interval ahead, at
-        each tier's protected quantile (as the provisioning hint reads it): a consolidation
-        that would leave less free is skipped. GPUs are not forecast, so GPU capacity is
-        kept (None)."""
+        """The vCPU and GPUs the demand engine expects to arrive, cumulatively per interval
+        ahead, at each tier's protected quantile (as the provisioning hint reads it): a
+        consolidation that would leave less free is skipped. Where no GPU forecast covers
+        every protected tier, GPU capacity is kept (None)."""
         res = self.core.reservations
-        return tuple((start, vcpu, None) for start, vcpu in forecast_arrivals(res.forecasts, res.levels()))
+        return tuple(forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels()))
 
     def snapshot(self, now: datetime) -> Snapshot:
         busy = {m.allocation_id for m in self.log.unfinished()}

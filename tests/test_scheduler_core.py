@@ -250,8 +250,8 @@ def test_a_lifted_alert_unblocks_the_partner_within_the_period():
     assert outcome("after-raise") == ["allocation.placed"]
 
 
-def _steps(tier, per_step_p95, n=3):
-    return s.Forecast(series=f"pool=default/tier={tier}/dim=vcpu", interval_seconds=300, model="test",
+def _steps(tier, per_step_p95, n=3, dim="vcpu"):
+    return s.Forecast(series=f"pool=default/tier={tier}/dim={dim}", interval_seconds=300, model="test",
                       horizons=[s.HorizonForecast(step=k + 1, interval_start=T0 + timedelta(minutes=5 * k),
                                                   quantiles={"0.05": 0.0, "0.5": per_step_p95 / 2,
                                                              "0.95": per_step_p95})
@@ -284,6 +284,24 @@ def test_a_forecast_outgrowing_capacity_in_service_emits_one_provisioning_hint()
     (bigger,) = sch.provisioning_hints(T0)
     assert bigger.needed_by == T0 and bigger.shortfall_vcpu > 15
     assert [x.resource_id for x in bigger.suggested] == ["do/n1"]
+
+
+def test_gpu_forecasts_arrive_beside_vcpu_ones_for_the_migration_planner():
+    from tessera.scheduler.provisioning import forecast_arrivals, forecast_arrivals_with_gpus
+
+    sch = Scheduler()
+    res = sch.reservations
+    sch.apply(_steps("gold", 4.0))
+    sch.apply(_steps("platinum", 2.0))
+    sch.apply(_steps("gold", 1.0, dim="gpu"))
+    assert set(res.forecasts) == {"gold", "platinum"} and set(res.gpu_forecasts) == {"gold"}
+    ahead = forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels())
+    assert [g for _, _, g in ahead] == [None] * 3, "platinum's GPUs are not forecast: keep GPU capacity"
+    sch.apply(_steps("platinum", 0.0, dim="gpu"))
+    ahead = forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels())
+    assert [v for _, v, _ in ahead] == [v for _, v in forecast_arrivals(res.forecasts, res.levels())]
+    gpus = [g for _, _, g in ahead]
+    assert all(g is not None for g in gpus) and gpus == sorted(gpus) and 0 < gpus[-1] <= 3.0
 
 
 def test_no_hint_while_capacity_in_service_absorbs_the_forecast():

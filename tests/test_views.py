@@ -122,3 +122,47 @@ def test_views_answer_from_events_and_count_a_redelivered_batch_once(any_backend
     assert all(Decimal(r["o"]) + Decimal(r["p"]) == Decimal(r["t"]) for r in first["chargeback"])
     assert [(r["pool"], r["s"], int(r["n"]), r["c"], int(r["hints"])) for r in first["hints"]] == [
         ("default", 30.0, 1, "1.25", 2)]
+
+
+def test_allocation_usage_follows_a_migration_from_its_cut_over(any_backend_settings):
+    """Two replicas placed on a partner at 0.20 USD/h (0.10 each); after 1 h one moves to an
+    own node at 0.03 USD/h; everything is released 2 h after the placement. The view then
+    holds 0.20 + 0.10 + 0.03 = 0.33 USD: the partner's VM for 1 h with both, then 1 h with
+    one, and the own node for 1 h (a failed migration moves nothing)."""
+    st = open_store(any_backend_settings)
+    apply_migrations(st)
+    db = st.database
+    own = SPEC.model_copy(update={"provider": "own", "region": "eu", "capacity": s.Capacity(vcpu=8)})
+    gcp = SPEC.model_copy(update={"provider": "gcp", "region": "eu", "capacity": s.Capacity(vcpu=8)})
+    cut = T0 + timedelta(hours=1)
+    move = dict(migration_id="m1", allocation_id="a", source_resource_id="gcp/r1", target_resource_id="own/n1",
+                target_provider="own", replicas=1, source_provider="gcp", tenant="acme",
+                per_replica=s.Capacity(vcpu=2), target_price_per_hour=Decimal("0.03"))
+    failed = dict(move, migration_id="m2", target_price_per_hour=Decimal("9"))
+    events = [
+        s.ResourceDiscovered(event_time=T0, resource_id="own/n1", spec=own),
+        s.ResourceDiscovered(event_time=T0, resource_id="gcp/r1", spec=gcp),
+        s.AllocationPlaced(event_time=T0, request_id="q", allocation_id="a", tenant="acme", sla_tier="silver",
+                           per_replica=s.Capacity(vcpu=2),
+                           placements=[s.Placement(resource_id="gcp/r1", provider="gcp", replicas=2,
+                                                   price_per_hour=Decimal("0.20"))]),
+        s.MigrationPlanned(event_time=cut - timedelta(minutes=1), reason="consolidation", **move),
+        s.MigrationDone(event_time=cut + timedelta(seconds=5), cut_over_at=cut, **move),
+        s.MigrationPlanned(event_time=cut, reason="consolidation", **failed),
+        s.MigrationFailed(event_time=cut, reason="target lost", **failed),
+        s.AllocationReleased(event_time=T0 + timedelta(hours=2), request_id="q", allocation_id="a"),
+    ]
+    st.insert(f"{db}.events", [event_row(e, topic="t", partition=0, offset=i, key=e.key())
+                               for i, e in enumerate(events)], dedup_token="m")
+    rows = st.query(f"SELECT resource_id, provider, kind, replicas, toString(cost) AS c, vcpu_hours AS h "
+                    f"FROM {db}.v_allocation_usage ORDER BY kind, resource_id")
+    got = [(r["resource_id"], r["provider"], r["kind"], int(r["replicas"]), Decimal(r["c"]), r["h"]) for r in rows]
+    assert got == [("own/n1", "own", "migrated_in", 1, Decimal("0.03"), pytest.approx(2.0)),
+                   ("gcp/r1", "gcp", "migrated_out", -1, Decimal("-0.10"), pytest.approx(-2.0)),
+                   ("gcp/r1", "gcp", "placed", 2, Decimal("0.40"), pytest.approx(8.0))]
+    (by,) = st.query(f"SELECT toString(sum(cost)) AS c, sum(vcpu_hours) AS h FROM {db}.v_allocation_usage")
+    assert Decimal(by["c"]) == Decimal("0.33") and by["h"] == pytest.approx(8.0)
+    day = st.query(f"SELECT provider, toString(total_cost) AS c, placements AS n FROM {db}.v_cost_per_partner_day "
+                   f"ORDER BY provider")
+    assert [(r["provider"], Decimal(r["c"]), int(r["n"])) for r in day] == [("gcp", Decimal("0.30"), 1),
+                                                                          ("own", Decimal("0.03"), 0)]

@@ -28,10 +28,10 @@ def _sql_string(text: str) -> str:
 def timeline(store: AnalyticsStore, db: str, value: str, points: int = 120,
              start: float | None = None) -> tuple[float, dict[str, list]]:
     """Per provider, the sum of ``value`` (an expression over ``v_allocation_usage``) over
-    the allocations live at each of ``points`` moments from ``start`` (UTC epoch seconds;
+    the stretches of allocations live (through migrations) at each of ``points`` moments from ``start`` (UTC epoch seconds;
     default the first placement) to the latest event: (start, {provider: [(seconds since
     start, value)]})."""
-    rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(placed_at) AS a, "
+    rows = store.query(f"SELECT provider, toUnixTimestamp64Micro(started_at) AS a, "
                      f"toUnixTimestamp64Micro(ifNull(released_at, (SELECT max(event_time) FROM {db}.events))) AS b, "
                      f"{value} AS v FROM {db}.v_allocation_usage")
     if not rows:

@@ -61,13 +61,30 @@ class Reservations:
 
     def observe(self, forecast: Forecast) -> None:
         labels = parse_series(forecast.series)
-        if labels.get("dim", "vcpu") == "vcpu" and "tier" in labels:
+        if "tier" not in labels:
+            return
+        dim = labels.get("dim", "vcpu")
+        if dim == "vcpu":
             self._forecasts[labels["tier"]] = forecast
+        elif dim == "gpu":
+            self._gpus[labels["tier"]] = forecast
 
     @property
     def forecasts(self) -> dict[str, Forecast]:
         """The latest vCPU forecast per tier."""
         return dict(self._forecasts)
+
+    @property
+    def gpu_forecasts(self) -> dict[str, Forecast]:
+        """The latest GPU forecast per tier (the migration planner keeps GPU capacity the
+        forecast needs; headroom and hints are in vCPU)."""
+        return dict(self._gpus)
+
+    @property
+    def _gpus(self) -> dict[str, Forecast]:
+        # Kept beside the vCPU forecasts without changing the checkpointed layout: a state
+        # saved before GPU forecasts were kept has none.
+        return self.__dict__.setdefault("_gpu_forecasts", {})
 
     def level(self, tier: str) -> float:
         """The quantile level protected for ``tier`` (0 = not protected: such a tier waits)."""

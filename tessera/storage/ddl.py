@@ -32,6 +32,75 @@ class Migration:
     statements: tuple[str, ...]
 
 
+#: ``v_allocation_usage``'s query (migration 6 says what its rows are). Cost is a stretch's
+#: price (the scheduler's, from the pricing core: what the partner bills for these replicas,
+#: or their share of an own node's full cost) over the hours it ran, so it agrees with the
+#: partners' bills.
+_ALLOCATION_USAGE = """
+            WITH moved AS (
+                SELECT JSONExtractString(payload, 'allocation_id') AS allocation_id,
+                       JSONExtractString(payload, 'source_resource_id') AS source_resource_id,
+                       JSONExtractString(payload, 'source_provider') AS source_provider,
+                       JSONExtractString(payload, 'target_resource_id') AS target_resource_id,
+                       JSONExtractString(payload, 'target_provider') AS target_provider,
+                       toInt64(JSONExtractUInt(payload, 'replicas')) AS replicas,
+                       toDecimal128OrZero(JSONExtractString(payload, 'target_price_per_hour'), 9) AS price,
+                       parseDateTime64BestEffort(JSONExtractString(payload, 'cut_over_at'), 6, 'UTC') AS cut_over_at
+                FROM {db}.events FINAL WHERE event_type = 'migration.done'
+            )
+            SELECT s.allocation_id AS allocation_id, a.request_id AS request_id, a.tenant AS tenant,
+                   a.sla_tier AS sla_tier, a.placed_at AS placed_at, a.queued_seconds AS queued_seconds,
+                   a.vcpu_per_replica AS vcpu_per_replica, a.gpu_per_replica AS gpu_per_replica,
+                   s.resource_id AS resource_id, if(s.provider = '', res.provider, s.provider) AS provider,
+                   s.kind AS kind, s.started_at AS started_at,
+                   s.replicas AS replicas, s.price_per_hour AS price_per_hour, r.released_at AS released_at,
+                   res.vcpu AS resource_vcpu, res.price_per_hour AS resource_price_per_hour,
+                   -- A stretch still running counts up to the latest event, not the wall
+                   -- clock: the view is a function of the events, and does not drift after
+                   -- the workers stop (billing's month to date runs to the same watermark).
+                   dateDiff('microsecond', s.started_at,
+                            if(r.released_at IS NULL, (SELECT max(event_time) FROM {db}.events), r.released_at))
+                       / 3600e6 AS hours,
+                   if(res.vcpu > 0, least(a.vcpu_per_replica * s.replicas / res.vcpu, 1.0), 1.0) AS capacity_share,
+                   toDecimal128(hours, 9) * s.price_per_hour AS cost,
+                   hours * a.vcpu_per_replica * s.replicas AS vcpu_hours
+            FROM (
+                SELECT allocation_id, resource_id, provider, toInt64(replicas) AS replicas, price_per_hour,
+                       placed_at AS started_at, 'placed' AS kind
+                FROM {db}.v_placements
+                UNION ALL
+                SELECT allocation_id, target_resource_id, target_provider, replicas, price, cut_over_at, 'migrated_in'
+                FROM moved
+                UNION ALL
+                SELECT m.allocation_id, m.source_resource_id, m.source_provider, -m.replicas,
+                       -(u.unit_price * m.replicas), m.cut_over_at, 'migrated_out'
+                FROM moved AS m
+                LEFT JOIN (
+                    SELECT allocation_id, resource_id, any(price / n) AS unit_price FROM (
+                        SELECT allocation_id, resource_id, price_per_hour AS price, toInt64(replicas) AS n
+                        FROM {db}.v_placements
+                        UNION ALL
+                        SELECT allocation_id, target_resource_id, price, replicas FROM moved)
+                    WHERE n > 0 GROUP BY allocation_id, resource_id
+                ) AS u ON m.allocation_id = u.allocation_id AND m.source_resource_id = u.resource_id
+            ) AS s
+            INNER JOIN (
+                SELECT allocation_id, any(request_id) AS request_id, any(tenant) AS tenant,
+                       any(sla_tier) AS sla_tier, min(placed_at) AS placed_at,
+                       any(queued_seconds) AS queued_seconds, any(vcpu_per_replica) AS vcpu_per_replica,
+                       any(gpu_per_replica) AS gpu_per_replica
+                FROM {db}.v_placements GROUP BY allocation_id
+            ) AS a USING (allocation_id)
+            LEFT JOIN (
+                SELECT JSONExtractString(payload, 'allocation_id') AS allocation_id,
+                       toNullable(min(event_time)) AS released_at
+                FROM {db}.events FINAL WHERE event_type = 'allocation.released' GROUP BY allocation_id
+            ) AS r USING (allocation_id)
+            LEFT JOIN {db}.v_resources AS res USING (resource_id)
+            SETTINGS join_use_nulls = 1
+"""
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -118,35 +187,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
             ) GROUP BY resource_id
             """,
-            """
-            CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS
-            -- Cost is the placement's price (the scheduler's, from the pricing core: what the
-            -- partner bills for these replicas, or their share of an own node's full cost)
-            -- over the hours it ran, so it agrees with the partners' bills.
-            SELECT pl.allocation_id AS allocation_id, pl.request_id AS request_id, pl.tenant AS tenant,
-                   pl.sla_tier AS sla_tier, pl.placed_at AS placed_at, pl.queued_seconds AS queued_seconds,
-                   pl.vcpu_per_replica AS vcpu_per_replica, pl.gpu_per_replica AS gpu_per_replica,
-                   pl.resource_id AS resource_id, pl.provider AS provider,
-                   pl.replicas AS replicas, pl.price_per_hour AS price_per_hour, r.released_at AS released_at,
-                   res.vcpu AS resource_vcpu, res.price_per_hour AS resource_price_per_hour,
-                   -- A placement still running counts up to the latest event, not the wall
-                   -- clock: the view is a function of the events, and does not drift after
-                   -- the workers stop (billing's month to date runs to the same watermark).
-                   dateDiff('microsecond', pl.placed_at,
-                            if(r.released_at IS NULL, (SELECT max(event_time) FROM {db}.events), r.released_at))
-                       / 3600e6 AS hours,
-                   if(res.vcpu > 0, least(pl.vcpu_per_replica * pl.replicas / res.vcpu, 1.0), 1.0) AS capacity_share,
-                   toDecimal128(hours, 9) * pl.price_per_hour AS cost,
-                   hours * pl.vcpu_per_replica * pl.replicas AS vcpu_hours
-            FROM {db}.v_placements AS pl
-            LEFT JOIN (
-                SELECT JSONExtractString(payload, 'allocation_id') AS allocation_id,
-                       toNullable(min(event_time)) AS released_at
-                FROM {db}.events FINAL WHERE event_type = 'allocation.released' GROUP BY allocation_id
-            ) AS r USING (allocation_id)
-            LEFT JOIN {db}.v_resources AS res USING (resource_id)
-            SETTINGS join_use_nulls = 1
-            """,
+            # Made anew by migration 6 (through migrations); a new database gets that form here.
+            "CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS" + _ALLOCATION_USAGE,
             """
             CREATE VIEW IF NOT EXISTS {db}.v_tuning AS
             -- The scheduler's tuner: each window's choice of a knob, and the reward the
@@ -313,6 +355,27 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        6,
+        "allocation usage through migrations",
+        (
+            # One row per stretch of an allocation's replicas on a resource (`kind`): as
+            # placed, from its placement; for each migration done, the moved replicas leaving
+            # the source from the cut-over (a row of negative replicas and cost, at the
+            # source's price per replica) and arriving on the target from the cut-over (at the
+            # target's price from the migration's events: the pricing core's, as billing
+            # splits the bill there). Any sum over the rows is then exact through moves; the
+            # views over it keep their meaning (a placement count counts kind = 'placed').
+            # A migration counts once it is done; one that failed or rolled back moved nothing.
+            "CREATE OR REPLACE VIEW {db}.v_allocation_usage AS" + _ALLOCATION_USAGE,
+            """
+            CREATE OR REPLACE VIEW {db}.v_cost_per_partner_day AS
+            SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
+                   countIf(kind = 'placed') AS placements
+            FROM {db}.v_allocation_usage GROUP BY day, provider ORDER BY day, provider
+            """,
+        ),
+    ),
 )
 
 
@@ -340,7 +403,7 @@ def apply_migrations(store: AnalyticsStore) -> list[int]:
 # --------------------------------------------------------------------------- a ClickHouse cluster
 _TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+)\.(\w+) \(")
 _ENGINE = re.compile(r"ENGINE = ReplacingMergeTree(\(([^)]*)\))?")
-_VIEW = re.compile(r"CREATE VIEW IF NOT EXISTS (\S+)\.(\w+) AS")
+_VIEW = re.compile(r"CREATE (VIEW IF NOT EXISTS|OR REPLACE VIEW) (\S+)\.(\w+) AS")
 #: Rows of one event always go to one shard, so ReplacingMergeTree (and FINAL, which runs
 #: per shard) collapses its redelivered copies exactly as on one server.
 SHARDING_KEY = "cityHash64(event_id)"
@@ -380,7 +443,7 @@ def statements(db: str, cluster: str = "") -> list[str]:
                 out.append(f"CREATE TABLE IF NOT EXISTS {db}.{name}{on} AS {db}.{local} "
                            f"ENGINE = Distributed('{cluster}', '{db}', '{local}', {SHARDING_KEY})")
             else:
-                out.append(_VIEW.sub(lambda v: f"CREATE VIEW IF NOT EXISTS {v.group(1)}.{v.group(2)}{on} AS",
+                out.append(_VIEW.sub(lambda v: f"CREATE {v.group(1)} {v.group(2)}.{v.group(3)}{on} AS",
                                      stmt, count=1))
     out.append(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{on} (version UInt32, name String, "
                "applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = "
