@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
 from tessera.agents.worker import worker_agent
 from tessera.config import Settings
-from tessera.forecast.demand import observation_of_request, observation_of_usage
+from tessera.forecast.demand import observation_of_request, observation_of_usage, quiet_observation
 from tessera.forecast.engine import ForecastConfig, compile_forecast_kernels
 from tessera.forecast.group import GroupModels, advance, intervals_from_bytes, intervals_to_bytes
 from tessera.forecast.models import MODEL_NAMES
@@ -102,6 +103,19 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
                 if isinstance(e, ExternalEvent):
                     out.append(e)
         return out
+
+    @app.timer(interval=config.interval_s, name=f"{settings.topic_prefix}.timer.quiet-clock")
+    async def quiet_clock() -> None:
+        # Groups whose inputs stopped still close their intervals (quiet_observation says why).
+        now = time.time()
+        quiet = []
+        for key, raw in list(intervals_table.items()):
+            if raw:
+                o = quiet_observation(intervals_from_bytes(raw, key.decode(), config.interval_s,
+                                                           settings.forecast_grace_s), now)
+                if o is not None:
+                    quiet.append(o)
+        await publish_events(demand, quiet)
 
     @app.agent(demand, name=f"{settings.topic_prefix}.agent.forecaster")
     async def forecaster(stream: Any) -> None:

@@ -32,7 +32,7 @@ from aiokafka import TopicPartition
 
 from tessera.config import Settings
 from tessera.migration.budget import DisruptionBudget
-from tessera.migration.live import live_snapshot
+from tessera.migration.live import in_use_ahead, live_snapshot
 from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
 from tessera.migration.planner import Plan, plan
 from tessera.migration.snapshot import Snapshot
@@ -160,12 +160,15 @@ class MigrationWorker:
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
     def forecast(self) -> tuple[tuple[datetime, float, float | None], ...]:
-        """The vCPU and GPUs the demand engine expects to arrive, cumulatively per interval
-        ahead, at each tier's protected quantile (as the provisioning hint reads it): a
-        consolidation that would leave less free is skipped. Where no GPU forecast covers
+        """The extra vCPU and GPUs expected in use at each interval ahead: what the demand
+        engine expects to arrive by then at each tier's protected quantile (as the
+        provisioning hint reads it), less what running work expected to end by then frees.
+        A consolidation that would leave less free is skipped. Where no GPU forecast covers
         every protected tier, GPU capacity is kept (None)."""
         res = self.core.reservations
-        return tuple(forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels()))
+        ending = [(a.expires_at, a.vcpu, a.demand[2] * sum(k for _, k in a.placements))
+                  for a in self.core.allocations.values() if a.expires_at is not None]
+        return in_use_ahead(forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels()), ending)
 
     def snapshot(self, now: datetime) -> Snapshot:
         busy = {m.allocation_id for m in self.log.unfinished()}
@@ -211,6 +214,8 @@ class MigrationWorker:
         log.info("%s plan over %d resources and %d allocations: %d moves, saving %s per hour (%.2f s)",
                  "consolidation" if consolidate else "evacuation", len(snap.resources), len(snap.allocations),
                  len(p.moves), p.savings_per_hour, time.perf_counter() - t0)
+        for skip in p.skipped[:10]:         # why the candidates stayed (an operator's first question)
+            log.info("  left alone: %s (%s: %s)", skip.resource_id, skip.reason, skip.detail)
         self.plans.append((consolidate, p))
         del self.plans[:-100]
         for u in p.unplaced:

@@ -277,3 +277,23 @@ def test_intervals_close_on_the_watermark_count_each_input_once_and_refuse_late_
         (closed[0][0], 3.0), (closed[0][0] + 60, 0.0), (closed[0][0] + 120, 1.0)]
     assert g.observe(_obs(1.5, 2, partition=0)) == "late"
     assert g.close_ready() == []
+
+
+def test_a_quiet_group_closes_its_intervals_with_zero_demand():
+    from tests.samples import T0
+
+    from tessera.forecast.demand import GroupIntervals, quiet_observation
+
+    g = GroupIntervals("tier=gold", 60, grace_s=30)
+    t0 = T0.timestamp()
+    assert quiet_observation(g, t0 + 3600) is None, "a group that never saw an input has nothing to close"
+    g.observe(_obs(0.5, 0, vcpu=4.0))
+    assert quiet_observation(g, t0 + 60) is None, "an input within the last interval: not quiet"
+    closed = []
+    for minute in range(2, 8):       # the inputs stopped: the clock's zeros close an interval a minute
+        o = quiet_observation(g, t0 + 60 * minute)
+        assert o is not None and o.amounts == {"vcpu": 0.0, "memory_gib": 0.0, "gpu": 0.0}
+        assert g.observe(o) == "applied" and g.observe(o) == "duplicate"
+        closed += g.close_ready()
+    assert [v["vcpu"] for _, v in closed] == [4.0, 0.0, 0.0, 0.0, 0.0]
+    assert g.observe(_obs(0.7, 1)) == "late", "an input older than the clock is late, as after any newer input"

@@ -29,6 +29,28 @@ def test_migrations_are_idempotent_and_recorded(any_backend_settings):
     assert [int(r["version"]) for r in rows] == [m.version for m in MIGRATIONS]
 
 
+def test_a_database_from_before_the_gpu_columns_upgrades(any_backend_settings):
+    """Migration 2's views gained GPU columns after some databases had applied it (and a
+    view made IF NOT EXISTS is never made again): migration 6 makes them anew, so the
+    views built on them work there too."""
+    st = open_store(any_backend_settings)
+    db = st.database
+    st.command(f"CREATE DATABASE IF NOT EXISTS {db}")
+    st.command(f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
+               f"applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = ReplacingMergeTree ORDER BY version")
+    for m in MIGRATIONS[:5]:
+        for stmt in m.statements:
+            st.command(stmt.format(db=db)
+                       .replace("JSONExtractUInt(payload, 'per_replica', 'gpu')          AS gpu_per_replica,", "")
+                       .replace("argMax(gpu, event_time) AS gpu,", "")
+                       .replace("any(gpu_per_replica) AS gpu_per_replica", "0 AS gpu_per_replica"))
+        st.insert(f"{db}.schema_migrations", [{"version": m.version, "name": m.name}])
+    assert "gpu_per_replica" not in {r["name"] for r in st.query(f"DESCRIBE TABLE {db}.v_placements")}
+    assert apply_migrations(st) == [6]
+    assert "gpu_per_replica" in {r["name"] for r in st.query(f"DESCRIBE TABLE {db}.v_placements")}
+    assert st.query(f"SELECT count() AS n FROM {db}.v_allocation_usage") == [{"n": 0}]
+
+
 def test_write_and_read_event_rows(store):
     db = store.database
     rows = [event_row(e, topic="t", partition=0, offset=i, key=e.key()) for i, e in enumerate(SAMPLES.values())]

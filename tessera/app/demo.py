@@ -98,6 +98,23 @@ async def _fail_busiest_own_node(p, silenced: set[str], after_s: float) -> None:
         _say(f"      own node {node} fails now (its heartbeats stop) with {held[node]} replicas on it")
 
 
+async def _quiet_end(p, longest_s: float = 45.0) -> None:
+    """The quiet end of the replay: no arrivals, while the forecasts learn that nothing comes
+    (the forecast agent's quiet clock closes their intervals with zero demand) and the
+    migration agent's consolidation passes may close partner VMs the remaining work strands.
+    Up to ``longest_s``, or until a pass has moved work."""
+    if p.migration is None:
+        return
+    seen = len(p.migration.plans)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < longest_s:
+        if any(consolidate and plan.moves for consolidate, plan in p.migration.plans[seen:]):
+            _say(f"      the quiet end: consolidation moved work after {time.monotonic() - t0:.0f} s")
+            return
+        await asyncio.sleep(1)
+    _say(f"      the quiet end: {longest_s:.0f} s without arrivals; consolidation moved nothing (see below why)")
+
+
 def _trace_window(t0: datetime, n: int, seconds: float, run: str) -> tuple[list, float]:
     """``n`` consecutive pod arrivals from the middle of the trace (the file is not in
     arrival order, and its start is sparse), rebased to ``t0`` and compressed to last
@@ -178,7 +195,7 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
          f"(topics demo-{run}.*, database demo_{run})")
     t_start = time.monotonic()
     async with pipeline(settings, agreements, batch_wait_ms=50, aging_s=10.0, tuning_interval_s=15.0,
-                        consolidate_every_s=15.0, say=lambda text: _say(f"      {text}")) as p:
+                        consolidate_every_s=10.0, say=lambda text: _say(f"      {text}")) as p:
         store, db = p.store, p.store.database
         board = await _start_dashboard(settings, store, db)
         # A small own data center, so bursts spill to partners.
@@ -206,7 +223,8 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
             if c["placed"] + c["rejected"] + c["queued"] >= len(requests):
                 break
             await asyncio.sleep(1)
-        await asyncio.sleep(8)
+        await _quiet_end(p)
+        await asyncio.sleep(5)
         _say(f"[6/{STEPS}] results (ClickHouse SQL over the run's events)")
         # The alternatives price this run's own usage: the own data center at its price per
         # vCPU (had it the capacity), and partners at the cheapest offer per vCPU that could
@@ -355,7 +373,10 @@ def _consolidation_line(worker) -> str:
     else:
         why = "candidates left alone: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda x: -x[1]))
         if "needed_again" in reasons:
-            why += " (needed_again: the demand forecast may need that capacity, or it has GPUs, which are not forecast)"
+            why += " (needed_again: the demand forecast needs that capacity before the move would pay off)"
+        if "tier_evacuate_only" in reasons:
+            why += (" (tier_evacuate_only: platinum work, the trace's latency-sensitive pods, moves only to"
+                    " evacuate)")
     return f"\n- Consolidation ran {len(passes)} times and moved {moved} replicas; {why}."
 
 
@@ -402,8 +423,8 @@ def _summary(store, db: str, rates: dict[str, float]) -> str:
                  f"{'s' if int(m['sources']) != 1 else ''})" for m in mig]
         saving = sum(float(m["saving"] or 0) for m in mig)
         lines.append(f"- Migrations done: {', '.join(parts)}; their plans expected to save {saving:.4f} USD per "
-                     f"hour. Partner bills split at each cut-over; the cost figures above price each placement "
-                     f"where it was first placed.")
+                     f"hour. Partner bills and the cost figures above split each moved allocation at its "
+                     f"cut-over.")
     fc = one(f"SELECT sum(forecasts) AS n, avg(mae) AS mae, sum(band_coverage * forecasts) / sum(forecasts) AS cov "
              f"FROM {db}.v_forecast_accuracy WHERE step = 1")
     if fc.get("n"):

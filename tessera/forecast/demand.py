@@ -20,6 +20,7 @@ per source partition, so a replay after a restart changes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from tessera.schemas import GIB, DemandObservation, UsageSample, WorkloadRequest
 
@@ -90,3 +91,26 @@ class GroupIntervals:
             self.closed_through = idx
             idx += 1
         return out
+
+
+#: Where a quiet clock's observations say they come from (dedup key ``clock:0``, offset =
+#: the observation time in microseconds, so each is applied once and in order).
+QUIET_CLOCK = "clock"
+
+
+def quiet_observation(g: GroupIntervals, now: float) -> DemandObservation | None:
+    """A zero observation at ``now - interval`` for a group that has seen nothing newer.
+
+    Intervals close when event time passes them, so a group whose inputs stop (the quiet
+    end of a day, a tier nobody uses any more) would keep its last intervals open and its
+    last forecast for ever: the planner would keep capacity for demand that is gone. The
+    agent publishes this for such a group every interval; it is applied like any input (so
+    it lies on the group's partition, in order with its real inputs), and it means what an
+    empty interval means: nothing arrived. An input older than ``now - interval - grace``
+    that turns up later is late, as it would be after any newer input."""
+    at = now - g.interval_s
+    if g.max_event_time >= at or (g.closed_through is None and not g.open):
+        return None
+    return DemandObservation(group=g.group, observed_at=datetime.fromtimestamp(at, tz=timezone.utc),
+                             amounts={"vcpu": 0.0, "memory_gib": 0.0, "gpu": 0.0},
+                             source_topic=QUIET_CLOCK, source_partition=0, source_offset=int(at * 1_000_000))

@@ -32,6 +32,45 @@ class Migration:
     statements: tuple[str, ...]
 
 
+#: Views other views build on; migration 6 makes them anew (with their GPU columns) in a
+#: database whose older migration 2 created them without.
+_PLACEMENTS = """
+            SELECT
+                JSONExtractString(payload, 'allocation_id')             AS allocation_id,
+                JSONExtractString(payload, 'request_id')                AS request_id,
+                JSONExtractString(payload, 'tenant')                    AS tenant,
+                JSONExtractString(payload, 'sla_tier')                  AS sla_tier,
+                event_time                                              AS placed_at,
+                JSONExtractFloat(payload, 'queued_seconds')             AS queued_seconds,
+                JSONExtractFloat(payload, 'per_replica', 'vcpu')        AS vcpu_per_replica,
+                JSONExtractUInt(payload, 'per_replica', 'gpu')          AS gpu_per_replica,
+                JSONExtractString(p, 'resource_id')                     AS resource_id,
+                JSONExtractString(p, 'provider')                        AS provider,
+                JSONExtractUInt(p, 'replicas')                          AS replicas,
+                toDecimal128OrZero(JSONExtractString(p, 'price_per_hour'), 9) AS price_per_hour
+            FROM {db}.events FINAL
+            ARRAY JOIN JSONExtractArrayRaw(payload, 'placements') AS p
+            WHERE event_type = 'allocation.placed'
+"""
+_RESOURCES = """
+            SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
+                   argMax(vcpu, event_time) AS vcpu, argMax(gpu, event_time) AS gpu,
+                   argMax(price, event_time) AS price_per_hour,
+                   argMax(removed, event_time) AS removed
+            FROM (
+                SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
+                       JSONExtractString(payload, 'spec', 'provider') AS provider,
+                       JSONExtractString(payload, 'spec', 'region') AS region,
+                       JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
+                       JSONExtractUInt(payload, 'spec', 'capacity', 'gpu') AS gpu,
+                       toDecimal128OrZero(JSONExtractString(payload, 'spec', 'price_per_hour'), 9) AS price,
+                       event_type = 'resource.removed' AS removed
+                FROM {db}.events FINAL
+                WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
+            ) GROUP BY resource_id
+"""
+
+
 #: ``v_allocation_usage``'s query (migration 6 says what its rows are). Cost is a stretch's
 #: price (the scheduler's, from the pricing core: what the partner bills for these replicas,
 #: or their share of an own node's full cost) over the hours it ran, so it agrees with the
@@ -150,43 +189,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             # Every view reads `events FINAL`, so a redelivered event counted twice in the
             # table (before a merge) is still counted once in every answer.
-            """
-            CREATE VIEW IF NOT EXISTS {db}.v_placements AS
-            SELECT
-                JSONExtractString(payload, 'allocation_id')             AS allocation_id,
-                JSONExtractString(payload, 'request_id')                AS request_id,
-                JSONExtractString(payload, 'tenant')                    AS tenant,
-                JSONExtractString(payload, 'sla_tier')                  AS sla_tier,
-                event_time                                              AS placed_at,
-                JSONExtractFloat(payload, 'queued_seconds')             AS queued_seconds,
-                JSONExtractFloat(payload, 'per_replica', 'vcpu')        AS vcpu_per_replica,
-                JSONExtractUInt(payload, 'per_replica', 'gpu')          AS gpu_per_replica,
-                JSONExtractString(p, 'resource_id')                     AS resource_id,
-                JSONExtractString(p, 'provider')                        AS provider,
-                JSONExtractUInt(p, 'replicas')                          AS replicas,
-                toDecimal128OrZero(JSONExtractString(p, 'price_per_hour'), 9) AS price_per_hour
-            FROM {db}.events FINAL
-            ARRAY JOIN JSONExtractArrayRaw(payload, 'placements') AS p
-            WHERE event_type = 'allocation.placed'
-            """,
-            """
-            CREATE VIEW IF NOT EXISTS {db}.v_resources AS
-            SELECT resource_id, argMax(provider, event_time) AS provider, argMax(region, event_time) AS region,
-                   argMax(vcpu, event_time) AS vcpu, argMax(gpu, event_time) AS gpu,
-                   argMax(price, event_time) AS price_per_hour,
-                   argMax(removed, event_time) AS removed
-            FROM (
-                SELECT JSONExtractString(payload, 'resource_id') AS resource_id, event_time,
-                       JSONExtractString(payload, 'spec', 'provider') AS provider,
-                       JSONExtractString(payload, 'spec', 'region') AS region,
-                       JSONExtractFloat(payload, 'spec', 'capacity', 'vcpu') AS vcpu,
-                       JSONExtractUInt(payload, 'spec', 'capacity', 'gpu') AS gpu,
-                       toDecimal128OrZero(JSONExtractString(payload, 'spec', 'price_per_hour'), 9) AS price,
-                       event_type = 'resource.removed' AS removed
-                FROM {db}.events FINAL
-                WHERE event_type IN ('resource.discovered', 'resource.updated', 'resource.removed')
-            ) GROUP BY resource_id
-            """,
+            "CREATE VIEW IF NOT EXISTS {db}.v_placements AS\n" + _PLACEMENTS,
+            "CREATE VIEW IF NOT EXISTS {db}.v_resources AS\n" + _RESOURCES,
             # Made anew by migration 6 (through migrations); a new database gets that form here.
             "CREATE VIEW IF NOT EXISTS {db}.v_allocation_usage AS" + _ALLOCATION_USAGE,
             """
@@ -367,6 +371,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # splits the bill there). Any sum over the rows is then exact through moves; the
             # views over it keep their meaning (a placement count counts kind = 'placed').
             # A migration counts once it is done; one that failed or rolled back moved nothing.
+            "CREATE OR REPLACE VIEW {db}.v_placements AS\n" + _PLACEMENTS,
+            "CREATE OR REPLACE VIEW {db}.v_resources AS\n" + _RESOURCES,
             "CREATE OR REPLACE VIEW {db}.v_allocation_usage AS" + _ALLOCATION_USAGE,
             """
             CREATE OR REPLACE VIEW {db}.v_cost_per_partner_day AS
