@@ -177,7 +177,8 @@ class MigrationWorker:
     # -- acting ------------------------------------------------------------------
     async def _publish(self, producer, e: Event) -> None:
         async with producer.transaction():
-            records = [event_record(self.topic["migrations"], e), *feed_records(self.settings.topic_prefix, e)]
+            own = event_record(self.topic["migrations"], e)
+            records = [own, *feed_records(self.settings.topic_prefix, e, original=own)]
             for f in await send_batched(producer, records):
                 await f
         self._apply(e)
