@@ -277,13 +277,11 @@ class BillingWorker:
                     records += recs
                 async with self._lock:
                     if generation != self.generation:
-                        # A rebalance came during the fetch or since: some of these feed records
-                        # may predate it (for a shard recovered meanwhile, a gap or a repeat).
-                        # They are dropped and every shard held re-reads from its own next offset.
-                        records = [r for r in records if r.topic != self.topic[FEED]]
-                        for p, sh in self.shards.items():
-                            tp = TopicPartition(self.topic[FEED], p)
-                            self._feed.seek(tp, sh.next.get((tp.topic, p), 0))
+                        # A rebalance came during the fetch or since: some of these records may
+                        # predate it (for a shard recovered meanwhile, a gap or a repeat). They
+                        # are dropped, and every shard held re-reads from its own next offsets.
+                        records = []
+                        self._rewind()
                     await self._step(in_time_order(records))
                 if self.shards:
                     metrics.PROBE.ready()
@@ -335,6 +333,20 @@ class BillingWorker:
         if dead:
             await self._publish_dead(dead)
 
+    def _rewind(self) -> None:
+        """Point the consumers at what the shards held have not taken in: each feed partition
+        at its shard's next offset, each shared partition at the lowest next offset of any
+        shard (a shard skips what it has). Records read while no shard was held (between a
+        revocation and an assignment) or fetched before a rebalance are so read again."""
+        shared: dict[TopicPartition, int] = {}
+        for p, sh in self.shards.items():
+            self._feed.seek(TopicPartition(self.topic[FEED], p), sh.next.get((self.topic[FEED], p), 0))
+            for tp in self._shared.assignment():
+                at = sh.next.get((tp.topic, tp.partition), 0)
+                shared[tp] = min(shared.get(tp, at), at)
+        for tp, at in shared.items():
+            self._shared.seek(tp, at)
+
     async def _checkpoint(self, sh: Shard) -> list[Event]:
         """A shard's state now, with the positions it includes (its inputs: the next offset
         it has taken in; its outputs: their end, since everything it published is in the state)."""
@@ -384,8 +396,6 @@ class BillingWorker:
             if fresh:
                 metrics.PROBE.wait(f"recovering billing shards {fresh}")
             for shard in [*kept.values(), *(await self.recover_shards(fresh) if fresh else [])]:
-                feed = TopicPartition(self.topic[FEED], shard.partition)
-                self._feed.seek(feed, shard.next.get((feed.topic, feed.partition), 0))
                 shard.producer = producer_for(self.settings,
                                               transactional_id=f"{self.settings.app_id}-{AGENT}-{shard.partition}")
                 await shard.producer.start()
@@ -394,6 +404,7 @@ class BillingWorker:
                 shard.pending = set()
                 if out:
                     await self._publish(shard, out)
+            self._rewind()
             self.generation += 1
             log.info("billing shards held: %s (%d recovered)", sorted(self.shards), len(fresh))
 
