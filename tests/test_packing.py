@@ -254,3 +254,59 @@ def test_small_batches_place_the_most_replicas_of_each_tier_in_turn(inst, best):
     profile = tuple(sum(q.replicas for q in requests if q.id in result.placements and TIER_RANK[q.tier] == t)
                     for t in range(4))
     assert profile == best
+
+
+#: (id, region, capacity: vCPU, GiB, GPUs, disk GiB, price per hour, tags, open)
+_DISPLACED_RESOURCES = [
+    ('gcp/europe-west4/c4d-highmem-8-lssd/0', 'eu', (8.0, 63.0, 0.0, 160.0), '0.60929497', 'hipaa ssd', True),
+    ('gcp/europe-west4/c2d-highcpu-4/0', 'eu', (4.0, 8.0, 0.0, 100.0), '0.165076', 'ssd', True),
+    ('gcp/europe-west4/c2d-highcpu-16/0', 'us', (16.0, 32.0, 0.0, 320.0), '0.660304', 'ssd', False),
+    ('gcp/europe-west4/c2-standard-60/0', 'us', (60.0, 240.0, 0.0, 1200.0), '3.44808', 'hipaa pci ssd', False),
+    ('gcp/europe-west4/c4-highmem-8/0', 'us', (8.0, 62.0, 0.0, 160.0), '0.5474238', 'hipaa', False),
+    ('gcp/europe-west4/c4-highmem-96-lssd/0', 'us', (96.0, 744.0, 0.0, 1920.0), '7.94990751', '', False),
+    ('gcp/europe-west4/c2-standard-8/0', 'us', (8.0, 32.0, 0.0, 160.0), '0.459744', 'pci ssd', False),
+    ('gcp/europe-west4/c3-highmem-44/0', 'us', (44.0, 352.0, 0.0, 880.0), '3.0563148', 'hipaa pci', False),
+    ('gcp/europe-west4/c4-highmem-288-lssd-metal/0', 'eu', (288.0, 2232.0, 0.0, 5760.0), '23.8497225', 'hipaa ssd', False),
+    ('gcp/europe-west4/c3-standard-44-lssd/0', 'us', (44.0, 176.0, 0.0, 880.0), '2.69021623', 'hipaa ssd', False),
+    ('own/openb-node-1065', 'eu', (96.0, 384.0, 8.0, 2000.0), '2.54726027', 'hipaa pci ssd', False),
+    ('own/openb-node-0027', 'eu', (32.0, 256.0, 0.0, 2000.0), '0.49246575', 'pci ssd', False),
+    ('own/openb-node-0888', 'eu', (32.0, 128.0, 4.0, 2000.0), '1.51986301', 'hipaa', False),
+    ('own/openb-node-0484', 'us', (96.0, 384.0, 8.0, 2000.0), '2.54726027', 'hipaa', False),
+]
+#: (tier, replicas, demand per replica, tags required, regions)
+_DISPLACED_REQUESTS = [
+    ('gold', 3, (32.0, 48.0, 0.0, 320.0), 'pci', 'us'),
+    ('bronze', 1, (8.0, 29.8017578125, 0.0, 80.0), '', ''),
+    ('platinum', 1, (8.0, 29.8017578125, 0.0, 80.0), 'pci', ''),
+    ('silver', 2, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('silver', 2, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('bronze', 1, (8.0, 29.8017578125, 0.0, 80.0), '', ''),
+    ('bronze', 3, (32.0, 48.0, 0.0, 320.0), 'hipaa', ''),
+    ('gold', 2, (32.0, 48.0, 0.0, 320.0), '', 'us'),
+    ('silver', 2, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('bronze', 2, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('gold', 3, (12.5, 56.0, 0.0, 125.0), 'ssd', ''),
+    ('bronze', 1, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('platinum', 3, (12.5, 56.0, 0.0, 125.0), 'ssd', ''),
+    ('platinum', 1, (12.5, 56.0, 0.0, 125.0), '', ''),
+    ('gold', 2, (32.0, 48.0, 0.0, 320.0), '', ''),
+    ('platinum', 1, (8.0, 29.8017578125, 0.0, 80.0), '', ''),
+    ('bronze', 3, (12.5, 56.0, 0.0, 125.0), 'hipaa ssd', ''),
+    ('platinum', 2, (32.0, 48.0, 0.0, 320.0), 'pci', ''),
+    ('gold', 3, (12.5, 56.0, 0.0, 125.0), 'pci', 'eu'),
+]
+
+
+def test_requests_that_made_way_for_a_better_tier_are_placed_again_where_room_is():
+    """A batch (one of the lexicographic benchmark's instances) where the search placed 3 more
+    gold replicas by moving silver and bronze out of the way, and then placed only 3 of their
+    17 replicas again although all fit (the optimum places them, on capacity still closed)."""
+    resources = [PackResource(rid, rid.split("/")[0], region, cap, cap, Decimal(price), frozenset(tags.split()),
+                              open=op) for rid, region, cap, price, tags, op in _DISPLACED_RESOURCES]
+    requests = [PackRequest(f"q{i}", tier, k, demand, tags_required=frozenset(tags.split()),
+                            regions=frozenset(regions.split()), seq=i)
+                for i, (tier, k, demand, tags, regions) in enumerate(_DISPLACED_REQUESTS)]
+    got = pack_batch(requests, resources)
+    placed = {t: sum(q.replicas for q in requests if q.tier == t and q.id in got.placements)
+              for t in ("platinum", "gold", "silver", "bronze")}
+    assert placed == {"platinum": 8, "gold": 10, "silver": 6, "bronze": 11}, "the exact optimum's (HiGHS)"

@@ -18,9 +18,9 @@ from tessera.schemas import TIER_RANK, RejectReason
 
 from . import kernel
 from .batch import PackRequest, Rejection, kernel_inputs, order_requests, validate_request, why_not_placed
-from .kernel import Packing
+from .kernel import Packing, Requests
 from .search import FULL, NO_SEARCH, QUICK, SearchEffort, refine
-from .table import MICRO, PackingError, PackResource, ResourceTable
+from .table import MICRO, PackingError, PackResource, ResourceTable, interchangeable_types
 from .twin import python_twin
 
 __all__ = ["PackRequest", "PackResource", "PackResult", "PackingError", "Rejection", "ResourceTable",
@@ -79,8 +79,17 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     order = order_requests(valid, res.cap.sum(axis=0))
     fn = kernel.pack if jit else python_twin(kernel.pack)
 
-    def run(free: np.ndarray, order: np.ndarray = order) -> Packing:
-        return fn(reqs, order, res._replace(free=free), improve, score_limit)
+    def run(free: np.ndarray, order: np.ndarray = order, open_: np.ndarray | None = None) -> Packing:
+        if open_ is None:
+            return fn(reqs, order, res._replace(free=free), improve, score_limit)
+        # Some requests (``order``) on another state of the resources: the kernel takes every
+        # request it is given, and needs the interchangeable types of that state.
+        types = interchangeable_types(free, res.cap, res.price, res.tags, res.region, res.provider, open_)
+        sub = fn(Requests(*(a[order] for a in reqs)), np.arange(len(order), dtype=np.int64),
+                 res._replace(free=free, open=open_, type=types), improve, score_limit)
+        placed = np.zeros(len(reqs.replicas), dtype=np.bool_)
+        placed[order] = sub.placed
+        return sub._replace(placed=placed, pl_req=order[sub.pl_req])
 
     t0 = time.perf_counter()
     out = run(res.free)

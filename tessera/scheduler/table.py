@@ -110,20 +110,29 @@ class ResourceTable:
     def types(self, res_tags: np.ndarray) -> np.ndarray:
         """Interchangeable resources (same free, capacity, price, tags, place, open) share a
         type id, numbered in order of first appearance (the kernel opens the lowest index first)."""
-        S, D = self.free.shape
-        if S == 0:
-            return np.zeros(0, dtype=np.int64)
-        rows = np.empty((S, 2 * D + 5))
-        rows[:, :D] = self.free
-        rows[:, D:2 * D] = self.cap
-        rows[:, 2 * D] = self.price_micro
-        rows[:, 2 * D + 1] = res_tags
-        rows[:, 2 * D + 2] = self.res_region
-        rows[:, 2 * D + 3] = self.res_provider
-        rows[:, 2 * D + 4] = self.open
-        rows += 0.0   # -0.0 -> 0.0: rows are compared as bytes below
-        # Each row as one bytes value (a void view): a dict numbers them in first-appearance
-        # order ~8x faster than np.unique(axis=0) and its re-ranking.
-        keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
-        ids: dict[bytes, int] = {}
-        return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+        return interchangeable_types(self.free, self.cap, self.price_micro, res_tags, self.res_region,
+                                     self.res_provider, self.open)
+
+
+def interchangeable_types(free: np.ndarray, cap: np.ndarray, price: np.ndarray, tags: np.ndarray,
+                          region: np.ndarray, provider: np.ndarray, open_: np.ndarray) -> np.ndarray:
+    """A type id per resource, equal for interchangeable ones (same free, capacity, price,
+    tags, place, open), numbered in order of first appearance. The kernel relies on it: a
+    packing run on other free capacity or open resources needs the types of that state."""
+    S, D = free.shape
+    if S == 0:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.empty((S, 2 * D + 5))
+    rows[:, :D] = free
+    rows[:, D:2 * D] = cap
+    rows[:, 2 * D] = price
+    rows[:, 2 * D + 1] = tags
+    rows[:, 2 * D + 2] = region
+    rows[:, 2 * D + 3] = provider
+    rows[:, 2 * D + 4] = open_
+    rows += 0.0   # -0.0 -> 0.0: rows are compared as bytes below
+    # Each row as one bytes value (a void view): a dict numbers them in first-appearance
+    # order ~8x faster than np.unique(axis=0) and its re-ranking.
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
+    ids: dict[bytes, int] = {}
+    return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
