@@ -35,10 +35,13 @@ class SearchEffort:
     #: Tier by tier exact tries for requests the greedy left out (place_more_by_tier): up
     #: to ~15 ms per try, so offline only.
     tier_search: bool = False
+    #: Rounds of ruin and recreate (``recreate``): each empties one opened resource and
+    #: places its requests again elsewhere. Offline only (a kernel run per opened resource).
+    recreate_rounds: int = 0
 
 
 #: Offline (`tessera pack`, what-if, the quality benchmark): up to ~0.2 s per small batch.
-FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000, tier_search=True)
+FULL = SearchEffort(restarts=24, exclusion_rounds=4, exact_nodes=1_000_000, tier_search=True, recreate_rounds=8)
 #: Live scheduling: a few milliseconds per batch, so that the search never becomes the
 #: latency (a batch is waited for by every request in it).
 QUICK = SearchEffort(restarts=2, exclusion_rounds=1, exact_nodes=40_000)
@@ -94,7 +97,58 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
         made_way = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=True)
         out = max(kept, made_way, key=lambda p: (profile(p), -p.cost))
     out = place_left_out(out, run, order)
+    out = recreate(out, run, reqs, res, order, profile, effort.recreate_rounds)
     return exact_search(out, reqs, res, jit, effort.exact_nodes)
+
+
+def recreate(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.ndarray,
+             profile: Callable[[Packing], tuple[int, ...]], rounds: int) -> Packing:
+    """Ruin and recreate: take every request with a replica on one resource opened in this
+    batch (dearest first) off the packing, forbid that resource, and place them (and any
+    left out) again by the greedy kernel on what is free; keep the result if the yardstick
+    prefers it (more replicas of each tier in turn, then less cost). The searches before it
+    reach more replicas of the better tiers at any cost, and can leave a dear resource opened
+    for a few replicas that fit on capacity already paid for (one benchmark instance cost
+    75 % over the optimum that way)."""
+    def key(p: Packing) -> tuple:
+        return profile(p), -p.cost       # the yardstick: more of each tier in turn, then cost
+
+    for _ in range(rounds):
+        opened = sorted(np.nonzero(out.open & ~res.open)[0].tolist(), key=lambda i: (-int(res.price[i]), i))
+        # One resource at a time, then (when none pays alone) one and the work of another:
+        # room for what leaves the first is often taken by what the second holds.
+        tries = [(s, None) for s in opened] + [(s, t) for s in opened for t in opened if t != s]
+        for s, t in tries:
+            cand = _ruin(out, run, reqs, res, order, s, t)
+            if key(cand) > key(out):
+                out = cand
+                break
+        else:
+            break
+    return out
+
+
+def _ruin(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.ndarray, s: int,
+          also: int | None) -> Packing:
+    """``out`` with every request on resource ``s`` (and on ``also``) placed again, with those
+    left out, but not on ``s``."""
+    on = out.pl_res == s if also is None else (out.pl_res == s) | (out.pl_res == also)
+    moved = np.unique(out.pl_req[on])
+    stay = ~np.isin(out.pl_req, moved)
+    free = out.free.copy()
+    for p in np.nonzero(~stay)[0].tolist():
+        free[out.pl_res[p]] += reqs.demand[out.pl_req[p]] * out.pl_count[p]
+    hosts = res.open.copy()
+    hosts[out.pl_res[stay]] = True
+    placed = out.placed.copy()
+    placed[moved] = False
+    partial = Packing(placed, out.pl_req[stay], out.pl_res[stay], out.pl_count[stay], free, hosts,
+                      int(res.price[hosts & ~res.open].sum()))
+    real = free[s].copy()
+    free[s] = 0.0                      # forbidden: the point is to close it
+    cand = place_left_out(partial, run, order)
+    cand.free[s] = real                # nothing is on it any more
+    return cand
 
 
 def place_left_out(out: Packing, run: Run, order: np.ndarray) -> Packing:
