@@ -67,6 +67,7 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
     def profile(p: Packing) -> tuple[int, ...]:
         return placed_profile(p.placed, tiers, reqs.replicas)
 
+    greedy = out
     if effort.restarts and len(order) > 1 and not out.placed.all():
         # Smallest replicas first within each tier: when room is short, more of a tier's
         # replicas fit that way than largest first. Taken if the yardstick prefers it.
@@ -96,7 +97,8 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
         kept = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=False)
         made_way = place_more_by_tier(out, reqs, res, tiers, jit, effort.exact_nodes // 2, displace=True)
         out = max(kept, made_way, key=lambda p: (profile(p), -p.cost))
-    out = place_left_out(out, run, order)
+    if out is not greedy:       # the greedy itself tried every request on what it left free
+        out = place_left_out(out, run, order)
     out = recreate(out, run, reqs, res, order, profile, effort.recreate_rounds)
     return exact_search(out, reqs, res, jit, effort.exact_nodes)
 
