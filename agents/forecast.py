@@ -109,12 +109,16 @@ def register(app: Any, topics: Topics, settings: Settings, store: AnalyticsStore
         # Groups whose inputs stopped still close their intervals (quiet_observation says why).
         now = time.time()
         quiet = []
-        for key, raw in list(intervals_table.items()):
-            if raw:
-                o = quiet_observation(intervals_from_bytes(raw, key.decode(), config.interval_s,
-                                                           settings.forecast_grace_s), now)
-                if o is not None:
-                    quiet.append(o)
+        try:
+            for key, raw in list(intervals_table.items()):
+                if raw:
+                    o = quiet_observation(intervals_from_bytes(raw, key.decode(), config.interval_s,
+                                                               settings.forecast_grace_s), now)
+                    if o is not None:
+                        quiet.append(o)
+        except Exception:    # a clock tick must never stop the worker; the next one tries again
+            log.exception("the forecast quiet clock could not read the intervals table")
+            return
         await publish_events(demand, quiet)
 
     @app.agent(demand, name=f"{settings.topic_prefix}.agent.forecaster")
