@@ -103,6 +103,10 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
     return exact_search(out, reqs, res, jit, effort.exact_nodes)
 
 
+#: Ruin and recreate pairs a resource from this many of the dearest opened with any other.
+RUIN_PAIRS_FROM = 12
+
+
 def recreate(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.ndarray,
              profile: Callable[[Packing], tuple[int, ...]], rounds: int) -> Packing:
     """Ruin and recreate: take every request with a replica on one resource opened in this
@@ -117,9 +121,10 @@ def recreate(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.n
 
     for _ in range(rounds):
         opened = sorted(np.nonzero(out.open & ~res.open)[0].tolist(), key=lambda i: (-int(res.price[i]), i))
-        # One resource at a time, then (when none pays alone) one and the work of another:
-        # room for what leaves the first is often taken by what the second holds.
-        tries = [(s, None) for s in opened] + [(s, t) for s in opened for t in opened if t != s]
+        # One resource at a time, then (when none pays alone) one of the dearest few and the
+        # work of another: room for what leaves the first is often taken by what the second
+        # holds. (All pairs grow with the square of the opened resources: 0.2 s for 23; 0.1 s so.)
+        tries = [(s, None) for s in opened] + [(s, t) for s in opened[:RUIN_PAIRS_FROM] for t in opened if t != s]
         for s, t in tries:
             cand = _ruin(out, run, reqs, res, order, s, t)
             if key(cand) > key(out):
