@@ -245,7 +245,6 @@ class BillingWorker:
         self.attempts += 1
         s = self.settings
         self._lock = asyncio.Lock()       # a batch and a rebalance never interleave
-        self._fault = None
         async with contextlib.AsyncExitStack() as stack:
             self._stack = stack
             stack.push_async_callback(self._close_shards)

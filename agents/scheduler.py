@@ -84,10 +84,10 @@ from tessera.streams.supervise import BrokerWatch, start_client, supervise
 
 log = logging.getLogger(__name__)
 AGENT = "scheduler"
-#: Topics the scheduler's state comes from: read at start (from the checkpoint's positions),
-#: then tailed. (Forecasts are tailed from the moment it starts: only the newest matter.)
 #: How often at most the scheduler sends the billing feed's clock ticks (6 small records).
 TICK_EVERY_S = 0.5
+#: Topics the scheduler's state comes from: read at start (from the checkpoint's positions),
+#: then tailed. (Forecasts are tailed from the moment it starts: only the newest matter.)
 STATE_TOPICS = ("agreements", "billing-lines", "resources", "health", "alerts", "allocations", "migrations")
 
 

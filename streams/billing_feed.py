@@ -31,7 +31,8 @@ from tessera.schemas import (
 )
 from tessera.schemas.topics import topic_spec
 
-from .partitioner import murmur2
+from . import cloudevents
+from .partitioner import partition_of
 from .produce import event_record, send_batched
 
 FEED = "billing-feed"
@@ -41,7 +42,7 @@ PARTITIONS = topic_spec(FEED).partitions
 def shard_of(partner: str, partitions: int = PARTITIONS) -> int:
     """The feed partition (billing shard) that holds ``partner``'s events: where Kafka's
     key partitioner puts the key."""
-    return (murmur2(partner.encode()) & 0x7FFFFFFF) % partitions
+    return partition_of(partner.encode(), partitions)
 
 
 def owned_by(shards: frozenset[int] | set[int], partitions: int = PARTITIONS) -> Callable[[str], bool]:
@@ -76,8 +77,8 @@ def feed_records(prefix: str, e: Event, partitions: int = PARTITIONS, original: 
         first.setdefault(shard_of(partner, partitions), partner)
     if original is None:
         return [event_record(topic, e, partner.encode()) for _, partner in sorted(first.items())]
-    source = f"/{topic}".encode()
-    headers = [(k, source if k == "ce_source" else v) for k, v in original[3]]
+    here = cloudevents.source(topic)
+    headers = [(k, here if k == "ce_source" else v) for k, v in original[3]]
     return [(topic, partner.encode(), original[2], headers) for _, partner in sorted(first.items())]
 
 
@@ -87,7 +88,7 @@ def _tick_keys(partitions: int) -> list[bytes]:
     n = 0
     while len(keys) < partitions:
         key = f"tick-{n}".encode()
-        keys.setdefault((murmur2(key) & 0x7FFFFFFF) % partitions, key)
+        keys.setdefault(partition_of(key, partitions), key)
         n += 1
     return [keys[p] for p in range(partitions)]
 

@@ -17,13 +17,18 @@ SPEC_VERSION = b"1.0"
 CONTENT_TYPE = b"application/json"
 
 
+def source(topic: str) -> bytes:
+    """``ce_source`` of an event published on ``topic``."""
+    return f"/{topic}".encode()
+
+
 def headers(event: Event, topic: str) -> list[tuple[str, bytes]]:
     """The event's CloudEvents attributes; ``ce_source`` is the topic it is published on,
     ``ce_dataschema`` the name of its JSON Schema in ``schemas/json/`` (its ``$id``)."""
     return [
         ("ce_specversion", SPEC_VERSION),
         ("ce_id", event.event_id.encode()),
-        ("ce_source", f"/{topic}".encode()),
+        ("ce_source", source(topic)),
         ("ce_type", event.event_type.encode()),
         ("ce_time", event.event_time.isoformat().replace("+00:00", "Z").encode()),
         ("ce_dataschema", f"{event.event_type}.v{event.SCHEMA_VERSION}.schema.json".encode()),

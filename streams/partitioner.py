@@ -59,6 +59,11 @@ def murmur2(key: bytes) -> int:
     return int(_murmur2(key if type(key) is bytes else bytes(key)))
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's key partitioner puts ``key`` in: ``toPositive(murmur2) % n``."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 class Murmur2Partitioner:
     """Drop-in for aiokafka's ``DefaultPartitioner`` (and Faust's ``producer_partitioner``):
     keyed records go to ``toPositive(murmur2(key)) % partitions`` as in every Kafka client;
@@ -67,4 +72,4 @@ class Murmur2Partitioner:
     def __call__(self, key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
         if key is None:
             return random.choice(available or all_partitions)
-        return all_partitions[(murmur2(key) & 0x7FFFFFFF) % len(all_partitions)]
+        return all_partitions[partition_of(key, len(all_partitions))]

@@ -112,5 +112,5 @@ def quiet_observation(g: GroupIntervals, now: float) -> DemandObservation | None
     if g.max_event_time >= at or (g.closed_through is None and not g.open):
         return None
     return DemandObservation(group=g.group, observed_at=datetime.fromtimestamp(at, tz=timezone.utc),
-                             amounts={"vcpu": 0.0, "memory_gib": 0.0, "gpu": 0.0},
+                             amounts=dict.fromkeys(DIMENSIONS, 0.0),
                              source_topic=QUIET_CLOCK, source_partition=0, source_offset=int(at * 1_000_000))

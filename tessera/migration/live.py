@@ -96,7 +96,7 @@ def in_use_ahead(arrivals: Iterable[tuple[datetime, float, float | None]],
     to end by then gives back (``ending``: expected end, vCPU, GPUs; work with no expected
     end stays). Arrivals alone over-state it wherever work is short-lived: the quiet end of
     a day would keep capacity for work that has come and gone."""
-    ends = sorted(ending)
+    ends = list(ending)
     out = []
     for t, vcpu, gpu in arrivals:
         freed_v = sum(v for end, v, _ in ends if end <= t)

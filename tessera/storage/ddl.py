@@ -139,6 +139,13 @@ _ALLOCATION_USAGE = """
             SETTINGS join_use_nulls = 1
 """
 
+#: Cost per provider and day; a placement counts once (migrated stretches are not placements).
+_COST_PER_PARTNER_DAY = """
+            SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
+                   countIf(kind = 'placed') AS placements
+            FROM {db}.v_allocation_usage GROUP BY day, provider ORDER BY day, provider
+"""
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -206,12 +213,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                    JSONExtractFloat(payload, 'window_seconds') AS window_seconds
             FROM {db}.events FINAL WHERE event_type = 'tuning.decision'
             """,
-            """
-            CREATE VIEW IF NOT EXISTS {db}.v_cost_per_partner_day AS
-            SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
-                   count() AS placements
-            FROM {db}.v_allocation_usage GROUP BY day, provider ORDER BY day, provider
-            """,
+            "CREATE VIEW IF NOT EXISTS {db}.v_cost_per_partner_day AS" + _COST_PER_PARTNER_DAY,
             """
             CREATE VIEW IF NOT EXISTS {db}.v_cost_per_tenant_day AS
             SELECT toDate(placed_at) AS day, tenant, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours
@@ -374,12 +376,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE OR REPLACE VIEW {db}.v_placements AS\n" + _PLACEMENTS,
             "CREATE OR REPLACE VIEW {db}.v_resources AS\n" + _RESOURCES,
             "CREATE OR REPLACE VIEW {db}.v_allocation_usage AS" + _ALLOCATION_USAGE,
-            """
-            CREATE OR REPLACE VIEW {db}.v_cost_per_partner_day AS
-            SELECT toDate(placed_at) AS day, provider, sum(cost) AS total_cost, sum(vcpu_hours) AS total_vcpu_hours,
-                   countIf(kind = 'placed') AS placements
-            FROM {db}.v_allocation_usage GROUP BY day, provider ORDER BY day, provider
-            """,
+            "CREATE OR REPLACE VIEW {db}.v_cost_per_partner_day AS" + _COST_PER_PARTNER_DAY,
         ),
     ),
 )
