@@ -47,6 +47,39 @@ class _ReadCommittedConsumer(faust_kafka.Consumer):
     def _new_consumer_thread(self) -> Any:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    def _new_offset(self, tp: Any) -> Any:
+        self._cover_skipped_head(tp)
+        return super()._new_offset(tp)
+
+    def _cover_skipped_head(self, tp: Any) -> None:
+        """Let the commit pass offsets that read_committed never delivers.
+
+        Transaction markers and an aborted transaction's records take offsets that this
+        consumer never sees. Faust skips such a hole only when it registered it as a gap,
+        which it does between two records it read; a hole right after the committed offset
+        (the first records read after an assignment, or after a scheduler's kill -9 left an
+        aborted transaction there) is never registered, and Faust then refuses every later
+        commit of the partition for the worker's life (``_new_offset`` returns None while
+        the lowest acked offset is more than one past the committed one). Records of a
+        partition reach the streams in offset order, so every record below the lowest
+        acked offset was delivered before it: it is acked, still being processed (tracked
+        as unacked), or was never delivered. The hole is skipped only when none of them is
+        still being processed, so nothing read is committed before it is done."""
+        acked = self._acked.get(tp)
+        committed = self._committed_offset.get(tp)
+        if not acked or not committed:
+            return
+        head = min(acked)
+        if head - committed <= 1:
+            return
+        if any(m.tp == tp and committed <= m.offset < head for m in list(self._unacked_messages)):
+            return
+        gaps = self._gap[tp]
+        gaps.addi(committed, head)
+        gaps.merge_overlaps()
+        self.log.info("Committing %s past offsets %d-%d: never delivered under read_committed "
+                      "(transaction markers or an aborted transaction)", tp, committed, head - 1)
+
 
 class _ReadCommittedTransport(faust_kafka.Transport):
     Consumer = _ReadCommittedConsumer
