@@ -4,8 +4,8 @@ It keeps the same capacity view the scheduler keeps (a ``Scheduler`` core fed th
 health, allocations and migrations topics; it never places anything) and:
 
 * on a resource turning unhealthy or being removed, plans at once (evacuation);
-* every ``consolidate_every_s``, plans consolidation and rebalance (keeping free what the
-  demand forecasts expect to arrive), and a few seconds after
+* every ``consolidate_every_s``, plans consolidation and rebalance (keeping free the
+  headroom the scheduler holds ahead of forecast demand), and a few seconds after
   a price falls (new terms, a partner's month to date making it cheaper at the margin, an
   unmet commitment, a resource repriced lower): cheaper capacity is what rebalance is for;
 * runs each planned move through the executor with the resumable state machine
@@ -32,14 +32,13 @@ from aiokafka import TopicPartition
 
 from tessera.config import Settings
 from tessera.migration.budget import DisruptionBudget
-from tessera.migration.live import in_use_ahead, live_snapshot
+from tessera.migration.live import live_snapshot
 from tessera.migration.machine import Executor, Migration, MigrationLog, drive, planned
 from tessera.migration.planner import Plan, plan
 from tessera.migration.snapshot import Snapshot
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
 from tessera.scheduler.core import ResourceState, Scheduler
-from tessera.scheduler.provisioning import forecast_arrivals_with_gpus
 from tessera.schemas import (
     AgreementUpdated,
     AllocationPlaced,
@@ -159,20 +158,22 @@ class MigrationWorker:
                  f" from the scheduler's checkpoint {restored.checkpoint_id}" if restored else "",
                  len(self.core.resources), len(self.core.allocations), len(self.log.unfinished()))
 
-    def forecast(self) -> tuple[tuple[datetime, float, float | None], ...]:
-        """The extra vCPU and GPUs expected in use at each interval ahead: what the demand
-        engine expects to arrive by then at each tier's protected quantile (as the
-        provisioning hint reads it), less what running work expected to end by then frees.
-        A consolidation that would leave less free is skipped. Where no GPU forecast covers
-        every protected tier, GPU capacity is kept (None)."""
-        res = self.core.reservations
-        ending = [(a.expires_at, a.vcpu, a.demand[2] * sum(k for _, k in a.placements))
-                  for a in self.core.allocations.values() if a.expires_at is not None]
-        return in_use_ahead(forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels()), ending)
+    def forecast(self, now: datetime) -> tuple[tuple[datetime, float, float | None], ...]:
+        """What a consolidation must leave free: the vCPU and GPUs the scheduler holds as
+        headroom ahead of forecast demand (each protected tier's forecast quantile over the
+        next intervals, less what it uses), as the simulator's planner does with its warm
+        target. Where no GPU forecast covers every protected tier, GPU capacity is kept
+        (None). (Summing the forecast arrivals over the horizon instead counted short-lived
+        work as if it all ran at once: at the demo's quiet end it kept every partner VM.)"""
+        gpus: dict[str, float] = {}
+        for a in self.core.allocations.values():
+            gpus[a.tier] = gpus.get(a.tier, 0.0) + a.demand[2] * sum(k for _, k in a.placements)
+        vcpu, gpu = self.core.reservations.held_free(self.core.vcpu_in_use_by_tier(), gpus)
+        return ((now, vcpu, gpu),)
 
     def snapshot(self, now: datetime) -> Snapshot:
         busy = {m.allocation_id for m in self.log.unfinished()}
-        return live_snapshot(self.core, now, busy=busy, gone=self.gone, forecast=self.forecast())
+        return live_snapshot(self.core, now, busy=busy, gone=self.gone, forecast=self.forecast(now))
 
     # -- acting ------------------------------------------------------------------
     async def _publish(self, producer, e: Event) -> None:

@@ -40,7 +40,9 @@ from pathlib import Path
 
 from load.machine import machine, pin_to_one_core, save_result
 
+from tessera.app.datasets import QOS_TIER
 from tessera.pricing.agreements import load_agreements
+from tessera.schemas import SlaTier
 from tessera.simulate.engine import SimConfig, simulate
 from tessera.simulate.fleet import load_fleet
 from tessera.simulate.trace import load_trace
@@ -50,7 +52,6 @@ DATA = ROOT / "data"
 HERE = Path(__file__).resolve().parent / "economics"
 POLICIES = ("reactive", "predictive", "oracle", "learned")
 TIERS = ["platinum"] + ["gold"] * 3 + ["silver"] * 4 + ["bronze"] * 2
-QOS_TIER = {"LS": "gold", "Guaranteed": "platinum", "Burstable": "silver", "BE": "bronze"}
 
 
 def pods_trace(path: Path) -> int:
@@ -67,7 +68,7 @@ def pods_trace(path: Path) -> int:
             gone = float(r["deletion_time"]) if r["deletion_time"] else end
             w.writerow([round(created - t0, 3), max(1.0, gone - created), int(r["cpu_milli"]) / 1000,
                         round(int(r["memory_mib"]) / 1024, 3), int(r["num_gpu"] or 0),
-                        QOS_TIER.get(r["qos"], "silver"), "openb"])
+                        QOS_TIER.get(r["qos"], SlaTier.silver).value, "openb"])
     return len(rows)
 
 

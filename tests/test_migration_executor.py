@@ -242,5 +242,8 @@ def test_the_agent_plans_with_the_demand_forecast(base_settings):
         s.HorizonForecast(step=k + 1, interval_start=t0 + timedelta(minutes=5 * k),
                           quantiles={"0.5": 2.0, "0.9": 3.0, "0.95": 4.0, "0.99": 5.0}) for k in range(3)]))
     fc = w.snapshot(t0).forecast
-    assert len(fc) == 3 and fc[0][1] > 0 and fc[2][1] > fc[0][1]     # arrivals add up over the horizon
-    assert all(g is None for _, _, g in fc)                          # GPUs are not forecast: kept
+    # One entry: the headroom the scheduler holds for gold (its forecast quantile at gold's
+    # protected level, between the 0.9 and 0.95 quantiles here), which a plan leaves free.
+    assert len(fc) == 1 and fc[0][0] == t0 and 3.0 < fc[0][1] < 4.0
+    assert fc[0][1] == w.core.reservations.headroom("gold", 0.0)
+    assert fc[0][2] is None                                          # GPUs are not forecast: kept

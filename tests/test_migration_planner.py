@@ -267,14 +267,3 @@ def test_a_swap_on_a_full_fleet_parks_a_replica_on_the_way():
             used[m.to_resource][d] += by_id[m.allocation_id].demand[d] * m.replicas
             assert used[m.to_resource][d] <= next(r for r in snap.resources if r.id == m.to_resource).capacity[d]
             used[m.from_resource][d] -= by_id[m.allocation_id].demand[d] * m.replicas
-
-
-def test_the_capacity_forecast_ahead_counts_work_that_ends_before_then():
-    from tessera.migration.live import in_use_ahead
-
-    t = datetime(2026, 11, 30, 3, tzinfo=timezone.utc)
-    arrivals = [(t + timedelta(minutes=m), 10.0 * m, 1.0 * m) for m in (1, 2, 3)]
-    ending = [(t + timedelta(seconds=90), 8.0, 0.0), (t + timedelta(minutes=3), 4.0, 2.0)]
-    assert in_use_ahead(arrivals, ending) == ((arrivals[0][0], 10.0, 1.0), (arrivals[1][0], 12.0, 2.0),
-                                              (arrivals[2][0], 18.0, 1.0))
-    assert in_use_ahead([(t, 5.0, None)], [(t, 9.0, 1.0)]) == ((t, 0.0, None),), "never below zero; GPUs unknown stay so"

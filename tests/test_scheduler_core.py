@@ -286,23 +286,21 @@ def test_a_forecast_outgrowing_capacity_in_service_emits_one_provisioning_hint()
     assert [x.resource_id for x in bigger.suggested] == ["do/n1"]
 
 
-def test_gpu_forecasts_arrive_beside_vcpu_ones_for_the_migration_planner():
-    from tessera.scheduler.provisioning import forecast_arrivals, forecast_arrivals_with_gpus
-
+def test_the_headroom_held_ahead_of_forecasts_is_what_a_consolidation_leaves_free():
     sch = Scheduler()
     res = sch.reservations
     sch.apply(_steps("gold", 4.0))
     sch.apply(_steps("platinum", 2.0))
+    sch.apply(_steps("bronze", 50.0))                     # unprotected: nothing held for it
     sch.apply(_steps("gold", 1.0, dim="gpu"))
-    assert set(res.forecasts) == {"gold", "platinum"} and set(res.gpu_forecasts) == {"gold"}
-    ahead = forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels())
-    assert [g for _, _, g in ahead] == [None] * 3, "platinum's GPUs are not forecast: keep GPU capacity"
+    assert set(res.forecasts) == {"gold", "platinum", "bronze"} and set(res.gpu_forecasts) == {"gold"}
+    vcpu, gpu = res.held_free({"gold": 1.0}, {})
+    want = sum(res.headroom(t, u) for t, u in (("gold", 1.0), ("platinum", 0.0)))
+    assert gpu is None and vcpu == want > 0, "platinum's GPUs are not forecast: keep GPU capacity"
+    assert want < 4.0 + 2.0, "the peak of one interval's arrivals at each tier's level, less its use"
     sch.apply(_steps("platinum", 0.0, dim="gpu"))
-    ahead = forecast_arrivals_with_gpus(res.forecasts, res.gpu_forecasts, res.levels())
-    assert [v for _, v, _ in ahead] == [v for _, v in forecast_arrivals(res.forecasts, res.levels())]
-    gpus = [g for _, _, g in ahead]
-    assert all(g is not None for g in gpus) and gpus == sorted(gpus) and 0 < gpus[-1] <= 3.0
-
+    vcpu, gpu = res.held_free({}, {"gold": 0.25})
+    assert gpu == res.headroom("gold", 0.25, dim="gpu") and 0 < gpu <= 1.0
 
 def test_no_hint_while_capacity_in_service_absorbs_the_forecast():
     sch = Scheduler()

@@ -255,8 +255,10 @@ async def _run(base: Settings, n_requests: int, seconds: float, report_path: Pat
                 ) ORDER BY usd_per_vcpu_hour"""
         tables = [
             ("Placements by provider", _pretty(store, f"""
-                SELECT provider, uniqExact(allocation_id) AS allocations, sum(replicas) AS total_replicas,
-                       round(sum(vcpu_per_replica * replicas)) AS total_vcpu,
+                SELECT provider, uniqExactIf(allocation_id, kind = 'placed') AS allocations,
+                       sumIf(replicas, kind = 'placed') AS total_replicas,
+                       round(sumIf(vcpu_per_replica * replicas, kind = 'placed')) AS total_vcpu,
+                       sumIf(replicas, kind = 'migrated_in') AS replicas_moved_in,
                        round(sum(toFloat64(cost)), 4) AS cost_usd
                 FROM {db}.v_allocation_usage GROUP BY provider ORDER BY provider""")),
             ("Cost per vCPU-hour: blended vs own-only (had it the capacity) vs cheapest partner only",
@@ -375,7 +377,7 @@ def _consolidation_line(worker) -> str:
         if "needed_again" in reasons:
             why += " (needed_again: the demand forecast needs that capacity before the move would pay off)"
         if "tier_evacuate_only" in reasons:
-            why += (" (tier_evacuate_only: platinum work, the trace's latency-sensitive pods, moves only to"
+            why += (" (tier_evacuate_only: platinum work (the trace's Guaranteed pods) moves only to"
                     " evacuate)")
     return f"\n- Consolidation ran {len(passes)} times and moved {moved} replicas; {why}."
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Collection, Iterable, Mapping
+from typing import Collection, Mapping
 
 from tessera.scheduler.core import ResourceState, Scheduler
 
@@ -87,19 +87,3 @@ def live_snapshot(core: Scheduler, now: datetime, *, busy: Collection[str] = (),
             placements=tuple(sorted(placements.items())), tags_required=a.tags, regions=a.regions,
             providers=a.providers, tenant=a.tenant, expected_end=a.expires_at))
     return Snapshot(now=now, resources=tuple(resources), allocations=tuple(allocations), forecast=forecast)
-
-
-def in_use_ahead(arrivals: Iterable[tuple[datetime, float, float | None]],
-                 ending: Iterable[tuple[datetime, float, float]]) -> tuple[tuple[datetime, float, float | None], ...]:
-    """The extra vCPU and GPUs in use at each moment ahead (the snapshot's ``forecast``), from
-    the demand forecast to arrive by then (cumulative) less what the running work expected
-    to end by then gives back (``ending``: expected end, vCPU, GPUs; work with no expected
-    end stays). Arrivals alone over-state it wherever work is short-lived: the quiet end of
-    a day would keep capacity for work that has come and gone."""
-    ends = list(ending)
-    out = []
-    for t, vcpu, gpu in arrivals:
-        freed_v = sum(v for end, v, _ in ends if end <= t)
-        freed_g = sum(g for end, _, g in ends if end <= t)
-        out.append((t, max(0.0, vcpu - freed_v), None if gpu is None else max(0.0, gpu - freed_g)))
-    return tuple(out)

@@ -62,15 +62,6 @@ def forecast_arrivals(forecasts: Mapping[str, Forecast], levels: Mapping[str, fl
     return out
 
 
-def forecast_arrivals_with_gpus(vcpu: Mapping[str, Forecast], gpu: Mapping[str, Forecast],
-                                levels: Mapping[str, float]) -> list[tuple[datetime, float, float | None]]:
-    """``forecast_arrivals`` of vCPU, with the GPUs forecast to arrive by the same interval's
-    end beside them: None where no GPU forecast covers every tier the vCPU one does (or its
-    intervals differ), so that a reader keeps GPU capacity rather than guess."""
-    gpu_at = dict(forecast_arrivals(gpu, levels)) if set(vcpu) <= set(gpu) else {}
-    return [(start, v, gpu_at.get(start)) for start, v in forecast_arrivals(vcpu, levels)]
-
-
 def plan_hint(forecasts: Mapping[str, Forecast], levels: Mapping[str, float], offers: Iterable[Offer],
               pool: str) -> ProvisioningHint | None:
     """The hint for the latest forecasts per tier, or None when capacity in service suffices."""

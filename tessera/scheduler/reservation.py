@@ -95,9 +95,9 @@ class Reservations:
         """The protected level of every tier with a forecast."""
         return {t: self.level(t) for t in self._forecasts}
 
-    def headroom(self, tier: str, in_use: float) -> float:
-        """vCPU to keep free for ``tier`` beyond what it already uses."""
-        f = self._forecasts.get(tier)
+    def headroom(self, tier: str, in_use: float, dim: str = "vcpu") -> float:
+        """vCPU (or GPUs, ``dim="gpu"``) to keep free for ``tier`` beyond what it already uses."""
+        f = (self._forecasts if dim == "vcpu" else self._gpus).get(tier)
         if f is None:
             return 0.0
         level = self.level(tier)
@@ -105,6 +105,17 @@ class Reservations:
             return 0.0
         peak = max(quantile_at(h.quantiles, level) for h in f.horizons[: self.horizons])
         return max(peak - in_use, 0.0)
+
+    def held_free(self, vcpu_in_use: Mapping[str, float], gpu_in_use: Mapping[str, float]
+                  ) -> tuple[float, float | None]:
+        """The vCPU and GPUs the scheduler keeps free ahead of forecast demand, over every
+        tier: what a consolidation must leave free. GPUs are None when a protected tier's GPU
+        demand is not forecast (a reader then keeps GPU capacity rather than guess)."""
+        protected = [t for t in self._forecasts if self.level(t) > 0]
+        vcpu = sum(self.headroom(t, vcpu_in_use.get(t, 0.0)) for t in protected)
+        if any(t not in self._gpus for t in protected):
+            return vcpu, None
+        return vcpu, sum(self.headroom(t, gpu_in_use.get(t, 0.0), dim="gpu") for t in protected)
 
     def reserved_above(self, tier_rank: int, in_use_by_tier: Mapping[str, float]) -> float:
         """Total headroom held for tiers strictly above ``tier_rank`` (0 = platinum)."""
