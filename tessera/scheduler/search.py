@@ -68,6 +68,10 @@ def refine(out: Packing, run: Run, reqs: Requests, res: Resources, order: np.nda
         return placed_profile(p.placed, tiers, reqs.replicas)
 
     greedy = out
+    if out.cost == 0 and out.placed.all():
+        # Every replica placed and nothing opened: no search can beat that by the yardstick
+        # (most of each tier, then least cost). Most batches of a running fleet end here.
+        return out
     if effort.restarts and len(order) > 1 and not out.placed.all():
         # Smallest replicas first within each tier: when room is short, more of a tier's
         # replicas fit that way than largest first. Taken if the yardstick prefers it.
