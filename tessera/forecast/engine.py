@@ -43,8 +43,12 @@ log = logging.getLogger(__name__)
 #: Scored residuals per horizon before the tracked quantiles are trusted fully.
 WARM_RESIDUALS = 30
 
-#: A model forecast beyond this many times the series' first value is treated as diverged.
-DIVERGED = 1e12
+#: A model forecast beyond this many times the largest value the series has shown (in
+#: units of its first value, at least 1) is treated as diverged. Demand a few intervals
+#: ahead does not jump tenfold past its whole history, while an online AR fit on a sparse,
+#: spiky series can turn unstable and grow without bound (SNARIMAX forecast 10^10 GPUs
+#: for a series that never exceeded 16; the blend passed it on before its error counted).
+DIVERGED_FACTOR = 10.0
 
 
 class ForecastInputError(ValueError):
@@ -193,6 +197,7 @@ class SeriesForecaster:
             # for CPU fractions and for thousands of vCPU; degenerate first values use 1.
             self.scale = value if value >= 1e-6 else 1.0
         z = value / self.scale
+        self.peak_z = max(self.__dict__.get("peak_z", 0.0), z)   # checkpoints before it lack it
         self.step += 1
         spike = self._score(ts, z)
         active = self.events.active(ts, c.interval_s)
@@ -256,12 +261,16 @@ class SeriesForecaster:
             except (ArithmeticError, ValueError, IndexError):
                 self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
                 preds[i] = self.last_z
-        # A diverged model answers 'last value' (and its error shows it). 'Diverged' includes
-        # huge finite values: the issued forecasts are filed as float32 for scoring, where
-        # anything past 3.4e38 turns into inf, then its error into inf and the blend into NaN.
-        diverged = ~np.isfinite(preds) | (np.abs(preds) > DIVERGED)
+        # A diverged model answers 'last value' here and starts afresh (it learns again from
+        # the next interval). 'Diverged' includes huge finite values: besides misleading the
+        # blend, the issued forecasts are filed as float32 for scoring, where anything past
+        # 3.4e38 turns into inf, then its error into inf and the blend into NaN.
+        bound = DIVERGED_FACTOR * max(self.__dict__.get("peak_z", 0.0), 1.0)
+        diverged = ~np.isfinite(preds) | (np.abs(preds) > bound)
         if diverged.any():
             preds[diverged] = self.last_z
+            for i in np.nonzero(diverged.any(axis=1))[0].tolist():
+                self._restart_model(i)
         uplift = np.array([self._uplift_of(self.events.active(s, c.interval_s)) for s in starts]) \
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))
@@ -286,6 +295,14 @@ class SeriesForecaster:
     def uplifts(self) -> dict[str, float]:
         """Learned uplift per event kind, in the series' units."""
         return {k: v * (self.scale or 1.0) for k, v in self.uplift.weights.items()}
+
+    def _restart_model(self, i: int) -> None:
+        c, name = self.config, self.models[i].name
+        self.model_failures[name] = self.model_failures.get(name, 0) + 1
+        log.warning("model %s diverged (a forecast past %g times the series' peak); it starts afresh",
+                    name, DIVERGED_FACTOR)
+        self.models[i] = build_models((name,), c.season, self.n_features, c.horizon,
+                                      daily_terms=c.daily_harmonics > 0)[0]
 
     def blend_weights(self) -> dict[str, list[float]]:
         """Current blend weight of each model per horizon: exp(-sharpness * relative excess
