@@ -28,8 +28,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_matrix
 
 from .batch import compatibility
 from .kernel import Packing, Requests, Resources
@@ -46,6 +44,11 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
     ``known``: a packing already found; a tier it places whole needs no stage of its own.
     (Bounding the cost by its cost as well made HiGHS slower, 4.2 s against 2.2 s on a
     benchmark instance.)"""
+    # Imported here: SciPy's optimize takes ~0.3 s to import, and the live scheduler,
+    # which imports this module, never runs it.
+    from scipy.optimize import Bounds, LinearConstraint
+    from scipy.sparse import coo_matrix
+
     R, D = reqs.demand.shape
     S = res.free.shape[0]
     if R == 0 or S == 0 or (reqs.spread > 1).any():
@@ -128,6 +131,8 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
 
 
 def _solve(c, constraints, bounds, integrality, deadline) -> np.ndarray | None:
+    from scipy.optimize import milp
+
     left = deadline - time.monotonic()
     if left <= 0:
         return None
