@@ -409,7 +409,12 @@ class BillingWorker:
 
     async def release(self, revoked: set[TopicPartition]) -> None:
         """Shards taken from this agent (at every rebalance, all of them): each saved in a
-        checkpoint for whoever gets it next, and kept at hand in case that is this agent."""
+        checkpoint for whoever gets it next, and kept at hand in case that is this agent.
+        Only a shard whose checkpoint could be published is kept: if this agent had been
+        dropped from the group and another had taken the shard meanwhile, that agent's
+        producer for the shard (the same transactional id) has fenced this one, the
+        publish fails, and the next owner, this agent too, recovers from the newer
+        checkpoint; so kept state never misses what another agent billed or alerted."""
         async with self._lock:
             self.generation += 1
             for p in sorted(tp.partition for tp in revoked if tp.partition in self.shards):
