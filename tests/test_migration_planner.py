@@ -170,6 +170,11 @@ def test_rebalance_opens_cheaper_capacity_only_when_it_pays():
                  DisruptionBudget(move_cost=Decimal("0.1")))
     assert [(m.to_resource, m.reason) for m in moved.moves] == [("own-free", "rebalance")]
     assert moved.opened == ["own-free"] and moved.savings_per_hour == Decimal("0.35")
+    # A forecast that needs nothing does not hold it back, nor reports it as needed again
+    # (the work does not fit on the running fleet: 'spare' is negative, which is none).
+    quiet = plan(snapshot(resources, [alloc("a", [("gcp-1", 4)], end="2026-11-30T13:00:00Z")],
+                          forecast=[{"at": "2026-11-30T03:20:00Z", "vcpu": 0}]), DisruptionBudget(move_cost=Decimal("0.1")))
+    assert [m.to_resource for m in quiet.moves] == ["own-free"] and not quiet.skipped
     # Ends in 30 minutes: 0.35/h x 0.5 h does not repay 4 silver replicas x 0.1 x 2.
     short = plan(snapshot(resources, [alloc("a", [("gcp-1", 4)], end="2026-11-30T03:30:00Z")]),
                  DisruptionBudget(move_cost=Decimal("0.1")))

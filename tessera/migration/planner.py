@@ -362,8 +362,12 @@ def _forecast_need(snap: Snapshot, until: datetime) -> tuple[float, float | None
 
 
 def _short_of(snap: Snapshot, until: datetime, spare: list[float], closing_gpus: bool) -> str:
-    """Why the forecast needs capacity a plan would close ('' if it does not)."""
+    """Why the forecast needs capacity a plan would close ('' if it does not). A negative
+    ``spare`` (the work does not fit on the running fleet, so placing it opens capacity)
+    counts as none left: the forecast then blocks only if it needs more than nothing, and
+    whether opening pays is the saving test's question."""
     vcpu, gpu = _forecast_need(snap, until)
+    spare = [max(x, 0.0) for x in spare]
     if vcpu > spare[0] + EPS:
         return f"the forecast needs {vcpu:g} more vCPU before {until:%Y-%m-%dT%H:%MZ}; {spare[0]:g} would stay free"
     if closing_gpus and gpu is None:
