@@ -183,6 +183,8 @@ class SeriesForecaster:
             raise ForecastInputError(f"value {value!r} at {ts} is not a finite number")
         if value < 0:
             raise ForecastInputError(f"value {value} at {ts} is negative; demand cannot be")
+        for i in sorted(self.__dict__.pop("_diverged", ())):
+            self._restart_model(i)
         if self.last_ts is not None:
             if ts <= self.last_ts:
                 raise ForecastInputError(
@@ -261,16 +263,16 @@ class SeriesForecaster:
             except (ArithmeticError, ValueError, IndexError):
                 self.model_failures[m.name] = self.model_failures.get(m.name, 0) + 1
                 preds[i] = self.last_z
-        # A diverged model answers 'last value' here and starts afresh (it learns again from
-        # the next interval). 'Diverged' includes huge finite values: besides misleading the
-        # blend, the issued forecasts are filed as float32 for scoring, where anything past
-        # 3.4e38 turns into inf, then its error into inf and the blend into NaN.
+        # A diverged model answers 'last value' here and starts afresh at the next learn
+        # (here it would make a second forecast of the same state differ from the first).
+        # 'Diverged' includes huge finite values: besides misleading the blend, the issued
+        # forecasts are filed as float32 for scoring, where anything past 3.4e38 turns into
+        # inf, then its error into inf and the blend into NaN.
         bound = DIVERGED_FACTOR * max(self.__dict__.get("peak_z", 0.0), 1.0)
         diverged = ~np.isfinite(preds) | (np.abs(preds) > bound)
         if diverged.any():
             preds[diverged] = self.last_z
-            for i in np.nonzero(diverged.any(axis=1))[0].tolist():
-                self._restart_model(i)
+            self.__dict__.setdefault("_diverged", set()).update(np.nonzero(diverged.any(axis=1))[0].tolist())
         uplift = np.array([self._uplift_of(self.events.active(s, c.interval_s)) for s in starts]) \
             if self.events.spans else np.zeros(H)
         out = np.empty((H, len(c.quantiles)))
