@@ -297,15 +297,21 @@ _DISPLACED_REQUESTS = [
 ]
 
 
+def _instance(resource_rows, request_rows):
+    """Requests and resources from the row layouts of _DISPLACED_RESOURCES and _DISPLACED_REQUESTS."""
+    resources = [PackResource(rid, rid.split("/")[0], region, cap, cap, Decimal(price), frozenset(tags.split()),
+                              open=op) for rid, region, cap, price, tags, op in resource_rows]
+    requests = [PackRequest(f"q{i}", tier, k, demand, tags_required=frozenset(tags.split()),
+                            regions=frozenset(regions.split()), seq=i)
+                for i, (tier, k, demand, tags, regions) in enumerate(request_rows)]
+    return requests, resources
+
+
 def test_requests_that_made_way_for_a_better_tier_are_placed_again_where_room_is():
     """A batch (one of the lexicographic benchmark's instances) where the search placed 3 more
     gold replicas by moving silver and bronze out of the way, and then placed only 3 of their
     17 replicas again although all fit (the optimum places them, on capacity still closed)."""
-    resources = [PackResource(rid, rid.split("/")[0], region, cap, cap, Decimal(price), frozenset(tags.split()),
-                              open=op) for rid, region, cap, price, tags, op in _DISPLACED_RESOURCES]
-    requests = [PackRequest(f"q{i}", tier, k, demand, tags_required=frozenset(tags.split()),
-                            regions=frozenset(regions.split()), seq=i)
-                for i, (tier, k, demand, tags, regions) in enumerate(_DISPLACED_REQUESTS)]
+    requests, resources = _instance(_DISPLACED_RESOURCES, _DISPLACED_REQUESTS)
     got = pack_batch(requests, resources)
     placed = {t: sum(q.replicas for q in requests if q.tier == t and q.id in got.placements)
               for t in ("platinum", "gold", "silver", "bronze")}
@@ -405,11 +411,7 @@ _REARRANGED_REQUESTS = [
 
 
 def test_the_offline_effort_finds_packings_that_rearrange_several_requests():
-    resources = [PackResource(rid, rid.split("/")[0], region, cap, cap, Decimal(price), frozenset(tags.split()),
-                              open=op) for rid, region, cap, price, tags, op in _REARRANGED_RESOURCES]
-    requests = [PackRequest(f"q{i}", tier, k, demand, tags_required=frozenset(tags.split()),
-                            regions=frozenset(regions.split()), seq=i)
-                for i, (tier, k, demand, tags, regions) in enumerate(_REARRANGED_REQUESTS)]
+    requests, resources = _instance(_REARRANGED_RESOURCES, _REARRANGED_REQUESTS)
     got = pack_batch(requests, resources)
     placed = [sum(q.replicas for q in requests if q.tier == t and q.id in got.placements)
               for t in ("platinum", "gold", "silver", "bronze")]

@@ -63,7 +63,6 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
     col_of_closed = {int(s): P + R + j for j, s in enumerate(closed)}
     rows, cols, vals = [], [], []
     lo, hi = [], []
-    row = 0
     # Whole or nothing: sum_s x[r, s] - replicas_r * z_r == 0.
     for k, (r, _) in enumerate(pairs):
         rows.append(int(r))
@@ -82,14 +81,13 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
         by_res.setdefault(int(s), []).append(k)
     for s, ks in sorted(by_res.items()):
         for d in range(D):
-            if not any(reqs.demand[pairs[k][0], d] > 0 for k in ks):
+            load = [(k, float(reqs.demand[pairs[k][0], d])) for k in ks if reqs.demand[pairs[k][0], d] > 0]
+            if not load:
                 continue
-            for k in ks:
-                v = float(reqs.demand[pairs[k][0], d])
-                if v > 0:
-                    rows.append(row)
-                    cols.append(k)
-                    vals.append(v)
+            for k, v in load:
+                rows.append(row)
+                cols.append(k)
+                vals.append(v)
             if s in col_of_closed:
                 rows.append(row)
                 cols.append(col_of_closed[s])
@@ -112,7 +110,6 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
     integrality = np.ones(n)
     constraints = [LinearConstraint(A, np.array(lo), np.array(hi))]
     deadline = time.monotonic() + time_limit_s
-    x = None
     for tier in sorted(set(tiers.tolist()) - whole):
         c = np.zeros(n)
         members = np.nonzero(tiers == tier)[0]
@@ -127,7 +124,7 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
     x = _solve(c, constraints, bounds, integrality, deadline)
     if x is None:
         return None
-    return _packing(np.round(x).astype(np.int64), pairs, reqs, res, P, R, closed)
+    return _packing(np.round(x).astype(np.int64), pairs, reqs, res, P, R)
 
 
 def _solve(c, constraints, bounds, integrality, deadline) -> np.ndarray | None:
@@ -141,8 +138,7 @@ def _solve(c, constraints, bounds, integrality, deadline) -> np.ndarray | None:
     return out.x if out.status == 0 and out.x is not None else None   # 0: proven optimal
 
 
-def _packing(x: np.ndarray, pairs: np.ndarray, reqs: Requests, res: Resources, P: int, R: int,
-             closed: np.ndarray) -> Packing | None:
+def _packing(x: np.ndarray, pairs: np.ndarray, reqs: Requests, res: Resources, P: int, R: int) -> Packing | None:
     """The solver's answer as the kernel's Packing, checked exactly; None if it fails."""
     placed = x[P:P + R] > 0
     free = res.free.copy()
@@ -163,8 +159,6 @@ def _packing(x: np.ndarray, pairs: np.ndarray, reqs: Requests, res: Resources, P
     if (free < -EPS).any() or (taken != np.where(placed, reqs.replicas, 0)).any():
         return None
     opened = np.nonzero(open_ & ~res.open)[0]
-    if not set(opened.tolist()) <= set(closed.tolist()):
-        return None
     cost = int(res.price[opened].sum())
     return Packing(placed=placed, pl_req=np.array(pl_req, dtype=np.int64), pl_res=np.array(pl_res, dtype=np.int64),
                    pl_count=np.array(pl_count, dtype=np.int64), free=np.maximum(free, 0.0), open=open_, cost=cost)
