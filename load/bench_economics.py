@@ -111,8 +111,21 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
         print(f"  {name} {policy}: cost {d['cost_total']} (partners {d['partner_cost']}), "
               f"misses {d['sla_miss_rate']:.4f}, {d['wall_s']} s", flush=True)
     out["capture"] = capture(out["policies"])
+    out["idle_closed_at_once"] = idle_closed_at_once(name, fleet, agreements, trace, start, seed)
     out["with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["predictive"], seed)
     return out
+
+
+def idle_closed_at_once(name: str, fleet, agreements, trace, start, seed: int) -> dict:
+    """Predictive with idle partner VMs closed at the next control tick (idle-close share 0,
+    fixed): the yardstick for the learned policy, which tunes that share online among
+    other knobs, so what its learning costs (exploration) against the best fixed setting it
+    can find shows."""
+    r = simulate(fleet, agreements, trace, start, SimConfig(policy="predictive", seed=seed, idle_close_share=0.0))
+    d = r.as_json()
+    print(f"  {name} predictive, idle VMs closed at once: cost {d['cost_total']}, misses {d['sla_miss_rate']:.4f}",
+          flush=True)
+    return {"cost_total": d["cost_total"], "sla_miss_rate": d["sla_miss_rate"], "wall_s": d["wall_s"]}
 
 
 def with_migration(name: str, fleet, agreements, trace, start, without: dict, seed: int) -> dict:

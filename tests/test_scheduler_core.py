@@ -334,6 +334,23 @@ def test_the_tuner_scores_each_window_by_cost_and_misses_and_sets_the_headroom_q
     assert second.reward == -float(expected + 1)
 
 
+def test_the_knob_tuner_learns_joint_settings_and_credits_the_one_chosen():
+    from tessera.scheduler.tuning import HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
+    a, b = (KnobTuner((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE), seed=5) for _ in range(2))
+    assert len(a.settings) == len(HEADROOM_QUANTILE.values) * len(IDLE_CLOSE_SHARE.values)
+    for hour in range(48):
+        now = T0 + timedelta(hours=hour)
+        got = a.choose_settings(now)
+        assert got == b.choose_settings(now), "deterministic for a seed"
+        assert got["headroom_quantile"] in HEADROOM_QUANTILE.values and got["idle_close_share"] in IDLE_CLOSE_SHARE.values
+        context, arm = a.last
+        before = a.policies[context]._counts[arm]
+        a.reward(-1.0)
+        b.reward(-1.0)
+        assert a.policies[context]._counts[arm] == before + 1
+    assert sum(a.choices().values()) == 48
+
+
 def test_a_restarted_tuner_learns_again_from_its_published_decisions():
     from tessera.scheduler.tuning import QuantileTuner
     a = QuantileTuner(seed=1)

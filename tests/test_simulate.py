@@ -151,8 +151,24 @@ def test_cli_prints_the_promised_json_and_writes_the_report(tmp_path, capsys):
     assert out["policy"] == "learned" and out["requests"] == 120 and isinstance(out["cost_total"], str)
     assert Decimal(out["cost_by_provider"]["digitalocean"]) >= Decimal("1.00"), "the commitment is billed"
     assert sum(out["tuner_choices"].values()) > 0
+    assert all("headroom_quantile=" in k and "idle_close_share=" in k for k in out["tuner_choices"]), \
+        "the learned policy tunes both knobs"
     page = report.read_text()
     assert page.count("<svg") >= 2 and "Cost over time by provider" in page and "Warm vs used" in page
+
+
+def test_idle_vms_close_sooner_with_a_smaller_idle_close_share(tmp_path):
+    # A burst on partner VMs, then quiet until one small late request: with the whole
+    # idle_close_s (300 s) the emptied VMs are paid for longer than when closed at once.
+    burst = [{**wave(1)[0], "submit_time": 10 * i, "duration_s": 900, "vcpu": 4, "memory_gib": 8, "tier": "silver"}
+             for i in range(6)]
+    late = {**wave(1)[0], "submit_time": 7200, "duration_s": 60, "vcpu": 1, "memory_gib": 1, "tier": "bronze"}
+    fleet = load_fleet(fleet_file(tmp_path, own=0))
+    start, trace = load_trace(requests_file(tmp_path, [*burst, late]))
+    at_once, whole = (simulate(fleet, {}, trace, start, SimConfig(policy="predictive", idle_close_share=share))
+                      for share in (0.0, 1.0))
+    assert at_once.cost_total < whole.cost_total
+    assert at_once.sla_miss_rate == whole.sla_miss_rate == 0.0
 
 
 def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):

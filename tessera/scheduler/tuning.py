@@ -1,25 +1,44 @@
-"""Learning-driven tuning: a River bandit picks a knob's value per context from the
+"""Learning-driven tuning: a River bandit picks the controller's knobs per context from the
 realised reward (negative cost minus an SLA-miss penalty), online.
 
-The knob is the headroom quantile: how much capacity the scheduler (``Reservations``) and
-the simulator's controller keep ahead of the protected tiers' forecast demand. The context
-is the hour of day in four bands (demand is daily-seasonal, and the right headroom differs
-between the ramp and the trough); one epsilon-greedy bandit per band. Each window:
-``reward`` scores the arm chosen for the last one, ``choose`` picks the next. Deterministic
-for a seed. Used by the live scheduler (``Scheduler.tuning_step``, published as
-``tuning.decision`` events) and by ``tessera simulate --policy learned``.
+Knobs (``Knob``): the headroom quantile, how much capacity the scheduler (``Reservations``)
+and the simulator's controller keep ahead of the protected tiers' forecast demand; and the
+idle-close share, how long an idle partner VM is kept open before it is closed, as a share
+of its partner's ``idle_close_s`` (the simulator's controller; the live scheduler opens and
+closes nothing, so it tunes the headroom quantile alone). The context is the hour of day in
+four bands (demand is daily-seasonal: the right settings differ between the ramp and the
+trough); one epsilon-greedy bandit per band, over the joint settings of the knobs (their
+product: the knobs interact, closing idle VMs sooner asks for more headroom, so they are
+learnt together rather than as independent bandits sharing one reward). Each window:
+``reward`` scores the setting chosen for the last one, ``choose`` picks the next.
+Deterministic for a seed. Used by the live scheduler (``Scheduler.tuning_step``, published
+as ``tuning.decision`` events) and by ``tessera simulate --policy learned``.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 
 from river import bandit
 
-#: Headroom quantiles the tuner chooses among (levels the demand engine tracks).
-ARMS = (0.5, 0.8, 0.9, 0.95, 0.99)
-KNOB = "headroom_quantile"
+
+@dataclass(frozen=True)
+class Knob:
+    """A controller setting the tuner chooses, and the values it may take."""
+
+    name: str
+    values: tuple[float, ...]
+
+
+#: Headroom quantiles (levels the demand engine tracks).
+HEADROOM_QUANTILE = Knob("headroom_quantile", (0.5, 0.8, 0.9, 0.95, 0.99))
+#: Share of each partner's ``idle_close_s`` an idle VM stays open (1 = the fleet's setting).
+IDLE_CLOSE_SHARE = Knob("idle_close_share", (0.0, 0.5, 1.0))
+ARMS = HEADROOM_QUANTILE.values
+KNOB = HEADROOM_QUANTILE.name
 
 
 def context_of(now: datetime) -> str:
@@ -27,21 +46,29 @@ def context_of(now: datetime) -> str:
     return f"hours={band * 6:02d}-{band * 6 + 6:02d}"
 
 
-class QuantileTuner:
-    def __init__(self, seed: int = 0, epsilon: float = 0.1, arms: tuple[float, ...] = ARMS):
-        self.arms = list(range(len(arms)))
-        self.levels = arms
+class KnobTuner:
+    def __init__(self, knobs: tuple[Knob, ...] = (HEADROOM_QUANTILE,), seed: int = 0, epsilon: float = 0.1):
+        self.knobs = knobs
+        self.settings: list[tuple[float, ...]] = list(itertools.product(*(k.values for k in knobs)))
+        self.arms = list(range(len(self.settings)))
         self.policies: dict[str, bandit.EpsilonGreedy] = {}
         self.seed, self.epsilon = seed, epsilon
         self.last: tuple[str, int] | None = None
         self.counts: Counter[str] = Counter()
 
-    def choose(self, now: datetime) -> float:
+    def choose_settings(self, now: datetime) -> dict[str, float]:
+        """The knobs' values for the window starting ``now``."""
         context = context_of(now)
         arm = self._policy(context).pull(self.arms)
         self.last = (context, arm)
-        self.counts[format(self.levels[arm], "g")] += 1
-        return self.levels[arm]
+        self.counts[self._label(arm)] += 1
+        return dict(zip((k.name for k in self.knobs), self.settings[arm]))
+
+    def _label(self, arm: int) -> str:
+        values = self.settings[arm]
+        if len(self.knobs) == 1:
+            return format(values[0], "g")
+        return ", ".join(f"{k.name}={v:g}" for k, v in zip(self.knobs, values))
 
     def _policy(self, context: str) -> bandit.EpsilonGreedy:
         policy = self.policies.get(context)
@@ -54,6 +81,21 @@ class QuantileTuner:
         if self.last is not None:
             context, arm = self.last
             self.policies[context].update(arm, value)
+
+    def choices(self) -> dict[str, int]:
+        """How often each setting was chosen."""
+        return dict(sorted(self.counts.items()))
+
+
+class QuantileTuner(KnobTuner):
+    """The live scheduler's tuner: the headroom quantile alone."""
+
+    def __init__(self, seed: int = 0, epsilon: float = 0.1, arms: tuple[float, ...] = ARMS):
+        super().__init__((Knob(KNOB, arms),), seed, epsilon)
+        self.levels = arms
+
+    def choose(self, now: datetime) -> float:
+        return self.choose_settings(now)[KNOB]
 
     def replay(self, decisions: list) -> None:
         """Learn again from published decisions (``tuning.decision`` events, in order): each
@@ -69,6 +111,3 @@ class QuantileTuner:
     @property
     def last_choice(self) -> tuple[str, float] | None:
         return None if self.last is None else (self.last[0], self.levels[self.last[1]])
-
-    def choices(self) -> dict[str, int]:
-        return dict(sorted(self.counts.items()))

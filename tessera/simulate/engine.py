@@ -19,8 +19,9 @@ Policies set the target:
 * ``predictive``: the demand engine's forecast, learnt online, never ahead of the trace,
   at quantile ``quantile`` over the steps that cover the lead time;
 * ``oracle``: the realised demand over the same steps (the trace's own future);
-* ``learned``: predictive, with the quantile chosen per context (hour of day) online by a
-  River bandit from the realised reward (``tessera.scheduler.tuning``).
+* ``learned``: predictive, with its knobs (the headroom quantile, and how long an idle VM
+  stays open as a share of its partner's ``idle_close_s``) chosen per context (hour of
+  day) online by a River bandit from the realised reward (``tessera.scheduler.tuning``).
 
 Demand is the trace's offered load: vCPU of requests submitted and not yet finished,
 counted as if each ran from its submission (so what the controller learns and the oracle
@@ -54,7 +55,7 @@ from tessera.migration.planner import plan
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook, Standing
 from tessera.scheduler.core import DEFAULT_SLA_TARGETS, Scheduler
-from tessera.scheduler.tuning import QuantileTuner
+from tessera.scheduler.tuning import HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
 from tessera.schemas import (
     TIER_RANK,
     AllocationPlaced,
@@ -85,6 +86,9 @@ class SimConfig:
     interval_s: float = 300.0
     buffer_vcpu: float = 0.0          # reactive: the static warm buffer
     quantile: float = 0.9             # predictive / oracle headroom quantile
+    #: How long an idle partner VM stays open before it is closed, as a share of its
+    #: partner's ``idle_close_s`` (the learned policy chooses it per context instead).
+    idle_close_share: float = 1.0
     seed: int = 0
     #: What one SLA miss costs in the learned policy's reward (base currency).
     miss_penalty: Decimal = Decimal("1.00")
@@ -216,7 +220,10 @@ class Simulation:
             levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
             self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps + 1, quantiles=levels,
                                                               interval_s=int(config.interval_s), season=season))
-        self.tuner = QuantileTuner(seed=config.seed) if config.policy == "learned" else None
+        self.tuner = (KnobTuner((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE), seed=config.seed)
+                      if config.policy == "learned" else None)
+        # the knobs' settings for the current control interval (the learned policy's choice)
+        self._quantile, self._idle_share = config.quantile, config.idle_close_share
         self._util_samples: list[float] = []
         self._ranked: dict[bool, list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
@@ -360,7 +367,7 @@ class Simulation:
             ahead = self.urgent_load[step + 1:step + 1 + self.steps]
             peak = float(ahead.max()) if len(ahead) else 0.0
         else:
-            q = cfg.quantile if self.tuner is None else self.tuner.choose(self._dt(now))
+            q = self._quantile
             if step == 0:
                 return demand, band
             levels = self.forecaster.forecast().as_dicts()
@@ -378,6 +385,8 @@ class Simulation:
                                   float(self.urgent_load[step - 1]))
         if self.tuner is not None:
             self.tuner.reward(self._reward_since_last(now))
+            knobs = self.tuner.choose_settings(self._dt(now))
+            self._quantile, self._idle_share = knobs[HEADROOM_QUANTILE.name], knobs[IDLE_CLOSE_SHARE.name]
         target, band = self._target(now, step)
         self._standings(now)
         own_vcpu = sum(r.spec.capacity.vcpu for r in self.fleet.own)
@@ -495,7 +504,8 @@ class Simulation:
         idle.sort(key=lambda v: -self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
                   / Decimal(repr(max(v.vcpu, 1e-9))))
         for v in idle:
-            if v.vcpu > surplus or now - v.idle_since < self.fleet.timing_of(v.provider).idle_close_s:
+            keep_s = self.fleet.timing_of(v.provider).idle_close_s * self._idle_share
+            if v.vcpu > surplus or now - v.idle_since < keep_s:
                 continue
             self._close_vm(v, now)
             surplus -= v.vcpu

@@ -27,7 +27,8 @@ asked for and are paid from open to close; the policy decides how much to keep w
   predictive  the demand engine, learning as the trace unfolds, keeps capacity warm ahead
               of the partners' lead time at a headroom quantile
   oracle      the same controller fed the realised future demand
-  learned     predictive, with the quantile chosen online by a River bandit
+  learned     predictive, with the headroom quantile and how long idle VMs stay open
+              chosen per hour band online by a River bandit
 
 FLEET.toml is the partners file `tessera resources discover` reads, plus per partner
 lead_time_s (default 90) and idle_close_s (default 600). AGR.json is the file `tessera
@@ -50,6 +51,9 @@ take 60 s and are billed as live migrations are.""",
                     help="control and forecast interval, seconds (default 300)")
     sp.add_argument("--quantile", type=float, default=0.9,
                     help="predictive/oracle headroom quantile (default 0.9; one of 0.5 0.8 0.9 0.95 0.99)")
+    sp.add_argument("--idle-close-share", type=float, default=1.0, metavar="SHARE",
+                    help="keep an idle partner VM open this share of its partner's idle_close_s before "
+                         "closing it (default 1; 0 closes idle VMs at the next control tick; learned chooses)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
     sp.add_argument("--migrate", action="store_true",
                     help="run the migration planner too: evacuate failed resources, consolidate periodically")
@@ -105,6 +109,8 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
         targets = _targets(args.sla_targets)
         if args.quantile not in ARMS:
             raise ValueError(f"--quantile {args.quantile:g}: use one of {' '.join(format(a, 'g') for a in ARMS)}")
+        if not 0.0 <= args.idle_close_share <= 1.0e6:
+            raise ValueError(f"--idle-close-share {args.idle_close_share:g}: give a share of 0 or more")
         fleet = load_fleet(args.partners)
         agreements = load_agreements(args.agreements)
         start, trace = load_trace(args.requests)
@@ -116,7 +122,8 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
     say(f"simulating {len(trace):,} requests on {len(fleet.own)} own nodes and {len(fleet.offers)} partner VMs "
         f"({args.policy})")
     cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
-                    interval_s=args.interval, quantile=args.quantile, seed=args.seed, migrate=args.migrate,
+                    interval_s=args.interval, quantile=args.quantile, idle_close_share=args.idle_close_share,
+                    seed=args.seed, migrate=args.migrate,
                     migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures)
     try:
         result = simulate(fleet, agreements, trace, start, cfg, progress=say)
