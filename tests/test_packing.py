@@ -417,3 +417,32 @@ def test_the_offline_effort_finds_packings_that_rearrange_several_requests():
               for t in ("platinum", "gold", "silver", "bronze")]
     assert placed == [5, 6, 3, 8], "the exact optimum's (HiGHS)"
     assert abs(got.cost - Decimal("11.803557")) < Decimal("1e-6"), "and its cost (HiGHS rounds to 6 places)"
+
+
+def _types_by_bytes(free, cap, price, tags, region, provider, open_):
+    """The reference: rows equal as bytes (after -0.0 -> 0.0), numbered by first appearance."""
+    import numpy as np
+    ids: dict[bytes, int] = {}
+    out = []
+    for s in range(len(free)):
+        key = b"".join(np.ascontiguousarray(a[s] + 0.0 if a.dtype.kind == "f" else a[s]).tobytes()
+                       for a in (free, cap, price, tags, region, provider, open_))
+        out.append(ids.setdefault(key, len(ids)))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.0, -0.0, 1.5, 4.0]), st.sampled_from([4.0, 8.0]),
+                          st.sampled_from([1, 2]), st.sampled_from([0, 1, 1 << 40, (1 << 40) | 1]),
+                          st.sampled_from([0, 1]), st.sampled_from([0, 3]), st.booleans()), max_size=40))
+def test_interchangeable_types_are_rows_equal_in_every_field_numbered_by_first_appearance(rows):
+    import numpy as np
+
+    from tessera.scheduler.table import interchangeable_types
+    S = len(rows)
+    free = np.array([[r[0], r[0] * 2] for r in rows], dtype=np.float64).reshape(S, 2)
+    cap = np.array([[r[1], r[1]] for r in rows], dtype=np.float64).reshape(S, 2)
+    ints = [np.array([r[i] for r in rows], dtype=np.int64) for i in (2, 3, 4, 5)]
+    open_ = np.array([r[6] for r in rows], dtype=np.bool_)
+    got = interchangeable_types(free, cap, *ints, open_).tolist()
+    assert got == _types_by_bytes(free, cap, *ints, open_)

@@ -56,6 +56,7 @@ from tessera.schemas import (
     UsageLimitAlert,
     WorkloadRequest,
 )
+from tessera.schemas.base import utc_now
 from tessera.schemas.identity import RecentIds
 
 from .packing import (
@@ -537,7 +538,16 @@ class Scheduler:
             self._rows = {r.resource_id: i for i, r in enumerate(states)}
             self._healthy = np.array([r.healthy for r in states], dtype=np.bool_)
             self._dirty.clear()
-        elif self._dirty:   # rows whose use changed since the last batch, in one array write
+        elif len(self._dirty) <= 4:   # the usual batch: a few rows, written one by one
+            t = self._table
+            for r in self._dirty:
+                row = self._rows.get(r)
+                if row is not None:
+                    st = self.resources[r]
+                    t.free[row] = st.free
+                    t.open[row] = st.open or r in self.running
+            self._dirty.clear()
+        else:   # rows whose use changed since the last batch, in one array write
             dirty = [(self._rows[r], self.resources[r].used) for r in self._dirty if r in self._rows]
             rows = [row for row, _ in dirty]
             used = np.array([u for _, u in dirty]).reshape(len(rows), -1)
@@ -691,7 +701,8 @@ class Scheduler:
         self.decided.add(request.request_id)
         self.announced.discard(request.request_id)
         return AllocationPlaced(
-            event_id=f"placed:{request.request_id}", request_id=request.request_id, tenant=request.tenant,
+            event_id=f"placed:{request.request_id}", event_time=now_dt, request_id=request.request_id,
+            tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
             queued_seconds=max(waited, 0.0), batch_id=batch_id, expires_at=expires, placements=events,
             required_tags=request.required_tags, allowed_regions=request.allowed_regions,
@@ -720,12 +731,15 @@ class Scheduler:
             return [self._rejected(q.request, Rejection(RejectReason.withdrawn, reason or "withdrawn"))]
         return self.release(f"alloc:{request_id}", reason)
 
-    def release(self, allocation_id: str, reason: str = "completed", now: float | None = None) -> list[Event]:
+    def release(self, allocation_id: str, reason: str = "completed", now: float | None = None,
+                now_dt: datetime | None = None) -> list[Event]:
+        """Release an allocation; the event says ``now_dt`` (default: the wall clock)."""
         self._accrue(now)      # the tuning window's cost runs at the old rate up to now
         a = self._drop(allocation_id)
         if a is None:
             return []  # unknown or already released: idempotent
-        return [AllocationReleased(event_id=f"released:{allocation_id}", request_id=a.request_id,
+        return [AllocationReleased(event_id=f"released:{allocation_id}", event_time=now_dt or utc_now(),
+                                   request_id=a.request_id,
                                    allocation_id=allocation_id, reason=reason, placements=a.placement_events,
                                    per_replica=a.per_replica)]
 

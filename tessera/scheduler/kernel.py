@@ -280,22 +280,90 @@ def _needs(req_demand, mid):
 
 
 @njit(cache=True, error_model="numpy")
-def _covers(D):
-    """covers[a, b]: list b's levels reach need a's in every dimension."""
+def _covers(D, need_sig):
+    """covers[a, b]: list b's levels reach need a's in every dimension. Only the rows of the
+    needs in ``need_sig`` are filled (the kernel reads no others): with four dimensions the
+    whole table is 81 x 81, and filling it all cost more than packing a one-request batch."""
     n_sig = 3 ** D
-    covers = np.zeros((n_sig, n_sig), dtype=np.bool_)
+    digits = np.empty((n_sig, D), dtype=np.int64)
     for a in range(n_sig):
+        x = a
+        for d in range(D):
+            digits[a, d] = x % 3
+            x //= 3
+    covers = np.zeros((n_sig, n_sig), dtype=np.bool_)
+    done = np.zeros(n_sig, dtype=np.bool_)
+    for r in range(need_sig.shape[0]):
+        a = need_sig[r]
+        if done[a]:
+            continue
+        done[a] = True
         for b in range(n_sig):
             ok = True
-            x, y = a, b
             for d in range(D):
-                if y % 3 < x % 3:
+                if digits[b, d] < digits[a, d]:
                     ok = False
                     break
-                x //= 3
-                y //= 3
             covers[a, b] = ok
     return covers
+
+
+@njit(cache=True, error_model="numpy")
+def type_ids(free, cap, price, tags, region, provider, open_):
+    """A type id per resource, equal for interchangeable ones (same free, capacity, price,
+    tags, place, open), numbered in order of first appearance. Rows are hashed, sorted by
+    hash (stably, so each group lists its rows in index order) and compared within a group:
+    linear in the resources but for the sort, and no Python object per row."""
+    S, D = free.shape
+    h = np.empty(S, dtype=np.int64)
+    for s in range(S):
+        x = np.int64(1469598103934665603)
+        for d in range(D):
+            x = (x * np.int64(1099511628211)) ^ hash(free[s, d] + 0.0)     # -0.0 and 0.0 are one value
+            x = (x * np.int64(1099511628211)) ^ hash(cap[s, d] + 0.0)
+        x = (x * np.int64(1099511628211)) ^ price[s]
+        x = (x * np.int64(1099511628211)) ^ tags[s]
+        x = (x * np.int64(1099511628211)) ^ region[s]
+        x = (x * np.int64(1099511628211)) ^ provider[s]
+        x = (x * np.int64(1099511628211)) ^ np.int64(open_[s])
+        h[s] = x
+    order = np.argsort(h, kind="mergesort")
+    rep = np.empty(S, dtype=np.int64)
+    i = 0
+    while i < S:
+        j = i
+        while j < S and h[order[j]] == h[order[i]]:
+            j += 1
+        for a in range(i, j):
+            s = order[a]
+            rep[s] = s
+            for b in range(i, a):
+                t = order[b]
+                if rep[t] == t and _same_row(s, t, free, cap, price, tags, region, provider, open_):
+                    rep[s] = t
+                    break
+        i = j
+    ids = np.empty(S, dtype=np.int64)
+    n = 0
+    for s in range(S):
+        if rep[s] == s:
+            ids[s] = n
+            n += 1
+        else:
+            ids[s] = ids[rep[s]]
+    return ids
+
+
+@njit(cache=True, error_model="numpy")
+def _same_row(s, t, free, cap, price, tags, region, provider, open_):
+    if price[s] != price[t] or tags[s] != tags[t] or region[s] != region[t] or provider[s] != provider[t]:
+        return False
+    if open_[s] != open_[t]:
+        return False
+    for d in range(free.shape[1]):
+        if free[s, d] != free[t, d] or cap[s, d] != cap[t, d]:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- the kernel
@@ -342,7 +410,7 @@ def pack(reqs, req_order, res, improve, score_limit):
     n_sig = 3 ** D
     sig_list, sig_ep, sig_n, sig_stale, res_sig, res_ep = _signature_lists(res_open, res_free, min_pos, mid)
     need_mask, need_sig = _needs(req_demand, mid)
-    covers = _covers(D)
+    covers = _covers(D, need_sig)
 
     # Demand not yet placed (this request's remaining replicas and all later requests).
     rem = w.copy()

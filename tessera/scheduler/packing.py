@@ -116,10 +116,11 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     opened = np.nonzero(out.open & ~res.open)[0].tolist()
     result.opened = [table.ids[s] for s in opened]
     result.cost = sum((table.prices[s] for s in opened), Decimal(0))
-    demand_placed = (reqs.demand * (reqs.replicas * out.placed)[:, None]).sum(axis=0)
-    lb_fn = kernel.lower_bound if jit else python_twin(kernel.lower_bound)
-    lb_micro = lb_fn(demand_placed, res.free, res.cap, res.price.astype(np.float64), res.open)
-    result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
+    if result.cost:     # nothing opened: the bound, never negative and at most the cost, is 0
+        demand_placed = (reqs.demand * (reqs.replicas * out.placed)[:, None]).sum(axis=0)
+        lb_fn = kernel.lower_bound if jit else python_twin(kernel.lower_bound)
+        lb_micro = lb_fn(demand_placed, res.free, res.cap, res.price.astype(np.float64), res.open)
+        result.lower_bound = min(Decimal(int(lb_micro)) / MICRO, result.cost) if lb_micro < 1e299 else result.cost
     result.free_after_rows, result.opened_rows = out.free, out.open
     return result
 

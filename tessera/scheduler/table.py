@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .kernel import type_ids
 
 MICRO = Decimal(1_000_000)
 
@@ -89,7 +91,14 @@ class ResourceTable:
         return len(self.ids)
 
     def with_state(self, free: np.ndarray, open_: np.ndarray | None = None) -> "ResourceTable":
-        return replace(self, free=free, open=self.open if open_ is None else open_)
+        # A shallow copy with two fields changed, without dataclasses.replace's re-run of
+        # __init__ (a live batch takes a few views: this is on every request's path).
+        view = object.__new__(ResourceTable)
+        view.__dict__.update(self.__dict__)
+        view.free = free
+        if open_ is not None:
+            view.open = open_
+        return view
 
     def has_tag(self, tag: str) -> np.ndarray:
         """Which resources carry ``tag`` (kept per tag: the tags that exist bound it)."""
@@ -119,20 +128,4 @@ def interchangeable_types(free: np.ndarray, cap: np.ndarray, price: np.ndarray, 
     """A type id per resource, equal for interchangeable ones (same free, capacity, price,
     tags, place, open), numbered in order of first appearance. The kernel relies on it: a
     packing run on other free capacity or open resources needs the types of that state."""
-    S, D = free.shape
-    if S == 0:
-        return np.zeros(0, dtype=np.int64)
-    rows = np.empty((S, 2 * D + 5))
-    rows[:, :D] = free
-    rows[:, D:2 * D] = cap
-    rows[:, 2 * D] = price
-    rows[:, 2 * D + 1] = tags
-    rows[:, 2 * D + 2] = region
-    rows[:, 2 * D + 3] = provider
-    rows[:, 2 * D + 4] = open_
-    rows += 0.0   # -0.0 -> 0.0: rows are compared as bytes below
-    # Each row as one bytes value (a void view): a dict numbers them in first-appearance
-    # order ~8x faster than np.unique(axis=0) and its re-ranking.
-    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel().tolist()
-    ids: dict[bytes, int] = {}
-    return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+    return type_ids(np.ascontiguousarray(free), cap, price, tags, region, provider, open_)

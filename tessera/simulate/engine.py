@@ -295,8 +295,8 @@ class Simulation:
             if due > now:
                 self._push(due, _DUE, r.request.request_id)
         elif kind == _RELEASE:
-            for e in self.core.release(payload, "completed"):
-                self.billing.apply(e.model_copy(update={"event_time": self._dt(now)}))
+            for e in self.core.release(payload, "completed", now_dt=self._dt(now)):
+                self.billing.apply(e)
                 for p in e.placements:              # a VM's idle time counts from its last work
                     if p.resource_id in self.vms:
                         self.vms[p.resource_id].idle_since = now
@@ -336,7 +336,7 @@ class Simulation:
                 if now - sub > self.cfg.sla_targets.get(tier, math.inf):
                     self.missed.add(rid)
                 self.placed[rid] = [(p.resource_id, p.replicas) for p in e.placements]
-                self.billing.apply(e.model_copy(update={"event_time": dt}))
+                self.billing.apply(e)       # the core stamps it with the batch's (virtual) time
                 self._push(now + (e.expires_at - dt).total_seconds() if e.expires_at else self.end, _RELEASE,
                            e.allocation_id)
             elif isinstance(e, AllocationRejected) and e.code in CAPACITY_REJECTIONS:
