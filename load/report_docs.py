@@ -324,8 +324,9 @@ def _learned(d: dict) -> str:
             "headroom quantile and how long an idle partner VM stays open (its idle-close share: 0, half or all of "
             "the partner's `idle_close_s`) from the reward of the interval before (minus its cost, minus 1.00 per "
             "SLA miss). Its most frequent setting: " + "; ".join(top) + ". *Predictive, idle VMs closed at once* "
-            "fixes the idle-close share at 0 from the start: the best fixed setting of the knob the learner "
-            "tunes, so the gap between it and learned is what learning online (exploring) costs.")
+            "fixes the idle-close share at 0 from the start, the setting the learner settles on most: where learned "
+            "costs more, the gap is what learning it online (exploring) costs; where it costs less, varying the "
+            "settings by hour band paid.")
 
 
 def _drill(d: dict) -> str:
@@ -353,7 +354,9 @@ def economics() -> str:
         "clock). Cost is own capacity (full cost, the same for every policy) plus what partners bill; misses are "
         "requests that waited past their tier's target or were rejected for capacity. *Captures* is "
         "`(cost_reactive - cost_policy) / (cost_reactive - cost_oracle)`. Reactive's warm buffer (vCPU) is the "
-        f"smallest on its grid with misses at or under 1 %: {buffers}.",
+        f"smallest on its grid with misses at or under 1 %: {buffers}. Where that buffer is 0, the oracle's warm "
+        "target is reactive's plus a growth that is never negative, so the oracle cannot cost less than reactive "
+        "and there is no saving to capture (n/a).",
         economics_table(),
         _learned(d),
         "*Predictive + migration* runs the migration planner in the simulator (consolidation every hour, move cost "
