@@ -35,6 +35,7 @@ import argparse
 import csv
 import json
 import tempfile
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def pods_trace(path: Path) -> int:
 
 
 def series_trace(path: Path, file: str, column: str, days: float, peak_vcpu: float = 400.0,
-                 job_vcpu: float = 4.0, job_s: float = 1800.0, step_s: float = 300.0) -> int:
+                 job_vcpu: float = 4.0, job_s: float = 1800.0, step_s: float = 300.0,
+                 tiers: list[str] = TIERS) -> int:
     values = [float(r[column]) for r in csv.DictReader((DATA / "datacenter_traces_datasets" / file).open())]
     values = values[: int(days * 86_400 / step_s)]
     top = max(values)
@@ -89,7 +91,7 @@ def series_trace(path: Path, file: str, column: str, days: float, peak_vcpu: flo
             started.append(new)
             for j in range(new):
                 w.writerow([round(k * step_s + step_s * j / new, 3), job_s, job_vcpu, job_vcpu * 4,
-                            TIERS[n % len(TIERS)], f"tenant-{n % 3}"])
+                            tiers[n % len(tiers)], f"tenant-{n % 3}"])
                 n += 1
     return n
 
@@ -202,6 +204,38 @@ def failure_drill(fleet_file: Path, req: Path, nodes: int = 2) -> dict:
     return out
 
 
+def stress(tmp: Path, days: float) -> list[dict]:
+    """Where would warm capacity pay? Harder variants of the Google series, each with every
+    policy (reactive searching its buffer) and the share of the oracle's saving captured."""
+    google = ("google2019_instance_usage_grouped_300_seconds_month.csv", "avg_cpu")
+    variants = [
+        ("every request platinum or gold, slow partners", HERE / "fleet-series-slow.toml",
+         ["platinum", "gold"], None, 1.0),
+        ("2 own nodes instead of 8, slow partners", HERE / "fleet-series-slow.toml", TIERS, 2, 1.0),
+        ("idle VMs closed at once, slow partners", HERE / "fleet-series-slow.toml", TIERS, None, 0.0),
+    ]
+    agreements = load_agreements(HERE / "agreements.json")
+    out = []
+    for i, (name, fleet_file, tiers, own, share) in enumerate(variants):
+        req = tmp / f"stress-{i}.csv"
+        series_trace(req, *google, days, tiers=tiers)
+        fleet = load_fleet(fleet_file)
+        if own is not None:
+            fleet = replace(fleet, own=fleet.own[:own])
+        start, trace = load_trace(req)
+        row: dict = {"variant": name, "requests": len(trace)}
+        for policy in POLICIES:
+            r = simulate(fleet, agreements, trace, start, SimConfig(policy=policy, idle_close_share=share))
+            row[policy] = {"cost_total": format(r.cost_total, "f"), "sla_miss_rate": round(r.sla_miss_rate, 6),
+                           "buffer_vcpu": r.buffer_vcpu}
+        row["capture"] = capture({p: row[p] for p in POLICIES})
+        print(f"  stress, {name}: capture {row['capture']}, reactive buffer {row['reactive']['buffer_vcpu']:g} vCPU, misses "
+              f"{row['reactive']['sla_miss_rate']:.4f}, cost {row['reactive']['cost_total']} (oracle "
+              f"{row['oracle']['cost_total']})", flush=True)
+        out.append(row)
+    return out
+
+
 def capture(policies: dict) -> dict:
     """The share of the oracle's saving over reactive each policy captures; None where the
     oracle saves nothing over reactive (then there is nothing to capture)."""
@@ -221,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="one day of each series, no pods (smoke run)")
     ap.add_argument("--drill-only", action="store_true",
                     help="rerun only the failure drill and update it in load/results/economics.json")
+    ap.add_argument("--stress-only", action="store_true",
+                    help="rerun only the harder variants (stress) and update them in load/results/economics.json")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
     if args.drill_only:
@@ -233,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     days = 1.0 if args.quick else 7.0
+    if args.stress_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(__file__).resolve().parent / "results" / "economics.json"
+            report = json.loads(path.read_text())
+            report["stress"] = stress(Path(tmp), days)
+            path.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
@@ -251,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_trace("alibaba-v2023-pods", HERE / "fleet-pods.toml", req))
             results.append(run_trace("alibaba-v2023-pods, slow partners", HERE / "fleet-pods-slow.toml", req))
             drill = failure_drill(HERE / "fleet-pods.toml", req)
+        stressed = stress(t, days)
     report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
               "days_of_series": days, "traces": results}
+    report["stress"] = stressed
     if not args.quick:
         report["failure_drill"] = drill
     save_result("economics" + ("-quick" if args.quick else ""), report, ("days_of_series",))

@@ -329,6 +329,27 @@ def _learned(d: dict) -> str:
             "settings by hour band paid.")
 
 
+def _stress(d: dict) -> str:
+    """The harder variants: does reactive ever need a warm buffer?"""
+    rows = []
+    for v in d.get("stress") or []:
+        cells = [f"{n(float(v[p]['cost_total']))} ({v[p]['sla_miss_rate']:.2%})" for p in POLICIES]
+        rows.append([v["variant"], f"{v['reactive']['buffer_vcpu']:g}", *cells,
+                     f"{_capture(v['capture']['predictive'])} / {_capture(v['capture']['learned'])}"])
+    if not rows:
+        return ""
+    stress = d["stress"]
+    buffers = {v["reactive"]["buffer_vcpu"] for v in stress}
+    gaps = [float((float(v["reactive"]["cost_total"]) - float(v["oracle"]["cost_total"]))
+                  / float(v["reactive"]["cost_total"])) for v in stress]
+    return ("Harder variants of the Google series, looking for where warm capacity pays (learned chooses its own "
+            "idle-close share in each). Reactive's buffer: "
+            + ("0 in each" if buffers == {0.0} else ", ".join(f"{b:g}" for b in sorted(buffers)))
+            + f"; the oracle saves at most {max(gaps):.1%} of reactive's cost, and a capture ratio over so small a "
+            "gap says little.\n\n"
+            + table(["variant", "reactive buffer (vCPU)", *POLICIES, "captured"], rows, "lrrrrrr"))
+
+
 def _drill(d: dict) -> str:
     dr = d.get("failure_drill")
     if not dr:
@@ -354,11 +375,12 @@ def economics() -> str:
         "clock). Cost is own capacity (full cost, the same for every policy) plus what partners bill; misses are "
         "requests that waited past their tier's target or were rejected for capacity. *Captures* is "
         "`(cost_reactive - cost_policy) / (cost_reactive - cost_oracle)`. Reactive's warm buffer (vCPU) is the "
-        f"smallest on its grid with misses at or under 1 %: {buffers}. Where that buffer is 0, the oracle's warm "
-        "target is reactive's plus a growth that is never negative, so the oracle cannot cost less than reactive "
-        "and there is no saving to capture (n/a).",
+        f"smallest on its grid with misses at or under 1 %: {buffers}. With that buffer at 0, the oracle keeps at "
+        "least as much warm as reactive, and saves only where warm capacity spares a dearer opening for waiting "
+        "work: here it saves nothing, so there is nothing to capture (n/a).",
         economics_table(),
         _learned(d),
+        _stress(d),
         "*Predictive + migration* runs the migration planner in the simulator (consolidation every hour, move cost "
         "0.01 per replica before tier weights): its saving against predictive alone is measured, with the misses "
         "it costs. " + _drill(d),
