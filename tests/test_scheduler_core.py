@@ -131,8 +131,8 @@ def test_the_kept_packer_table_always_equals_a_fresh_one(ops):
     patches them on place and release; after any mix of placements, releases, health flips
     and a resource update, they must equal what is rebuilt from scratch."""
     sch = Scheduler(batch_max=5)
-    for i in range(3):
-        sch.apply(resource(i, vcpu=8, mem_gib=16, provider=["own", "gcp", "do"][i]))
+    for i in range(6):   # more than 4 rows can change in a batch: both ways of patching run
+        sch.apply(resource(i, vcpu=8, mem_gib=16, provider=["own", "gcp", "do"][i % 3]))
     live, down = [], set()
     for n, (tier, vcpu, replicas, release, flip) in enumerate(ops):
         sch.submit(request(f"q{n}", tier, vcpu=vcpu, mem_gib=2, replicas=replicas), float(n), T0)
@@ -152,6 +152,7 @@ def test_the_kept_packer_table_always_equals_a_fresh_one(ops):
         rebuilt = fresh.table()
         assert kept.ids == rebuilt.ids
         assert (kept.free == rebuilt.free).all() and (kept.open == rebuilt.open).all()
+        assert (sch._healthy == fresh._healthy).all(), "a health verdict patches its row"
         assert (kept.free >= 0).all()
         use = {}
         for a in sch.allocations.values():

@@ -229,7 +229,7 @@ class Scheduler:
             if refused:
                 return refused
         self.epoch += 1          # any input may give a waiting request room or a new price
-        if isinstance(event, (ResourceDiscovered, ResourceUpdated, ResourceRemoved, HealthChanged)):
+        if isinstance(event, (ResourceDiscovered, ResourceUpdated, ResourceRemoved)):
             self._table = None
         if isinstance(event, (ResourceDiscovered, ResourceUpdated)):
             sp = event.spec
@@ -261,6 +261,10 @@ class Scheduler:
             st = self.resources.get(event.resource_id)
             if st is not None:
                 st.healthy = event.status == HealthStatus.healthy
+                # A verdict changes one row of the packer's table, not its shape: partner VMs
+                # opening and closing would otherwise rebuild the whole table each time.
+                if self._table is not None:
+                    self._healthy[self._rows[event.resource_id]] = st.healthy
         elif isinstance(event, AgreementUpdated):
             try:
                 self.prices.set_agreement(parse_agreement(event.agreement))
