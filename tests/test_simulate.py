@@ -179,6 +179,9 @@ def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):
     assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
                  "--requests", str(req), "--policy", "oracle", "--sla-targets", "diamond=5"]) == 2
     assert "diamond" in capsys.readouterr().err
+    assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
+                 "--requests", str(req), "--policy", "oracle", "--idle-close-share", "-1"]) == 2
+    assert "--idle-close-share -1" in capsys.readouterr().err
 
 
 def test_reactive_searches_the_smallest_buffer_within_the_miss_target(tmp_path):
