@@ -115,6 +115,8 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
     out["capture"] = capture(out["policies"])
     out["idle_closed_at_once"] = idle_closed_at_once(name, fleet, agreements, trace, start, seed)
     out["with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["predictive"], seed)
+    out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
+                                                   seed, policy="learned")
     return out
 
 
@@ -130,10 +132,12 @@ def idle_closed_at_once(name: str, fleet, agreements, trace, start, seed: int) -
     return {"cost_total": d["cost_total"], "sla_miss_rate": d["sla_miss_rate"], "wall_s": d["wall_s"]}
 
 
-def with_migration(name: str, fleet, agreements, trace, start, without: dict, seed: int) -> dict:
-    """Predictive again with the migration planner on (consolidation every hour): the
-    saving is measured against the same policy without it, not asserted."""
-    r = simulate(fleet, agreements, trace, start, SimConfig(policy="predictive", seed=seed, migrate=True))
+def with_migration(name: str, fleet, agreements, trace, start, without: dict, seed: int,
+                   policy: str = "predictive") -> dict:
+    """A policy again with the migration planner on (consolidation every hour): the saving
+    is measured against the same policy without it, not asserted. (Learned then also tunes
+    the consolidation threshold.)"""
+    r = simulate(fleet, agreements, trace, start, SimConfig(policy=policy, seed=seed, migrate=True))
     d = r.as_json()
     before, after = Decimal(without["cost_total"]), r.cost_total
     out = {"cost_total": d["cost_total"], "cost_by_provider": d["cost_by_provider"],
@@ -142,7 +146,7 @@ def with_migration(name: str, fleet, agreements, trace, start, without: dict, se
            "migration_reasons": d["migration_reasons"], "wall_s": d["wall_s"],
            "saving_vs_without": format(before - after, "f"),
            "saving_share": round(float((before - after) / before), 4) if before else 0.0}
-    print(f"  {name} predictive + migration: cost {out['cost_total']} (saves {out['saving_share']:.1%}), misses "
+    print(f"  {name} {policy} + migration: cost {out['cost_total']} (saves {out['saving_share']:.1%}), misses "
           f"{out['sla_miss_rate']:.4f}, {out['migrations']} moves, {out['wall_s']} s", flush=True)
     return out
 

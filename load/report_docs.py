@@ -299,14 +299,16 @@ def economics_table(captured: bool = True) -> str:
         pol = t["policies"]
         cells = [f"{n(float(pol[p]['cost_total']))} ({pol[p]['sla_miss_rate']:.2%})" for p in POLICIES]
         m = t.get("with_migration")
-        mig = f"{n(float(m['cost_total']))} ({m['sla_miss_rate']:.2%}), -{m['saving_share']:.0%}" if m else "n/a"
-        at_once = t.get("idle_closed_at_once")
+        mig = f"{n(float(m['cost_total']))} ({m['sla_miss_rate']:.2%}), {-m['saving_share']:+.0%}" if m else "n/a"
+        at_once, lm = t.get("idle_closed_at_once"), t.get("learned_with_migration")
         rows.append([t["trace"], *cells, mig]
-                    + ([f"{n(float(at_once['cost_total']))} ({at_once['sla_miss_rate']:.2%})" if at_once else "n/a",
+                    + ([f"{n(float(lm['cost_total']))} ({lm['sla_miss_rate']:.2%}), {-lm['saving_share']:+.0%}"
+                        if lm else "n/a",
+                        f"{n(float(at_once['cost_total']))} ({at_once['sla_miss_rate']:.2%})" if at_once else "n/a",
                         f"{_capture(t['capture']['predictive'])} / {_capture(t['capture']['learned'])}"]
                        if captured else []))
     head = ["trace", *POLICIES, "predictive + migration"] + (
-        ["predictive, idle VMs closed at once", "captured"] if captured else [])
+        ["learned + migration", "predictive, idle VMs closed at once", "captured"] if captured else [])
     return table(head, rows, "l" + "r" * (len(head) - 1))
 
 

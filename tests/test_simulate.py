@@ -281,6 +281,28 @@ def test_with_migration_the_invariants_hold_and_the_run_is_deterministic(tmp_pat
     assert not sim.in_flight and not sim.core.moving
 
 
+def test_learned_with_migration_tunes_the_consolidation_threshold(tmp_path, monkeypatch):
+    import tessera.simulate.engine as engine
+    fleet = load_fleet(fleet_file(tmp_path))
+    rows = wave()
+    for r in rows[::7]:
+        r["duration_s"] = 20_000
+    start, trace = load_trace(requests_file(tmp_path, rows))
+    costs = []
+    real_plan = engine.plan
+
+    def plan(snap, budget):
+        costs.append(budget.move_cost)
+        return real_plan(snap, budget)
+
+    monkeypatch.setattr(engine, "plan", plan)
+    cfg = SimConfig(policy="learned", migrate=True, migrate_every_s=900, move_cost=Decimal("0.01"), seed=1)
+    result = Simulation(fleet, {}, trace, start, cfg).run()
+    assert result.tuner_choices and all("consolidation_cost_factor=" in k for k in result.tuner_choices)
+    assert set(costs) <= {Decimal("0.0025"), Decimal("0.01"), Decimal("0.04")} and len(set(costs)) > 1, \
+        "the planner weighs moves at the chosen factor of their cost"
+
+
 def test_a_failed_node_is_evacuated_within_a_bounded_time(tmp_path):
     fleet = load_fleet(fleet_file(tmp_path))
     # Load that leaves the partners room for the failed node's work (with none, work waits

@@ -4,8 +4,10 @@ realised reward (negative cost minus an SLA-miss penalty), online.
 Knobs (``Knob``): the headroom quantile, how much capacity the scheduler (``Reservations``)
 and the simulator's controller keep ahead of the protected tiers' forecast demand; and the
 idle-close share, how long an idle partner VM is kept open before it is closed, as a share
-of its partner's ``idle_close_s`` (the simulator's controller; the live scheduler opens and
-closes nothing, so it tunes the headroom quantile alone). The context is the hour of day in
+of its partner's ``idle_close_s``; and, when the migration planner runs, the consolidation
+threshold, a factor on what the planner counts a move to cost (the simulator's
+controller; the live scheduler opens, closes and moves nothing, so it tunes the headroom
+quantile alone). The context is the hour of day in
 four bands (demand is daily-seasonal: the right settings differ between the ramp and the
 trough); one epsilon-greedy bandit per band, over the joint settings of the knobs (their
 product: the knobs interact, closing idle VMs sooner asks for more headroom, so they are
@@ -37,6 +39,9 @@ class Knob:
 HEADROOM_QUANTILE = Knob("headroom_quantile", (0.5, 0.8, 0.9, 0.95, 0.99))
 #: Share of each partner's ``idle_close_s`` an idle VM stays open (1 = the fleet's setting).
 IDLE_CLOSE_SHARE = Knob("idle_close_share", (0.0, 0.5, 1.0))
+#: The consolidation threshold: a consolidating move must save more than its cost, and the
+#: planner's move cost is scaled by this factor (higher: fewer, surer moves).
+CONSOLIDATION_COST_FACTOR = Knob("consolidation_cost_factor", (0.25, 1.0, 4.0))
 ARMS = HEADROOM_QUANTILE.values
 KNOB = HEADROOM_QUANTILE.name
 

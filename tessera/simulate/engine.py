@@ -19,9 +19,10 @@ Policies set the target:
 * ``predictive``: the demand engine's forecast, learnt online, never ahead of the trace,
   at quantile ``quantile`` over the steps that cover the lead time;
 * ``oracle``: the realised demand over the same steps (the trace's own future);
-* ``learned``: predictive, with its knobs (the headroom quantile, and how long an idle VM
-  stays open as a share of its partner's ``idle_close_s``) chosen per context (hour of
-  day) online by a River bandit from the realised reward (``tessera.scheduler.tuning``).
+* ``learned``: predictive, with its knobs (the headroom quantile, how long an idle VM
+  stays open as a share of its partner's ``idle_close_s`` and, with migration, the
+  consolidation threshold) chosen per context (hour of day) online by a River bandit from
+  the realised reward (``tessera.scheduler.tuning``).
 
 Demand is the trace's offered load: vCPU of requests submitted and not yet finished,
 counted as if each ran from its submission (so what the controller learns and the oracle
@@ -55,7 +56,7 @@ from tessera.migration.planner import plan
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook, Standing
 from tessera.scheduler.core import DEFAULT_SLA_TARGETS, Scheduler
-from tessera.scheduler.tuning import HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
+from tessera.scheduler.tuning import CONSOLIDATION_COST_FACTOR, HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
 from tessera.schemas import (
     TIER_RANK,
     AllocationPlaced,
@@ -220,10 +221,10 @@ class Simulation:
             levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
             self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps + 1, quantiles=levels,
                                                               interval_s=int(config.interval_s), season=season))
-        self.tuner = (KnobTuner((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE), seed=config.seed)
-                      if config.policy == "learned" else None)
+        knobs = (HEADROOM_QUANTILE, IDLE_CLOSE_SHARE) + ((CONSOLIDATION_COST_FACTOR,) if config.migrate else ())
+        self.tuner = KnobTuner(knobs, seed=config.seed) if config.policy == "learned" else None
         # the knobs' settings for the current control interval (the learned policy's choice)
-        self._quantile, self._idle_share = config.quantile, config.idle_close_share
+        self._quantile, self._idle_share, self._move_factor = config.quantile, config.idle_close_share, 1.0
         self._util_samples: list[float] = []
         self._ranked: dict[bool, list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
@@ -387,6 +388,7 @@ class Simulation:
             self.tuner.reward(self._reward_since_last(now))
             knobs = self.tuner.choose_settings(self._dt(now))
             self._quantile, self._idle_share = knobs[HEADROOM_QUANTILE.name], knobs[IDLE_CLOSE_SHARE.name]
+            self._move_factor = knobs.get(CONSOLIDATION_COST_FACTOR.name, 1.0)
         target, band = self._target(now, step)
         self._standings(now)
         own_vcpu = sum(r.spec.capacity.vcpu for r in self.fleet.own)
@@ -560,7 +562,7 @@ class Simulation:
     def _migrate(self, now: float, consolidate: bool) -> None:
         """Plan on the live table, as the migration agent does, and start the moves. Closed
         partner VMs count as capacity the plan may open (the move starts once the VM is up)."""
-        state = (self.core.epoch, len(self.core.allocations), consolidate)
+        state = (self.core.epoch, len(self.core.allocations), consolidate, self._move_factor)
         if state == self._unchanged:
             return      # nothing happened since a plan found nothing to do
         dt = self._dt(now)
@@ -577,7 +579,10 @@ class Simulation:
         snap = live_snapshot(self.core, dt, busy=self.in_flight, openable=closed,
                              held={r: tuple(h) for r, h in self.pending_holds.items()},  # type: ignore[misc]
                              forecast=((dt, self._keep_free, keep_gpu),))
-        result = plan(snap, self.budget if consolidate else self.budget.evacuations_only())
+        budget = self.budget
+        if consolidate and self._move_factor != 1.0:     # the learned consolidation threshold
+            budget = replace(budget, move_cost=self.cfg.move_cost * Decimal(repr(self._move_factor)))
+        result = plan(snap, budget if consolidate else budget.evacuations_only())
         self._unchanged = None if result.moves else state
         chain = now            # with an ordered plan, each move starts once the one before it is done
         for mv in result.moves:

@@ -27,8 +27,9 @@ asked for and are paid from open to close; the policy decides how much to keep w
   predictive  the demand engine, learning as the trace unfolds, keeps capacity warm ahead
               of the partners' lead time at a headroom quantile
   oracle      the same controller fed the realised future demand
-  learned     predictive, with the headroom quantile and how long idle VMs stay open
-              chosen per hour band online by a River bandit
+  learned     predictive, with the headroom quantile, how long idle VMs stay open and
+              (with --migrate) the consolidation threshold chosen per hour band online
+              by a River bandit
 
 FLEET.toml is the partners file `tessera resources discover` reads, plus per partner
 lead_time_s (default 90) and idle_close_s (default 600). AGR.json is the file `tessera
