@@ -413,7 +413,12 @@ class Scheduler:
         return {p for p, until in self.blocked_until.items() if until > wall}
 
     # -- decisions --------------------------------------------------------------
-    def run_batch(self, now: float, now_dt: datetime, batch_id: str = "") -> list[Event]:
+    def run_batch(self, now: float, now_dt: datetime, batch_id: str = "",
+                  stamp: datetime | None = None) -> list[Event]:
+        """Decide the next batch. Placements are stamped ``stamp`` (a simulation's virtual
+        time) or, by default, the wall clock when they are made: a live batch's ``now_dt`` was
+        read before the releases of the same step, and a placement must not look older than
+        the release whose capacity it takes."""
         out: list[Event] = []
         for q in self.queue.expired(now_dt):
             self.decided.add(q.request.request_id)
@@ -442,7 +447,7 @@ class Scheduler:
             self._pack_capped(capped, by_id, _after(pack_res, uncapped, result), result)
         for rid, placements in result.placements.items():
             q = by_id[rid]
-            out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt))
+            out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt, stamp))
             if now - q.enqueued_at > self.sla_targets.get(q.request.sla_tier.value, float("inf")):
                 self._missed()
         for rid, rejection in result.rejected.items():
@@ -686,7 +691,7 @@ class Scheduler:
         return merged if merged is not None else pack_batch(reqs, res, effort=effort)
 
     def _place(self, request: WorkloadRequest, placements: list[tuple[str, int]], waited: float,
-               batch_id: str, now_dt: datetime) -> AllocationPlaced:
+               batch_id: str, now_dt: datetime, stamp: datetime | None = None) -> AllocationPlaced:
         # A request that says how long it runs is released then; the deadline travels in
         # the placed event, so a restarted scheduler re-arms the timer from its own output.
         duration = request.expected_duration_seconds
@@ -705,7 +710,7 @@ class Scheduler:
         self.decided.add(request.request_id)
         self.announced.discard(request.request_id)
         return AllocationPlaced(
-            event_id=f"placed:{request.request_id}", event_time=now_dt, request_id=request.request_id,
+            event_id=f"placed:{request.request_id}", event_time=stamp or utc_now(), request_id=request.request_id,
             tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
             queued_seconds=max(waited, 0.0), batch_id=batch_id, expires_at=expires, placements=events,

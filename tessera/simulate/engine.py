@@ -329,7 +329,7 @@ class Simulation:
 
     def _batch(self, now: float) -> None:
         dt = self._dt(now)
-        for e in self.core.run_batch(now, dt):
+        for e in self.core.run_batch(now, dt, stamp=dt):
             if isinstance(e, AllocationPlaced):
                 rid = e.request_id
                 sub, tier = self.submitted[rid]
@@ -337,7 +337,7 @@ class Simulation:
                 if now - sub > self.cfg.sla_targets.get(tier, math.inf):
                     self.missed.add(rid)
                 self.placed[rid] = [(p.resource_id, p.replicas) for p in e.placements]
-                self.billing.apply(e)       # the core stamps it with the batch's (virtual) time
+                self.billing.apply(e)       # stamped with the batch's (virtual) time
                 self._push(now + (e.expires_at - dt).total_seconds() if e.expires_at else self.end, _RELEASE,
                            e.allocation_id)
             elif isinstance(e, AllocationRejected) and e.code in CAPACITY_REJECTIONS:
