@@ -106,3 +106,14 @@ def test_own_capacity_is_never_free():
     assert OwnCost(capex=Decimal("12000"), amortization_months=48, opex_per_hour=Decimal("0.15")).per_hour() > 0
     with pytest.raises(PricingError, match="must cost something"):
         OwnCost(capex=Decimal(0)).per_hour()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-10**15, 7_258_118_400 * 10**6 + 10**12), min_size=1, max_size=20))
+def test_period_of_remembers_the_last_month_without_ever_answering_another(instants):
+    from bisect import bisect_right
+
+    from tessera.pricing.periods import MONTH_STARTS, period_name, period_of
+    for us in instants:       # any order: jumps between months, back and forth
+        assert period_of(us) == period_name(bisect_right(MONTH_STARTS, us) - 1)
+        assert period_of(us - 1) == period_name(bisect_right(MONTH_STARTS, us - 1) - 1)

@@ -36,8 +36,21 @@ def month_start_us(year: int, month: int) -> int:
     return (delta.days * 86_400 + delta.seconds) * US
 
 
+#: The month the last lookup fell in, (start, end, name): nearly every lookup falls in the
+#: same month as the one before (one tuple, replaced whole, so threads read it safely).
+_last_month = (0, 0, "")
+
+
 def period_of(us: int) -> str:
-    return period_name(bisect_right(MONTH_STARTS, us) - 1)
+    global _last_month
+    lo, hi, name = _last_month
+    if lo <= us < hi:
+        return name
+    i = bisect_right(MONTH_STARTS, us) - 1
+    name = period_name(i)
+    if 0 <= i < len(MONTH_STARTS) - 1:
+        _last_month = (MONTH_STARTS[i], MONTH_STARTS[i + 1], name)
+    return name
 
 
 def period_bounds(period: str) -> tuple[int, int]:
