@@ -226,6 +226,12 @@ class Simulation:
         # the knobs' settings for the current control interval (the learned policy's choice)
         self._quantile, self._idle_share, self._move_factor = config.quantile, config.idle_close_share, 1.0
         self._util_samples: list[float] = []
+        # constant over the run, read every control tick
+        self._own_vcpu = sum(r.spec.capacity.vcpu for r in fleet.own)
+        self._own_rate = 0.0
+        for r in fleet.own:
+            self._own_rate += float(r.spec.price_per_hour)
+        self._providers = {OWN, *(e.spec.provider for e in fleet.offers)}
         self._ranked: dict[bool, list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
         self._last_cost, self._last_missed, self._closed_cost = Decimal(0), 0, Decimal(0)
@@ -371,11 +377,13 @@ class Simulation:
             q = self._quantile
             if step == 0:
                 return demand, band
-            levels = self.forecaster.forecast().as_dicts()
+            fc = self.forecaster.forecast()
+            column = {_level_key(level): i for i, level in enumerate(fc.levels)}    # (no dict per horizon)
+            k = column.get(_level_key(q))
             # horizon 1 is the interval now under way (covered by demand now); then the ones ahead
-            peak = max((lv.get(_level_key(q), 0.0) for lv in levels[1:]), default=0.0)
-            first = levels[0]
-            band = (first.get("0.05", math.nan), first.get("0.5", math.nan), first.get("0.95", math.nan))
+            peak = max((float(v) for v in fc.values[1:, k]), default=0.0) if k is not None else 0.0
+            first = fc.values[0]
+            band = tuple(float(first[column[x]]) if x in column else math.nan for x in ("0.05", "0.5", "0.95"))
         return demand + max(0.0, peak - self._urgent_now()), band
 
     def _control(self, now: float) -> None:
@@ -391,7 +399,7 @@ class Simulation:
             self._move_factor = knobs.get(CONSOLIDATION_COST_FACTOR.name, 1.0)
         target, band = self._target(now, step)
         self._standings(now)
-        own_vcpu = sum(r.spec.capacity.vcpu for r in self.fleet.own)
+        own_vcpu = self._own_vcpu
         warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state != "closed")
         if target > warm:
             self._open(target - warm, now, gpu=False)
@@ -417,12 +425,12 @@ class Simulation:
         tl.demand.append(float(self.urgent_load[step]) if step < len(self.urgent_load) else 0.0)
         tl.band.append(band)
         rates: dict[str, float] = defaultdict(float)
-        for r in self.fleet.own:
-            rates[OWN] += float(r.spec.price_per_hour)
+        if self.fleet.own:
+            rates[OWN] = self._own_rate
         for v in self.vms.values():
             if v.state != "closed":
                 rates[v.provider] += float(self.core.resources[v.resource_id].offer.list_price)
-        for p in {OWN, *(v.provider for v in self.vms.values())}:
+        for p in self._providers:
             tl.cost_rate[p].append(rates.get(p, 0.0))
         if warm > 0:
             self._util_samples.append(used / warm)
