@@ -212,18 +212,17 @@ def stress(tmp: Path, days: float) -> list[dict]:
     """Where would warm capacity pay? Harder variants of the Google series, each with every
     policy (reactive searching its buffer) and the share of the oracle's saving captured."""
     google = ("google2019_instance_usage_grouped_300_seconds_month.csv", "avg_cpu")
-    variants = [
-        ("every request platinum or gold, slow partners", HERE / "fleet-series-slow.toml",
-         ["platinum", "gold"], None, 1.0),
-        ("2 own nodes instead of 8, slow partners", HERE / "fleet-series-slow.toml", TIERS, 2, 1.0),
-        ("idle VMs closed at once, slow partners", HERE / "fleet-series-slow.toml", TIERS, None, 0.0),
+    variants = [    # (name, tiers in turn, own nodes kept (None: all), idle-close share)
+        ("every request platinum or gold, slow partners", ["platinum", "gold"], None, 1.0),
+        ("2 own nodes instead of 8, slow partners", TIERS, 2, 1.0),
+        ("idle VMs closed at once, slow partners", TIERS, None, 0.0),
     ]
     agreements = load_agreements(HERE / "agreements.json")
     out = []
-    for i, (name, fleet_file, tiers, own, share) in enumerate(variants):
+    for i, (name, tiers, own, share) in enumerate(variants):
         req = tmp / f"stress-{i}.csv"
         series_trace(req, *google, days, tiers=tiers)
-        fleet = load_fleet(fleet_file)
+        fleet = load_fleet(HERE / "fleet-series-slow.toml")
         if own is not None:
             fleet = replace(fleet, own=fleet.own[:own])
         start, trace = load_trace(req)
@@ -233,8 +232,8 @@ def stress(tmp: Path, days: float) -> list[dict]:
             row[policy] = {"cost_total": format(r.cost_total, "f"), "sla_miss_rate": round(r.sla_miss_rate, 6),
                            "buffer_vcpu": r.buffer_vcpu}
         row["capture"] = capture({p: row[p] for p in POLICIES})
-        print(f"  stress, {name}: capture {row['capture']}, reactive buffer {row['reactive']['buffer_vcpu']:g} vCPU, misses "
-              f"{row['reactive']['sla_miss_rate']:.4f}, cost {row['reactive']['cost_total']} (oracle "
+        print(f"  stress, {name}: capture {row['capture']}, reactive buffer {row['reactive']['buffer_vcpu']:g} vCPU, "
+              f"misses {row['reactive']['sla_miss_rate']:.4f}, cost {row['reactive']['cost_total']} (oracle "
               f"{row['oracle']['cost_total']})", flush=True)
         out.append(row)
     return out

@@ -741,13 +741,14 @@ class Scheduler:
         return self.release(f"alloc:{request_id}", reason)
 
     def release(self, allocation_id: str, reason: str = "completed", now: float | None = None,
-                now_dt: datetime | None = None) -> list[Event]:
-        """Release an allocation; the event says ``now_dt`` (default: the wall clock)."""
+                stamp: datetime | None = None) -> list[Event]:
+        """Release an allocation; the event is stamped ``stamp`` (a simulation's virtual time)
+        or, by default, the wall clock, as ``run_batch`` stamps placements."""
         self._accrue(now)      # the tuning window's cost runs at the old rate up to now
         a = self._drop(allocation_id)
         if a is None:
             return []  # unknown or already released: idempotent
-        return [AllocationReleased(event_id=f"released:{allocation_id}", event_time=now_dt or utc_now(),
+        return [AllocationReleased(event_id=f"released:{allocation_id}", event_time=stamp or utc_now(),
                                    request_id=a.request_id,
                                    allocation_id=allocation_id, reason=reason, placements=a.placement_events,
                                    per_replica=a.per_replica)]

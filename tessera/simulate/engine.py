@@ -221,6 +221,8 @@ class Simulation:
             levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
             self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps + 1, quantiles=levels,
                                                               interval_s=int(config.interval_s), season=season))
+            # each level's column in the forecast's values (read every tick)
+            self._level_col = {_level_key(level): i for i, level in enumerate(levels)}
         knobs = (HEADROOM_QUANTILE, IDLE_CLOSE_SHARE) + ((CONSOLIDATION_COST_FACTOR,) if config.migrate else ())
         self.tuner = KnobTuner(knobs, seed=config.seed) if config.policy == "learned" else None
         # the knobs' settings for the current control interval (the learned policy's choice)
@@ -228,9 +230,7 @@ class Simulation:
         self._util_samples: list[float] = []
         # constant over the run, read every control tick
         self._own_vcpu = sum(r.spec.capacity.vcpu for r in fleet.own)
-        self._own_rate = 0.0
-        for r in fleet.own:
-            self._own_rate += float(r.spec.price_per_hour)
+        self._own_rate = sum(float(r.spec.price_per_hour) for r in fleet.own)
         self._providers = {OWN, *(e.spec.provider for e in fleet.offers)}
         self._ranked: dict[bool, list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
@@ -302,7 +302,7 @@ class Simulation:
             if due > now:
                 self._push(due, _DUE, r.request.request_id)
         elif kind == _RELEASE:
-            for e in self.core.release(payload, "completed", now_dt=self._dt(now)):
+            for e in self.core.release(payload, "completed", stamp=self._dt(now)):
                 self.billing.apply(e)
                 for p in e.placements:              # a VM's idle time counts from its last work
                     if p.resource_id in self.vms:
@@ -378,7 +378,7 @@ class Simulation:
             if step == 0:
                 return demand, band
             fc = self.forecaster.forecast()
-            column = {_level_key(level): i for i, level in enumerate(fc.levels)}    # (no dict per horizon)
+            column = self._level_col
             k = column.get(_level_key(q))
             # horizon 1 is the interval now under way (covered by demand now); then the ones ahead
             peak = max((float(v) for v in fc.values[1:, k]), default=0.0) if k is not None else 0.0

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
         if args.quantile not in ARMS:
             raise ValueError(f"--quantile {args.quantile:g}: use one of {' '.join(format(a, 'g') for a in ARMS)}")
         if not 0.0 <= args.idle_close_share <= 1.0e6:
-            raise ValueError(f"--idle-close-share {args.idle_close_share:g}: give a share of 0 or more")
+            raise ValueError(f"--idle-close-share {args.idle_close_share:g}: give a share from 0 to 1000000")
         fleet = load_fleet(args.partners)
         agreements = load_agreements(args.agreements)
         start, trace = load_trace(args.requests)
