@@ -319,6 +319,9 @@ def test_the_tuner_scores_each_window_by_cost_and_misses_and_sets_the_headroom_q
     first = sch.tuning_step(0.0, T0)
     assert first.reward is None and first.previous_arm == "" and float(first.arm) in (0.5, 0.8, 0.9, 0.95, 0.99)
     assert sch.reservations.level_override == float(first.arm)
+    # the arm is platinum's quantile; gold's and silver's follow by the newsvendor, lower
+    levels = [sch.reservations.level(t) for t in ("platinum", "gold", "silver", "bronze")]
+    assert levels[0] == float(first.arm) and levels[0] > levels[1] > levels[2] > 0 == levels[3]
     sch.submit(request("a", vcpu=4), 0.0, T0)
     (placed,) = [e for e in sch.run_batch(0.0, T0) if isinstance(e, s.AllocationPlaced)]
     price = placed.placements[0].price_per_hour               # half of the node's price

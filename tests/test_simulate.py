@@ -11,6 +11,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 from tests.conftest import run
@@ -18,7 +19,8 @@ from tests.conftest import run
 import tessera.schemas as s
 from tessera.agents.scheduler import SchedulerWorker
 from tessera.app.cli.main import main
-from tessera.simulate.engine import POLICIES, SimConfig, Simulation, simulate
+from tessera.scheduler.reservation import critical_ratio, quantile_at, tier_level
+from tessera.simulate.engine import FORECAST_LEVELS, POLICIES, SimConfig, Simulation, _at_level, simulate
 from tessera.simulate.fleet import load_fleet
 from tessera.simulate.trace import TraceError, load_trace
 from tessera.streams.admin import ensure_topics
@@ -169,6 +171,64 @@ def test_idle_vms_close_sooner_with_a_smaller_idle_close_share(tmp_path):
                       for share in (0.0, 1.0))
     assert at_once.cost_total < whole.cost_total
     assert at_once.sla_miss_rate == whole.sla_miss_rate == 0.0
+
+
+def test_predictive_holds_headroom_per_urgent_tier_at_its_newsvendor_quantile(tmp_path):
+    # With 10-minute partners, platinum and gold cannot wait for a VM: each gets its own
+    # forecast and its own quantile (the newsvendor's: shortage cost against the cheapest
+    # partner vCPU-hour), or with a quantile chosen, that one for platinum and gold's where
+    # the newsvendor puts it beside it.
+    fleet = load_fleet(fleet_file(tmp_path, lead=600))
+    start, trace = load_trace(requests_file(tmp_path, wave(200)))
+    sim = Simulation(fleet, {}, trace, start, SimConfig(policy="predictive"))
+    result = sim.run()
+    assert sim.urgent_tiers == ["platinum", "gold"] and set(sim.forecasters) == {"platinum", "gold"}
+    levels = sim._levels()
+    costs = SimConfig().shortage_cost
+    assert levels == {t: critical_ratio(costs[t], sim.idle_cost) for t in ("platinum", "gold")}
+    assert 0 < sim.idle_cost < Decimal("0.05") and levels["platinum"] > levels["gold"] > 0.9
+    chosen = Simulation(fleet, {}, trace, start, SimConfig(policy="predictive", quantile=0.8))
+    assert chosen._levels() == {"platinum": 0.8, "gold": tier_level(costs, Decimal(0), "gold", 0.8)}
+    assert chosen._levels()["gold"] < 0.8
+    assert chosen.run().cost_total <= result.cost_total, "less headroom costs no more here"
+    # between the levels a forecast tracks, the quantile is interpolated as the live scheduler's is
+    row = np.array([[10.0, 20.0, 26.0, 30.0, 35.0, 50.0]])
+    for level in (0.01, 0.05, 0.7, 0.9, 0.9709, 0.995):
+        got = float(_at_level(row, np.array(FORECAST_LEVELS), level)[0])
+        assert got == pytest.approx(quantile_at({format(q, "g"): v for q, v in zip(FORECAST_LEVELS, row[0])}, level))
+
+
+def test_fast_partners_first_opens_the_soonest_usable_vms_and_learned_chooses_it(tmp_path):
+    # Two partners: DigitalOcean usable after 60 s, GCP after 600 s. By price the controller
+    # opens the cheapest per vCPU; preferring fast partners, DigitalOcean's first.
+    text = fleet_file(tmp_path, own=0, lead=60).read_text() + f"""
+[[partner]]
+name = "gcp"
+adapter = "catalog"
+format = "gcp"
+source = "{ROOT / 'data/gcp_cyclenerd_pricing/gcp_compute_instance_prices.csv'}"
+regions = ["europe-west4"]
+instance_types = ["e2-standard-8"]
+max_per_type = 2
+lead_time_s = 600
+idle_close_s = 300
+"""
+    (tmp_path / "fleet.toml").write_text(text)
+    fleet = load_fleet(tmp_path / "fleet.toml")
+    start, trace = load_trace(requests_file(tmp_path, wave(40)))
+    for fast in (False, True):
+        sim = Simulation(fleet, {}, trace, start, SimConfig(policy="reactive", prefer_fast_partners=fast))
+        sim.run()
+        leads = [fleet.timing_of(v.provider).lead_time_s for v in sim._candidates(gpu=False)]
+        if fast:
+            assert leads == sorted(leads), "soonest usable first"
+        else:
+            assert leads != sorted(leads), "the cheapest per vCPU first, whatever their lead time"
+    learned = simulate(fleet, {}, trace, start, SimConfig(policy="learned"))
+    assert all("prefer_fast_partners=" in k for k in learned.tuner_choices)
+    same_lead = load_fleet(fleet_file(tmp_path, own=0))
+    plain = simulate(same_lead, {}, trace, start, SimConfig(policy="learned"))
+    assert not any("prefer_fast_partners" in k for k in plain.tuner_choices), "a knob that changes nothing"
 
 
 def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):

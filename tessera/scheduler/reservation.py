@@ -31,6 +31,30 @@ def critical_ratio(shortage_cost: Decimal, idle_cost: Decimal) -> float:
     return round(float(shortage_cost / (shortage_cost + idle_cost)), 4)
 
 
+def implied_idle_cost(shortage_cost: Decimal, level: float) -> Decimal:
+    """The idle cost at which ``level`` is the newsvendor's critical ratio for a tier whose
+    shortage costs ``shortage_cost``: ``cu (1 - q) / q``. A tuned quantile for the most
+    protected tier thereby sets every other tier's (``tier_level``)."""
+    q = Decimal(repr(min(max(level, 1e-4), 1 - 1e-4)))
+    return shortage_cost * (1 - q) / q
+
+
+def tier_level(shortage_cost: Mapping[str, Decimal], idle_cost: Decimal, tier: str,
+               top_level: float | None = None) -> float:
+    """``tier``'s protected quantile: its critical ratio at ``idle_cost`` or, given
+    ``top_level`` (a tuned quantile for the tier whose shortage costs most), at the idle cost
+    that level implies. One knob then sets a quantile per tier, each where the newsvendor
+    puts it: with the defaults, platinum at 0.9 puts gold at 0.78 and silver at 0.31.
+
+    >>> costs = {"platinum": Decimal("1"), "gold": Decimal("0.4"), "bronze": Decimal("0")}
+    >>> [tier_level(costs, Decimal("0.03"), t, 0.9) for t in ("platinum", "gold", "bronze")]
+    [0.9, 0.7826, 0.0]
+    """
+    if top_level is not None:
+        idle_cost = implied_idle_cost(max(shortage_cost.values(), default=Decimal(0)), top_level)
+    return critical_ratio(shortage_cost.get(tier, Decimal(0)), idle_cost)
+
+
 def quantile_at(quantiles: Mapping[str, float], level: float) -> float:
     """Linear interpolation between forecast quantile levels; clamped outside their range."""
     pts = sorted((float(k), v) for k, v in quantiles.items())
@@ -54,8 +78,9 @@ class Reservations:
     idle_cost_per_vcpu_hour: Decimal = Decimal("0.03")
     shortage_cost: Mapping[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_SHORTAGE_COST))
     horizons: int = 3
-    #: A tuned quantile (tessera.scheduler.tuning) protecting every tier the newsvendor
-    #: protects, in place of each tier's critical ratio; None: the critical ratios.
+    #: A tuned quantile (tessera.scheduler.tuning) for the tier whose shortage costs most;
+    #: the other protected tiers' levels follow by the newsvendor (``tier_level``). None:
+    #: every tier at its critical ratio.
     level_override: float | None = None
     _forecasts: dict[str, Forecast] = field(default_factory=dict)  # tier -> latest vcpu forecast
 
@@ -88,8 +113,7 @@ class Reservations:
 
     def level(self, tier: str) -> float:
         """The quantile level protected for ``tier`` (0 = not protected: such a tier waits)."""
-        ratio = critical_ratio(self.shortage_cost.get(tier, Decimal(0)), self.idle_cost_per_vcpu_hour)
-        return ratio if ratio <= 0 or self.level_override is None else self.level_override
+        return tier_level(self.shortage_cost, self.idle_cost_per_vcpu_hour, tier, self.level_override)
 
     def levels(self) -> dict[str, float]:
         """The protected level of every tier with a forecast."""

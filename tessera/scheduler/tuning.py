@@ -1,13 +1,22 @@
 """Learning-driven tuning: a River bandit picks the controller's knobs per context from the
 realised reward (negative cost minus an SLA-miss penalty), online.
 
-Knobs (``Knob``): the headroom quantile, how much capacity the scheduler (``Reservations``)
-and the simulator's controller keep ahead of the protected tiers' forecast demand; and the
-idle-close share, how long an idle partner VM is kept open before it is closed, as a share
-of its partner's ``idle_close_s``; and, when the migration planner runs, the consolidation
-threshold, a factor on what the planner counts a move to cost (the simulator's
-controller; the live scheduler opens, closes and moves nothing, so it tunes the headroom
-quantile alone). The context is the hour of day in
+Knobs (``Knob``):
+
+* the headroom quantile: how much capacity the scheduler (``Reservations``) and the
+  simulator's controller keep ahead of the protected tiers' forecast demand. It is the
+  quantile of the tier whose shortage costs most; each other tier's follows by the
+  newsvendor (``reservation.tier_level``), so one knob sets a quantile per tier without a
+  bandit arm per combination;
+* the idle-close share: how long an idle partner VM is kept open before it is closed, as a
+  share of its partner's ``idle_close_s``;
+* the partner preference: whether the VMs opened first are the cheapest or the soonest
+  usable (learnt only where partners' lead times differ);
+* the consolidation threshold, when the migration planner runs: a factor on what the
+  planner counts a move to cost.
+
+The live scheduler opens, closes and moves nothing, so it tunes the headroom quantile
+alone; the simulator's controller tunes them all. The context is the hour of day in
 four bands (demand is daily-seasonal: the right settings differ between the ramp and the
 trough); one epsilon-greedy bandit per band, over the joint settings of the knobs (their
 product: the knobs interact, closing idle VMs sooner asks for more headroom, so they are
@@ -35,13 +44,16 @@ class Knob:
     values: tuple[float, ...]
 
 
-#: Headroom quantiles (levels the demand engine tracks).
+#: Headroom quantiles of the most protected tier (levels the demand engine tracks).
 HEADROOM_QUANTILE = Knob("headroom_quantile", (0.5, 0.8, 0.9, 0.95, 0.99))
 #: Share of each partner's ``idle_close_s`` an idle VM stays open (1 = the fleet's setting).
 IDLE_CLOSE_SHARE = Knob("idle_close_share", (0.0, 0.5, 1.0))
 #: The consolidation threshold: a consolidating move must save more than its cost, and the
 #: planner's move cost is scaled by this factor (higher: fewer, surer moves).
 CONSOLIDATION_COST_FACTOR = Knob("consolidation_cost_factor", (0.25, 1.0, 4.0))
+#: Partner preference: which partner VMs the controller opens first, the cheapest per vCPU
+#: (0) or the soonest usable, cheapest among those (1): paying more to miss less.
+PARTNER_PREFERENCE = Knob("prefer_fast_partners", (0.0, 1.0))
 ARMS = HEADROOM_QUANTILE.values
 KNOB = HEADROOM_QUANTILE.name
 

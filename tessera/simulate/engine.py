@@ -16,10 +16,13 @@ up, which costs nothing (the reactive floor).
 Policies set the target:
 
 * ``reactive``: current demand + a static warm buffer (``buffer_vcpu``);
-* ``predictive``: the demand engine's forecast, learnt online, never ahead of the trace,
-  at quantile ``quantile`` over the steps that cover the lead time;
+* ``predictive``: the demand engine's forecast of each urgent tier, learnt online, never
+  ahead of the trace, over the steps that cover the lead time, at the tier's newsvendor
+  quantile (its shortage cost against the idle cost of the cheapest partner vCPU-hour;
+  ``tessera.scheduler.reservation``), or with ``quantile`` set, at that quantile for the
+  most urgent tier and the others where the newsvendor puts them beside it;
 * ``oracle``: the realised demand over the same steps (the trace's own future);
-* ``learned``: predictive, with its knobs (the headroom quantile, how long an idle VM
+* ``learned``: predictive, with its knobs (the headroom quantiles, how long an idle VM
   stays open as a share of its partner's ``idle_close_s`` and, with migration, the
   consolidation threshold) chosen per context (hour of day) online by a River bandit from
   the realised reward (``tessera.scheduler.tuning``).
@@ -28,9 +31,9 @@ Demand is the trace's offered load: vCPU of requests submitted and not yet finis
 counted as if each ran from its submission (so what the controller learns and the oracle
 sees do not depend on the policy's own waits). Only *urgent* tiers, those whose wait
 target is shorter than the partners' lead time, need capacity warm ahead: the others are
-served by opening when they wait, which costs nothing while they wait. So the forecast and
-the oracle follow the urgent tiers' offered load, and the target is demand now plus its
-expected growth before capacity opened now becomes usable.
+served by opening when they wait, which costs nothing while they wait. So the forecasts
+(one per urgent tier) and the oracle follow the urgent tiers' offered load, and the target
+is demand now plus its expected growth before capacity opened now becomes usable.
 """
 
 from __future__ import annotations
@@ -56,7 +59,14 @@ from tessera.migration.planner import plan
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook, Standing
 from tessera.scheduler.core import DEFAULT_SLA_TARGETS, Scheduler
-from tessera.scheduler.tuning import CONSOLIDATION_COST_FACTOR, HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
+from tessera.scheduler.reservation import DEFAULT_SHORTAGE_COST, tier_level
+from tessera.scheduler.tuning import (
+    CONSOLIDATION_COST_FACTOR,
+    HEADROOM_QUANTILE,
+    IDLE_CLOSE_SHARE,
+    PARTNER_PREFERENCE,
+    KnobTuner,
+)
 from tessera.schemas import (
     TIER_RANK,
     AllocationPlaced,
@@ -77,6 +87,9 @@ POLICIES = ("reactive", "predictive", "oracle", "learned")
 #: Rejections that count as an SLA miss ("rejected for capacity").
 CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacity, RejectReason.no_resources,
                        RejectReason.deadline_passed, RejectReason.spread_impossible}
+#: Quantile levels the controller's forecasts track (headroom levels between them are
+#: interpolated, as the live scheduler's ``quantile_at`` does).
+FORECAST_LEVELS = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
 _ARRIVE, _RELEASE, _READY, _TICK, _DUE, _MOVE_START, _MOVE_DONE, _FAIL = 0, 1, 2, 3, 4, 5, 6, 7
 
 
@@ -86,10 +99,18 @@ class SimConfig:
     sla_targets: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SLA_TARGETS))
     interval_s: float = 300.0
     buffer_vcpu: float = 0.0          # reactive: the static warm buffer
-    quantile: float = 0.9             # predictive / oracle headroom quantile
+    #: Predictive: the most urgent tier's headroom quantile (the others follow by the
+    #: newsvendor); None: every urgent tier at its newsvendor quantile.
+    quantile: float | None = None
+    #: What running short costs per vCPU-hour, by tier (the newsvendor's shortage cost).
+    shortage_cost: dict[str, Decimal] = field(default_factory=lambda: dict(DEFAULT_SHORTAGE_COST))
     #: How long an idle partner VM stays open before it is closed, as a share of its
     #: partner's ``idle_close_s`` (the learned policy chooses it per context instead).
     idle_close_share: float = 1.0
+    #: Which partner VMs the controller opens first: the cheapest per vCPU (False), or those
+    #: usable soonest, the cheapest among them (True; the learned policy chooses per context
+    #: when the partners' lead times differ).
+    prefer_fast_partners: bool = False
     seed: int = 0
     #: What one SLA miss costs in the learned policy's reward (base currency).
     miss_penalty: Decimal = Decimal("1.00")
@@ -211,28 +232,39 @@ class Simulation:
         self.urgent = frozenset(t for t in TIER_RANK if config.sla_targets.get(t, math.inf) < lead)
         self.urgent_load = offered_load([r for r in self.trace if r.request.sla_tier.value in self.urgent],
                                         config.interval_s, self.end)
+        # most urgent first (the tuned quantile is the first one's)
+        self.urgent_tiers = sorted(self.urgent, key=TIER_RANK.__getitem__)
+        self.tier_load = {t: offered_load([r for r in self.trace if r.request.sla_tier.value == t],
+                                          config.interval_s, self.end) for t in self.urgent_tiers}
         # Capacity asked for now is usable after the lead time: the controller provisions for
         # the intervals from the next one to the one the longest lead time reaches into.
         self.steps = max(1, math.ceil(max((fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers),
                                           default=0.0) / config.interval_s))
-        self.forecaster = None
+        self.forecasters: dict[str, SeriesForecaster] = {}
         if config.policy in ("predictive", "learned"):
             season = max(2, int(round(86_400 / config.interval_s)))
-            levels = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
-            self.forecaster = SeriesForecaster(ForecastConfig(horizon=self.steps + 1, quantiles=levels,
-                                                              interval_s=int(config.interval_s), season=season))
+            self.levels = np.array(FORECAST_LEVELS)
+            self.forecasters = {t: SeriesForecaster(ForecastConfig(
+                horizon=self.steps + 1, quantiles=FORECAST_LEVELS, interval_s=int(config.interval_s), season=season))
+                for t in self.urgent_tiers}
             # each level's column in the forecast's values (read every tick)
-            self._level_col = {_level_key(level): i for i, level in enumerate(levels)}
-        knobs = (HEADROOM_QUANTILE, IDLE_CLOSE_SHARE) + ((CONSOLIDATION_COST_FACTOR,) if config.migrate else ())
+            self._level_col = {_level_key(level): i for i, level in enumerate(FORECAST_LEVELS)}
+        self.idle_cost = Decimal("0.03")      # the newsvendor's; priced from the fleet in ``run``
+        # A knob is learnt only where it can change something: the partner preference where
+        # partners differ in lead time, the consolidation threshold where the planner runs.
+        fast_or_cheap = len({fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers}) > 1
+        knobs = ((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE) + ((PARTNER_PREFERENCE,) if fast_or_cheap else ())
+                 + ((CONSOLIDATION_COST_FACTOR,) if config.migrate else ()))
         self.tuner = KnobTuner(knobs, seed=config.seed) if config.policy == "learned" else None
         # the knobs' settings for the current control interval (the learned policy's choice)
         self._quantile, self._idle_share, self._move_factor = config.quantile, config.idle_close_share, 1.0
+        self._prefer_fast = config.prefer_fast_partners
         self._util_samples: list[float] = []
         # constant over the run, read every control tick
         self._own_vcpu = sum(r.spec.capacity.vcpu for r in fleet.own)
         self._own_rate = sum(float(r.spec.price_per_hour) for r in fleet.own)
         self._providers = {OWN, *(e.spec.provider for e in fleet.offers)}
-        self._ranked: dict[bool, list[_Vm]] = {}
+        self._ranked: dict[tuple[bool, bool], list[_Vm]] = {}
         # the learned policy's reward: cost and misses at the last tick, closed VMs' cost
         self._last_cost, self._last_missed, self._closed_cost = Decimal(0), 0, Decimal(0)
         # migration
@@ -266,6 +298,10 @@ class Simulation:
             self.core.apply(ResourceDiscovered(resource_id=e.resource_id, spec=e.spec, event_time=self.start))
         # Own nodes are in service: the price book already prices them at their marginal cost
         # (capex is sunk), exactly as the live scheduler does.
+        # The newsvendor's idle cost: a vCPU-hour of the cheapest partner capacity.
+        self.idle_cost = min((self.book.opening_price(self.core.resources[e.resource_id].offer, self.start_us)
+                              / Decimal(repr(e.spec.capacity.vcpu)) for e in self.fleet.offers
+                              if e.spec.capacity.vcpu > 0), default=self.idle_cost)
         for e in self.fleet.offers:
             s = e.spec
             self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
@@ -354,11 +390,21 @@ class Simulation:
         queued = sum(q.request.per_replica.vcpu * q.request.replicas for q in self.core.queue)
         return sum(self.core.vcpu_in_use_by_tier().values()) + queued
 
-    def _urgent_now(self) -> float:
-        use = self.core.vcpu_in_use_by_tier()
-        waiting = sum(q.request.per_replica.vcpu * q.request.replicas for q in self.core.queue
-                      if q.request.sla_tier.value in self.urgent)
-        return sum(use.get(t, 0.0) for t in self.urgent) + waiting
+    def _urgent_now(self) -> dict[str, float]:
+        """vCPU each urgent tier uses or waits for now."""
+        now = {t: v for t, v in self.core.vcpu_in_use_by_tier().items() if t in self.urgent}
+        for q in self.core.queue:
+            tier = q.request.sla_tier.value
+            if tier in self.urgent:
+                now[tier] = now.get(tier, 0.0) + q.request.per_replica.vcpu * q.request.replicas
+        return now
+
+    def _levels(self) -> dict[str, float]:
+        """Each urgent tier's headroom quantile: the newsvendor's, or with a quantile chosen
+        (``--quantile``, the learned policy) that one for the most urgent tier and the
+        others where the newsvendor puts them beside it."""
+        costs = self.cfg.shortage_cost
+        return {t: tier_level(costs, self.idle_cost, t, self._quantile) for t in self.urgent_tiers}
 
     def _target(self, now: float, step: int) -> tuple[float, tuple[float, float, float]]:
         """vCPU to keep warm: demand now, plus the growth of urgent demand expected before
@@ -373,30 +419,36 @@ class Simulation:
         if cfg.policy == "oracle":
             ahead = self.urgent_load[step + 1:step + 1 + self.steps]
             peak = float(ahead.max()) if len(ahead) else 0.0
-        else:
-            q = self._quantile
-            if step == 0:
-                return demand, band
-            fc = self.forecaster.forecast()
-            column = self._level_col
-            k = column.get(_level_key(q))
+            return demand + max(0.0, peak - sum(self._urgent_now().values())), band
+        if step == 0:
+            return demand, band
+        now_by_tier = self._urgent_now()
+        growth, lo, mid, hi = 0.0, 0.0, 0.0, 0.0
+        column = self._level_col
+        for tier, level in self._levels().items():
+            values = self.forecasters[tier].forecast().values
             # horizon 1 is the interval now under way (covered by demand now); then the ones ahead
-            peak = max((float(v) for v in fc.values[1:, k]), default=0.0) if k is not None else 0.0
-            first = fc.values[0]
-            band = tuple(float(first[column[x]]) if x in column else math.nan for x in ("0.05", "0.5", "0.95"))
-        return demand + max(0.0, peak - self._urgent_now()), band
+            ahead = _at_level(values[1:], self.levels, level)
+            peak = float(ahead.max()) if len(ahead) else 0.0
+            growth += max(0.0, peak - now_by_tier.get(tier, 0.0))
+            first = values[0]
+            lo, mid, hi = lo + first[column["0.05"]], mid + first[column["0.5"]], hi + first[column["0.95"]]
+        # the band drawn is the urgent tiers' bands added up (exact with one urgent tier)
+        return demand + growth, (float(lo), float(mid), float(hi))
 
     def _control(self, now: float) -> None:
         self._ranked.clear()           # prices may change below (standings, a new month)
         step = int(now // self.cfg.interval_s)
-        if self.forecaster is not None and step > 0:
-            self.forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s,
-                                  float(self.urgent_load[step - 1]))
+        if step > 0:
+            for tier, forecaster in self.forecasters.items():
+                forecaster.learn(self.start.timestamp() + (step - 1) * self.cfg.interval_s,
+                                 float(self.tier_load[tier][step - 1]))
         if self.tuner is not None:
             self.tuner.reward(self._reward_since_last(now))
             knobs = self.tuner.choose_settings(self._dt(now))
             self._quantile, self._idle_share = knobs[HEADROOM_QUANTILE.name], knobs[IDLE_CLOSE_SHARE.name]
             self._move_factor = knobs.get(CONSOLIDATION_COST_FACTOR.name, 1.0)
+            self._prefer_fast = bool(knobs.get(PARTNER_PREFERENCE.name, self.cfg.prefer_fast_partners))
         target, band = self._target(now, step)
         self._standings(now)
         own_vcpu = self._own_vcpu
@@ -452,13 +504,16 @@ class Simulation:
             self.core.reprice(t_us, partner)
 
     def _candidates(self, gpu: bool) -> list[_Vm]:
-        """Closed VMs, cheapest opening price per vCPU (per GPU for GPU work) first. The
+        """Closed VMs, cheapest opening price per vCPU (per GPU for GPU work) first, or when
+        fast partners are preferred, soonest usable first and the cheapest of those. The
         ranking is kept until prices may have changed (each control tick)."""
-        ranked = self._ranked.get(gpu)
+        fast = self._prefer_fast
+        ranked = self._ranked.get((gpu, fast))
         if ranked is None:
             t_us = self.core._now_us
             pool = [v for v in self.vms.values() if (v.gpu > 0) == gpu]
-            ranked = self._ranked[gpu] = sorted(pool, key=lambda v: (
+            ranked = self._ranked[(gpu, fast)] = sorted(pool, key=lambda v: (
+                self.fleet.timing_of(v.provider).lead_time_s if fast else 0.0,
                 self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
                 / Decimal(repr(max(v.gpu if gpu else v.vcpu, 1e-9))), v.resource_id))
         return [v for v in ranked if v.state == "closed"]
@@ -692,6 +747,18 @@ class Simulation:
             evacuation_s_max=max(self.evacuations) if self.evacuations else (0.0 if self.failed_at else None),
             stranded=self._stranded() + self._moving_off_failed(), stranded_over_time=self._stranded_at,
             migration_reasons=dict(self.moves_done))
+
+
+def _at_level(values: np.ndarray, levels: np.ndarray, level: float) -> np.ndarray:
+    """The column of forecast ``values`` (horizons x ``levels``) at quantile ``level``:
+    linear between the two levels around it, clamped outside their range."""
+    i = int(np.searchsorted(levels, level))
+    if i < len(levels) and levels[i] == level:
+        return values[:, i]
+    if i == 0 or i == len(levels):
+        return values[:, min(i, len(levels) - 1)]
+    w = (level - levels[i - 1]) / (levels[i] - levels[i - 1])
+    return values[:, i - 1] * (1.0 - w) + values[:, i] * w
 
 
 def _fits(need: tuple[float, int, int], cap: tuple[float, ...]) -> bool:

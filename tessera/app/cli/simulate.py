@@ -25,11 +25,11 @@ asked for and are paid from open to close; the policy decides how much to keep w
   reactive    no forecasts: open when work waits, plus the smallest static warm buffer
               that keeps SLA misses at or under 1 % (searched on a grid)
   predictive  the demand engine, learning as the trace unfolds, keeps capacity warm ahead
-              of the partners' lead time at a headroom quantile
+              of the partners' lead time at each urgent tier's newsvendor quantile
   oracle      the same controller fed the realised future demand
-  learned     predictive, with the headroom quantile, how long idle VMs stay open and
-              (with --migrate) the consolidation threshold chosen per hour band online
-              by a River bandit
+  learned     predictive, with the headroom quantiles, how long idle VMs stay open,
+              which partners open first and (with --migrate) the consolidation
+              threshold chosen per hour band online by a River bandit
 
 FLEET.toml is the partners file `tessera resources discover` reads, plus per partner
 lead_time_s (default 90) and idle_close_s (default 600). AGR.json is the file `tessera
@@ -50,11 +50,16 @@ take 60 s and are billed as live migrations are.""",
                     help="longest acceptable wait per tier, seconds (default %(default)s)")
     sp.add_argument("--interval", type=float, default=300.0, metavar="S",
                     help="control and forecast interval, seconds (default 300)")
-    sp.add_argument("--quantile", type=float, default=0.9,
-                    help="predictive/oracle headroom quantile (default 0.9; one of 0.5 0.8 0.9 0.95 0.99)")
+    sp.add_argument("--quantile", type=float, default=None, metavar="Q",
+                    help="predictive: the most urgent tier's headroom quantile, the others' following by the "
+                         "newsvendor (default: each tier's newsvendor quantile, its shortage cost against the "
+                         "cheapest partner vCPU-hour)")
     sp.add_argument("--idle-close-share", type=float, default=1.0, metavar="SHARE",
                     help="keep an idle partner VM open this share of its partner's idle_close_s before "
                          "closing it (default 1; 0 closes idle VMs at the next control tick; learned chooses)")
+    sp.add_argument("--prefer-fast-partners", action="store_true",
+                    help="open the soonest usable partner VMs first, the cheapest among them (default: the "
+                         "cheapest per vCPU first; learned chooses where partners' lead times differ)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
     sp.add_argument("--migrate", action="store_true",
                     help="run the migration planner too: evacuate failed resources, consolidate periodically")
@@ -100,7 +105,6 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
     from tessera.config import ConfigError
     from tessera.pricing.agreements import AgreementError, load_agreements
     from tessera.resources.model import AdapterError
-    from tessera.scheduler.tuning import ARMS
     from tessera.simulate.engine import SimConfig, simulate
     from tessera.simulate.fleet import load_fleet
     from tessera.simulate.trace import TraceError, load_trace
@@ -108,8 +112,8 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         targets = _targets(args.sla_targets)
-        if args.quantile not in ARMS:
-            raise ValueError(f"--quantile {args.quantile:g}: use one of {' '.join(format(a, 'g') for a in ARMS)}")
+        if args.quantile is not None and not 0.0 < args.quantile < 1.0:
+            raise ValueError(f"--quantile {args.quantile:g}: give a quantile between 0 and 1, e.g. 0.9")
         if not 0.0 <= args.idle_close_share <= 1.0e6:
             raise ValueError(f"--idle-close-share {args.idle_close_share:g}: give a share from 0 to 1000000")
         fleet = load_fleet(args.partners)
@@ -124,6 +128,7 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
         f"({args.policy})")
     cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
                     interval_s=args.interval, quantile=args.quantile, idle_close_share=args.idle_close_share,
+                    prefer_fast_partners=args.prefer_fast_partners,
                     seed=args.seed, migrate=args.migrate,
                     migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures)
     try:
