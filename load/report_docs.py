@@ -323,9 +323,11 @@ def _learned(d: dict) -> str:
     if not top:
         return ""
     return ("*Learned* is predictive with a River bandit per hour band choosing, every control interval, the "
-            "headroom quantile and how long an idle partner VM stays open (its idle-close share: 0, half or all of "
-            "the partner's `idle_close_s`) from the reward of the interval before (minus its cost, minus 1.00 per "
-            "SLA miss). Its most frequent setting: " + "; ".join(top) + ". *Predictive, idle VMs closed at once* "
+            "headroom quantiles (the most urgent tier's; the others follow by the newsvendor), how long an idle "
+            "partner VM stays open (its idle-close share: 0, half or all of the partner's `idle_close_s`) and, "
+            "where the partners' lead times differ, whether the cheapest or the soonest usable VMs open first, "
+            "from the reward of the interval before (minus its cost, minus 1.00 per SLA miss). "
+            "Its most frequent setting: " + "; ".join(top) + ". *Predictive, idle VMs closed at once* "
             "fixes the idle-close share at 0 from the start, the setting the learner settles on most: where learned "
             "costs more, the gap is what learning it online (exploring) costs; where it costs less, varying the "
             "settings by hour band paid.")

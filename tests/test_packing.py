@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
+from tessera.scheduler.packing import FULL, PackRequest, PackResource, pack_batch
 from tessera.schemas import TIER_RANK, RejectReason
 
 PROVIDERS = ["own", "gcp", "do"]
@@ -446,3 +447,25 @@ def test_interchangeable_types_are_rows_equal_in_every_field_numbered_by_first_a
     open_ = np.array([r[6] for r in rows], dtype=np.bool_)
     got = interchangeable_types(free, cap, *ints, open_).tolist()
     assert got == _types_by_bytes(free, cap, *ints, open_)
+
+
+def test_the_offline_answer_does_not_depend_on_the_machines_speed(monkeypatch):
+    # The integer program's budget is branch-and-bound nodes, not seconds: on a machine so
+    # slow that each solve takes 0.7 s more (the stages together well past the 2 s the
+    # budget once was), the same batch gets the same, proven answer.
+    import scipy.optimize
+
+    requests, resources = _instance(_REARRANGED_RESOURCES, _REARRANGED_REQUESTS)
+    fast = pack_batch(requests, resources)
+    milp = scipy.optimize.milp
+    solves = []
+
+    def slow_milp(*args, **kwargs):
+        time.sleep(0.7)
+        solves.append(dict(kwargs["options"]))     # milp consumes its options
+        return milp(*args, **kwargs)
+
+    monkeypatch.setattr(scipy.optimize, "milp", slow_milp)
+    slow = pack_batch(requests, resources)
+    assert len(solves) >= 3 and all(o["node_limit"] == FULL.mip_nodes for o in solves)
+    assert (slow.placements, slow.cost) == (fast.placements, fast.cost)

@@ -15,12 +15,14 @@ closed resource s opened (binary). Constraints: a placed request has all its rep
 placed; each resource's load stays within its free capacity, and a closed one has none
 unless opened. Requests with a provider spread are left to the greedy.
 
-The answer is used only when every stage was solved to optimality within the time
-limit, and only after an exact check of the packing in floating point (the solver's
-tolerances could otherwise let a resource be over-committed by a hair); otherwise the
-search's answer stands. The live scheduler never runs this (its effort has no time for
-it), so its decisions stay bounded in time; a time limit makes the offline answer depend
-on the machine only when the limit is hit, and then the search's answer is kept.
+The answer is used only when every stage was solved to optimality within its budget, and
+only after an exact check of the packing in floating point (the solver's tolerances could
+otherwise let a resource be over-committed by a hair); otherwise the search's answer
+stands. The budget is branch-and-bound nodes per stage, not seconds: the same batch gets
+the same answer on a fast machine and a slow one (a time limit made ``tessera pack``'s
+answer depend on the machine for batches that took close to it). A wall-clock guard far
+beyond any solve seen (``guard_s``) only stops a pathological batch. The live scheduler
+never runs this (its effort has no time for it), so its decisions stay bounded in time.
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ MIP_MAX_PAIRS = 2_000
 EPS = 1e-9
 
 
-def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, time_limit_s: float,
-                          known: Packing | None = None) -> Packing | None:
+def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, node_limit: int,
+                          known: Packing | None = None, guard_s: float = 60.0) -> Packing | None:
     """The yardstick's optimum for this batch (``tiers``: rank per request, 0 = best), or
-    None when it is not proven within ``time_limit_s`` or the batch is out of scope.
+    None when a stage is not proven within ``node_limit`` branch-and-bound nodes (or the
+    guard, ``guard_s`` for the whole batch) or the batch is out of scope.
     ``known``: a packing already found; a tier it places whole needs no stage of its own.
     (Bounding the cost by its cost as well made HiGHS slower, 4.2 s against 2.2 s on a
     benchmark instance.)"""
@@ -109,32 +112,32 @@ def lexicographic_packing(reqs: Requests, res: Resources, tiers: np.ndarray, tim
     bounds = Bounds(lower, upper)
     integrality = np.ones(n)
     constraints = [LinearConstraint(A, np.array(lo), np.array(hi))]
-    deadline = time.monotonic() + time_limit_s
+    deadline = time.monotonic() + guard_s
     for tier in sorted(set(tiers.tolist()) - whole):
         c = np.zeros(n)
         members = np.nonzero(tiers == tier)[0]
         c[P + members] = -reqs.replicas[members].astype(np.float64)     # maximise replicas of the tier
-        x = _solve(c, constraints, bounds, integrality, deadline)
+        x = _solve(c, constraints, bounds, integrality, node_limit, deadline)
         if x is None:
             return None
         best = float(np.round(-c @ x))
         constraints.append(LinearConstraint(-c.reshape(1, -1), best - 0.5, np.inf))
     c = np.zeros(n)
     c[P + R:] = res.price[closed].astype(np.float64) / 1e6           # micro-units -> units: better scaled
-    x = _solve(c, constraints, bounds, integrality, deadline)
+    x = _solve(c, constraints, bounds, integrality, node_limit, deadline)
     if x is None:
         return None
     return _packing(np.round(x).astype(np.int64), pairs, reqs, res, P, R)
 
 
-def _solve(c, constraints, bounds, integrality, deadline) -> np.ndarray | None:
+def _solve(c, constraints, bounds, integrality, node_limit, deadline) -> np.ndarray | None:
     from scipy.optimize import milp
 
     left = deadline - time.monotonic()
     if left <= 0:
         return None
     out = milp(c, constraints=constraints, bounds=bounds, integrality=integrality,
-               options={"time_limit": left, "disp": False})
+               options={"node_limit": node_limit, "time_limit": left, "disp": False})
     return out.x if out.status == 0 and out.x is not None else None   # 0: proven optimal
 
 
