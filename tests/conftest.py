@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
@@ -151,6 +155,24 @@ def consume_events(consume: Callable[..., Any]) -> Callable[..., Any]:
     return _events
 
 
+def service_process(settings, *argv: str, data_dir: str | None = None) -> subprocess.Popen:
+    """``tessera <argv>`` as a process of its own on the test's broker, topics and data
+    directory (checkpoints every second); its output goes to a log file beside the data."""
+    env = dict(os.environ, TESSERA_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TESSERA_TOPIC_PREFIX=settings.topic_prefix,
+               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir, TESSERA_METRICS_PORT="0",
+               TESSERA_CHECKPOINT_INTERVAL_S="1", TESSERA_CLICKHOUSE_DATABASE="faults",
+               PYTHONUNBUFFERED="1")     # the log is read while the service runs
+    # Each process's log is kept beside the test's data (its path is printed on failure).
+    log_path = os.path.join(data_dir or settings.data_dir, f"{argv[0]}-{time.monotonic_ns()}.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    print("service log:", log_path)
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", *argv], env=env,
+                                stdout=log_file, stderr=subprocess.STDOUT)
+    proc.log_path = log_path  # type: ignore[attr-defined]
+    return proc
+
+
 def latest_revisions(lines: list[Any]) -> dict[str, Any]:
     """Billing lines by line_id, keeping the highest revision (what a consumer keeps)."""
     latest: dict[str, Any] = {}
@@ -158,6 +180,29 @@ def latest_revisions(lines: list[Any]) -> dict[str, Any]:
         if line.line_id not in latest or line.revision >= latest[line.line_id].revision:
             latest[line.line_id] = line
     return latest
+
+
+def vcpu_hours_placed(events: list[Any], partner: str) -> Decimal:
+    """vCPU-hours placed on ``partner``, from placed to released: what it must be billed, once."""
+    from tessera.schemas import AllocationPlaced, AllocationReleased
+
+    placed = {e.allocation_id: e for e in events if isinstance(e, AllocationPlaced)}
+    total = Decimal(0)
+    for e in events:
+        if isinstance(e, AllocationReleased) and e.allocation_id in placed:
+            p = placed[e.allocation_id]
+            d = e.event_time - p.event_time
+            hours = Decimal((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) / Decimal(3_600_000_000)
+            total += sum((hours * pl.replicas * Decimal(str(p.per_replica.vcpu)) for pl in p.placements
+                          if pl.provider == partner), Decimal(0))
+    return total
+
+
+def vcpu_hours_billed(lines: list[Any], partner: str) -> Decimal:
+    """vCPU-hours billed to ``partner`` (the latest revision of each line)."""
+    return sum((line.quantity for line in latest_revisions(lines).values()
+                if line.partner_id == partner and line.charge_category == "usage" and "vcpu" in line.sku),
+               Decimal(0))
 
 
 @pytest.fixture(scope="session")

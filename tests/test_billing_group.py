@@ -7,17 +7,24 @@ none counted twice."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import time
+import urllib.request
 from collections import Counter
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from tests.conftest import run, until
+from tests.conftest import run, service_process, until, vcpu_hours_billed, vcpu_hours_placed
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
 from tessera.agents.scheduler import SchedulerWorker
 from tessera.billing.state import BillingState
+from tessera.infra.kafka_broker import free_port
 from tessera.pricing.agreements import parse_agreements
 from tessera.scheduler.domains import parse_domains
 from tessera.streams.admin import ensure_topics
@@ -137,3 +144,109 @@ def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(sett
         assert got.invoice(partner, period).lines == truth.view().invoice(partner, period).lines
     own = {t: n for sh in bills[0].shards.values() for t, n in sh.state.own_costs(period).items()}
     assert own == truth.own_costs(period) and own, "own capacity's chargeback, once"
+
+
+@pytest.mark.slow
+def test_an_agent_dropped_from_the_group_while_stalled_bills_nothing_twice_when_it_wakes(settings, tmp_path):
+    # Agent A, a `tessera billing` process, is frozen (SIGSTOP: a long pause, a VM
+    # suspended) for longer than the group's 10 s session timeout. The group drops it and B
+    # takes every shard over, starting producers with the shards' transactional ids, which
+    # fences A's. B bills on. When A wakes, what it holds is stale: its hand-over
+    # checkpoints are refused (fenced), it keeps nothing, and the shards it gets again are
+    # recovered from B's newer checkpoints. The partners' bills on the topic (the latest
+    # revision of each line, as a consumer keeps them) end exactly as the allocations say.
+    st = settings.replace(checkpoint_interval_s=1.0)
+    agreements = tmp_path / "agreements.json"
+    agreements.write_text(json.dumps([{"partner": p, "currency": "USD", "rates": {"vcpu_hour": rate}}
+                                      for p, rate in (("gcp", "0.05"), ("do", "0.03"), ("aws", "0.07"))]))
+    half = N // 2
+
+    async def scenario():
+        await ensure_topics(st)
+        await publish(st, "resources", _resources())
+        stop, b_stop = asyncio.Event(), asyncio.Event()
+        schedulers = [SchedulerWorker(st, domain=d, batch_max=8, domains=DOMAINS) for d in ("eu", "us")]
+        tasks = [asyncio.create_task(w.run(stop)) for w in schedulers]
+        port = free_port()
+        a = service_process(st, "--metrics-port", str(port), "billing", "--agreements", str(agreements))
+        b = BillingWorker(st, dict(AGREEMENTS))
+        b_task = asyncio.create_task(b.run(b_stop))
+        try:
+            async def split() -> bool:        # two members: what B does not hold, A does
+                return 0 < len(b.shards) < 6
+
+            async def a_ready() -> bool:      # A holds its shards, their producers started
+                return await asyncio.to_thread(_ready, port)
+
+            assert await until(split, 90) and await until(a_ready, 60), "both agents hold shards"
+            requests = _requests()
+            await publish(st, "requests", requests[:half])
+            assert await until(lambda: _decided(st, half), 90)
+            await asyncio.sleep(3)                             # billed, checkpoints taken
+            os.kill(a.pid, signal.SIGSTOP)
+            frozen_at = time.monotonic()
+
+            async def b_has_all() -> bool:
+                return len(b.shards) == 6
+
+            assert await until(b_has_all, 60), "the group dropped A; B holds every shard"
+            await publish(st, "requests", requests[half:])     # while A is frozen
+            assert await until(lambda: _decided(st, N), 90)
+            await publish(st, "requests", [s.ReleaseRequested(request_id=f"g{i}", reason="done")
+                                           for i in range(half)])
+            await asyncio.sleep(max(0.0, 15 - (time.monotonic() - frozen_at)))
+            os.kill(a.pid, signal.SIGCONT)
+            assert await until(split, 90), "A woke, rejoined and got shards again"
+            await publish(st, "requests", [s.ReleaseRequested(request_id=f"g{i}", reason="done")
+                                           for i in range(half, N)])
+
+            async def released() -> bool:
+                return sum(isinstance(e, s.AllocationReleased) for e in await _allocations(st)) >= N
+
+            assert await until(released, 90)
+            events = await _allocations(st)
+            expected = {p: vcpu_hours_placed(events, p) for p in ("gcp", "do", "aws")}
+
+            async def billed_exactly() -> bool:
+                lines = await _lines(st)
+                return all(abs(vcpu_hours_billed(lines, p) - v) <= Decimal("1e-8") for p, v in expected.items())
+
+            billed = await until(billed_exactly, 120)
+            got = {p: vcpu_hours_billed(await _lines(st), p) for p in expected}
+            return events, expected, got, billed, a.poll(), Path(a.log_path).read_text()
+        finally:
+            if a.poll() is None:
+                os.kill(a.pid, signal.SIGCONT)
+                a.terminate()
+                a.wait(30)
+            b_stop.set()
+            stop.set()
+            await asyncio.gather(b_task, *tasks)
+
+    events, expected, got, billed, exit_code, a_log = run(scenario(), timeout=600)
+    assert exit_code is None, "A rode the fencing out without exiting"
+    finals = Counter(e.request_id for e in events if e.event_type in ("allocation.placed", "allocation.rejected"))
+    assert len(finals) == N and set(finals.values()) == {1}, "every request answered exactly once"
+    assert sum(1 for v in expected.values() if v) >= 2, f"partners with work: {expected}"
+    assert billed, f"the partners' vCPU-hours on the topic {got} are exactly the allocations' {expected}"
+    assert "ProducerFenced" in a_log, \
+        "A woke holding shards B had taken: what it then published (a batch, or its hand-over checkpoints) was refused"
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:          # not serving yet, or 503 (HTTPError is an OSError)
+        return False
+
+
+async def _decided(settings, n: int) -> bool:
+    return len({e.request_id for e in await _allocations(settings)
+                if e.event_type in ("allocation.placed", "allocation.rejected")}) >= n
+
+
+async def _lines(settings) -> list[s.BillingLine]:
+    topic = s.topic_spec("billing-lines").full_name(settings.topic_prefix)
+    spec = s.topic_spec("billing-lines")
+    return [s.decode(r.value) for r in await read_to_end(settings, topic, spec.partitions, committed_only=True)]

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from decimal import Decimal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from load.machine import machine
-from tests.conftest import latest_revisions, run, until
+from tests.conftest import run, service_process, until, vcpu_hours_billed, vcpu_hours_placed
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
@@ -185,19 +184,6 @@ def test_a_three_broker_cluster_loses_nothing_when_a_broker_is_killed_under_load
     _one_outcome_each_and_nothing_over_committed(events, 90)
 
 
-def _service(settings, *argv: str, data_dir: str | None = None) -> subprocess.Popen:
-    env = dict(os.environ, TESSERA_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TESSERA_TOPIC_PREFIX=settings.topic_prefix,
-               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir, TESSERA_METRICS_PORT="0",
-               TESSERA_CHECKPOINT_INTERVAL_S="1", TESSERA_CLICKHOUSE_DATABASE="faults")
-    # Each process's log is kept beside the test's data (its path is printed on failure).
-    log_path = os.path.join(data_dir or settings.data_dir, f"{argv[0]}-{time.monotonic_ns()}.log")
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    print("service log:", log_path)
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "tessera.app.cli.main", *argv], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT)
-
-
 def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, consume_events, tmp_path):
     """Each service is a process of its own, killed with SIGKILL mid-stream and started
     again (the scheduler, billing, then the Faust worker with the event-log sink and the
@@ -217,7 +203,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
     def worker() -> subprocess.Popen:
         # --sql-port: this test reads the worker's store while it runs (the embedded engine
         # belongs to the process that writes it).
-        return _service(settings, "worker", "--agent", "event-log", "--agent", "resources", "--sql-port",
+        return service_process(settings, "worker", "--agent", "event-log", "--agent", "resources", "--sql-port",
                         str(sql_port), data_dir=worker_dir)
 
     def in_store() -> dict[str, int]:
@@ -234,8 +220,8 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
     async def scenario():
         await ensure_topics(settings)
         await publish(settings, "resources", _resources())
-        procs.append(_service(settings, "scheduler"))
-        procs.append(_service(settings, "billing", "--agreements", str(agreements)))
+        procs.append(service_process(settings, "scheduler"))
+        procs.append(service_process(settings, "billing", "--agreements", str(agreements)))
         procs.append(worker())
 
         async def decided(n):
@@ -250,7 +236,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
         procs[0].wait()
         await publish(settings, "requests", _requests(30, 60))
         t0 = time.monotonic()
-        procs[0] = _service(settings, "scheduler")
+        procs[0] = service_process(settings, "scheduler")
         assert await until(lambda: decided(40), 120)
         recovery["scheduler: start to deciding again"] = time.monotonic() - t0
         procs[1].kill()                                          # billing, while it rates
@@ -258,7 +244,7 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
         lines_before = await billed_lines()
         await publish(settings, "requests", _requests(60, 75))
         t0 = time.monotonic()
-        procs[1] = _service(settings, "billing", "--agreements", str(agreements))
+        procs[1] = service_process(settings, "billing", "--agreements", str(agreements))
 
         async def billing_again() -> bool:
             return await billed_lines() > lines_before
@@ -286,11 +272,11 @@ def test_kill_9_of_each_worker_under_load_loses_and_doubles_nothing(settings, co
 
         assert await until(released, 120)
         events = await _outcomes(settings)
-        expected = _gcp_bill(events)
+        expected = vcpu_hours_placed(events, "gcp")
 
         async def billed_exactly() -> bool:
             lines = await consume_events(settings, "billing-lines", 100_000, timeout=3)
-            return abs(_usage_amount(lines) - expected) <= Decimal("1e-8")
+            return abs(vcpu_hours_billed(lines, "gcp") - expected) <= Decimal("1e-8")
 
         billed = await until(billed_exactly, 120)
         ids = {e.event_id for e in events}
@@ -361,25 +347,3 @@ async def _faust_lag(settings, wait_s: float = 0.0) -> dict[int, int]:
     finally:
         await consumer.stop()
         await admin.close()
-
-
-def _gcp_bill(events: list[s.Event]) -> Decimal:
-    """vCPU-hours placed on the partner, from placed to released: what it must bill, once."""
-    placed = {e.allocation_id: e for e in events if isinstance(e, s.AllocationPlaced)}
-    total = Decimal(0)
-    for e in events:
-        if isinstance(e, s.AllocationReleased) and e.allocation_id in placed:
-            p = placed[e.allocation_id]
-            d = e.event_time - p.event_time
-            hours = Decimal((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) / Decimal(3_600_000_000)
-            for pl in p.placements:
-                if pl.provider == "gcp":
-                    total += hours * pl.replicas * Decimal(str(p.per_replica.vcpu))
-    return total
-
-
-def _usage_amount(lines: list[s.BillingLine]) -> Decimal:
-    """vCPU-hours billed to the partner (the latest revision of each line)."""
-    return sum((line.quantity for line in latest_revisions(lines).values()
-                if line.partner_id == "gcp" and line.charge_category == "usage" and "vcpu" in line.sku),
-               Decimal(0))
