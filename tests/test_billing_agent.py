@@ -3,17 +3,19 @@ a restart rebuilds the same ledger and repeats no alert."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
-from tests.conftest import latest_revisions, run, run_for
+from aiokafka import TopicPartition
+from tests.conftest import latest_revisions, run, run_for, until
 
 import tessera.schemas as s
 from tessera.agents.billing import BillingWorker
 from tessera.pricing.agreements import parse_agreements
 from tessera.streams.admin import ensure_topics
-from tessera.streams.billing_feed import send_to_feed
+from tessera.streams.billing_feed import FEED, send_to_feed
 from tessera.streams.produce import producer_for, send_events
 
 pytestmark = pytest.mark.kafka
@@ -36,6 +38,12 @@ def released(i: int, hours: float, provider: str = "gcp", resource: str = "", re
     return s.AllocationReleased(event_time=T + timedelta(hours=hours), request_id=f"bq-{i}", allocation_id=f"ba-{i}",
                                 placements=[s.Placement(resource_id=resource or f"{provider}/n{i}", provider=provider,
                                                         replicas=replicas, price_per_hour=Decimal("0.1"))])
+
+
+def sample(i: int, hours: float, vcpu: float, resource: str) -> s.UsageSample:
+    """A measured hour of allocation ba-1 on ``resource``."""
+    return s.UsageSample(event_id=f"bs-{i}", event_time=T + timedelta(hours=hours), resource_id=resource,
+                         allocation_id="ba-1", interval_seconds=3600, used=s.Capacity(vcpu=vcpu))
 
 
 def test_lines_and_alerts_from_the_allocation_lifecycle_survive_a_restart(settings, consume_events):
@@ -98,10 +106,6 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
                     source_resource_id="gcp/n1", target_resource_id="do/n5", target_provider="do",
                     source_provider="gcp", replicas=2, per_replica=s.Capacity(vcpu=2.0), **extra)
 
-    def sample(i, hours, vcpu):
-        return s.UsageSample(event_id=f"bs-{i}", event_time=T + timedelta(hours=hours), resource_id="do/n5",
-                             allocation_id="ba-1", interval_seconds=3600, used=s.Capacity(vcpu=vcpu))
-
     async def scenario():
         await ensure_topics(settings)
         producer = producer_for(settings)
@@ -111,10 +115,10 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
             await send_to_feed(producer, settings.topic_prefix, [placed(1)])
             await send_to_feed(producer, settings.topic_prefix, [step(s.MigrationProgress, 2, step="reserve_target"),
                                                                  step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
-            await send_events(producer, settings, "usage", [sample(1, 4, 3.5), sample(2, 5, 2.5)])
+            await send_events(producer, settings, "usage", [sample(1, 4, 3.5, "do/n5"), sample(2, 5, 2.5, "do/n5")])
             await run_for(BillingWorker(settings, agreements), 8)
             # After the restart: a redelivered sample and migration, one new sample, the release.
-            await send_events(producer, settings, "usage", [sample(2, 5, 2.5), sample(3, 6, 1.0)])
+            await send_events(producer, settings, "usage", [sample(2, 5, 2.5, "do/n5"), sample(3, 6, 1.0, "do/n5")])
             await send_to_feed(producer, settings.topic_prefix, [step(s.MigrationDone, 3, cut_over_at=T + timedelta(hours=3))])
             await send_to_feed(producer, settings.topic_prefix, [released(1, 6, "do", "do/n5")])
             await run_for(BillingWorker(settings, agreements), 8)
@@ -126,6 +130,54 @@ def test_migrations_and_measured_usage_are_billed_once_across_a_restart(settings
     # gcp: 4 vCPU x 3 h x 0.05 = 0.60 ; do: (3.5 + 2.5 + 1.0) vCPU-h x 0.03 = 0.21
     assert {k: v.amount for k, v in latest.items()} == {"gcp/2026-03/vcpu_hour": Decimal("0.60"),
                                                         "do/2026-03/vcpu_hour": Decimal("0.21")}
+
+
+def test_usage_read_while_no_shard_is_held_is_billed_once_shards_are_held_again(settings, consume_events):
+    # During a rebalance the agent holds no shard between giving its shards up and being
+    # given them again. Measured usage it reads from the shared topic meanwhile is taken in
+    # by no shard; once shards are held the shared consumer is pointed back at the lowest
+    # offset any shard has not taken in, so those samples are billed (they were lost before).
+    agreements = parse_agreements([{"partner": "do", "currency": "USD", "rates": {"vcpu_hour": "0.03"},
+                                    "basis": "measured"}])
+
+    async def scenario():
+        await ensure_topics(settings)
+        producer = producer_for(settings)
+        await producer.start()
+        worker = BillingWorker(settings, agreements)
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        try:
+            await send_to_feed(producer, settings.topic_prefix, [placed(1, "do")])
+
+            async def all_held() -> bool:
+                return len(worker.shards) == worker.partitions
+
+            assert await until(all_held, 60)
+            await asyncio.sleep(2)                   # the placement is in
+            shards = {TopicPartition(worker.topic[FEED], p) for p in range(worker.partitions)}
+            await worker.release(shards)             # a rebalance begins: every shard given up
+            assert not worker.shards
+            await send_events(producer, settings, "usage", [sample(1, 1, 3.5, "do/n1"), sample(2, 2, 2.5, "do/n1")])
+            usage = [TopicPartition(worker.topic["usage"], p) for p in range(s.topic_spec("usage").partitions)]
+            end = await worker._shared.end_offsets(usage)
+
+            async def read_past() -> bool:           # the agent's loop read them, holding no shard
+                return all([await worker._shared.position(tp) >= end[tp] for tp in usage])
+
+            assert await until(read_past, 30)
+            await worker.adopt(shards)               # ... and ends: the same shards come back
+            await send_to_feed(producer, settings.topic_prefix, [released(1, 3, "do", "do/n1")])
+            await asyncio.sleep(5)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            await producer.stop()
+        return await consume_events(settings, "billing-lines", 100, timeout=5)
+
+    latest = latest_revisions(run(scenario(), timeout=180))
+    # (3.5 + 2.5) vCPU-h measured x 0.03
+    assert {k: v.amount for k, v in latest.items()} == {"do/2026-03/vcpu_hour": Decimal("0.18")}
 
 
 def test_alerts_also_go_to_the_webhook(settings, consume_events):
