@@ -96,6 +96,25 @@ def series_trace(path: Path, file: str, column: str, days: float, peak_vcpu: flo
     return n
 
 
+def trace_runs(tmp: Path, days: float, pods: bool = True) -> list[tuple[str, Path, Path]]:
+    """The benchmark's runs, (name, fleet file, request file): each series (``days`` of it)
+    and, with ``pods``, the pods trace, each with the default and with slow partners. The
+    request files are written under ``tmp``."""
+    out = []
+    for name, file, column in (("google2019-cpu", "google2019_instance_usage_grouped_300_seconds_month.csv", "avg_cpu"),
+                               ("alibaba2018-cpu", "alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv",
+                                "cpu_util_percent")):
+        req = tmp / f"{name}.csv"
+        series_trace(req, file, column, days)
+        out += [(name, HERE / "fleet-series.toml", req), (f"{name}, slow partners", HERE / "fleet-series-slow.toml", req)]
+    if pods:
+        req = tmp / "pods.csv"
+        pods_trace(req)
+        out += [("alibaba-v2023-pods", HERE / "fleet-pods.toml", req),
+                ("alibaba-v2023-pods, slow partners", HERE / "fleet-pods-slow.toml", req)]
+    return out
+
+
 def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
     fleet = load_fleet(fleet_file)
     agreements = load_agreements(HERE / "agreements.json")
@@ -282,21 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        traces = [("google2019-cpu", HERE / "fleet-series.toml", "google2019_instance_usage_grouped_300_seconds_month.csv",
-                   "avg_cpu"),
-                  ("alibaba2018-cpu", HERE / "fleet-series.toml",
-                   "alibaba2018_machine_usage_days_1_to_8_grouped_300_seconds.csv", "cpu_util_percent")]
-        for name, fleet, file, column in traces:
-            req = t / f"{name}.csv"
-            series_trace(req, file, column, days)
+        for name, fleet, req in trace_runs(t, days, pods=not args.quick):
             results.append(run_trace(name, fleet, req))
-            results.append(run_trace(f"{name}, slow partners", HERE / "fleet-series-slow.toml", req))
         if not args.quick:
-            req = t / "pods.csv"
-            pods_trace(req)
-            results.append(run_trace("alibaba-v2023-pods", HERE / "fleet-pods.toml", req))
-            results.append(run_trace("alibaba-v2023-pods, slow partners", HERE / "fleet-pods-slow.toml", req))
-            drill = failure_drill(HERE / "fleet-pods.toml", req)
+            drill = failure_drill(HERE / "fleet-pods.toml", t / "pods.csv")
         stressed = stress(t, days)
     report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
               "days_of_series": days, "traces": results}

@@ -333,6 +333,24 @@ def _learned(d: dict) -> str:
             "settings by hour band paid.")
 
 
+def _bandits() -> str:
+    """The learned policy with each bandit the tuner offers (load/results/bandits.json)."""
+    if not (RESULTS / "bandits.json").exists():
+        return ""
+    d = load("bandits")
+    names = d["bandits"]
+    rows = [[r["trace"], *(f"{n(float(r[b]['cost_total']))} ({r[b]['sla_miss_rate']:.2%})" for b in names)]
+            for r in d["runs"]]
+    totals = {b: sum(float(r[b]["cost_total"]) for r in d["runs"]) for b in names}
+    best = {b: sum(min(names, key=lambda x: float(r[x]["cost_total"])) == b for r in d["runs"]) for b in names}
+    rows.append(["total", *(n(totals[b]) for b in names)])
+    return ("Which bandit should learn the knobs? `python -m load.bench_bandits` (`load/results/bandits.json`) runs "
+            "learned with each River policy the tuner offers (`tessera simulate --bandit`) on the same runs. "
+            + "; ".join(f"{b}: cheapest on {best[b]} of {len(d['runs'])}" for b in names)
+            + f". The default is {min(names, key=totals.get)}, the cheapest in total.\n\n"
+            + table(["trace", *names], rows, "l" + "r" * len(names)))
+
+
 def _stress(d: dict) -> str:
     """The harder variants: does reactive ever need a warm buffer?"""
     rows = []
@@ -384,6 +402,7 @@ def economics() -> str:
         "work: here it saves nothing, so there is nothing to capture (n/a).",
         economics_table(),
         _learned(d),
+        _bandits(),
         _stress(d),
         "*Predictive + migration* runs the migration planner in the simulator (consolidation every hour, move cost "
         "0.01 per replica before tier weights): its saving against predictive alone is measured, with the misses "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.samples import T0
@@ -353,6 +354,22 @@ def test_the_knob_tuner_learns_joint_settings_and_credits_the_one_chosen():
         b.reward(-1.0)
         assert a.policies[context]._counts[arm] == before + 1
     assert sum(a.choices().values()) == 48
+
+
+def test_every_bandit_the_tuner_offers_runs_and_the_cli_offers_the_same_ones(capsys):
+    from tessera.app.cli.main import main
+    from tessera.scheduler.tuning import BANDITS, HEADROOM_QUANTILE, IDLE_CLOSE_SHARE, KnobTuner
+    for policy in BANDITS:
+        tuner = KnobTuner((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE), seed=2, policy=policy)
+        for hour in range(30):
+            tuner.choose_settings(T0 + timedelta(hours=hour))
+            tuner.reward(-float(hour % 5))
+        assert sum(tuner.choices().values()) == 30, policy
+    with pytest.raises(ValueError, match="bandit 'greedy' unknown; use one of epsilon-greedy, ucb, thompson"):
+        KnobTuner(policy="greedy")
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    assert "{" + ",".join(BANDITS) + "}" in capsys.readouterr().out
 
 
 def test_a_restarted_tuner_learns_again_from_its_published_decisions():

@@ -112,6 +112,8 @@ class SimConfig:
     #: when the partners' lead times differ).
     prefer_fast_partners: bool = False
     seed: int = 0
+    #: The learned policy's River bandit (``tuning.BANDITS``).
+    bandit: str = "epsilon-greedy"
     #: What one SLA miss costs in the learned policy's reward (base currency).
     miss_penalty: Decimal = Decimal("1.00")
     #: Migration: the planner (tessera.migration) evacuates failed resources at once and
@@ -255,7 +257,7 @@ class Simulation:
         fast_or_cheap = len({fleet.timing_of(v.spec.provider).lead_time_s for v in fleet.offers}) > 1
         knobs = ((HEADROOM_QUANTILE, IDLE_CLOSE_SHARE) + ((PARTNER_PREFERENCE,) if fast_or_cheap else ())
                  + ((CONSOLIDATION_COST_FACTOR,) if config.migrate else ()))
-        self.tuner = KnobTuner(knobs, seed=config.seed) if config.policy == "learned" else None
+        self.tuner = KnobTuner(knobs, seed=config.seed, policy=config.bandit) if config.policy == "learned" else None
         # the knobs' settings for the current control interval (the learned policy's choice)
         self._quantile, self._idle_share, self._move_factor = config.quantile, config.idle_close_share, 1.0
         self._prefer_fast = config.prefer_fast_partners

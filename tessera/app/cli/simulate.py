@@ -60,6 +60,8 @@ take 60 s and are billed as live migrations are.""",
     sp.add_argument("--prefer-fast-partners", action="store_true",
                     help="open the soonest usable partner VMs first, the cheapest among them (default: the "
                          "cheapest per vCPU first; learned chooses where partners' lead times differ)")
+    sp.add_argument("--bandit", choices=("epsilon-greedy", "ucb", "thompson"), default="epsilon-greedy",
+                    help="learned: the River bandit that chooses the knobs (default %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
     sp.add_argument("--migrate", action="store_true",
                     help="run the migration planner too: evacuate failed resources, consolidate periodically")
@@ -128,7 +130,7 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
         f"({args.policy})")
     cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
                     interval_s=args.interval, quantile=args.quantile, idle_close_share=args.idle_close_share,
-                    prefer_fast_partners=args.prefer_fast_partners,
+                    prefer_fast_partners=args.prefer_fast_partners, bandit=args.bandit,
                     seed=args.seed, migrate=args.migrate,
                     migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures)
     try:
