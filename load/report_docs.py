@@ -337,8 +337,11 @@ def _bandits() -> str:
     """The learned policy with each bandit the tuner offers (load/results/bandits.json)."""
     if not (RESULTS / "bandits.json").exists():
         return ""
+    from tessera.simulate.engine import SimConfig
+
     d = load("bandits")
     names = d["bandits"]
+    default = SimConfig().bandit
     rows = [[r["trace"], *(f"{n(float(r[b]['cost_total']))} ({r[b]['sla_miss_rate']:.2%})" for b in names)]
             for r in d["runs"]]
     totals = {b: sum(float(r[b]["cost_total"]) for r in d["runs"]) for b in names}
@@ -347,7 +350,8 @@ def _bandits() -> str:
     return ("Which bandit should learn the knobs? `python -m load.bench_bandits` (`load/results/bandits.json`) runs "
             "learned with each River policy the tuner offers (`tessera simulate --bandit`) on the same runs. "
             + "; ".join(f"{b}: cheapest on {best[b]} of {len(d['runs'])}" for b in names)
-            + f". The default is {min(names, key=totals.get)}, the cheapest in total.\n\n"
+            + f". The default, {default}, is {'the' if min(names, key=totals.get) == default else 'not the'} "
+            "cheapest in total.\n\n"
             + table(["trace", *names], rows, "l" + "r" * len(names)))
 
 

@@ -155,11 +155,13 @@ def consume_events(consume: Callable[..., Any]) -> Callable[..., Any]:
     return _events
 
 
-def service_process(settings, *argv: str, data_dir: str | None = None) -> subprocess.Popen:
+def service_process(settings, *argv: str, data_dir: str | None = None, metrics_port: int = 0) -> subprocess.Popen:
     """``tessera <argv>`` as a process of its own on the test's broker, topics and data
-    directory (checkpoints every second); its output goes to a log file beside the data."""
+    directory (checkpoints every second; /metrics and /readyz on ``metrics_port``, none by
+    default); its output goes to a log file beside the data."""
     env = dict(os.environ, TESSERA_KAFKA_BOOTSTRAP=settings.kafka_bootstrap, TESSERA_TOPIC_PREFIX=settings.topic_prefix,
-               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir, TESSERA_METRICS_PORT="0",
+               TESSERA_APP_ID=settings.app_id, TESSERA_DATA_DIR=data_dir or settings.data_dir,
+               TESSERA_METRICS_PORT=str(metrics_port),
                TESSERA_CHECKPOINT_INTERVAL_S="1", TESSERA_CLICKHOUSE_DATABASE="faults",
                PYTHONUNBUFFERED="1")     # the log is read while the service runs
     # Each process's log is kept beside the test's data (its path is printed on failure).

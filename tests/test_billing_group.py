@@ -36,8 +36,10 @@ pytestmark = pytest.mark.kafka
 GIB = 1 << 30
 DOMAINS = parse_domains({"eu": {"regions": ["europe-west4"]}, "us": {"regions": ["us-east1"]}})
 PROVIDERS = ("own", "gcp", "do", "aws")
-AGREEMENTS = parse_agreements([{"partner": p, "currency": "USD", "rates": {"vcpu_hour": rate}}
-                               for p, rate in (("gcp", "0.05"), ("do", "0.03"), ("aws", "0.07"))])
+#: The agreements as `tessera bill` and `tessera billing --agreements` read them.
+AGREEMENT_DOCS = [{"partner": p, "currency": "USD", "rates": {"vcpu_hour": rate}}
+                  for p, rate in (("gcp", "0.05"), ("do", "0.03"), ("aws", "0.07"))]
+AGREEMENTS = parse_agreements(AGREEMENT_DOCS)
 N = 60
 
 
@@ -151,14 +153,13 @@ def test_an_agent_dropped_from_the_group_while_stalled_bills_nothing_twice_when_
     # Agent A, a `tessera billing` process, is frozen (SIGSTOP: a long pause, a VM
     # suspended) for longer than the group's 10 s session timeout. The group drops it and B
     # takes every shard over, starting producers with the shards' transactional ids, which
-    # fences A's. B bills on. When A wakes, what it holds is stale: what it publishes is
-    # refused (fenced), it keeps nothing, and the shards it gets again are recovered from
-    # B's newer checkpoints. The partners' bills on the topic (the latest
+    # fences A's. B bills on. When A wakes, any shard it still holds is stale: what it
+    # publishes for it is refused (fenced), it keeps nothing, and the shards it gets again
+    # are recovered from B's newer checkpoints. The partners' bills on the topic (the latest
     # revision of each line, as a consumer keeps them) end exactly as the allocations say.
     st = settings.replace(checkpoint_interval_s=1.0)
     agreements = tmp_path / "agreements.json"
-    agreements.write_text(json.dumps([{"partner": p, "currency": "USD", "rates": {"vcpu_hour": rate}}
-                                      for p, rate in (("gcp", "0.05"), ("do", "0.03"), ("aws", "0.07"))]))
+    agreements.write_text(json.dumps(AGREEMENT_DOCS))
     half = N // 2
 
     async def scenario():
@@ -168,7 +169,7 @@ def test_an_agent_dropped_from_the_group_while_stalled_bills_nothing_twice_when_
         schedulers = [SchedulerWorker(st, domain=d, batch_max=8, domains=DOMAINS) for d in ("eu", "us")]
         tasks = [asyncio.create_task(w.run(stop)) for w in schedulers]
         port = free_port()
-        a = service_process(st, "--metrics-port", str(port), "billing", "--agreements", str(agreements))
+        a = service_process(st, "billing", "--agreements", str(agreements), metrics_port=port)
         b = BillingWorker(st, dict(AGREEMENTS))
         b_task = asyncio.create_task(b.run(b_stop))
         try:
@@ -250,6 +251,6 @@ async def _decided(settings, n: int) -> bool:
 
 
 async def _lines(settings) -> list[s.BillingLine]:
-    topic = s.topic_spec("billing-lines").full_name(settings.topic_prefix)
     spec = s.topic_spec("billing-lines")
-    return [s.decode(r.value) for r in await read_to_end(settings, topic, spec.partitions, committed_only=True)]
+    return [s.decode(r.value) for r in await read_to_end(settings, spec.full_name(settings.topic_prefix),
+                                                         spec.partitions, committed_only=True)]

@@ -18,9 +18,10 @@ Knobs (``Knob``):
 The live scheduler opens, closes and moves nothing, so it tunes the headroom quantile
 alone; the simulator's controller tunes them all. The context is the hour of day in
 four bands (demand is daily-seasonal: the right settings differ between the ramp and the
-trough); one epsilon-greedy bandit per band, over the joint settings of the knobs (their
-product: the knobs interact, closing idle VMs sooner asks for more headroom, so they are
-learnt together rather than as independent bandits sharing one reward). Each window:
+trough); one bandit per band (``BANDITS``; epsilon-greedy by default), over the joint
+settings of the knobs (their product: the knobs interact, closing idle VMs sooner asks for
+more headroom, so they are learnt together rather than as independent bandits sharing one
+reward). Each window:
 ``reward`` scores the setting chosen for the last one, ``choose`` picks the next.
 Deterministic for a seed. Used by the live scheduler (``Scheduler.tuning_step``, published
 as ``tuning.decision`` events) and by ``tessera simulate --policy learned``.
