@@ -242,6 +242,15 @@ def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):
     assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
                  "--requests", str(req), "--policy", "oracle", "--idle-close-share", "-1"]) == 2
     assert "--idle-close-share -1" in capsys.readouterr().err
+    for q in ("1.5", "0", "nan"):
+        assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
+                     "--requests", str(req), "--policy", "predictive", "--quantile", q]) == 2
+        err = capsys.readouterr().err
+        assert f"--quantile {q}" in err and "between 0 and 1" in err, err
+    with pytest.raises(SystemExit):
+        main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
+              "--requests", str(req), "--policy", "learned", "--bandit", "greedy"])
+    assert "invalid choice: 'greedy'" in capsys.readouterr().err
 
 
 def test_reactive_searches_the_smallest_buffer_within_the_miss_target(tmp_path):
