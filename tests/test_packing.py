@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -469,3 +470,67 @@ def test_the_offline_answer_does_not_depend_on_the_machines_speed(monkeypatch):
     slow = pack_batch(requests, resources)
     assert len(solves) >= 3 and all(o["node_limit"] == FULL.mip_nodes for o in solves)
     assert (slow.placements, slow.cost) == (fast.placements, fast.cost)
+
+
+@st.composite
+def one_request_on_open(draw):
+    """One request (spread 1) and resources, many open, often alike (ties) and roomy."""
+    kinds = [(draw(st.sampled_from([4.0, 8.0, 16.0])), draw(st.sampled_from([16.0, 32.0, 64.0])),
+              float(draw(st.integers(0, 2)))) for _ in range(draw(st.integers(1, 3)))]
+    resources = []
+    for i in range(draw(st.integers(1, 14))):
+        cap = draw(st.sampled_from(kinds))
+        used = draw(st.sampled_from([0.0, 0.25, 0.5, 0.9]))
+        resources.append(PackResource(f"s{i}", draw(st.sampled_from(PROVIDERS)), draw(st.sampled_from(REGIONS)),
+                                      tuple(c * (1 - used) for c in cap), cap, Decimal(draw(st.integers(1, 9))),
+                                      frozenset(draw(st.lists(st.sampled_from(TAGS), max_size=2))),
+                                      open=draw(st.integers(0, 3)) > 0))
+    request = PackRequest("q", draw(st.sampled_from(list(TIER_RANK))), draw(st.integers(1, 6)),
+                          (float(draw(st.sampled_from([0.5, 1, 2, 4]))), float(draw(st.sampled_from([1, 2, 8]))),
+                           float(draw(st.integers(0, 1)))),
+                          frozenset(draw(st.lists(st.sampled_from(TAGS), max_size=1))),
+                          frozenset(draw(st.lists(st.sampled_from(REGIONS), max_size=2))),
+                          frozenset(draw(st.lists(st.sampled_from(PROVIDERS), max_size=2))))
+    return request, resources, draw(st.sampled_from([0, 1, 2, 64]))
+
+
+@given(one_request_on_open())
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_one_request_lane_places_exactly_as_the_kernel(inst):
+    """``pack_one_on_open`` answers the usual batch (one request, room on open resources)
+    without the kernel's set-up; wherever it answers, the kernel's own greedy and
+    improvement passes place the same replicas on the same resources, leaving the same
+    free capacity, compiled and as plain Python."""
+    from tessera.scheduler import kernel
+    from tessera.scheduler.batch import kernel_inputs, request_bits, tag_index
+    from tessera.scheduler.table import ResourceTable
+    from tessera.scheduler.twin import python_twin
+
+    request, resources, limit = inst
+    table = ResourceTable.from_resources(resources, 3)
+    reqs, res = kernel_inputs([request], table, 3)
+    full = kernel.pack(reqs, np.zeros(1, dtype=np.int64), res, True, limit)
+    tag_idx = tag_index([request], table)
+    bits = [np.array([b]) for b in request_bits(request, tag_idx, table)]
+    args = (np.array([request.demand]), request.replicas, *bits, table.free, table.cap, table.open,
+            table.tag_bits(tag_idx), table.res_region, table.res_provider, limit)
+    pl_res, pl_count, n, free = kernel.pack_one_on_open(*args)
+    twin = python_twin(kernel.pack_one_on_open)(*args)
+    assert twin[2] == n and twin[0][:n].tolist() == pl_res[:n].tolist() and np.array_equal(twin[3], free)
+    if n == 0:      # it does not apply: the kernel opened something, or could not place it all
+        assert full.cost > 0 or not full.placed[0]
+        return
+    assert full.placed[0] and full.cost == 0
+    assert list(zip(full.pl_res.tolist(), full.pl_count.tolist())) == list(zip(pl_res[:n].tolist(),
+                                                                                pl_count[:n].tolist()))
+    assert np.array_equal(full.free, free)
+    # and pack_batch, which takes the lane, says the same
+    placed = _merged([(resources[s].id, k) for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist())])
+    assert pack_batch([request], resources, score_limit=limit).placements == {request.id: placed}
+
+
+def _merged(pairs):
+    out: dict[str, int] = {}
+    for rid, k in pairs:
+        out[rid] = out.get(rid, 0) + k
+    return sorted(out.items())

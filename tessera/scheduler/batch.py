@@ -63,25 +63,38 @@ def order_requests(requests: Sequence[PackRequest], total_cap: np.ndarray) -> np
     return np.array(sorted(range(len(requests)), key=key), dtype=np.int64)
 
 
+#: The bit a constraint gets when nothing can satisfy it (bitsets are int64; bit 62 is
+#: never a real tag, region or provider).
+IMPOSSIBLE = 1 << 62
+
+
+def tag_index(requests: Sequence[PackRequest], table: ResourceTable) -> dict[str, int]:
+    """A bit per tag these requests require that some resource carries. A request requiring
+    any other tag can go nowhere, like one naming only unknown regions or providers: it
+    gets the impossible bit (``request_bits``)."""
+    wanted = sorted({t for q in requests for t in q.tags_required})
+    return index_names([t for t in wanted if table.has_tag(t).any()], "required tags carried by resources")
+
+
+def request_bits(q: PackRequest, tag_idx: dict[str, int], table: ResourceTable) -> tuple[int, int, int]:
+    """A request's required tags, allowed regions and allowed providers as bitsets (0: any
+    region or provider)."""
+    region_idx, prov_idx = table.region_idx, table.provider_idx
+    return (bitset(q.tags_required, tag_idx) if q.tags_required <= tag_idx.keys() else IMPOSSIBLE,
+            (bitset([x for x in q.regions if x in region_idx], region_idx) or IMPOSSIBLE) if q.regions else 0,
+            (bitset([x for x in q.providers if x in prov_idx], prov_idx) or IMPOSSIBLE) if q.providers else 0)
+
+
 def kernel_inputs(requests: Sequence[PackRequest], table: ResourceTable, D: int) -> tuple[Requests, Resources]:
     """The kernel's arrays for these requests on this table (constraint bitsets over the
     batch's tags and the table's regions and providers)."""
-    # Only tags some resource carries get a bit; a request requiring any other can go
-    # nowhere, like one naming only unknown regions or providers: it gets the impossible bit.
-    impossible = 1 << 62  # bitsets are int64; bit 62 is never a real tag, region or provider
-    wanted = sorted({t for q in requests for t in q.tags_required})
-    tag_idx = index_names([t for t in wanted if table.has_tag(t).any()], "required tags carried by resources")
-    region_idx, prov_idx = table.region_idx, table.provider_idx
+    tag_idx = tag_index(requests, table)
     R = len(requests)
+    bits = np.array([request_bits(q, tag_idx, table) for q in requests], dtype=np.int64).reshape(R, 3)
     reqs = Requests(
         demand=np.array([q.demand for q in requests], dtype=np.float64).reshape(R, D),
         replicas=np.array([q.replicas for q in requests], dtype=np.int64),
-        tags=np.array([bitset(q.tags_required, tag_idx) if q.tags_required <= tag_idx.keys() else impossible
-                       for q in requests], dtype=np.int64),
-        regions=np.array([(bitset([x for x in q.regions if x in region_idx], region_idx) or impossible)
-                          if q.regions else 0 for q in requests], dtype=np.int64),
-        providers=np.array([(bitset([x for x in q.providers if x in prov_idx], prov_idx) or impossible)
-                            if q.providers else 0 for q in requests], dtype=np.int64),
+        tags=bits[:, 0].copy(), regions=bits[:, 1].copy(), providers=bits[:, 2].copy(),
         spread=np.array([q.spread_min_providers for q in requests], dtype=np.int64))
     res_tags = table.tag_bits(tag_idx)
     res = Resources(free=np.ascontiguousarray(table.free), cap=table.cap, price=table.price_micro,

@@ -930,3 +930,61 @@ def lower_bound(demand_total, res_free, res_cap, res_price, res_open):
         if cost > best:
             best = cost
     return best
+
+
+# --------------------------------------------------------------------------- one request
+
+@njit(cache=True, error_model="numpy")
+def pack_one_on_open(req_demand, replicas, req_tags, req_regions, req_providers, res_free, res_cap, res_open,
+                     res_tags, res_region, res_provider, score_limit):
+    """``pack`` for a batch of one request (``req_*`` arrays of length 1, as in ``Requests``)
+    with a provider spread of 1, when every replica finds room on resources already open;
+    ``n == 0`` when one does not, and then the caller runs ``pack``. Most batches of a
+    running fleet are one request that fits on open capacity; this answers them without
+    ``pack``'s set-up (type index, signature lists, per-batch orders), which costs more
+    than the placement.
+
+    It is ``pack``'s greedy pass for that case, step for step and with its helpers: with one
+    request the signature lists hold exactly the open resources it fits on, in index order
+    (a resource leaves its list when it no longer fits, and none returns), the first
+    replica is placed alone (the spread of 1 is met by it) and later ones as many as fit
+    at once on the best-aligned resource, scoring at most ``score_limit`` feasible resources
+    per scan; nothing is opened, so the improvement passes have nothing to move. The tests
+    check it against ``pack`` on random tables. Returns (resources, counts, n, free after)."""
+    S = res_free.shape[0]
+    free = res_free.copy()
+    inv_cap2 = _inverse_square(res_cap)
+    pl_res = np.empty(replicas, dtype=np.int64)
+    pl_count = np.empty(replicas, dtype=np.int64)
+    n = 0
+    left = replicas
+    cap_now = 1
+    while left > 0:
+        best = -1
+        best_score = -1.0
+        scored = 0
+        for s in range(S):
+            if score_limit > 0 and scored >= score_limit:
+                break
+            if not res_open[s]:
+                continue
+            if not _compatible(0, s, req_tags, req_regions, req_providers, res_tags, res_region, res_provider):
+                continue
+            if not _fits_one(0, s, req_demand, free):
+                continue
+            scored += 1
+            sc = _alignment(0, s, req_demand, free, inv_cap2)
+            if sc > best_score:
+                best_score = sc
+                best = s
+        if best < 0:
+            return pl_res, pl_count, 0, free
+        k = _fit_count(0, best, req_demand, free, cap_now)
+        for d in range(free.shape[1]):
+            free[best, d] -= k * req_demand[0, d]
+        pl_res[n] = best
+        pl_count[n] = k
+        n += 1
+        left -= k
+        cap_now = left
+    return pl_res, pl_count, n, free

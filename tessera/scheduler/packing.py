@@ -17,7 +17,16 @@ import numpy as np
 from tessera.schemas import TIER_RANK, RejectReason
 
 from . import kernel
-from .batch import PackRequest, Rejection, kernel_inputs, order_requests, validate_request, why_not_placed
+from .batch import (
+    PackRequest,
+    Rejection,
+    kernel_inputs,
+    order_requests,
+    request_bits,
+    tag_index,
+    validate_request,
+    why_not_placed,
+)
 from .kernel import Packing, Requests
 from .search import FULL, NO_SEARCH, QUICK, SearchEffort, refine
 from .table import MICRO, PackingError, PackResource, ResourceTable, interchangeable_types
@@ -75,6 +84,9 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
             result.rejected[q.id] = Rejection(RejectReason.no_resources, "no resources available")
         return result
     table = resources if isinstance(resources, ResourceTable) else ResourceTable.from_resources(resources, D)
+    if len(valid) == 1 and valid[0].spread_min_providers == 1:
+        if _on_open(valid[0], table, D, result, jit, score_limit):
+            return result
     reqs, res = kernel_inputs(valid, table, D)
     order = order_requests(valid, res.cap.sum(axis=0))
     fn = kernel.pack if jit else python_twin(kernel.pack)
@@ -125,6 +137,31 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     return result
 
 
+def _on_open(q: PackRequest, table: ResourceTable, D: int, result: PackResult, jit: bool,
+             score_limit: int) -> bool:
+    """The usual batch, one request whose replicas all fit on open resources, answered by
+    ``kernel.pack_one_on_open`` (the kernel's own greedy for that case, without its
+    set-up); False when it does not apply, and the batch goes to the kernel."""
+    tag_idx = tag_index([q], table)
+    tags, regions, providers = request_bits(q, tag_idx, table)
+    fn = kernel.pack_one_on_open if jit else python_twin(kernel.pack_one_on_open)
+    t0 = time.perf_counter()
+    pl_res, pl_count, n, free = fn(np.array([q.demand], dtype=np.float64).reshape(1, D), q.replicas,
+                                   np.array([tags], dtype=np.int64), np.array([regions], dtype=np.int64),
+                                   np.array([providers], dtype=np.int64), np.ascontiguousarray(table.free),
+                                   table.cap, table.open, table.tag_bits(tag_idx), table.res_region,
+                                   table.res_provider, score_limit)
+    if n == 0:
+        return False
+    merged: dict[str, int] = {}
+    for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist()):
+        merged[table.ids[s]] = merged.get(table.ids[s], 0) + k
+    result.placements[q.id] = sorted(merged.items())
+    result.kernel_seconds = time.perf_counter() - t0
+    result.free_after_rows, result.opened_rows = free, table.open
+    return True
+
+
 def compile_packing_kernels() -> None:
     """Compile the packing kernel and its searches (Numba, cached on disk) on a tiny batch
     that takes the paths a live batch takes (tags, regions, two tiers, a GPU dimension):
@@ -137,3 +174,4 @@ def compile_packing_kernels() -> None:
                             demand=(1.0, 2.0, float(i % 2)), tags_required=frozenset({"ssd"} if i else ()),
                             regions=frozenset({"dc"}), seq=i) for i in range(4)]
     pack_batch(requests, resources, effort=QUICK)
+    pack_batch(requests[:1], resources)     # the one-request lane (compiled even when it declines)
