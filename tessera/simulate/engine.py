@@ -216,6 +216,10 @@ class Simulation:
         # only cost time.
         self.billing.ledger.detail = None
         self.vms: dict[str, _Vm] = {}
+        # The VMs not closed (opening or open), and each VM's place in ``vms``: a control tick
+        # walks these few in the fleet's order instead of every VM of the fleet.
+        self._live: dict[str, _Vm] = {}
+        self._place_of: dict[str, int] = {}
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self.submitted: dict[str, tuple[float, str]] = {}     # request id -> (submit time, tier)
@@ -307,6 +311,7 @@ class Simulation:
         for e in self.fleet.offers:
             s = e.spec
             self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
+            self._place_of[e.resource_id] = len(self._place_of)
             self._health(e.resource_id, False, 0.0)
         for r in self.trace:
             self._push(r.at, _ARRIVE, r)
@@ -454,7 +459,7 @@ class Simulation:
         target, band = self._target(now, step)
         self._standings(now)
         own_vcpu = self._own_vcpu
-        warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state != "closed")
+        warm = own_vcpu + sum(v.vcpu for v in self._not_closed())
         if target > warm:
             self._open(target - warm, now, gpu=False)
         if len(self.core.queue):
@@ -471,7 +476,8 @@ class Simulation:
             if consolidate or self._stranded():
                 self._migrate(now, consolidate)
         used = sum(self.core.vcpu_in_use_by_tier().values())
-        warm = own_vcpu + sum(v.vcpu for v in self.vms.values() if v.state == "open")
+        live = self._not_closed()
+        warm = own_vcpu + sum(v.vcpu for v in live if v.state == "open")
         tl = self.timeline
         tl.t.append(now)
         tl.warm_vcpu.append(warm)
@@ -481,9 +487,8 @@ class Simulation:
         rates: dict[str, float] = defaultdict(float)
         if self.fleet.own:
             rates[OWN] = self._own_rate
-        for v in self.vms.values():
-            if v.state != "closed":
-                rates[v.provider] += float(self.core.resources[v.resource_id].offer.list_price)
+        for v in live:
+            rates[v.provider] += float(self.core.resources[v.resource_id].offer.list_price)
         for p in self._providers:
             tl.cost_rate[p].append(rates.get(p, 0.0))
         if warm > 0:
@@ -520,8 +525,13 @@ class Simulation:
                 / Decimal(repr(max(v.gpu if gpu else v.vcpu, 1e-9))), v.resource_id))
         return [v for v in ranked if v.state == "closed"]
 
+    def _not_closed(self) -> list[_Vm]:
+        """The VMs opening or open, in the fleet's order."""
+        return sorted(self._live.values(), key=lambda v: self._place_of[v.resource_id])
+
     def _open_vm(self, vm: _Vm, now: float) -> None:
         vm.state, vm.opened_at = "opening", now
+        self._live[vm.resource_id] = vm
         self._push(now + self.fleet.timing_of(vm.provider).lead_time_s, _READY, vm.resource_id)
 
     def _open(self, vcpu: float, now: float, gpu: bool) -> None:
@@ -541,7 +551,7 @@ class Simulation:
         """Work that waits opens capacity for itself once it is due (``_due``): per due request
         (in the queue's order), the cheapest closed VM per unit that holds one replica, until
         VMs opening cover its replicas."""
-        coming = [v for v in self.vms.values() if v.state == "opening"]
+        coming = [v for v in self._not_closed() if v.state == "opening"]
         for q in self.core.queue.ordered(now):
             if self._due(q.request.request_id) > now:
                 continue        # it can still wait for capacity to free up at no cost
@@ -567,7 +577,7 @@ class Simulation:
 
     def _close(self, surplus: float, now: float) -> None:
         t_us = self.core._now_us
-        idle = [v for v in self.vms.values() if v.state == "open" and not self._busy(v.resource_id)]
+        idle = [v for v in self._not_closed() if v.state == "open" and not self._busy(v.resource_id)]
         idle.sort(key=lambda v: -self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
                   / Decimal(repr(max(v.vcpu, 1e-9))))
         for v in idle:
@@ -585,6 +595,7 @@ class Simulation:
         self.instance_usage.append(rec)
         self._closed_cost += self._vm_cost(rec.resource_id, rec.start_us, rec.end_us)
         v.state = "closed"
+        del self._live[v.resource_id]
         self.core.set_running(v.resource_id, False)
         self._health(v.resource_id, False, now)
 
@@ -608,10 +619,9 @@ class Simulation:
         """List-price cost of the VMs opened so far, up to ``now``: the closed ones are kept
         as a running total (``_closed_cost``), so a tick costs what is open, not the run."""
         total = self._closed_cost
-        for v in self.vms.values():
-            if v.state != "closed":
-                hours = Decimal(repr(now - v.opened_at)) / 3600
-                total += self.core.resources[v.resource_id].offer.list_price * hours
+        for v in self._not_closed():
+            hours = Decimal(repr(now - v.opened_at)) / 3600
+            total += self.core.resources[v.resource_id].offer.list_price * hours
         return total
 
     # -- migration ------------------------------------------------------------------
@@ -716,6 +726,7 @@ class Simulation:
             if v.state != "closed":
                 self.instance_usage.append(self._instance_record(v, end))
                 v.state = "closed"
+                del self._live[v.resource_id]
         ledger = self.billing.view()
         for rec in self.instance_usage:
             ledger.add(rec)
