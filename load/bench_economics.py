@@ -22,7 +22,8 @@ Reported per trace and policy: cost (base currency, own + partner bills), SLA mi
 the share of the oracle's saving over reactive that a policy captures,
 ``(cost_reactive - cost_policy) / (cost_reactive - cost_oracle)``. The partner share of the
 cost is what the policies can change (own capacity is paid whatever happens), so it is
-reported too. Also the simulator's speed (trace requests per wall second, one core).
+reported too. Also the simulator's speed (trace requests and control intervals per wall
+second, one core).
 
     python -m load.bench_economics            # everything (~5 min)
     python -m load.bench_economics --quick    # one day of each series, for a smoke run
@@ -128,6 +129,10 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
         d["partner_cost"] = format(sum((c for p, c in r.cost_by_provider.items() if p != "own"), Decimal(0)), "f")
         runs = 1 if policy != "reactive" else max(1, _grid_runs(r.buffer_vcpu))
         d["requests_per_s"] = round(len(trace) * runs / r.wall_s) if r.wall_s else None
+        # The controller's intervals (each learns and forecasts per urgent tier): on a sparse
+        # trace they, not the requests, are what a run's time follows.
+        d["intervals"] = len(r.timeline.t)
+        d["intervals_per_s"] = round(len(r.timeline.t) * runs / r.wall_s) if r.wall_s else None
         out["policies"][policy] = d
         print(f"  {name} {policy}: cost {d['cost_total']} (partners {d['partner_cost']}), "
               f"misses {d['sla_miss_rate']:.4f}, {d['wall_s']} s", flush=True)
