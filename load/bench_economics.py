@@ -306,10 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        for name, fleet, req in trace_runs(t, days, pods=not args.quick):
+        runs = trace_runs(t, days, pods=not args.quick)
+        for name, fleet, req in runs:
             results.append(run_trace(name, fleet, req))
         if not args.quick:
-            drill = failure_drill(HERE / "fleet-pods.toml", t / "pods.csv")
+            drill = failure_drill(HERE / "fleet-pods.toml", next(req for name, _, req in runs
+                                                                 if name == "alibaba-v2023-pods"))
         stressed = stress(t, days)
     report = {"benchmark": "economics", "machine": machine(), "pinned_core": core, "quick": args.quick,
               "days_of_series": days, "traces": results}

@@ -114,10 +114,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
         result.placements.setdefault(valid[r].id, []).append((table.ids[s], k))
     # Merge repeated (request, resource) pairs left by the improvement passes.
     for rid, pls in result.placements.items():
-        merged: dict[str, int] = {}
-        for res_id, k in pls:
-            merged[res_id] = merged.get(res_id, 0) + k
-        result.placements[rid] = sorted(merged.items())
+        result.placements[rid] = _merged(pls)
     reasons: dict[tuple, Rejection] = {}  # rejections often share a shape: explain each shape once
     for i, q in enumerate(valid):
         if not out.placed[i]:
@@ -153,13 +150,19 @@ def _on_open(q: PackRequest, table: ResourceTable, D: int, result: PackResult, j
                                    table.res_provider, score_limit)
     if n == 0:
         return False
-    merged: dict[str, int] = {}
-    for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist()):
-        merged[table.ids[s]] = merged.get(table.ids[s], 0) + k
-    result.placements[q.id] = sorted(merged.items())
+    result.placements[q.id] = _merged([(table.ids[s], k) for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist())])
     result.kernel_seconds = time.perf_counter() - t0
     result.free_after_rows, result.opened_rows = free, table.open
     return True
+
+
+def _merged(placements: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """(resource, replicas) pairs with each resource once, in resource order (a packing may
+    place a request's replicas on one resource in several steps)."""
+    merged: dict[str, int] = {}
+    for res_id, k in placements:
+        merged[res_id] = merged.get(res_id, 0) + k
+    return sorted(merged.items())
 
 
 def compile_packing_kernels() -> None:
