@@ -191,6 +191,9 @@ class Scheduler:
     _table: ResourceTable | None = field(default=None, init=False, repr=False)
     _rows: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _healthy: np.ndarray | None = field(default=None, init=False, repr=False)
+    #: ``free`` where healthy, 0 where not: what the packer may use when no partner is
+    #: blocked, kept row by row with the table (every batch reads it)
+    _usable: np.ndarray | None = field(default=None, init=False, repr=False)
     _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
     _vcpu_by_tier: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     #: Migrations holding capacity on their target (reserved, not yet released at the
@@ -206,7 +209,7 @@ class Scheduler:
     def __getstate__(self) -> dict:
         # The packer's arrays are a cache of ``resources``: rebuilt on first use after a load.
         state = self.__dict__.copy()
-        state.update(_table=None, _rows={}, _healthy=None, _dirty=set())
+        state.update(_table=None, _rows={}, _healthy=None, _usable=None, _dirty=set())
         return state
 
     def __post_init__(self) -> None:
@@ -264,7 +267,9 @@ class Scheduler:
                 # A verdict changes one row of the packer's table, not its shape: partner VMs
                 # opening and closing would otherwise rebuild the whole table each time.
                 if self._table is not None:
-                    self._healthy[self._rows[event.resource_id]] = st.healthy
+                    row = self._rows[event.resource_id]
+                    self._healthy[row] = st.healthy
+                    self._usable[row] = self._table.free[row] if st.healthy else 0.0
         elif isinstance(event, AgreementUpdated):
             try:
                 self.prices.set_agreement(parse_agreement(event.agreement))
@@ -546,18 +551,22 @@ class Scheduler:
                               r.open or r.resource_id in self.running) for r in states], len(DIMS))
             self._rows = {r.resource_id: i for i, r in enumerate(states)}
             self._healthy = np.array([r.healthy for r in states], dtype=np.bool_)
+            self._usable = np.where(self._healthy[:, None], self._table.free, 0.0)
             self._dirty.clear()
         elif len(self._dirty) <= 4:   # the usual batch: a few rows, written one by one
             # (element by element: building the row's tuple and writing it whole cost
             # about three times as much, and every request's batch passes here)
-            free, open_ = self._table.free, self._table.open
+            free, open_, usable, healthy = self._table.free, self._table.open, self._usable, self._healthy
             for r in self._dirty:
                 row = self._rows.get(r)
                 if row is not None:
                     st = self.resources[r]
                     busy = False
+                    ok = healthy[row]
                     for d, (c, u) in enumerate(zip(st.capacity, st.used)):
-                        free[row, d] = max(c - u, 0.0)
+                        f = max(c - u, 0.0)
+                        free[row, d] = f
+                        usable[row, d] = f if ok else 0.0
                         busy = busy or u > 1e-9
                     open_[row] = busy or r in self.running
             self._dirty.clear()
@@ -566,6 +575,7 @@ class Scheduler:
             rows = [row for row, _ in dirty]
             used = np.array([u for _, u in dirty]).reshape(len(rows), -1)
             self._table.free[rows] = np.maximum(self._table.cap[rows] - used, 0.0)
+            self._usable[rows] = np.where(self._healthy[rows, None], self._table.free[rows], 0.0)
             self._table.open[rows] = (used > 1e-9).any(axis=1) | np.array(
                 [self._table.ids[row] in self.running for row in rows], dtype=np.bool_)
             self._dirty.clear()
@@ -596,9 +606,10 @@ class Scheduler:
         a hard limit take no work (no free capacity) but still count as existing, so a request
         that only they could host waits for their recovery instead of failing."""
         t = self.table()
-        usable = self._healthy
-        if blocked:
-            usable = usable & ~np.isin(t.res_provider, [t.provider_idx[p] for p in blocked if p in t.provider_idx])
+        if not blocked:
+            # kept row by row (``table``); nothing downstream writes a table's free in place
+            return t.with_state(self._usable)
+        usable = self._healthy & ~np.isin(t.res_provider, [t.provider_idx[p] for p in blocked if p in t.provider_idx])
         return t.with_state(np.where(usable[:, None], t.free, 0.0))
 
     def _use(self, res_id: str, replicas: int, demand: tuple[float, ...], sign: float) -> None:

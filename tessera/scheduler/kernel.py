@@ -935,10 +935,11 @@ def lower_bound(demand_total, res_free, res_cap, res_price, res_open):
 # --------------------------------------------------------------------------- one request
 
 @njit(cache=True, error_model="numpy")
-def pack_one_on_open(req_demand, replicas, req_tags, req_regions, req_providers, res_free, res_cap, res_open,
-                     res_tags, res_region, res_provider, score_limit):
-    """``pack`` for a batch of one request (``req_*`` arrays of length 1, as in ``Requests``)
-    with a provider spread of 1, when every replica finds room on resources already open;
+def pack_one_on_open(req_demand, replicas, req_bits, res_free, res_cap, res_open, res_tags, res_region,
+                     res_provider, score_limit):
+    """``pack`` for a batch of one request (``req_demand`` of shape (1, D); ``req_bits`` its
+    required tags, allowed regions and allowed providers, one array: each array argument
+    costs the caller an allocation) with a provider spread of 1, when every replica finds room on resources already open;
     ``n == 0`` when one does not, and then the caller runs ``pack``. Most batches of a
     running fleet are one request that fits on open capacity; this answers them without
     ``pack``'s set-up (type index, signature lists, per-batch orders), which costs more
@@ -952,6 +953,7 @@ def pack_one_on_open(req_demand, replicas, req_tags, req_regions, req_providers,
     per scan; nothing is opened, so the improvement passes have nothing to move. The tests
     check it against ``pack`` on random tables. Returns (resources, counts, n, free after)."""
     S = res_free.shape[0]
+    req_tags, req_regions, req_providers = req_bits[0:1], req_bits[1:2], req_bits[2:3]
     free = res_free.copy()
     inv_cap2 = _inverse_square(res_cap)
     pl_res = np.empty(replicas, dtype=np.int64)

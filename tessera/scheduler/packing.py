@@ -139,15 +139,17 @@ def _on_open(q: PackRequest, table: ResourceTable, D: int, result: PackResult, j
     """The usual batch, one request whose replicas all fit on open resources, answered by
     ``kernel.pack_one_on_open`` (the kernel's own greedy for that case, without its
     set-up); False when it does not apply, and the batch goes to the kernel."""
-    tag_idx = tag_index([q], table)
-    tags, regions, providers = request_bits(q, tag_idx, table)
+    if q.tags_required:
+        tag_idx = tag_index([q], table)
+        res_tags = table.tag_bits(tag_idx)
+    else:                        # the usual request: no tags, and no per-tag arrays to build
+        tag_idx, res_tags = {}, table.no_tags()
     fn = kernel.pack_one_on_open if jit else python_twin(kernel.pack_one_on_open)
     t0 = time.perf_counter()
-    pl_res, pl_count, n, free = fn(np.array([q.demand], dtype=np.float64).reshape(1, D), q.replicas,
-                                   np.array([tags], dtype=np.int64), np.array([regions], dtype=np.int64),
-                                   np.array([providers], dtype=np.int64), np.ascontiguousarray(table.free),
-                                   table.cap, table.open, table.tag_bits(tag_idx), table.res_region,
-                                   table.res_provider, score_limit)
+    pl_res, pl_count, n, free = fn(np.array(q.demand, dtype=np.float64).reshape(1, D), q.replicas,
+                                   np.array(request_bits(q, tag_idx, table), dtype=np.int64),
+                                   np.ascontiguousarray(table.free), table.cap, table.open, res_tags,
+                                   table.res_region, table.res_provider, score_limit)
     if n == 0:
         return False
     result.placements[q.id] = _merged([(table.ids[s], k) for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist())])

@@ -77,6 +77,8 @@ class SchedulingQueue:
         if epoch is not None:
             items = [q for q in items if q.failed_at is None or q.failed_at[0] != epoch
                      or q.failed_at[1] != q.aged_tier(now, self.aging_s)]
+        if len(items) <= 1 and self.batch_max >= 1:     # the usual batch of a running fleet: no ranking to do
+            return list(items)
         return heapq.nsmallest(self.batch_max, items, key=lambda q: (q.effective_rank(now, self.aging_s), q.seq))
 
     def positions(self, now: float) -> dict[str, int]:

@@ -68,6 +68,7 @@ class ResourceTable:
     res_region: np.ndarray
     res_provider: np.ndarray
     _has_tag: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _no_tags: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_resources(cls, resources: Sequence[PackResource], D: int | None = None) -> "ResourceTable":
@@ -106,6 +107,12 @@ class ResourceTable:
         if has is None:
             has = self._has_tag[tag] = np.array([tag in tags for tags in self.tags], dtype=np.bool_)
         return has
+
+    def no_tags(self) -> np.ndarray:
+        """``tag_bits`` of a batch that requires no tag (all zeros), kept: most batches."""
+        if self._no_tags is None:
+            self._no_tags = np.zeros(len(self.ids), dtype=np.int64)
+        return self._no_tags
 
     def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
         """Each resource's tags as a bitset over the batch's required tags. Which resources
