@@ -90,6 +90,7 @@ CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacit
 #: Quantile levels the controller's forecasts track (headroom levels between them are
 #: interpolated, as the live scheduler's ``quantile_at`` does).
 FORECAST_LEVELS = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
+# at one instant, events of a lower kind come first (arrivals, read from the trace, before all)
 _ARRIVE, _RELEASE, _READY, _TICK, _DUE, _MOVE_START, _MOVE_DONE, _FAIL = 0, 1, 2, 3, 4, 5, 6, 7
 
 
@@ -313,8 +314,6 @@ class Simulation:
             self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
             self._place_of[e.resource_id] = len(self._place_of)
             self._health(e.resource_id, False, 0.0)
-        for r in self.trace:
-            self._push(r.at, _ARRIVE, r)
         for at, rid in self.cfg.failures:
             if rid not in self.core.resources:
                 raise ValueError(f"failure of {rid!r}: no such resource in the fleet")
@@ -323,28 +322,42 @@ class Simulation:
         while t <= self.end:
             self._push(t, _TICK, None)
             t += self.cfg.interval_s
-        while self.heap:
-            now = self.heap[0][0]
-            while self.heap and self.heap[0][0] == now:
-                _, kind, _, payload = heapq.heappop(self.heap)
+        # Arrivals are read from the trace in time order instead of passing through the heap
+        # (a third of its traffic): at one instant they come before every other kind of event,
+        # as _ARRIVE sorts first, and in the trace's order (the sort is stable).
+        arrivals = sorted(self.trace, key=lambda r: r.at)
+        heap, queue, i, n = self.heap, self.core.queue, 0, len(arrivals)
+        while i < n or heap:
+            now = arrivals[i].at if i < n and (not heap or arrivals[i].at <= heap[0][0]) else heap[0][0]
+            first = i
+            while i < n and arrivals[i].at == now:
+                self._arrive(arrivals[i], now)
+                i += 1
+            while heap and heap[0][0] == now:
+                _, kind, _, payload = heapq.heappop(heap)
                 self._handle(kind, payload, now)
-            if len(self.core.queue):
+            if len(queue):
                 self._batch(now)
-                if len(self.core.queue):
+                # A request that still waits opens capacity for itself once it is due (most
+                # are placed on arrival and need no such event).
+                for r in arrivals[first:i]:
+                    rid = r.request.request_id
+                    if rid in queue:
+                        due = self._due(rid)
+                        if due > now:
+                            self._push(due, _DUE, rid)
+                if len(queue):
                     self._open_for_waiting(now)
         return self._result(time.perf_counter() - wall0)
 
+    def _arrive(self, r: TracedRequest, now: float) -> None:
+        self.submitted[r.request.request_id] = (now, r.request.sla_tier.value)
+        if r.request.per_replica.gpu and r.request.sla_tier.value in self.tight:
+            self._urgent_gpu[int(now // self.cfg.interval_s)] += r.request.per_replica.gpu * r.request.replicas
+        self.core.submit(r.request, now, self._dt(now))
+
     def _handle(self, kind: int, payload, now: float) -> None:
-        if kind == _ARRIVE:
-            r: TracedRequest = payload
-            self.submitted[r.request.request_id] = (now, r.request.sla_tier.value)
-            if r.request.per_replica.gpu and r.request.sla_tier.value in self.tight:
-                self._urgent_gpu[int(now // self.cfg.interval_s)] += r.request.per_replica.gpu * r.request.replicas
-            self.core.submit(r.request, now, self._dt(now))
-            due = self._due(r.request.request_id)
-            if due > now:
-                self._push(due, _DUE, r.request.request_id)
-        elif kind == _RELEASE:
+        if kind == _RELEASE:
             for e in self.core.release(payload, "completed", stamp=self._dt(now)):
                 self.billing.apply(e)
                 for p in e.placements:              # a VM's idle time counts from its last work
