@@ -674,8 +674,8 @@ class Scheduler:
     def _pack_with_reservations(self, reqs: list[PackRequest], res: ResourceTable):
         """Pack tier by tier; each tier sees free vCPU less the headroom held for higher tiers."""
         effort = self.effort if len(reqs) <= self.search_batch_max else NO_SEARCH
-        use = self.vcpu_in_use_by_tier()
-        if not any(self.reservations.headroom(t, use.get(t, 0.0)) for t in TIER_RANK):
+        use = self._vcpu_by_tier        # read only
+        if not self.reservations.holds_any(use):
             return pack_batch(reqs, res, effort=effort)
         merged = None
         current = res

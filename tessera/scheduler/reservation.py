@@ -130,6 +130,10 @@ class Reservations:
         peak = max(quantile_at(h.quantiles, level) for h in f.horizons[: self.horizons])
         return max(peak - in_use, 0.0)
 
+    def holds_any(self, in_use: Mapping[str, float]) -> bool:
+        """Whether any tier has headroom held now (none without a forecast: most batches ask)."""
+        return bool(self._forecasts) and any(self.headroom(t, in_use.get(t, 0.0)) for t in TIERS)
+
     def held_free(self, vcpu_in_use: Mapping[str, float], gpu_in_use: Mapping[str, float]
                   ) -> tuple[float, float | None]:
         """The vCPU and GPUs the scheduler keeps free ahead of forecast demand, over every

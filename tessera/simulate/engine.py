@@ -223,6 +223,7 @@ class Simulation:
         self._place_of: dict[str, int] = {}
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
+        self._dt_at, self._dt_value = 0.0, start
         self.submitted: dict[str, tuple[float, str]] = {}     # request id -> (submit time, tier)
         self.waits: dict[str, float] = {}
         self.missed: set[str] = set()
@@ -297,7 +298,10 @@ class Simulation:
         heapq.heappush(self.heap, (t, kind, self._seq, payload))
 
     def _dt(self, t: float) -> datetime:
-        return self.start + timedelta(seconds=t)
+        # asked for several times per instant (arrival, batch, stamps): the last one is kept
+        if t != self._dt_at:
+            self._dt_at, self._dt_value = t, self.start + timedelta(seconds=t)
+        return self._dt_value
 
     def run(self) -> SimResult:
         wall0 = time.perf_counter()
