@@ -72,7 +72,7 @@ from .packing import (
     pack_batch,
 )
 from .provisioning import HintGate, Offer, plan_hint
-from .queue import SchedulingQueue
+from .queue import Queued, SchedulingQueue
 from .reservation import Reservations, parse_series
 from .tuning import KNOB, QuantileTuner
 
@@ -378,10 +378,12 @@ class Scheduler:
 
     def placement_price(self, resource_id: str, per_replica: Capacity, replicas: int) -> Decimal:
         """What ``replicas`` of ``per_replica`` on the resource cost per hour (what billing charges)."""
-        st = self.resources[resource_id]
+        return self._price_on(self.resources[resource_id], _vec(per_replica)[:3], replicas)
+
+    def _price_on(self, st: ResourceState, per_replica: tuple[float, float, float], replicas: int) -> Decimal:
         if st.offer is None:
             return st.price
-        return self.prices.replicas_price(st.offer, _vec(per_replica)[:3], replicas, self._now_us)
+        return self.prices.replicas_price(st.offer, per_replica, replicas, self._now_us)
 
     def identity_conflict(self, request: WorkloadRequest) -> str | None:
         """Why ``request`` breaks the identity rule (its event id already named another
@@ -436,17 +438,17 @@ class Scheduler:
             self.reprice(t_us)          # a new month: tiers and commitments start again
         self._now_us = t_us
         pack_res = self._available(self._blocked(now_dt))
-        pack_req = []
+        uncapped: list[PackRequest] = []
+        capped: list[PackRequest] = []          # with a max_price_per_hour: packed after the rest
+        by_id: dict[str, Queued] = {}
         for q in batch:
             rq = q.request
-            pack_req.append(PackRequest(rq.request_id, q.aged_tier(now, self.aging_s), rq.replicas,
-                                        _vec(rq.per_replica), frozenset(rq.required_tags),
-                                        frozenset(rq.allowed_regions), frozenset(rq.allowed_providers),
-                                        rq.spread_min, seq=q.seq))
+            by_id[rq.request_id] = q
+            (uncapped if rq.max_price_per_hour is None else capped).append(
+                PackRequest(rq.request_id, q.aged_tier(now, self.aging_s), rq.replicas, _vec(rq.per_replica),
+                            frozenset(rq.required_tags), frozenset(rq.allowed_regions),
+                            frozenset(rq.allowed_providers), rq.spread_min, seq=q.seq))
         self._accrue(now)
-        by_id = {q.request.request_id: q for q in batch}
-        capped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is not None]
-        uncapped = [r for r in pack_req if by_id[r.id].request.max_price_per_hour is None]
         result = self._pack_or_split(uncapped, pack_res) if uncapped else PackResult()
         if capped:
             self._pack_capped(capped, by_id, _after(pack_res, uncapped, result), result)
@@ -455,6 +457,7 @@ class Scheduler:
             out.append(self._place(q.request, placements, now - q.enqueued_at, batch_id, now_dt, stamp))
             if now - q.enqueued_at > self.sla_targets.get(q.request.sla_tier.value, float("inf")):
                 self._missed()
+        queued = False
         for rid, rejection in result.rejected.items():
             q = by_id[rid]
             if rejection.code not in TRANSIENT_REJECTIONS:     # no later capacity change can fix it
@@ -466,11 +469,11 @@ class Scheduler:
             else:
                 q.failed_at = (self.epoch, q.aged_tier(now, self.aging_s))
             if rejection.code in TRANSIENT_REJECTIONS and not q.notified and rid not in self.announced:
-                q.notified = True
+                q.notified = queued = True
                 self.announced.add(rid)
                 out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
                                             sla_tier=q.request.sla_tier, position=0, reason=rejection.text[:256]))
-        if not any(isinstance(e, AllocationQueued) for e in out):
+        if not queued:
             return out
         positions = self.queue.positions(now)
         return [e.model_copy(update={"position": positions.get(e.request_id, 0)})
@@ -519,7 +522,8 @@ class Scheduler:
 
     def _hold(self, a: Allocation) -> None:
         """A live allocation: its replicas take capacity and count toward its tier's use."""
-        self._cost_rate += sum((p.price_per_hour for p in a.placement_events), Decimal(0))
+        for p in a.placement_events:
+            self._cost_rate += p.price_per_hour
         self.allocations[a.allocation_id] = a
         for res_id, k in a.placements:
             self._use(res_id, k, a.demand, +1.0)
@@ -618,9 +622,10 @@ class Scheduler:
         st = self.resources.get(res_id)
         if st is None:
             return
-        used = st.used
-        for d in range(len(DIMS)):
-            used[d] = max(used[d] + sign * replicas * demand[d], 0.0)
+        used, step = st.used, sign * replicas
+        for d, x in enumerate(demand):
+            v = used[d] + step * x
+            used[d] = v if v >= 0.0 else 0.0      # max(v, 0.0), without the call
         self._dirty.add(res_id)
 
     def _pack_or_split(self, reqs: list[PackRequest], res: ResourceTable) -> PackResult:
@@ -712,13 +717,15 @@ class Scheduler:
         # the placed event, so a restarted scheduler re-arms the timer from its own output.
         duration = request.expected_duration_seconds
         alloc_id = f"alloc:{request.request_id}"
-        events = [Placement(resource_id=r, provider=self.resources[r].provider, replicas=k,
-                            price_per_hour=self.placement_price(r, request.per_replica, k),
-                            instance_type=self.resources[r].offer.instance_type if self.resources[r].offer else "",
-                            region=self.resources[r].region)
-                  for r, k in placements]
+        demand = _vec(request.per_replica)
+        events = []
+        for r, k in placements:
+            st = self.resources[r]
+            events.append(Placement(resource_id=r, provider=st.provider, replicas=k,
+                                    price_per_hour=self._price_on(st, demand[:3], k),
+                                    instance_type=st.offer.instance_type if st.offer else "", region=st.region))
         expires = now_dt + timedelta(seconds=duration) if duration else None
-        self._hold(Allocation(alloc_id, request.request_id, _vec(request.per_replica), list(placements),
+        self._hold(Allocation(alloc_id, request.request_id, demand, list(placements),
                               request.sla_tier.value, request.per_replica, events, request.tenant,
                               frozenset(request.required_tags), frozenset(request.allowed_regions),
                               frozenset(request.allowed_providers), expires))
