@@ -44,9 +44,12 @@ def validate_request(q: PackRequest, D: int) -> Rejection | None:
         return invalid("replicas must be at least 1")
     if len(q.demand) != D:
         return invalid(f"demand has {len(q.demand)} dimensions, expected {D}")
-    if any(x < 0 or x != x for x in q.demand):
-        return invalid("demand must be non-negative numbers")
-    if not any(x > 0 for x in q.demand):
+    asks = False
+    for x in q.demand:          # one pass (every request of every batch comes here)
+        if not x >= 0:          # negative, or NaN
+            return invalid("demand must be non-negative numbers")
+        asks = asks or x > 0
+    if not asks:
         return invalid("the request asks for nothing")
     if q.spread_min_providers < 1 or q.spread_min_providers > q.replicas:
         return invalid("spread_min_providers must be between 1 and replicas")
