@@ -105,21 +105,27 @@ _MONEY_TEXT = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 #: A tz-aware timestamp, stored and emitted in UTC.
 UtcTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339_on_the_wire), AfterValidator(_to_utc)]
 
+_MONEY_ON_THE_WIRE = PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json")
+
 #: An exact decimal amount; a string on the wire.
 Money = Annotated[
     Decimal,
     BeforeValidator(_parse_money),
-    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    _MONEY_ON_THE_WIRE,
     WithJsonSchema({"type": "string", "pattern": rf"^-?[0-9]{{1,{MONEY_INTEGER_DIGITS}}}(\.[0-9]{{1,{MONEY_FRACTION_DIGITS}}})?$",
                     "maxLength": MONEY_INTEGER_DIGITS + MONEY_FRACTION_DIGITS + 2,
                     "description": "decimal amount"}),
 ]
 
 #: A resource's price per hour: non-negative and below MAX_PRICE_PER_HOUR (so that the
-#: packing kernel's integer micro-unit sums cannot overflow).
+#: packing kernel's integer micro-unit sums cannot overflow). The bounds come before the
+#: parser so that pydantic-core checks them in its decimal validator; placed after it
+#: (as on ``Money``) they ran as two Python validators, half the cost of every price.
 Price = Annotated[
-    Money,
+    Decimal,
     Field(ge=0, lt=MAX_PRICE_PER_HOUR),
+    BeforeValidator(_parse_money),
+    _MONEY_ON_THE_WIRE,
     WithJsonSchema({"type": "string", "pattern": rf"^[0-9]{{1,6}}(\.[0-9]{{1,{MONEY_FRACTION_DIGITS}}})?$",
                     "maxLength": 6 + MONEY_FRACTION_DIGITS + 1,
                     "description": f"non-negative decimal amount below {MAX_PRICE_PER_HOUR}"}),
