@@ -37,7 +37,7 @@ from typing import Protocol
 import numpy as np
 from river import base, linear_model, optim, time_series
 
-from tessera.forecast import kernels
+from tessera.forecast import MODEL_NAMES, kernels  # noqa: F401  (MODEL_NAMES: re-exported)
 
 
 class PointModel(Protocol):
@@ -284,7 +284,6 @@ def _as_dict(v: np.ndarray) -> dict[int, float]:
     return dict(enumerate(v.tolist()))
 
 
-MODEL_NAMES = ("last", "holt_winters", "snarimax", "direct_ar", "calendar_linear", "calendar_mlp")
 
 
 def build_models(names: tuple[str, ...], season: int, n_features: int, horizon: int,

@@ -8,9 +8,9 @@ from typing import Any
 
 import orjson
 
-from tessera.forecast.engine import ForecastConfig
-from tessera.forecast.evaluate import SeriesFileError, format_report, load_series, parse_quantiles, prequential
-from tessera.forecast.models import MODEL_NAMES
+# River and the compiled kernels load when the command runs, not when the CLI lists its
+# commands: every other command would pay their second of imports.
+from tessera.forecast import MODEL_NAMES
 
 
 def add_parser(sub: Any, fmt: type) -> None:
@@ -47,6 +47,9 @@ examples:
 
 
 def run_evaluate(args: argparse.Namespace, _settings: object = None) -> int:
+    from tessera.forecast.engine import ForecastConfig
+    from tessera.forecast.evaluate import SeriesFileError, format_report, load_series, parse_quantiles, prequential
+
     try:
         quantiles = parse_quantiles(args.quantiles)
         config = ForecastConfig(horizon=args.horizon, quantiles=quantiles, interval_s=args.interval_s,

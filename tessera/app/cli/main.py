@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -585,9 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Offline commands, each in a module of its own; one whose extra is not installed
     # stays listed and says which extra to install.
-    for module, command in (("resources", "resources"), ("scheduler", "pack"), ("billing", "bill"),
-                            ("forecast", "forecast"), ("simulate", "simulate"), ("migrate", "migrate")):
-        _add_optional(sub, fmt, f"tessera.app.cli.{module}", command)
+    # The packages named are looked for, not imported: Numba and River (with SciPy) take
+    # seconds to import, and `tessera --help` or `tessera config` should not wait for them.
+    for module, command, needs in (("resources", "resources", ()), ("scheduler", "pack", ("numba", "numpy")),
+                                   ("billing", "bill", ()), ("forecast", "forecast", ("river", "numba", "numpy")),
+                                   ("simulate", "simulate", ("river", "numba", "numpy")),
+                                   ("migrate", "migrate", ("numba", "numpy"))):
+        _add_optional(sub, fmt, f"tessera.app.cli.{module}", command, needs)
 
     add("config", cmd_config, "show the effective settings (secrets masked)")
 
@@ -632,8 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _leave(rc)
 
 
-def _add_optional(sub: Any, fmt: type, module: str, command: str) -> None:
+def _add_optional(sub: Any, fmt: type, module: str, command: str, needs: tuple[str, ...] = ()) -> None:
     try:
+        missing_package = next((p for p in needs if importlib.util.find_spec(p) is None), None)
+        if missing_package is not None:
+            raise ModuleNotFoundError(f"No module named {missing_package!r}", name=missing_package)
         add_parser = importlib.import_module(module).add_parser
     except ModuleNotFoundError as exc:
         extra = EXTRAS.get((exc.name or "").split(".")[0])

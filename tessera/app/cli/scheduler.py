@@ -7,11 +7,13 @@ import sys
 import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tessera.scheduler.packing import PackRequest, PackResource, pack_batch
+if TYPE_CHECKING:
+    from tessera.scheduler.batch import PackRequest
+    from tessera.scheduler.table import PackResource
 
 
 def add_parser(sub: Any, fmt: type) -> None:
@@ -64,6 +66,8 @@ def _num(doc: dict, key: str, where: str, default: float | None = 0.0) -> float:
 
 
 def load(res_path: str, req_path: str) -> tuple[list[PackRequest], list[PackResource]]:
+    # Imported here: the packer loads Numba, which no other command needs to list itself.
+    from tessera.scheduler.packing import PackRequest, PackResource
     res_docs, req_docs = _lines(res_path), _lines(req_path)
     storage = any("storage_gib" in d for _, d in res_docs + req_docs)
     dims = ("vcpu", "memory_gib", "gpu") + (("storage_gib",) if storage else ())
@@ -93,6 +97,8 @@ def load(res_path: str, req_path: str) -> tuple[list[PackRequest], list[PackReso
 
 
 def run(args: argparse.Namespace, _settings: Any) -> int:
+    from tessera.scheduler.packing import pack_batch
+
     try:
         requests, resources = load(args.resources, args.requests)
     except InputError as exc:
