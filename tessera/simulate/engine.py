@@ -594,12 +594,14 @@ class Simulation:
 
     def _close(self, surplus: float, now: float) -> None:
         t_us = self.core._now_us
-        idle = [v for v in self._not_closed() if v.state == "open" and not self._busy(v.resource_id)]
+        # Only VMs idle for longer than they are kept may close: the others are left out
+        # before the ranking (which prices every VM it sorts), not skipped after it.
+        idle = [v for v in self._not_closed() if v.state == "open" and not self._busy(v.resource_id)
+                and now - v.idle_since >= self.fleet.timing_of(v.provider).idle_close_s * self._idle_share]
         idle.sort(key=lambda v: -self.book.opening_price(self.core.resources[v.resource_id].offer, t_us)
                   / Decimal(repr(max(v.vcpu, 1e-9))))
         for v in idle:
-            keep_s = self.fleet.timing_of(v.provider).idle_close_s * self._idle_share
-            if v.vcpu > surplus or now - v.idle_since < keep_s:
+            if v.vcpu > surplus:
                 continue
             self._close_vm(v, now)
             surplus -= v.vcpu
