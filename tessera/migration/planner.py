@@ -138,6 +138,9 @@ class _Fleet:
         self.place: dict[str, dict[str, int]] = {a.id: dict(a.placements) for a in snap.allocations}
         self.free = {r.id: list(r.capacity) for r in snap.resources}
         self.load = {r.id: 0 for r in snap.resources}   # replicas held
+        # constant through a plan, and asked for each resource offered at every try
+        self.price_per_vcpu = {r.id: _price_per_vcpu(r) for r in snap.resources}
+        self.usable = [r for r in snap.resources if r.usable]
         for a in snap.allocations:
             for rid, k in a.placements:
                 self.load[rid] += k
@@ -155,6 +158,7 @@ class _Fleet:
     def copy(self) -> "_Fleet":
         c = object.__new__(_Fleet)
         c.snap = self.snap
+        c.price_per_vcpu, c.usable = self.price_per_vcpu, self.usable
         c.place = {a: dict(p) for a, p in self.place.items()}
         c.free = {r: list(f) for r, f in self.free.items()}
         c.load = dict(self.load)
@@ -178,9 +182,10 @@ class _Fleet:
         opening cost); an idle one, running or not, costs its price to use (it would
         otherwise close)."""
         ex = set(exclude) | self.emptied
-        return [PackResource(r.id, r.provider, r.region, tuple(max(0.0, x) for x in self.free[r.id]), r.capacity,
-                             r.price_per_hour, r.tags, self.hosting(r.id))
-                for r in self.snap.resources if r.usable and r.id not in ex]
+        free, load = self.free, self.load
+        return [PackResource(r.id, r.provider, r.region, tuple([x if x > 0.0 else 0.0 for x in free[r.id]]),
+                             r.capacity, r.price_per_hour, r.tags, load[r.id] > 0)
+                for r in self.usable if r.id not in ex]
 
     def apply(self, m: Move, a: Allocation, budget: DisruptionBudget) -> None:
         p = self.place[a.id]
@@ -281,8 +286,8 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     targets = fleet.pack_resources(exclude=exclude)
     if not targets:
         return None
-    snap = fleet.snap
-    running = sorted({_price_per_vcpu(snap.resource(t.id)) for t in targets if t.open})
+    per_vcpu = fleet.price_per_vcpu
+    running = sorted({per_vcpu[t.id] for t in targets if t.open})
     limits: list[Decimal] = []
     for v in running:   # classes at most 2x apart in price per vCPU: a handful of kernel runs
         if limits and v <= limits[-1] * 2:
@@ -295,8 +300,7 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     cpu_only = all(q.demand[2] == 0 for q in reqs)
     passes = [(limit, True) for limit in limits] if cpu_only else []
     for limit, no_gpu in passes + [(limit, False) for limit in limits]:
-        offer = [t for t in targets if t.open and _price_per_vcpu(snap.resource(t.id)) <= limit
-                 and not (no_gpu and t.capacity[2] > 0)]
+        offer = [t for t in targets if t.open and per_vcpu[t.id] <= limit and not (no_gpu and t.capacity[2] > 0)]
         if not offer:
             continue
         # Every resource offered runs already: nothing to open, so the kernel's cost search
@@ -391,11 +395,26 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
             return
     # Necessary before asking the kernel: the rest of the usable fleet has the room in total.
     need = [sum(a.demand[d] * k for a, k in work) for d in range(3)]
-    room = [0.0, 0.0, 0.0]
-    for x in snap.resources:
-        if x.usable and x.id != r.id and x.id not in avoid and x.id not in fleet.emptied:
-            for d in range(3):
-                room[d] += max(0.0, fleet.free[x.id][d])
+    # In one pass: the room on the rest of the usable fleet, and the free capacity of the
+    # resources that host work (what stays spare once R's work lands, for the forecast test).
+    # (Written out per dimension: it runs over the fleet for every candidate of every plan.)
+    room0 = room1 = room2 = host0 = host1 = host2 = 0.0
+    free_of, load, emptied = fleet.free, fleet.load, fleet.emptied
+    for x in fleet.usable:
+        xid = x.id
+        if xid == r.id:
+            continue
+        f0, f1, f2 = free_of[xid]
+        f0, f1, f2 = (f0 if f0 > 0.0 else 0.0), (f1 if f1 > 0.0 else 0.0), (f2 if f2 > 0.0 else 0.0)
+        if xid not in avoid and xid not in emptied:
+            room0 += f0
+            room1 += f1
+            room2 += f2
+        if load[xid] > 0:
+            host0 += f0
+            host1 += f1
+            host2 += f2
+    room, hosted_free = (room0, room1, room2), (host0, host1, host2)
     if any(n > m + EPS for n, m in zip(need, room)):
         fleet.skipped.append(Skip(r.id, "no_room", "the rest of the fleet lacks the room for its work"))
         return
@@ -404,8 +423,7 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
         # before any packing: R's work lands on the running fleet, the saving is R's price and
         # the disruption depends on the work alone. (A candidate that fails here is not tried
         # as a rebalance either: capacity the forecast needs is no time for reshuffling.)
-        spare = [sum(max(0.0, fleet.free[x.id][d]) for x in snap.resources
-                     if x.usable and x.id != r.id and fleet.hosting(x.id)) - need[d] for d in range(3)]
+        spare = [hosted_free[d] - need[d] for d in range(3)]
         moving = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
         payback_s = float(moving / r.price_per_hour * HOUR)
         short = _short_of(snap, snap.now + timedelta(seconds=max(payback_s, reopen_window_s)), spare,
