@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 from load.machine import machine, pin_to_one_core
 
+from tessera.forecast import MODEL_NAMES
 from tessera.forecast.engine import ForecastConfig
 from tessera.forecast.evaluate import load_series, prequential
-from tessera.forecast.models import MODEL_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,9 +34,9 @@ from typing import Sequence
 import numpy as np
 from river import linear_model, optim
 
-from tessera.forecast import kernels
+from tessera.forecast import MODEL_NAMES, kernels
 from tessera.forecast.calendar import CalendarTable
-from tessera.forecast.models import MODEL_NAMES, build_models
+from tessera.forecast.models import build_models
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from typing import Protocol
 import numpy as np
 from river import base, linear_model, optim, time_series
 
-from tessera.forecast import MODEL_NAMES, kernels  # noqa: F401  (MODEL_NAMES: re-exported)
+from tessera.forecast import MODEL_NAMES, kernels
 
 
 class PointModel(Protocol):
@@ -282,8 +282,6 @@ def time_of_day_slot(cal: np.ndarray, slots: int) -> int:
 
 def _as_dict(v: np.ndarray) -> dict[int, float]:
     return dict(enumerate(v.tolist()))
-
-
 
 
 def build_models(names: tuple[str, ...], season: int, n_features: int, horizon: int,

@@ -90,8 +90,9 @@ CAPACITY_REJECTIONS = {RejectReason.too_large, RejectReason.insufficient_capacit
 #: Quantile levels the controller's forecasts track (headroom levels between them are
 #: interpolated, as the live scheduler's ``quantile_at`` does).
 FORECAST_LEVELS = (0.05, 0.5, 0.8, 0.9, 0.95, 0.99)
-# at one instant, events of a lower kind come first (arrivals, read from the trace, before all)
-_ARRIVE, _RELEASE, _READY, _TICK, _DUE, _MOVE_START, _MOVE_DONE, _FAIL = 0, 1, 2, 3, 4, 5, 6, 7
+# The heap's event kinds: at one instant a lower kind comes first. Arrivals are not among
+# them: they are read from the trace and come before every kind (``run``).
+_RELEASE, _READY, _TICK, _DUE, _MOVE_START, _MOVE_DONE, _FAIL = 1, 2, 3, 4, 5, 6, 7
 
 
 @dataclass
@@ -327,8 +328,8 @@ class Simulation:
             self._push(t, _TICK, None)
             t += self.cfg.interval_s
         # Arrivals are read from the trace in time order instead of passing through the heap
-        # (a third of its traffic): at one instant they come before every other kind of event,
-        # as _ARRIVE sorts first, and in the trace's order (the sort is stable).
+        # (a third of its traffic): at one instant they come before every kind of event the
+        # heap holds, and in the trace's order (the sort is stable).
         arrivals = sorted(self.trace, key=lambda r: r.at)
         heap, queue, i, n = self.heap, self.core.queue, 0, len(arrivals)
         while i < n or heap:

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 if TYPE_CHECKING:
-    from tessera.scheduler.batch import PackRequest
-    from tessera.scheduler.table import PackResource
+    from tessera.scheduler.packing import PackRequest, PackResource
 
 
 def add_parser(sub: Any, fmt: type) -> None:
