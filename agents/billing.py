@@ -38,6 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from tessera.billing.ledger import Ledger, merge_views
 from tessera.billing.state import BillingState
+from tessera.agents.warmup import compiled_off_loop
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.schemas import AgreementUpdated, BillingLine, Checkpoint, DeadLetter, Event, UsageLimitAlert, encode
@@ -231,6 +232,7 @@ class BillingWorker:
     # -- running -----------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop``, riding out broker faults (tessera.streams.supervise)."""
+        await compiled_off_loop(packing=False)   # the key partitioner (tessera.agents.warmup says why)
         if not self.settings.alert_webhook_url:
             return await supervise(AGENT, self._attempt, stop)
         async with WebhookNotifier(self.settings.alert_webhook_url, source=f"tessera/{AGENT}",

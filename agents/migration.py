@@ -30,6 +30,7 @@ from decimal import Decimal
 
 from aiokafka import TopicPartition
 
+from tessera.agents.warmup import compiled_off_loop
 from tessera.config import Settings
 from tessera.migration.budget import DisruptionBudget
 from tessera.migration.live import live_snapshot
@@ -239,6 +240,7 @@ class MigrationWorker:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop``, riding out broker faults (tessera.streams.supervise); a
         migration cut short resumes from its last published step, as after a crash."""
+        await compiled_off_loop()           # before any client starts (tessera.agents.warmup says why)
         await supervise(AGENT, self._attempt, stop)
 
     async def _attempt(self, stop: asyncio.Event) -> None:

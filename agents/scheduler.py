@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from tessera.agents.warmup import compiled_off_loop
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement
 from tessera.pricing.book import PriceBook
@@ -210,6 +211,7 @@ class SchedulerWorker:
     # -- the loop ---------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop``, riding out broker faults (tessera.streams.supervise)."""
+        await compiled_off_loop()           # before any client starts (tessera.agents.warmup says why)
         await supervise(AGENT, self._attempt, stop)
 
     async def _attempt(self, stop: asyncio.Event) -> None:

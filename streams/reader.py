@@ -59,9 +59,9 @@ async def read_span(settings: Settings, topic: str, partitions: int | Sequence[i
     A start offset that retention already deleted reads from the oldest record left, and
     logs how many records were lost to retention."""
     c = groupless_consumer(settings, committed_only=committed_only)
-    await c.start()
     records: list[Any] = []
     try:
+        await c.start()         # inside the try: a start that fails (broker away) leaks no connection
         if topic not in await c.topics():
             return records, {}
         tps = [TopicPartition(topic, p) for p in (range(partitions) if isinstance(partitions, int) else partitions)]

@@ -62,6 +62,7 @@ async def _allocations(settings) -> list[s.Event]:
     return [s.decode(r.value) for r in await read_to_end(settings, topic, 6, committed_only=True)]
 
 
+@pytest.mark.timeout(480)     # past the scenario's own 420 s, so that one fails first and says where
 def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(settings):
     # The partners fall in different shards, so both agents have work.
     assert len({shard_of(p) for p in PROVIDERS}) == len(PROVIDERS)
@@ -149,6 +150,7 @@ def test_two_domains_and_two_billing_agents_bill_every_partner_exactly_once(sett
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(660)     # past the scenario's own 600 s
 def test_an_agent_dropped_from_the_group_while_stalled_bills_nothing_twice_when_it_wakes(settings, tmp_path):
     # Agent A, a `tessera billing` process, is frozen (SIGSTOP: a long pause, a VM
     # suspended) for longer than the group's 10 s session timeout. The group drops it and B

@@ -268,7 +268,7 @@ def pricing_agreements(s: Settings) -> dict | None:
 
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
-    from tessera.app.warmup import compile_kernels
+    from tessera.agents.warmup import compile_kernels
     from tessera.scheduler.domains import DomainError, load_domains
 
     agreements = pricing_agreements(s)
