@@ -8,9 +8,10 @@ bootstrap:
 demo: bootstrap
 	.venv/bin/tessera demo
 
-# Everything: the layer contracts, then the whole suite on a real Kafka broker.
+# Everything: the layer contracts, then the whole suite on a real Kafka broker. The slowest
+# tests are listed at the end, so a CI log shows which come near their timeouts.
 test: bootstrap lint focus-validator
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest --durations=15
 
 # The fast tier: no broker, under a minute.
 test-unit: bootstrap
