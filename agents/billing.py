@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
+from tessera.agents.warmup import compiled_off_loop
 from tessera.billing.ledger import Ledger, merge_views
 from tessera.billing.state import BillingState
-from tessera.agents.warmup import compiled_off_loop
 from tessera.config import Settings
 from tessera.pricing.agreements import Agreement, AgreementError, parse_agreement
 from tessera.schemas import AgreementUpdated, BillingLine, Checkpoint, DeadLetter, Event, UsageLimitAlert, encode

@@ -41,9 +41,10 @@ def compile_kernels(say: Callable[[str], None] | None = None, *, packing: bool =
     return time.monotonic() - t0
 
 
-async def compiled_off_loop(*, packing: bool = True, forecasts: bool = False) -> float:
+async def compiled_off_loop(say: Callable[[str], None] | None = None, *, packing: bool = True,
+                            forecasts: bool = False) -> float:
     """``compile_kernels`` on a worker thread, for a service about to start its clients:
     the event loop keeps serving whatever else shares it (LLVM's passes run outside the
     GIL, and Python hands the GIL back every few milliseconds), so nothing sharing the
-    loop misses a heartbeat while a cold cache compiles."""
-    return await asyncio.to_thread(compile_kernels, packing=packing, forecasts=forecasts)
+    loop misses a heartbeat, and a stop signal is heard, while a cold cache compiles."""
+    return await asyncio.to_thread(compile_kernels, say, packing=packing, forecasts=forecasts)

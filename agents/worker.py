@@ -91,6 +91,8 @@ async def running_worker(settings: Settings, agents: Iterable[str], app_id: str 
                          ready_timeout: float = 60.0) -> AsyncIterator[faust.App]:
     """A worker app with these agents, started in this event loop (its partitions assigned)
     and stopped on exit: for the in-process pipeline and tests."""
+    agents = list(agents)
+    await asyncio.to_thread(prepare, agents)    # off the loop (tessera.agents.warmup says why)
     app, _topics = build_worker_app(settings, agents, app_id=app_id or settings.app_id)
     async with running(app, ready_timeout=ready_timeout):
         yield app

@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable
 from tessera.agents.billing import BillingWorker
 from tessera.agents.migration import MigrationWorker
 from tessera.agents.scheduler import SchedulerWorker
-from tessera.agents.warmup import compile_kernels
+from tessera.agents.warmup import compiled_off_loop
 from tessera.agents.worker import build_worker_app
 from tessera.app import datasets
 from tessera.config import Settings
@@ -109,7 +109,7 @@ async def pipeline(settings: Settings, agreements: dict[str, Agreement], *, batc
     ``consolidate_every_s`` the migration agent runs too (moves in the books only: the
     demo's workloads are replayed, not run), evacuating failed nodes at once."""
     await ensure_topics(settings)
-    compile_kernels(say)       # before any consumer joins a group (tessera.agents.warmup says why)
+    await compiled_off_loop(say, forecasts=True)   # before any consumer joins a group (tessera.agents.warmup says why)
     app, _ = build_worker_app(settings, ["event-log", "resources", "forecast"], app_id=settings.app_id)
     scheduler = SchedulerWorker(settings, batch_wait_ms=batch_wait_ms, aging_s=aging_s, agreements=agreements,
                                 tuning_interval_s=tuning_interval_s)

@@ -268,7 +268,7 @@ def pricing_agreements(s: Settings) -> dict | None:
 
 def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
     from tessera.agents.scheduler import SchedulerWorker
-    from tessera.agents.warmup import compile_kernels
+    from tessera.agents.warmup import compiled_off_loop
     from tessera.scheduler.domains import DomainError, load_domains
 
     agreements = pricing_agreements(s)
@@ -285,7 +285,7 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
     async def main() -> None:
         stop = await _prepare_service(s)
-        compile_kernels(lambda text: print(text, file=sys.stderr), forecasts=False)   # before joining the group
+        await compiled_off_loop(lambda text: print(text, file=sys.stderr))   # says so before the worker's own
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
                                  aging_s=args.aging_s, agreements=agreements, tuning_interval_s=args.tune_every,
                                  domains=domains)
