@@ -28,7 +28,8 @@ from tessera.streams.admin import ensure_topics
 from tessera.streams.produce import publish
 from tessera.streams.reader import read_to_end
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults,
+# pytest's own limit sits past the longest scenario's budget (900 s), so that one fails first.
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.faults, pytest.mark.timeout(960),
               pytest.mark.skipif(bool(os.environ.get("TESSERA_KAFKA_BOOTSTRAP")), reason="external broker configured")]
 GIB = 1 << 30
 RESULTS = Path(__file__).resolve().parent.parent / "load" / "results"

@@ -17,7 +17,7 @@ from tessera.streams.produce import send_events, started_producer
 
 from .hostile import corpus
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(460)]   # past the scenario's 400 s
 
 #: Topics a producer outside Tessera can reach (with security on, ACLs narrow this).
 INPUT_TOPICS = ("requests", "resources", "health", "usage", "external-events", "agreements")
