@@ -182,9 +182,9 @@ class _Fleet:
         opening cost); an idle one, running or not, costs its price to use (it would
         otherwise close)."""
         ex = set(exclude) | self.emptied
-        free, load = self.free, self.load
+        free = self.free
         return [PackResource(r.id, r.provider, r.region, tuple([x if x > 0.0 else 0.0 for x in free[r.id]]),
-                             r.capacity, r.price_per_hour, r.tags, load[r.id] > 0)
+                             r.capacity, r.price_per_hour, r.tags, self.hosting(r.id))
                 for r in self.usable if r.id not in ex]
 
     def apply(self, m: Move, a: Allocation, budget: DisruptionBudget) -> None:
@@ -397,7 +397,8 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
     need = [sum(a.demand[d] * k for a, k in work) for d in range(3)]
     # In one pass: the room on the rest of the usable fleet, and the free capacity of the
     # resources that host work (what stays spare once R's work lands, for the forecast test).
-    # (Written out per dimension: it runs over the fleet for every candidate of every plan.)
+    # (Written out per dimension, with ``hosting`` inlined: it runs over the fleet for every
+    # candidate of every plan.)
     room0 = room1 = room2 = host0 = host1 = host2 = 0.0
     free_of, load, emptied = fleet.free, fleet.load, fleet.emptied
     for x in fleet.usable:

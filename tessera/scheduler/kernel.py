@@ -940,10 +940,10 @@ def pack_one_on_open(req_demand, replicas, req_bits, res_free, res_cap, res_open
     """``pack`` for a batch of one request (``req_demand`` of shape (1, D); ``req_bits`` its
     required tags, allowed regions and allowed providers, one array: each array argument
     costs the caller an allocation) with a provider spread of 1, when every replica finds
-    room on resources already open; ``n == 0`` when one does not, and then the caller runs ``pack``. Most batches of a
-    running fleet are one request that fits on open capacity; this answers them without
-    ``pack``'s set-up (type index, signature lists, per-batch orders), which costs more
-    than the placement.
+    room on resources already open; ``n == 0`` when one does not, and then the caller runs
+    ``pack``. Most batches of a running fleet are one request that fits on open capacity;
+    this answers them without ``pack``'s set-up (type index, signature lists, per-batch
+    orders), which costs more than the placement.
 
     It is ``pack``'s greedy pass for that case, step for step and with its helpers: with one
     request the signature lists hold exactly the open resources it fits on, in index order

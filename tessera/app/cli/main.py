@@ -285,7 +285,9 @@ def cmd_scheduler(args: argparse.Namespace, s: Settings) -> int:
 
     async def main() -> None:
         stop = await _prepare_service(s)
-        await compiled_off_loop(lambda text: print(text, file=sys.stderr))   # says so before the worker's own
+        # Here only to tell the user why a first start waits; the worker's own warm-up then
+        # finds the kernels compiled (milliseconds).
+        await compiled_off_loop(lambda text: print(text, file=sys.stderr))
         worker = SchedulerWorker(s, domain=args.domain, batch_max=args.batch_max, batch_wait_ms=args.batch_wait_ms,
                                  aging_s=args.aging_s, agreements=agreements, tuning_interval_s=args.tune_every,
                                  domains=domains)
