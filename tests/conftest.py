@@ -26,9 +26,15 @@ import pytest
 
 from tessera.config import Settings, load_settings
 from tessera.infra.kafka_broker import KafkaBroker, free_port
+from tessera.schemas import base as contracts
 from tessera.storage.store import exit_skipping_chdb_teardown
 
 T = TypeVar("T")
+
+# Every contract a core builds without validating it (``built``) is validated in the
+# tests, here and in the services they start as processes.
+os.environ["TESSERA_CHECK_BUILT"] = "1"
+contracts.CHECK_BUILT = True
 
 
 def run(coro: Awaitable[T], timeout: float = 120.0) -> T:

@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 from tests.samples import SAMPLES
 
 import tessera.schemas as s
+from tessera.schemas import GIB, AllocationPlaced, AllocationReleased, Capacity, Placement, SlaTier, encode
+from tessera.schemas import base as contracts
+from tessera.schemas.base import built
 from tessera.schemas.jsonschema import JSON_DIR, event_schema, rendered
 
 
@@ -128,3 +131,42 @@ def test_arbitrary_bytes_never_crash_the_decoder(raw):
 def test_dead_letter_keeps_original_bytes():
     dl = SAMPLES["dead_letter"]
     assert base64.b64decode(dl.original_b64) == b"not json"
+
+
+# -- contracts built by Tessera's own code without validation (``built``) --------------
+def _placed_fields(**changes):
+    fields = dict(event_id="placed:q1", event_time=datetime(2026, 11, 30, 12, tzinfo=timezone.utc), request_id="q1",
+                  tenant="t", sla_tier=SlaTier.gold, allocation_id="alloc:q1",
+                  per_replica=Capacity(vcpu=2, memory_bytes=GIB),
+                  placements=[Placement(resource_id="r1", provider="gcp", replicas=2,
+                                        price_per_hour=Decimal("0.0475"))],
+                  required_tags=["ssd"])
+    fields.update(changes)
+    return fields
+
+
+def test_built_equals_the_validated_contract_and_encodes_the_same(monkeypatch):
+    monkeypatch.setattr(contracts, "CHECK_BUILT", False)
+    fast = built(AllocationPlaced, **_placed_fields())
+    slow = AllocationPlaced(**_placed_fields())
+    assert fast == slow and encode(fast) == encode(slow)
+    # defaults and default factories apply as in validation
+    released = built(AllocationReleased, request_id="q1", allocation_id="alloc:q1")
+    assert released.reason == "completed" and released.placements == [] and released.event_id
+    assert released.event_time.tzinfo is not None and released.schema_version == 1
+
+
+def test_built_refuses_a_missing_required_field():
+    with pytest.raises(TypeError, match="missing required field 'allocation_id'"):
+        built(AllocationReleased, request_id="q1")
+
+
+@pytest.mark.parametrize("changes", [
+    {"required_tags": ("ssd",)},                                               # a tuple, not the list it validates to
+    {"event_time": datetime(2026, 11, 30, 13, tzinfo=timezone(timedelta(hours=1)))},   # not in UTC
+    {"sla_tier": "gold"},                                                      # text, not the tier
+])
+def test_the_suite_catches_fields_not_in_their_validated_form(changes):
+    assert contracts.CHECK_BUILT     # the suite runs checked (conftest)
+    with pytest.raises(AssertionError, match="not in their validated form"):
+        built(AllocationPlaced, **_placed_fields(**changes))

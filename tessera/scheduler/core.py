@@ -56,7 +56,7 @@ from tessera.schemas import (
     UsageLimitAlert,
     WorkloadRequest,
 )
-from tessera.schemas.base import utc_now
+from tessera.schemas.base import built, utc_now
 from tessera.schemas.identity import RecentIds
 
 from .packing import (
@@ -471,7 +471,7 @@ class Scheduler:
             if rejection.code in TRANSIENT_REJECTIONS and not q.notified and rid not in self.announced:
                 q.notified = queued = True
                 self.announced.add(rid)
-                out.append(AllocationQueued(event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
+                out.append(built(AllocationQueued, event_id=f"queued:{rid}", request_id=rid, tenant=q.request.tenant,
                                             sla_tier=q.request.sla_tier, position=0, reason=rejection.text[:256]))
         if not queued:
             return out
@@ -721,7 +721,7 @@ class Scheduler:
         events = []
         for r, k in placements:
             st = self.resources[r]
-            events.append(Placement(resource_id=r, provider=st.provider, replicas=k,
+            events.append(built(Placement, resource_id=r, provider=st.provider, replicas=k,
                                     price_per_hour=self._price_on(st, demand[:3], k),
                                     instance_type=st.offer.instance_type if st.offer else "", region=st.region))
         expires = now_dt + timedelta(seconds=duration) if duration else None
@@ -732,9 +732,9 @@ class Scheduler:
         self.queue.remove(request.request_id)
         self.decided.add(request.request_id)
         self.announced.discard(request.request_id)
-        return AllocationPlaced(
-            event_id=f"placed:{request.request_id}", event_time=stamp or utc_now(), request_id=request.request_id,
-            tenant=request.tenant,
+        return built(
+            AllocationPlaced, event_id=f"placed:{request.request_id}", event_time=stamp or utc_now(),
+            request_id=request.request_id, tenant=request.tenant,
             sla_tier=request.sla_tier, allocation_id=alloc_id, per_replica=request.per_replica,
             queued_seconds=max(waited, 0.0), batch_id=batch_id, expires_at=expires, placements=events,
             required_tags=request.required_tags, allowed_regions=request.allowed_regions,
@@ -742,7 +742,7 @@ class Scheduler:
 
     def _rejected(self, request: WorkloadRequest, why: Rejection) -> AllocationRejected:
         self.announced.discard(request.request_id)
-        return AllocationRejected(event_id=f"rejected:{request.request_id}", request_id=request.request_id,
+        return built(AllocationRejected, event_id=f"rejected:{request.request_id}", request_id=request.request_id,
                                   tenant=request.tenant, sla_tier=request.sla_tier, reason=why.text[:256],
                                   code=why.code)
 
@@ -771,7 +771,7 @@ class Scheduler:
         a = self._drop(allocation_id)
         if a is None:
             return []  # unknown or already released: idempotent
-        return [AllocationReleased(event_id=f"released:{allocation_id}", event_time=stamp or utc_now(),
+        return [built(AllocationReleased, event_id=f"released:{allocation_id}", event_time=stamp or utc_now(),
                                    request_id=a.request_id,
                                    allocation_id=allocation_id, reason=reason, placements=a.placement_events,
                                    per_replica=a.per_replica)]
