@@ -20,7 +20,7 @@ import re
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Callable, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -175,17 +175,18 @@ M = TypeVar("M", bound=BaseModel)
 #: anywhere in the tests is checked; services and the simulator skip it.
 CHECK_BUILT = os.environ.get("TESSERA_CHECK_BUILT") == "1"
 
-_MISSING = object()
-_FIELDS: dict[type, tuple[tuple[str, Callable[[], Any] | None, Any], ...]] = {}
+class _Shape:
+    """What ``built`` needs of a contract class, worked out once per class: every field in
+    declaration order (the order a contract encodes in) with its default, if any."""
+
+    def __init__(self, cls: type[BaseModel]) -> None:
+        fields = cls.model_fields
+        self.template = {n: None if f.is_required() or f.default_factory else f.default for n, f in fields.items()}
+        self.factories = tuple((n, f.default_factory) for n, f in fields.items() if f.default_factory is not None)
+        self.required = frozenset(n for n, f in fields.items() if f.is_required())
 
 
-def _fields_of(cls: type[BaseModel]) -> tuple[tuple[str, Callable[[], Any] | None, Any], ...]:
-    spec = _FIELDS.get(cls)
-    if spec is None:
-        spec = _FIELDS[cls] = tuple(
-            (name, f.default_factory, _MISSING if f.is_required() else f.default)
-            for name, f in cls.model_fields.items())
-    return spec
+_SHAPES: dict[type, _Shape] = {}
 
 
 def built(cls: type[M], **fields: Any) -> M:
@@ -196,16 +197,17 @@ def built(cls: type[M], **fields: Any) -> M:
     values must be in their validated form (UTC times, lists, exact prices); defaults and
     default factories apply as in validation. (pydantic's own ``model_construct`` is
     slower than validating.)"""
-    values: dict[str, Any] = {}
-    for name, factory, default in _fields_of(cls):
-        if name in fields:
-            values[name] = fields[name]
-        elif factory is not None:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        shape = _SHAPES[cls] = _Shape(cls)
+    values = shape.template.copy()
+    values.update(fields)           # keys already there keep their (declaration) order
+    for name, factory in shape.factories:
+        if name not in fields:
             values[name] = factory()
-        elif default is not _MISSING:
-            values[name] = default
-        else:
-            raise TypeError(f"built({cls.__name__}): missing required field {name!r}")
+    if len(values) != len(shape.template) or not shape.required <= fields.keys():
+        raise TypeError(f"built({cls.__name__}): missing required fields {sorted(shape.required - fields.keys())} "
+                        f"or unknown ones {sorted(values.keys() - shape.template.keys())}")
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", values)
     object.__setattr__(model, "__pydantic_fields_set__", set(fields))

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.scheduler.packing import FULL, PackRequest, PackResource, pack_batch
+from tessera.scheduler.packing import FULL, UNEXPLAINED, PackRequest, PackResource, ResourceTable, pack_batch
 from tessera.schemas import TIER_RANK, RejectReason
 
 PROVIDERS = ["own", "gcp", "do"]
@@ -534,3 +534,25 @@ def _merged(pairs):
     for rid, k in pairs:
         out[rid] = out.get(rid, 0) + k
     return sorted(out.items())
+
+
+def test_a_subset_of_a_table_packs_as_a_table_built_from_those_resources():
+    resources = [_res(i, provider=("own", "gcp", "aws")[i % 3], price=str(0.2 + 0.1 * i), region=("eu", "us")[i % 2],
+                      tags=("ssd",) if i % 2 else (), open_=i % 4 == 0, free=(4.0, 16.0, 0.0) if i % 4 == 0 else None)
+                 for i in range(12)]
+    rows = [1, 2, 4, 7, 8, 11]
+    requests = [PackRequest(f"q{i}", ("gold", "silver")[i % 2], 1 + i % 3, (2.0, 4.0, 0.0),
+                            tags_required=frozenset({"ssd"}) if i % 3 == 0 else frozenset(),
+                            regions=frozenset({"us"}) if i % 4 == 1 else frozenset(), seq=i) for i in range(8)]
+    whole = ResourceTable.from_resources(resources, 3)
+    a = pack_batch(requests, whole.subset(rows))
+    b = pack_batch(requests, [resources[i] for i in rows])
+    assert a.placements == b.placements and a.rejected == b.rejected and a.cost == b.cost and a.opened == b.opened
+
+
+def test_without_explain_what_did_not_fit_is_rejected_unexplained():
+    req = [PackRequest("big", "gold", 1, (64.0, 4.0, 0.0)), PackRequest("small", "gold", 1, (1.0, 1.0, 0.0))]
+    explained = pack_batch(req, [_res(0)])
+    quiet = pack_batch(req, [_res(0)], explain=False)
+    assert explained.rejected["big"].code == RejectReason.too_large and "small" in quiet.placements
+    assert quiet.rejected == {"big": UNEXPLAINED} and quiet.placements == explained.placements

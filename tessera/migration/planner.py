@@ -42,7 +42,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Iterable, Sequence
 
-from tessera.scheduler.packing import NO_SEARCH, QUICK, PackRequest, PackResource, pack_batch
+import numpy as np
+
+from tessera.scheduler.packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, pack_batch
 from tessera.schemas import TIER_RANK
 
 from .budget import DisruptionBudget
@@ -141,6 +143,7 @@ class _Fleet:
         # constant through a plan, and asked for each resource offered at every try
         self.price_per_vcpu = {r.id: _price_per_vcpu(r) for r in snap.resources}
         self.usable = [r for r in snap.resources if r.usable]
+        self._table: ResourceTable | None = None
         for a in snap.allocations:
             for rid, k in a.placements:
                 self.load[rid] += k
@@ -158,7 +161,7 @@ class _Fleet:
     def copy(self) -> "_Fleet":
         c = object.__new__(_Fleet)
         c.snap = self.snap
-        c.price_per_vcpu, c.usable = self.price_per_vcpu, self.usable
+        c.price_per_vcpu, c.usable, c._table = self.price_per_vcpu, self.usable, self._table
         c.place = {a: dict(p) for a, p in self.place.items()}
         c.free = {r: list(f) for r, f in self.free.items()}
         c.load = dict(self.load)
@@ -177,15 +180,28 @@ class _Fleet:
     def on(self, rid: str) -> list[tuple[Allocation, int]]:
         return [(a, self.place[a.id][rid]) for a in self.snap.allocations if self.place[a.id].get(rid)]
 
-    def pack_resources(self, exclude: Iterable[str] = ()) -> list[PackResource]:
-        """Healthy capacity as the kernel sees it: a resource holding work is open (no
-        opening cost); an idle one, running or not, costs its price to use (it would
-        otherwise close)."""
+    def pack_table(self, exclude: Iterable[str] = ()) -> ResourceTable:
+        """Healthy capacity as the kernel sees it, less ``exclude`` and what was emptied: a
+        resource holding work is open (no opening cost); an idle one, running or not, costs
+        its price to use (it would otherwise close). The usable fleet's table (capacity,
+        prices, tags, places: fixed through a plan) is built once; each try takes its rows
+        with the free capacity and open flags of the moment."""
+        if self._table is None:
+            self._table = ResourceTable.from_resources(
+                [PackResource(r.id, r.provider, r.region, r.capacity, r.capacity, r.price_per_hour, r.tags)
+                 for r in self.usable], 3)
         ex = set(exclude) | self.emptied
-        free = self.free
-        return [PackResource(r.id, r.provider, r.region, tuple([x if x > 0.0 else 0.0 for x in free[r.id]]),
-                             r.capacity, r.price_per_hour, r.tags, self.hosting(r.id))
-                for r in self.usable if r.id not in ex]
+        free, load = self.free, self.load
+        rows, frees, opens = [], [], []
+        for i, r in enumerate(self.usable):
+            if r.id not in ex:
+                rows.append(i)
+                frees.append(free[r.id])
+                opens.append(load[r.id] > 0)
+        table = self._table.subset(rows)
+        table.free = np.maximum(np.array(frees, dtype=np.float64).reshape(len(rows), 3), 0.0)
+        table.open = np.array(opens, dtype=np.bool_)
+        return table
 
     def apply(self, m: Move, a: Allocation, budget: DisruptionBudget) -> None:
         p = self.place[a.id]
@@ -283,11 +299,12 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     capacity first), each try adding the next class; only if all of them cannot hold the
     work are idle resources offered, at their price (the kernel opens the cheapest set).
     Returns the kernel's result, or the last failed one."""
-    targets = fleet.pack_resources(exclude=exclude)
-    if not targets:
+    table = fleet.pack_table(exclude=exclude)
+    if not len(table):
         return None
     per_vcpu = fleet.price_per_vcpu
-    running = sorted({per_vcpu[t.id] for t in targets if t.open})
+    ids, opened, gpus = table.ids, table.open.tolist(), table.cap[:, 2].tolist()
+    running = sorted({per_vcpu[rid] for rid, o in zip(ids, opened) if o})
     limits: list[Decimal] = []
     for v in running:   # classes at most 2x apart in price per vCPU: a handful of kernel runs
         if limits and v <= limits[-1] * 2:
@@ -300,16 +317,17 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     cpu_only = all(q.demand[2] == 0 for q in reqs)
     passes = [(limit, True) for limit in limits] if cpu_only else []
     for limit, no_gpu in passes + [(limit, False) for limit in limits]:
-        offer = [t for t in targets if t.open and per_vcpu[t.id] <= limit and not (no_gpu and t.capacity[2] > 0)]
+        offer = [i for i, rid in enumerate(ids) if opened[i] and per_vcpu[rid] <= limit and not (no_gpu and gpus[i] > 0)]
         if not offer:
             continue
         # Every resource offered runs already: nothing to open, so the kernel's cost search
-        # has nothing to find; it only has to fit.
-        result = pack_batch(reqs, offer, effort=NO_SEARCH)
+        # has nothing to find; it only has to fit. (What did not fit is not explained: only
+        # the last pass's reasons reach a skip's text.)
+        result = pack_batch(reqs, table.subset(offer), effort=NO_SEARCH, explain=not may_open)
         if not result.rejected:
             return result
     if may_open:
-        result = pack_batch(reqs, targets, effort=QUICK)
+        result = pack_batch(reqs, table, effort=QUICK)
     return result
 
 

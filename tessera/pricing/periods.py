@@ -60,6 +60,12 @@ def period_bounds(period: str) -> tuple[int, int]:
 
 
 def period_name(i: int) -> str:
-    return f"{1970 + i // 12:04d}-{i % 12 + 1:02d}"
+    """The name of month ``i`` (months since 1970-01), e.g. '2026-03'."""
+    return PERIOD_NAMES[i] if 0 <= i < len(PERIOD_NAMES) else f"{1970 + i // 12:04d}-{i % 12 + 1:02d}"
+
+
+#: The names of the months of ``MONTH_STARTS``, made once: billing names the month of
+#: every usage record it rates.
+PERIOD_NAMES = tuple(f"{1970 + i // 12:04d}-{i % 12 + 1:02d}" for i in range(len(MONTH_STARTS)))
 
 

@@ -39,6 +39,8 @@ __all__ = ["PackRequest", "PackResource", "PackResult", "PackingError", "Rejecti
 SCORE_LIMIT = 64
 #: Batches up to this many request x resource pairs also get the extra search.
 SMALL_BATCH = 50_000
+#: The rejection of a request ``pack_batch(explain=False)`` did not place.
+UNEXPLAINED = Rejection(RejectReason.insufficient_capacity, "not placed (not explained)")
 
 
 @dataclass
@@ -64,9 +66,11 @@ class PackResult:
 
 def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource] | ResourceTable, *,
                improve: bool = True, jit: bool = True, dims: int | None = None, score_limit: int = SCORE_LIMIT,
-               effort: SearchEffort = FULL) -> PackResult:
+               effort: SearchEffort = FULL, explain: bool = True) -> PackResult:
     """Place a batch. ``resources`` may be a prepared ``ResourceTable`` (a live scheduler's,
-    kept between batches) or PackResource values (a table is built from them)."""
+    kept between batches) or PackResource values (a table is built from them). Without
+    ``explain``, a request the kernel could not place is rejected as ``insufficient_capacity``
+    without working out why (a caller that only asks whether all of a batch fits)."""
     if isinstance(resources, ResourceTable):
         D = dims or resources.cap.shape[1]
     else:
@@ -118,6 +122,9 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
     reasons: dict[tuple, Rejection] = {}  # rejections often share a shape: explain each shape once
     for i, q in enumerate(valid):
         if not out.placed[i]:
+            if not explain:
+                result.rejected[q.id] = UNEXPLAINED
+                continue
             shape = (q.demand, q.tags_required, q.regions, q.providers, q.spread_min_providers)
             if shape not in reasons:
                 reasons[shape] = why_not_placed(i, q, reqs, res)

@@ -101,6 +101,17 @@ class ResourceTable:
             view.open = open_
         return view
 
+    def subset(self, rows: Sequence[int]) -> "ResourceTable":
+        """The table of some of its resources (``rows``, in their order). Regions and
+        providers keep their bits: a batch packed on several subsets of one fleet builds
+        the table once (the migration planner offers its fleet in price classes)."""
+        at = np.asarray(rows, dtype=np.int64)
+        return ResourceTable(ids=[self.ids[i] for i in rows], tags=[self.tags[i] for i in rows],
+                             prices=[self.prices[i] for i in rows], free=self.free[at], cap=self.cap[at],
+                             open=self.open[at], price_micro=self.price_micro[at], region_idx=self.region_idx,
+                             provider_idx=self.provider_idx, res_region=self.res_region[at],
+                             res_provider=self.res_provider[at])
+
     def has_tag(self, tag: str) -> np.ndarray:
         """Which resources carry ``tag`` (kept per tag: the tags that exist bound it)."""
         has = self._has_tag.get(tag)
