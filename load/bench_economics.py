@@ -23,9 +23,10 @@ the share of the oracle's saving over reactive that a policy captures,
 ``(cost_reactive - cost_policy) / (cost_reactive - cost_oracle)``. The partner share of the
 cost is what the policies can change (own capacity is paid whatever happens), so it is
 reported too. Also the simulator's speed (trace requests and control intervals per wall
-second, one core).
+second, one core), and for each trace with its default partners the best and median of
+three timed runs of each policy.
 
-    python -m load.bench_economics            # everything (~5 min)
+    python -m load.bench_economics            # everything (~10 min)
     python -m load.bench_economics --quick    # one day of each series, for a smoke run
 
 """
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import tempfile
 from dataclasses import replace
 from decimal import Decimal
@@ -45,7 +47,7 @@ from load.machine import machine, pin_to_one_core, save_result
 from tessera.app.datasets import QOS_TIER
 from tessera.pricing.agreements import load_agreements
 from tessera.schemas import SlaTier
-from tessera.simulate.engine import SimConfig, simulate
+from tessera.simulate.engine import SimConfig, Simulation, simulate
 from tessera.simulate.fleet import load_fleet
 from tessera.simulate.trace import load_trace
 
@@ -116,7 +118,30 @@ def trace_runs(tmp: Path, days: float, pods: bool = True) -> list[tuple[str, Pat
     return out
 
 
-def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
+#: Runs per simulation timed for the speed figures: on this host the same run's wall time
+#: varies by a quarter from one run to the next, so the best and the median of a few are
+#: reported.
+SPEED_RUNS = 3
+
+
+def simulator_speed(fleet, agreements, trace, start, policies: dict, seed: int) -> dict:
+    """Trace requests per wall second of one simulation, best and median of SPEED_RUNS
+    runs each: reactive at the buffer its search chose (one run, not the search),
+    predictive, learned, and predictive with migration."""
+    configs = {"reactive": SimConfig(policy="reactive", seed=seed, buffer_vcpu=policies["reactive"]["buffer_vcpu"]),
+               "predictive": SimConfig(policy="predictive", seed=seed),
+               "learned": SimConfig(policy="learned", seed=seed),
+               "predictive + migration": SimConfig(policy="predictive", seed=seed, migrate=True)}
+    out = {}
+    for label, config in configs.items():
+        walls = [Simulation(fleet, agreements, trace, start, config).run().wall_s for _ in range(SPEED_RUNS)]
+        out[label] = {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in walls],
+                      "requests_per_s_best": round(len(trace) / min(walls)),
+                      "requests_per_s_median": round(len(trace) / statistics.median(walls))}
+    return out
+
+
+def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool = False) -> dict:
     fleet = load_fleet(fleet_file)
     agreements = load_agreements(HERE / "agreements.json")
     start, trace = load_trace(req)
@@ -141,6 +166,10 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0) -> dict:
     out["with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["predictive"], seed)
     out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
                                                    seed, policy="learned")
+    if speed:
+        out["speed"] = simulator_speed(fleet, agreements, trace, start, out["policies"], seed)
+        print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
+              + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in out["speed"].items()), flush=True)
     return out
 
 
@@ -307,8 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         runs = trace_runs(t, days, pods=not args.quick)
-        for name, fleet, req in runs:
-            results.append(run_trace(name, fleet, req))
+        for name, fleet, req in runs:     # speed timed on each trace once (its default partners)
+            results.append(run_trace(name, fleet, req, speed="slow partners" not in name))
         if not args.quick:
             drill = failure_drill(HERE / "fleet-pods.toml", next(req for name, _, req in runs
                                                                  if name == "alibaba-v2023-pods"))

@@ -395,7 +395,7 @@ def economics() -> str:
              if v.get("requests_per_s")]
     lo, hi = min(x[2] for x in speed), max(x[2] for x in speed)
     buffers = ", ".join(f"{t['trace']}: {t['policies']['reactive']['buffer_vcpu']:g}" for t in d["traces"])
-    return "\n\n".join([
+    return "\n\n".join(filter(None, [
         "## Economics: reactive vs predictive vs oracle vs learned\n\n`python -m load.bench_economics` "
         "(`load/results/economics.json`): real traces through `tessera simulate` (the live cores under a virtual "
         "clock). Cost is own capacity (full cost, the same for every policy) plus what partners bill; misses are "
@@ -413,7 +413,24 @@ def economics() -> str:
         "it costs. " + _drill(d),
         " ".join(filter(None, [f"Simulator speed: {n(lo)}–{n(hi)} trace requests per second of wall time on one "
                                "core (reactive counts every run of its buffer search).", _intervals(d)])),
-        machine_line(d)])
+        _speed(d),
+        machine_line(d)]))
+
+
+def _speed(d: dict) -> str:
+    """The timed runs: trace requests per second of one simulation, best and median of a few."""
+    traced = [t for t in d["traces"] if t.get("speed")]
+    if not traced:
+        return ""
+    labels = list(traced[0]["speed"])
+    runs = traced[0]["speed"][labels[0]]["runs"]
+    rows = [[t["trace"]] + [f"{n(t['speed'][k]['requests_per_s_best'])} ({n(t['speed'][k]['requests_per_s_median'])})"
+                            for k in labels] for t in traced]
+    best = [t["speed"][k]["requests_per_s_best"] for t in traced for k in labels]
+    return (f"Timed apart, each simulation {runs} times (trace requests per second of wall time on one core, best "
+            f"(median) of the {runs}; reactive at the buffer its search chose, one run of it); the aim is 10,000:\n\n"
+            + table(["trace"] + labels, rows)
+            + f"\n\nBest figures {n(min(best))}–{n(max(best))} requests/s.")
 
 
 def _intervals(d: dict) -> str:

@@ -183,6 +183,8 @@ class _Vm:
     instance_type: str
     vcpu: float
     gpu: int
+    #: Its list price per hour as a float, for the timeline's cost rate (drawn, not billed).
+    list_price: float = 0.0
     state: str = "closed"             # closed | opening | open
     opened_at: float = 0.0
     idle_since: float = 0.0
@@ -323,7 +325,8 @@ class Simulation:
                               if e.spec.capacity.vcpu > 0), default=self.idle_cost)
         for e in self.fleet.offers:
             s = e.spec
-            self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu)
+            self.vms[e.resource_id] = _Vm(e.resource_id, s.provider, s.instance_type, s.capacity.vcpu, s.capacity.gpu,
+                                          float(self.core.resources[e.resource_id].offer.list_price))
             self._place_of[e.resource_id] = len(self._place_of)
             self._health(e.resource_id, False, 0.0)
         for at, rid in self.cfg.failures:
@@ -518,7 +521,7 @@ class Simulation:
         if self.fleet.own:
             rates[OWN] = self._own_rate
         for v in live:
-            rates[v.provider] += float(self.core.resources[v.resource_id].offer.list_price)
+            rates[v.provider] += v.list_price
         for p in self._providers:
             tl.cost_rate[p].append(rates.get(p, 0.0))
         if warm > 0:
