@@ -167,10 +167,17 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
     out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
                                                    seed, policy="learned")
     if speed:
-        out["speed"] = simulator_speed(fleet, agreements, trace, start, out["policies"], seed)
-        print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
-              + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in out["speed"].items()), flush=True)
+        out["speed"] = trace_speed(name, fleet_file, req, out["policies"], seed)
     return out
+
+
+def trace_speed(name: str, fleet_file: Path, req: Path, policies: dict, seed: int = 0) -> dict:
+    start, trace = load_trace(req)
+    speed = simulator_speed(load_fleet(fleet_file), load_agreements(HERE / "agreements.json"), trace, start,
+                            policies, seed)
+    print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
+          + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in speed.items()), flush=True)
+    return speed
 
 
 def idle_closed_at_once(name: str, fleet, agreements, trace, start, seed: int) -> dict:
@@ -313,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rerun only the failure drill and update it in load/results/economics.json")
     ap.add_argument("--stress-only", action="store_true",
                     help="rerun only the harder variants (stress) and update them in load/results/economics.json")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="rerun only the timed runs (speed) and update them in load/results/economics.json")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
     if args.drill_only:
@@ -325,6 +334,16 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     days = 1.0 if args.quick else 7.0
+    if args.speed_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(__file__).resolve().parent / "results" / "economics.json"
+            report = json.loads(path.read_text())
+            by_name = {t["trace"]: t for t in report["traces"]}
+            for name, fleet_file, req in trace_runs(Path(tmp), days):
+                if "speed" in by_name.get(name, {}):
+                    by_name[name]["speed"] = trace_speed(name, fleet_file, req, by_name[name]["policies"])
+            path.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     if args.stress_only:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(__file__).resolve().parent / "results" / "economics.json"

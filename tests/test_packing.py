@@ -10,7 +10,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tessera.scheduler.packing import FULL, UNEXPLAINED, PackRequest, PackResource, ResourceTable, pack_batch
+from tessera.scheduler.packing import (
+    FULL,
+    NO_SEARCH,
+    QUICK,
+    UNEXPLAINED,
+    PackRequest,
+    PackResource,
+    ResourceTable,
+    pack_batch,
+)
 from tessera.schemas import TIER_RANK, RejectReason
 
 PROVIDERS = ["own", "gcp", "do"]
@@ -556,3 +565,12 @@ def test_without_explain_what_did_not_fit_is_rejected_unexplained():
     quiet = pack_batch(req, [_res(0)], explain=False)
     assert explained.rejected["big"].code == RejectReason.too_large and "small" in quiet.placements
     assert quiet.rejected == {"big": UNEXPLAINED} and quiet.placements == explained.placements
+
+
+def test_no_search_skips_refining_and_packs_as_the_greedy_pass_does():
+    assert not NO_SEARCH.searches and QUICK.searches and FULL.searches
+    resources = [_res(i, price=str(0.3 + 0.1 * i), cap=(4.0, 16.0, 0.0)) for i in range(6)]
+    requests = [PackRequest(f"q{i}", "gold", 1 + i % 3, (1.5, 2.0, 0.0), seq=i) for i in range(7)]
+    greedy = pack_batch(requests, resources, improve=False)
+    none = pack_batch(requests, resources, effort=NO_SEARCH)
+    assert none.placements == greedy.placements and none.rejected == greedy.rejected and none.cost == greedy.cost

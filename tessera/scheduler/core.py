@@ -416,6 +416,8 @@ class Scheduler:
         return [hint] if self.hint_gate.admit(hint) else []
 
     def _blocked(self, now_dt: datetime) -> set[str]:
+        if not self.blocked_until:           # the usual case, asked at every batch
+            return set()
         wall = now_dt.timestamp()
         return {p for p, until in self.blocked_until.items() if until > wall}
 

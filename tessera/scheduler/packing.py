@@ -109,7 +109,7 @@ def pack_batch(requests: Sequence[PackRequest], resources: Sequence[PackResource
 
     t0 = time.perf_counter()
     out = run(res.free)
-    if improve and len(valid) * len(resources) <= SMALL_BATCH:
+    if improve and effort.searches and len(valid) * len(resources) <= SMALL_BATCH:
         # Small batches can afford more search (fixed seeds and budgets: still deterministic).
         tiers = np.array([TIER_RANK[q.tier] for q in valid], dtype=np.int64)
         out = refine(out, run, reqs, res, order, tiers, effort, jit)

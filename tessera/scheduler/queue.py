@@ -60,6 +60,8 @@ class SchedulingQueue:
 
     def expired(self, now_dt: datetime) -> list[Queued]:
         out = [q for q in self._items.values() if q.request.deadline is not None and q.request.deadline < now_dt]
+        if not out:          # every batch asks; hardly any finds one
+            return out
         for q in out:
             del self._items[q.request.request_id]
         return sorted(out, key=lambda q: q.seq)

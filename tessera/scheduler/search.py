@@ -47,6 +47,12 @@ class SearchEffort:
     #: does not depend on the machine (used only when proven optimal).
     mip_nodes: int = 0
 
+    @property
+    def searches(self) -> bool:
+        """Whether any step has a budget (``NO_SEARCH`` leaves the greedy result as it is)."""
+        return bool(self.restarts or self.exclusion_rounds or self.exact_nodes or self.tier_search
+                    or self.recreate_rounds or self.mip_nodes)
+
 
 #: Offline (`tessera pack`, what-if, the quality benchmark): up to ~0.2 s per small batch,
 #: plus the integer program on the smallest ones. Its budget, 5,000 nodes a stage, proves
