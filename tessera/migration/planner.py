@@ -140,13 +140,20 @@ class _Fleet:
         self.place: dict[str, dict[str, int]] = {a.id: dict(a.placements) for a in snap.allocations}
         self.free = {r.id: list(r.capacity) for r in snap.resources}
         self.load = {r.id: 0 for r in snap.resources}   # replicas held
+        # resource -> positions (in the snapshot) of the allocations with replicas on it:
+        # ``on`` asks for every candidate of every plan, and a scan of every allocation
+        # for each was a tenth of a plan
+        self.hosted: dict[str, set[int]] = {r.id: set() for r in snap.resources}
         # constant through a plan, and asked for each resource offered at every try
         self.price_per_vcpu = {r.id: _price_per_vcpu(r) for r in snap.resources}
         self.usable = [r for r in snap.resources if r.usable]
         self._table: ResourceTable | None = None
-        for a in snap.allocations:
+        self._position = {a.id: i for i, a in enumerate(snap.allocations)}
+        for i, a in enumerate(snap.allocations):
             for rid, k in a.placements:
                 self.load[rid] += k
+                if k:
+                    self.hosted[rid].add(i)
                 f = self.free[rid]
                 for d in range(3):
                     f[d] -= a.demand[d] * k
@@ -161,10 +168,12 @@ class _Fleet:
     def copy(self) -> "_Fleet":
         c = object.__new__(_Fleet)
         c.snap = self.snap
-        c.price_per_vcpu, c.usable, c._table = self.price_per_vcpu, self.usable, self._table
+        c.price_per_vcpu, c.usable, c._table, c._position = self.price_per_vcpu, self.usable, self._table, \
+            self._position
         c.place = {a: dict(p) for a, p in self.place.items()}
         c.free = {r: list(f) for r, f in self.free.items()}
         c.load = dict(self.load)
+        c.hosted = {r: set(on) for r, on in self.hosted.items()}
         c.moves = list(self.moves)
         c.disruption = self.disruption
         c.moved_by_pool = {k: set(v) for k, v in self.moved_by_pool.items()}
@@ -178,7 +187,9 @@ class _Fleet:
         return self.load[rid] > 0
 
     def on(self, rid: str) -> list[tuple[Allocation, int]]:
-        return [(a, self.place[a.id][rid]) for a in self.snap.allocations if self.place[a.id].get(rid)]
+        """The allocations with replicas on ``rid`` and how many, in the snapshot's order."""
+        allocations, place = self.snap.allocations, self.place
+        return [(allocations[i], place[allocations[i].id][rid]) for i in sorted(self.hosted[rid])]
 
     def pack_table(self, exclude: Iterable[str] = ()) -> ResourceTable:
         """Healthy capacity as the kernel sees it, less ``exclude`` and what was emptied: a
@@ -206,9 +217,12 @@ class _Fleet:
     def apply(self, m: Move, a: Allocation, budget: DisruptionBudget) -> None:
         p = self.place[a.id]
         p[m.from_resource] -= m.replicas
+        i = self._position[a.id]
         if not p[m.from_resource]:
             del p[m.from_resource]
+            self.hosted[m.from_resource].discard(i)
         p[m.to_resource] = p.get(m.to_resource, 0) + m.replicas
+        self.hosted[m.to_resource].add(i)
         for rid, sign in ((m.from_resource, 1), (m.to_resource, -1)):
             f = self.free[rid]
             for d in range(3):
@@ -317,13 +331,14 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     cpu_only = all(q.demand[2] == 0 for q in reqs)
     passes = [(limit, True) for limit in limits] if cpu_only else []
     for limit, no_gpu in passes + [(limit, False) for limit in limits]:
-        offer = [i for i, rid in enumerate(ids) if opened[i] and per_vcpu[rid] <= limit and not (no_gpu and gpus[i] > 0)]
-        if not offer:
+        offer = [opened[i] and per_vcpu[rid] <= limit and not (no_gpu and gpus[i] > 0) for i, rid in enumerate(ids)]
+        if not any(offer):
             continue
         # Every resource offered runs already: nothing to open, so the kernel's cost search
         # has nothing to find; it only has to fit. (What did not fit is not explained: only
-        # the last pass's reasons reach a skip's text.)
-        result = pack_batch(reqs, table.subset(offer), effort=NO_SEARCH, explain=not may_open)
+        # the last pass's reasons reach a skip's text.) The others are offered with no room.
+        free = np.where(np.array(offer)[:, None], table.free, 0.0)
+        result = pack_batch(reqs, table.with_state(free), effort=NO_SEARCH, explain=not may_open)
         if not result.rejected:
             return result
     if may_open:
