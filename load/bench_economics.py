@@ -24,7 +24,7 @@ the share of the oracle's saving over reactive that a policy captures,
 cost is what the policies can change (own capacity is paid whatever happens), so it is
 reported too. Also the simulator's speed (trace requests and control intervals per wall
 second, one core), and for each trace with its default partners the best and median of
-three timed runs of each policy.
+five timed runs of each policy.
 
     python -m load.bench_economics            # everything (~10 min)
     python -m load.bench_economics --quick    # one day of each series, for a smoke run
@@ -121,7 +121,7 @@ def trace_runs(tmp: Path, days: float, pods: bool = True) -> list[tuple[str, Pat
 #: Runs per simulation timed for the speed figures: on this host the same run's wall time
 #: varies by a quarter from one run to the next, so the best and the median of a few are
 #: reported.
-SPEED_RUNS = 3
+SPEED_RUNS = 5
 
 
 def simulator_speed(fleet, agreements, trace, start, policies: dict, seed: int) -> dict:
@@ -132,13 +132,14 @@ def simulator_speed(fleet, agreements, trace, start, policies: dict, seed: int) 
                "predictive": SimConfig(policy="predictive", seed=seed),
                "learned": SimConfig(policy="learned", seed=seed),
                "predictive + migration": SimConfig(policy="predictive", seed=seed, migrate=True)}
-    out = {}
-    for label, config in configs.items():
-        walls = [Simulation(fleet, agreements, trace, start, config).run().wall_s for _ in range(SPEED_RUNS)]
-        out[label] = {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in walls],
-                      "requests_per_s_best": round(len(trace) / min(walls)),
-                      "requests_per_s_median": round(len(trace) / statistics.median(walls))}
-    return out
+    walls: dict[str, list[float]] = {label: [] for label in configs}
+    for _ in range(SPEED_RUNS):          # round by round, so that a slow spell of the host hits every policy
+        for label, config in configs.items():
+            walls[label].append(Simulation(fleet, agreements, trace, start, config).run().wall_s)
+    return {label: {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
+                    "requests_per_s_best": round(len(trace) / min(ws)),
+                    "requests_per_s_median": round(len(trace) / statistics.median(ws))}
+            for label, ws in walls.items()}
 
 
 def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool = False) -> dict:
