@@ -67,8 +67,16 @@ class QuietWorker(faust.Worker):
 
 def serve_until_stopped(app: faust.App, loop: asyncio.AbstractEventLoop, loglevel: str = "info",
                         grace_s: float = 30.0) -> int:
-    """Run ``app`` in this process until SIGINT/SIGTERM (then at most ``grace_s`` more)."""
+    """Run ``app`` in this process until SIGINT/SIGTERM (then at most ``grace_s`` more);
+    returns the exit status. Faust's worker ends by raising SystemExit: caught here, so
+    that the command returns through the CLI's exit, which skips chdb's teardown (left to
+    the interpreter's exit, that teardown once hung a stopped worker past its grace
+    period, where the hard-exit timer's daemon thread can no longer run)."""
     worker = QuietWorker(app, loglevel=loglevel, loop=loop)
     worker.grace_s = grace_s
-    worker.execute_from_commandline()  # returns via SystemExit when stopped
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stopped:
+        code = stopped.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     return 0
