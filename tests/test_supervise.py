@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaConnectionError, ProducerFenced
 
-from tessera.streams import metrics
+from tessera.streams import metrics, runner
 from tessera.streams.supervise import FencedError, supervise
 
 
@@ -43,3 +43,18 @@ def test_a_bug_is_not_retried():
     with pytest.raises(ZeroDivisionError):
         asyncio.run(supervise("svc", attempt, asyncio.Event(), first_backoff_s=0.01))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("code, status", [(None, 0), (0, 0), (3, 3), ("stopped badly", 1)])
+def test_a_stopped_faust_worker_returns_its_status_instead_of_raising(monkeypatch, code, status):
+    """Faust's worker ends by raising SystemExit; the runner returns its status so that the
+    CLI exits through its own exit (which skips chdb's teardown) rather than the interpreter's."""
+    class Stops:
+        def __init__(self, app, loglevel, loop):
+            pass
+
+        def execute_from_commandline(self):
+            raise SystemExit(code)
+
+    monkeypatch.setattr(runner, "QuietWorker", Stops)
+    assert runner.serve_until_stopped(None, None) == status
