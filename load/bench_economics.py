@@ -124,7 +124,7 @@ def trace_runs(tmp: Path, days: float, pods: bool = True) -> list[tuple[str, Pat
 SPEED_RUNS = 5
 
 
-def simulator_speed(fleet, agreements, trace, start, policies: dict, seed: int) -> dict:
+def simulator_speed(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0) -> dict:
     """Trace requests per wall second of one simulation, best and median of SPEED_RUNS
     runs each: reactive at the buffer its search chose (one run, not the search),
     predictive, learned, and predictive with migration."""
@@ -136,10 +136,13 @@ def simulator_speed(fleet, agreements, trace, start, policies: dict, seed: int) 
     for _ in range(SPEED_RUNS):          # round by round, so that a slow spell of the host hits every policy
         for label, config in configs.items():
             walls[label].append(Simulation(fleet, agreements, trace, start, config).run().wall_s)
-    return {label: {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
-                    "requests_per_s_best": round(len(trace) / min(ws)),
-                    "requests_per_s_median": round(len(trace) / statistics.median(ws))}
-            for label, ws in walls.items()}
+    speed = {label: {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
+                     "requests_per_s_best": round(len(trace) / min(ws)),
+                     "requests_per_s_median": round(len(trace) / statistics.median(ws))}
+             for label, ws in walls.items()}
+    print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
+          + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in speed.items()), flush=True)
+    return speed
 
 
 def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool = False) -> dict:
@@ -168,17 +171,8 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
     out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
                                                    seed, policy="learned")
     if speed:
-        out["speed"] = trace_speed(name, fleet_file, req, out["policies"], seed)
+        out["speed"] = simulator_speed(name, fleet, agreements, trace, start, out["policies"], seed)
     return out
-
-
-def trace_speed(name: str, fleet_file: Path, req: Path, policies: dict, seed: int = 0) -> dict:
-    start, trace = load_trace(req)
-    speed = simulator_speed(load_fleet(fleet_file), load_agreements(HERE / "agreements.json"), trace, start,
-                            policies, seed)
-    print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
-          + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in speed.items()), flush=True)
-    return speed
 
 
 def idle_closed_at_once(name: str, fleet, agreements, trace, start, seed: int) -> dict:
@@ -342,7 +336,10 @@ def main(argv: list[str] | None = None) -> int:
             by_name = {t["trace"]: t for t in report["traces"]}
             for name, fleet_file, req in trace_runs(Path(tmp), days):
                 if "speed" in by_name.get(name, {}):
-                    by_name[name]["speed"] = trace_speed(name, fleet_file, req, by_name[name]["policies"])
+                    start, trace = load_trace(req)
+                    by_name[name]["speed"] = simulator_speed(
+                        name, load_fleet(fleet_file), load_agreements(HERE / "agreements.json"), trace, start,
+                        by_name[name]["policies"])
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.stress_only:

@@ -171,9 +171,11 @@ CONTRACT_CONFIG = ConfigDict(extra="ignore", frozen=True, str_max_length=MAX_TEX
 M = TypeVar("M", bound=BaseModel)
 
 #: Whether ``built`` also validates what it builds and fails unless validation gives the
-#: same value (equal, of the same types, encoded alike). The test suite sets TESSERA_CHECK_BUILT=1, so every contract a core builds
-#: anywhere in the tests is checked; services and the simulator skip it.
+#: same value (equal, of the same types, encoded alike). The test suite sets
+#: TESSERA_CHECK_BUILT=1, so every contract a core builds anywhere in the tests is checked;
+#: services and the simulator skip it.
 CHECK_BUILT = os.environ.get("TESSERA_CHECK_BUILT") == "1"
+
 
 class _Shape:
     """What ``built`` needs of a contract class, worked out once per class: every field in
