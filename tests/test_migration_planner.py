@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tessera.migration import planner
 from tessera.migration.budget import DailyWindow, DisruptionBudget
 from tessera.migration.planner import apply_moves, plan
 from tessera.migration.snapshot import SnapshotError, overcommitted, parse_snapshot
@@ -120,6 +121,26 @@ def test_plan_keeps_every_invariant(snap, budget):
     assert p.savings_per_hour == before - cost_after
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), budgets)
+def test_a_packing_remembered_gives_the_plan_packing_afresh_gives(snap, budget):
+    """A plan remembers each try's packing by work and fleet state; forgetting them before
+    every try must change nothing."""
+    remembered = plan(snap, budget)
+    original = planner._place_cheapest
+
+    def afresh(fleet, *args, **kwargs):
+        fleet.tries.clear()
+        return original(fleet, *args, **kwargs)
+
+    planner._place_cheapest = afresh
+    try:
+        again = plan(snap, budget)
+    finally:
+        planner._place_cheapest = original
+    assert remembered.as_dict() == again.as_dict()
+
+
 def res_by_id_of(snap):
     return {r.id: r for r in snap.resources}
 
@@ -179,6 +200,8 @@ def test_rebalance_opens_cheaper_capacity_only_when_it_pays():
     short = plan(snapshot(resources, [alloc("a", [("gcp-1", 4)], end="2026-11-30T03:30:00Z")]),
                  DisruptionBudget(move_cost=Decimal("0.1")))
     assert not short.moves and short.skipped[0].reason == "not_worth_it"
+    # decided before any packing: even its whole price would not repay the moves
+    assert short.skipped[0].detail.startswith("saves at most its 0.4/h for 0.50 h"), short.skipped[0].detail
 
 
 def test_forecast_keeps_capacity_that_will_be_needed_again():

@@ -44,7 +44,15 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from tessera.scheduler.packing import NO_SEARCH, QUICK, PackRequest, PackResource, ResourceTable, pack_batch
+from tessera.scheduler.packing import (
+    NO_SEARCH,
+    QUICK,
+    PackRequest,
+    PackResource,
+    PackResult,
+    ResourceTable,
+    pack_batch,
+)
 from tessera.schemas import TIER_RANK
 
 from .budget import DisruptionBudget
@@ -148,6 +156,11 @@ class _Fleet:
         self.price_per_vcpu = {r.id: _price_per_vcpu(r) for r in snap.resources}
         self.usable = [r for r in snap.resources if r.usable]
         self._table: ResourceTable | None = None
+        # The packings tried, by work and fleet state: a plan's orders and sweeps, each on
+        # its own copy, try the same resource on the same state again and again (over half
+        # of the tries in the simulator's runs). The snapshot, and so prices, tags and
+        # capacity, is fixed through a plan; the copies share it.
+        self.tries: dict[tuple, PackResult | None] = {}
         self._position = {a.id: i for i, a in enumerate(snap.allocations)}
         for i, a in enumerate(snap.allocations):
             for rid, k in a.placements:
@@ -170,6 +183,7 @@ class _Fleet:
         c.snap = self.snap
         c.price_per_vcpu, c.usable, c._table, c._position = self.price_per_vcpu, self.usable, self._table, \
             self._position
+        c.tries = self.tries
         c.place = {a: dict(p) for a, p in self.place.items()}
         c.free = {r: list(f) for r, f in self.free.items()}
         c.load = dict(self.load)
@@ -191,16 +205,9 @@ class _Fleet:
         allocations, place = self.snap.allocations, self.place
         return [(allocations[i], place[allocations[i].id][rid]) for i in sorted(self.hosted[rid])]
 
-    def pack_table(self, exclude: Iterable[str] = ()) -> ResourceTable:
-        """Healthy capacity as the kernel sees it, less ``exclude`` and what was emptied: a
-        resource holding work is open (no opening cost); an idle one, running or not, costs
-        its price to use (it would otherwise close). The usable fleet's table (capacity,
-        prices, tags, places: fixed through a plan) is built once; each try takes its rows
-        with the free capacity and open flags of the moment."""
-        if self._table is None:
-            self._table = ResourceTable.from_resources(
-                [PackResource(r.id, r.provider, r.region, r.capacity, r.capacity, r.price_per_hour, r.tags)
-                 for r in self.usable], 3)
+    def state(self, exclude: Iterable[str] = ()) -> tuple[list[int], list[list[float]], list[bool]]:
+        """The usable resources' rows less ``exclude`` and what was emptied, with their
+        free capacity and whether they hold work (open, no opening cost)."""
         ex = set(exclude) | self.emptied
         free, load = self.free, self.load
         rows, frees, opens = [], [], []
@@ -209,6 +216,19 @@ class _Fleet:
                 rows.append(i)
                 frees.append(free[r.id])
                 opens.append(load[r.id] > 0)
+        return rows, frees, opens
+
+    def pack_table(self, exclude: Iterable[str] = (), state=None) -> ResourceTable:
+        """Healthy capacity as the kernel sees it, less ``exclude`` and what was emptied: a
+        resource holding work is open (no opening cost); an idle one, running or not, costs
+        its price to use (it would otherwise close). The usable fleet's table (capacity,
+        prices, tags, places: fixed through a plan) is built once; each try takes its rows
+        with the free capacity and open flags of the moment (``state``, if already read)."""
+        if self._table is None:
+            self._table = ResourceTable.from_resources(
+                [PackResource(r.id, r.provider, r.region, r.capacity, r.capacity, r.price_per_hour, r.tags)
+                 for r in self.usable], 3)
+        rows, frees, opens = state or self.state(exclude)
         table = self._table.subset(rows)
         table.free = np.maximum(np.array(frees, dtype=np.float64).reshape(len(rows), 3), 0.0)
         table.open = np.array(opens, dtype=np.bool_)
@@ -312,8 +332,19 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
     by fit. So the running ones are offered in classes of rising price per vCPU (own
     capacity first), each try adding the next class; only if all of them cannot hold the
     work are idle resources offered, at their price (the kernel opens the cheapest set).
-    Returns the kernel's result, or the last failed one."""
-    table = fleet.pack_table(exclude=exclude)
+    Returns the kernel's result, or the last failed one. The same work on the same fleet
+    state gets the result found before (packing is deterministic)."""
+    state = fleet.state(exclude)
+    rows, frees, opens = state
+    key = (tuple((q.id, q.replicas, q.seq) for q in reqs), tuple(rows), tuple(map(tuple, frees)), tuple(opens),
+           may_open)
+    if key in fleet.tries:
+        return fleet.tries[key]
+    result = fleet.tries[key] = _pack_cheapest(fleet, fleet.pack_table(state=state), reqs, may_open)
+    return result
+
+
+def _pack_cheapest(fleet: _Fleet, table: ResourceTable, reqs: list[PackRequest], may_open: bool):
     if not len(table):
         return None
     per_vcpu = fleet.price_per_vcpu
@@ -452,19 +483,28 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
     if any(n > m + EPS for n, m in zip(need, room)):
         fleet.skipped.append(Skip(r.id, "no_room", "the rest of the fleet lacks the room for its work"))
         return
+    disruption = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
     if snap.forecast:
         # Will the forecast need what closing R takes away before the move pays off? Known
         # before any packing: R's work lands on the running fleet, the saving is R's price and
         # the disruption depends on the work alone. (A candidate that fails here is not tried
         # as a rebalance either: capacity the forecast needs is no time for reshuffling.)
         spare = [hosted_free[d] - need[d] for d in range(3)]
-        moving = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
-        payback_s = float(moving / r.price_per_hour * HOUR)
+        payback_s = float(disruption / r.price_per_hour * HOUR)
         short = _short_of(snap, snap.now + timedelta(seconds=max(payback_s, reopen_window_s)), spare,
                           r.capacity[2] > 0)
         if short:
             fleet.skipped.append(Skip(r.id, "needed_again", short))
             return
+    # Also known before any packing: emptying R saves at most its own price (less whatever
+    # its work has to open), for as long as the longest of that work still runs. When even
+    # that does not repay the moves, no packing can (about a third of the simulator's
+    # packings, before this test, ended so).
+    life_h = max(_remaining_hours(a, snap.now, budget) for a, _ in work)
+    if r.price_per_hour * life_h <= disruption:
+        fleet.skipped.append(Skip(r.id, "not_worth_it", f"saves at most its {_money(r.price_per_hour)}/h for "
+                                  f"{life_h:.2f} h, moving costs {_money(disruption)}"))
+        return
     reqs = [_request(a, k, i) for i, (a, k) in enumerate(work)]
     result = _place_cheapest(fleet, reqs, {r.id} | avoid, may_open=True)
     if result is None:
@@ -500,8 +540,6 @@ def _try_empty(fleet: _Fleet, r: Resource, budget: DisruptionBudget, populations
             fleet.skipped.append(Skip(r.id, "tenant_budget", f"tenant {tenant!r} may move at most {limit} of its "
                                       f"{populations[1].get(tenant, 0)} allocations per {budget.window_s:g} s"))
             return
-    disruption = sum((budget.disruption(a.tier, k) for a, k in work), Decimal(0))
-    life_h = max(_remaining_hours(a, snap.now, budget) for a, _ in work)
     if saving * life_h <= disruption:
         fleet.skipped.append(Skip(r.id, "not_worth_it", f"saves {_money(saving)}/h for {life_h:.2f} h, "
                                   f"moving costs {_money(disruption)}"))
