@@ -8,6 +8,7 @@ import asyncio
 import csv
 import time
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import tessera.schemas as s
 from tessera.agents.scheduler import SchedulerWorker
 from tessera.app.cli.main import main
 from tessera.scheduler.reservation import critical_ratio, quantile_at, tier_level
+from tessera.schemas import Capacity, WorkloadRequest
 from tessera.simulate.engine import FORECAST_LEVELS, POLICIES, SimConfig, Simulation, _at_level, simulate
 from tessera.simulate.fleet import load_fleet
 from tessera.simulate.trace import TraceError, load_trace
@@ -93,6 +95,32 @@ def test_trace_errors_name_the_line_and_the_field(tmp_path):
                                    {**wave(1)[0], "submit_time": "2026-01-05T00:00:00Z"}])
     start, trace = load_trace(iso)
     assert [t.at for t in trace] == [0.0, 10.0] and start.isoformat() == "2026-01-05T00:00:00+00:00"
+
+
+def test_a_trace_validates_each_shape_once_and_loads_what_validating_every_row_gives(tmp_path):
+    rows = wave(60) * 3          # every shape three times over
+    start, trace = load_trace(requests_file(tmp_path, rows))
+    for t in trace:               # each request as validating its own row makes it
+        i = int(t.request.request_id.removeprefix("sim-"))
+        row = rows[i]
+        again = WorkloadRequest(
+            event_id=f"sim-{i}", request_id=f"sim-{i}", event_time=start + timedelta(seconds=row["submit_time"]),
+            tenant=row["tenant"], sla_tier=row["tier"], replicas=row["replicas"],
+            per_replica=Capacity(vcpu=row["vcpu"], memory_bytes=row["memory_gib"] << 30, gpu=row["gpu"]),
+            expected_duration_seconds=float(row["duration_s"]))
+        assert t.request == again and t.request.model_dump_json() == again.model_dump_json()
+        assert t.duration_s == row["duration_s"] and t.at == row["submit_time"]
+    # an error names its own line, not the first row of its shape
+    bad = requests_file(tmp_path, [wave(1)[0], wave(1)[0], {**wave(1)[0], "replicas": "0"}])
+    with pytest.raises(TraceError, match=r"req.csv:4: replicas must be at least 1"):
+        load_trace(bad)
+    # times given with another offset start the trace in UTC, as validation puts every event time
+    shifted = requests_file(tmp_path, [{**wave(1)[0], "submit_time": "2026-01-05T02:00:00+02:00"},
+                                       {**wave(1)[0], "submit_time": "2026-01-05T02:00:30+02:00"}])
+    start, trace = load_trace(shifted)
+    assert start.isoformat() == "2026-01-05T00:00:00+00:00"
+    assert [t.request.event_time.isoformat() for t in trace] == ["2026-01-05T00:00:00+00:00",
+                                                                 "2026-01-05T00:00:30+00:00"]
 
 
 def test_every_policy_is_deterministic_and_keeps_the_invariants(tmp_path):
