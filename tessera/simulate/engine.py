@@ -47,14 +47,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from tessera.billing.lifecycle import OWN
 from tessera.billing.state import BillingState
 from tessera.billing.usage import US, UsageRecord, period_of
-from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
 from tessera.migration.budget import DisruptionBudget
 from tessera.migration.live import live_snapshot
 from tessera.migration.planner import plan
@@ -83,6 +82,9 @@ from tessera.schemas import (
 
 from .fleet import Fleet, instance_agreements
 from .trace import TracedRequest
+
+if TYPE_CHECKING:
+    from tessera.forecast.engine import SeriesForecaster
 
 GIB_BYTES = 1 << 30
 POLICIES = ("reactive", "predictive", "oracle", "learned")
@@ -255,6 +257,9 @@ class Simulation:
                                           default=0.0) / config.interval_s))
         self.forecasters: dict[str, SeriesForecaster] = {}
         if config.policy in ("predictive", "learned"):
+            # Imported here: the demand engine brings River and SciPy (about 1.3 s of a
+            # process's start), which reactive and oracle runs never use.
+            from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
             season = max(2, int(round(86_400 / config.interval_s)))
             self.levels = np.array(FORECAST_LEVELS)
             self.forecasters = {t: SeriesForecaster(ForecastConfig(
