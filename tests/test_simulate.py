@@ -22,7 +22,16 @@ from tessera.agents.scheduler import SchedulerWorker
 from tessera.app.cli.main import main
 from tessera.scheduler.reservation import critical_ratio, quantile_at, tier_level
 from tessera.schemas import Capacity, WorkloadRequest
-from tessera.simulate.engine import FORECAST_LEVELS, POLICIES, SimConfig, Simulation, _at_level, simulate
+from tessera.simulate.engine import (
+    FORECAST_LEVELS,
+    POLICIES,
+    SimConfig,
+    Simulation,
+    _at_level,
+    _level_columns,
+    _peak_at,
+    simulate,
+)
 from tessera.simulate.fleet import load_fleet
 from tessera.simulate.trace import TraceError, load_trace
 from tessera.streams.admin import ensure_topics
@@ -224,6 +233,13 @@ def test_predictive_holds_headroom_per_urgent_tier_at_its_newsvendor_quantile(tm
     for level in (0.01, 0.05, 0.7, 0.9, 0.9709, 0.995):
         got = float(_at_level(row, np.array(FORECAST_LEVELS), level)[0])
         assert got == pytest.approx(quantile_at({format(q, "g"): v for q, v in zip(FORECAST_LEVELS, row[0])}, level))
+    # and a tick's peak ahead, taken in floats, is exactly the largest of those
+    rng = np.random.default_rng(3)
+    for rows in range(4):
+        values = np.sort(rng.gamma(2.0, 30.0, size=(rows, len(FORECAST_LEVELS))), axis=1)
+        for level in (0.01, 0.05, 0.7, 0.9, 0.9709, 0.995, 0.999):
+            ahead = _at_level(values, FORECAST_LEVELS, level)
+            assert _peak_at(values, _level_columns(FORECAST_LEVELS, level)) == (float(ahead.max()) if rows else 0.0)
 
 
 def test_fast_partners_first_opens_the_soonest_usable_vms_and_learned_chooses_it(tmp_path):

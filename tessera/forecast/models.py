@@ -32,6 +32,7 @@ is ever refitted from scratch.
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import numpy as np
@@ -57,7 +58,14 @@ class LastValue:
         pass
 
     def forecast(self, z_last, cal_now, cal_future):
-        return np.full(len(cal_future), z_last)
+        return _held(z_last, len(cal_future))
+
+
+def _held(z: float, n: int) -> np.ndarray:
+    """``n`` forecasts of ``z`` (``np.full`` infers a dtype per call, several times dearer)."""
+    out = np.empty(n)
+    out.fill(z)
+    return out
 
 
 class HoltWintersModel:
@@ -92,7 +100,7 @@ class HoltWintersModel:
 
     def forecast(self, z_last, cal_now, cal_future):
         if self._first is not None:
-            return np.full(len(cal_future), z_last)
+            return _held(z_last, len(cal_future))
         return np.asarray(self.model.forecast(horizon=len(cal_future)))
 
 
@@ -112,9 +120,11 @@ class SnarimaxModel:
 
     def forecast(self, z_last, cal_now, cal_future):
         if self._seen < self._warm:
-            return np.full(len(cal_future), z_last)
+            return _held(z_last, len(cal_future))
         out = np.asarray(self.fast_forecast(len(cal_future)), dtype=np.float64)
         # An online ARIMA can diverge on a regime change; never let it answer absurdly.
+        if all(map(math.isfinite, out.tolist())):
+            return out
         return np.where(np.isfinite(out), out, z_last)
 
     def fast_forecast(self, horizon: int) -> np.ndarray | list[float]:
@@ -264,7 +274,7 @@ class DirectAR:
 
     def forecast(self, z_last, cal_now, cal_future):
         if self.t < 0:
-            return np.full(len(cal_future), z_last)
+            return _held(z_last, len(cal_future))
         out = np.empty(self.H)
         kernels.direct_forecast(self.t, self.hist, self.LAGS, self.S, self.levels, self._levels_at, self.W,
                                 self.bias, cal_future[:, :0] if self._no_cal else cal_future, out)
