@@ -218,17 +218,18 @@ class _Fleet:
                 opens.append(load[r.id] > 0)
         return rows, frees, opens
 
-    def pack_table(self, exclude: Iterable[str] = (), state=None) -> ResourceTable:
-        """Healthy capacity as the kernel sees it, less ``exclude`` and what was emptied: a
-        resource holding work is open (no opening cost); an idle one, running or not, costs
-        its price to use (it would otherwise close). The usable fleet's table (capacity,
-        prices, tags, places: fixed through a plan) is built once; each try takes its rows
-        with the free capacity and open flags of the moment (``state``, if already read)."""
+    def pack_table(self, state: tuple[list[int], list[list[float]], list[bool]]) -> ResourceTable:
+        """Healthy capacity as the kernel sees it, the rows ``state`` gives (``state()``: less
+        what a try excludes and what was emptied): a resource holding work is open (no
+        opening cost); an idle one, running or not, costs its price to use (it would
+        otherwise close). The usable fleet's table (capacity, prices, tags, places: fixed
+        through a plan) is built once; each try takes its rows with the free capacity and
+        open flags of the moment."""
         if self._table is None:
             self._table = ResourceTable.from_resources(
                 [PackResource(r.id, r.provider, r.region, r.capacity, r.capacity, r.price_per_hour, r.tags)
                  for r in self.usable], 3)
-        rows, frees, opens = state or self.state(exclude)
+        rows, frees, opens = state
         table = self._table.subset(rows)
         table.free = np.maximum(np.array(frees, dtype=np.float64).reshape(len(rows), 3), 0.0)
         table.open = np.array(opens, dtype=np.bool_)
@@ -340,7 +341,7 @@ def _place_cheapest(fleet: _Fleet, reqs: list[PackRequest], exclude: set[str], m
            may_open)
     if key in fleet.tries:
         return fleet.tries[key]
-    result = fleet.tries[key] = _pack_cheapest(fleet, fleet.pack_table(state=state), reqs, may_open)
+    result = fleet.tries[key] = _pack_cheapest(fleet, fleet.pack_table(state), reqs, may_open)
     return result
 
 
