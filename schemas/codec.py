@@ -85,10 +85,16 @@ def _validate(cls: type[Event], data: bytes) -> Event:
     try:
         return cls.model_validate_json(data, strict=True)
     except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        more = exc.error_count() - 1
-        problem = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-        raise SchemaError(_loc(first["loc"])[:200], problem[:500]) from None
+        raise schema_error(exc) from None
+
+
+def schema_error(exc: ValidationError) -> SchemaError:
+    """What validation found wrong, as the edge reports it: the first problem's field and
+    sentence, and how many more there are."""
+    first = exc.errors(include_url=False)[0]
+    more = exc.error_count() - 1
+    problem = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    return SchemaError(_loc(first["loc"])[:200], problem[:500])
 
 
 def _contract(raw: object, allowed: Iterable[str] | None) -> type[Event]:

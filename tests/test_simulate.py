@@ -132,6 +132,25 @@ def test_a_trace_validates_each_shape_once_and_loads_what_validating_every_row_g
                                                                  "2026-01-05T00:00:30+00:00"]
 
 
+#: Careless and hostile trace values, each one cell of an otherwise good row: each must be
+#: refused with a TraceError naming its line, never another exception.
+HOSTILE_CELLS = [("submit_time", v) for v in ("nan", "-5", "inf", "1e300", "2026-13-01T00:00:00Z",
+                                              "2026-01-05T00:00:00")] + \
+    [(col, v) for col in ("duration_s", "vcpu", "memory_gib", "gpu", "replicas")
+     for v in ("nan", "-1", "inf", "1e300", "1e999", "lots")] + \
+    [("duration_s", ""), ("vcpu", ""), ("memory_gib", ""), ("replicas", "0"), ("replicas", "0.5"),
+     ("tier", "diamond"), ("tenant", "a b"), ("tenant", "x" * 300),
+     ("tags_required", ";".join(f"t{i}" for i in range(100))), ("regions", ";".join(f"r{i}" for i in range(100)))]
+
+
+@pytest.mark.parametrize("column,value", HOSTILE_CELLS)
+def test_a_hostile_trace_value_is_refused_naming_its_line(tmp_path, column, value):
+    good = {**wave(1)[0], "submit_time": 0.0}
+    bad = requests_file(tmp_path, [good, good, {**good, column: value}])
+    with pytest.raises(TraceError, match=r"req\.csv:4: "):
+        load_trace(bad)
+
+
 def test_every_policy_is_deterministic_and_keeps_the_invariants(tmp_path):
     fleet = load_fleet(fleet_file(tmp_path))
     start, trace = load_trace(requests_file(tmp_path, wave()))

@@ -12,10 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from tessera.schemas import TIER_RANK, Capacity, WorkloadRequest
 from tessera.schemas.base import built
+from tessera.schemas.codec import schema_error
 
 GIB = 1 << 30
+#: The latest a request may be submitted after the trace's start, in seconds: a century
+#: (beyond, its calendar time would soon overflow).
+MAX_OFFSET_S = 100 * 365 * 86_400
 #: Where a trace given in seconds from its start is put on the calendar (a Monday, UTC).
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=timezone.utc)
 
@@ -47,9 +53,14 @@ def _number(row: dict, key: str, where: str, default: str | None = None) -> floa
 def _time(raw: str, where: str) -> float | datetime:
     raw = raw.strip()
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if not 0.0 <= seconds <= MAX_OFFSET_S:       # NaN too
+            raise TraceError(f"{where}: submit_time {raw!r} must be seconds from the trace's start, "
+                             f"from 0 to {MAX_OFFSET_S:.0f} (a century)")
+        return seconds
     try:
         dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -117,10 +128,15 @@ def _request(row: dict, where: str, ids: dict) -> WorkloadRequest:
     if replicas < 1:
         raise TraceError(f"{where}: replicas must be at least 1")
     duration = _number(row, "duration_s", where)
-    return WorkloadRequest(
-        **ids, tenant=(row.get("tenant") or "default").strip() or "default", sla_tier=tier, replicas=replicas,
-        per_replica=Capacity(vcpu=_number(row, "vcpu", where),
-                             memory_bytes=int(_number(row, "memory_gib", where) * GIB),
-                             gpu=int(_number(row, "gpu", where, "0"))),
-        required_tags=_list(row.get("tags_required")), allowed_regions=_list(row.get("regions")),
-        expected_duration_seconds=max(duration, 1.0))
+    vcpu, memory_bytes = _number(row, "vcpu", where), _number(row, "memory_gib", where) * GIB
+    gpu = _number(row, "gpu", where, "0")
+    if memory_bytes == float("inf"):
+        raise TraceError(f"{where}: memory_gib = {row.get('memory_gib')!r} is too large")
+    try:
+        return WorkloadRequest(
+            **ids, tenant=(row.get("tenant") or "default").strip() or "default", sla_tier=tier, replicas=replicas,
+            per_replica=Capacity(vcpu=vcpu, memory_bytes=int(memory_bytes), gpu=int(gpu)),
+            required_tags=_list(row.get("tags_required")), allowed_regions=_list(row.get("regions")),
+            expected_duration_seconds=max(duration, 1.0))
+    except ValidationError as exc:      # beyond a contract's bounds (sizes, tags, names)
+        raise TraceError(f"{where}: {schema_error(exc)}") from None
