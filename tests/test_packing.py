@@ -521,7 +521,8 @@ def test_the_one_request_lane_places_exactly_as_the_kernel(inst):
     full = kernel.pack(reqs, np.zeros(1, dtype=np.int64), res, True, limit)
     tag_idx = tag_index([request], table)
     bits = np.array(request_bits(request, tag_idx, table), dtype=np.int64)
-    args = (np.array([request.demand]), request.replicas, bits, table.free, table.cap, table.open,
+    assert np.array_equal(table.inverse_square(), kernel._inverse_square(table.cap))
+    args = (np.array([request.demand]), request.replicas, bits, table.free, table.inverse_square(), table.open,
             table.tag_bits(tag_idx), table.res_region, table.res_provider, limit)
     pl_res, pl_count, n, free = kernel.pack_one_on_open(*args)
     twin = python_twin(kernel.pack_one_on_open)(*args)

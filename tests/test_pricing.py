@@ -69,6 +69,30 @@ def test_terms_that_change_mid_month_price_from_their_effective_time():
     assert book.opening_price(vm(), T0_US + 2 * 86_400_000_000) == Decimal("0.04")
 
 
+def test_a_remembered_replicas_price_follows_standings_terms_and_months():
+    """``replicas_price`` remembers its answers (asked for every placement); each change of
+    what prices depend on gives the price worked out afresh."""
+    tiers = {**UNIT, "tiers": {"vcpu_hour": [{"from": "0", "rate": "0.018"}, {"from": "100", "rate": "0.010"}]}}
+    later = {**UNIT, "rates": {"vcpu_hour": "0.030"}, "effective_from": (T0 + timedelta(days=1)).isoformat()}
+    book = PriceBook(parse_agreements([tiers]))
+    period, offer = f"{T0.year:04d}-{T0.month:02d}", vm()
+
+    def price(t_us=T0_US):
+        remembered = book.replicas_price(offer, (1.0, 2.0, 0.0), 2, t_us)
+        assert remembered == book.replicas_price(offer, (1.0, 2.0, 0.0), 2, t_us)
+        assert remembered == book._replicas_price(offer, (1.0, 2.0, 0.0), 2, t_us)
+        return remembered
+
+    assert price() == Decimal("0.054")
+    book.set_standing("do", Standing(period, units={"vcpu_hour": 150 * 3_600_000_000_000}))
+    assert price() == Decimal("0.038")                               # past the tier
+    assert price(T0_US + 40 * 86_400_000_000) == Decimal("0.054")    # next month starts again
+    book.set_agreement(parse_agreements([later])["do"])
+    assert price() == Decimal("0.038") and price(T0_US + 2 * 86_400_000_000) == Decimal("0.06")
+    # a new offer object never takes another's remembered price, even with the same id
+    assert book.replicas_price(vm(list_price="0.5", provider="nobody"), (4.0, 8.0, 0.0), 1, T0_US) == Decimal("0.5")
+
+
 def partner_vm(i, provider="do", vcpu=4.0, gib=8, list_price="0.071"):
     spec = s.ResourceSpec(provider=provider, region="eu", instance_type="s-4vcpu-8gb",
                           capacity=s.Capacity(vcpu=vcpu, memory_bytes=gib * GIB), price_per_hour=Decimal(list_price))

@@ -37,6 +37,9 @@ from .rates import FxTable, PricingError, q
 
 OWN = "own"
 UNIT_KEYS = ("vcpu_hour", "memory_gib_hour", "gpu_hour")
+#: Bound on the remembered ``replicas_price`` answers (request shapes x resources x replica
+#: counts; a fleet's few shapes stay far below it).
+REPLICAS_PRICES_KEPT = 65_536
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,20 @@ class PriceBook:
     standings: dict[str, Standing] = field(default_factory=dict)
     #: (partner, period) -> {line_id: (revision, unit, N, micro)} of the latest billing lines
     _lines: dict[tuple[str, str], dict[str, tuple[int, str, int, int]]] = field(default_factory=dict, repr=False)
+    #: ``replicas_price`` answers, asked for every placement: (id of the offer, replicas'
+    #: size, replicas, id of the terms in force, month) -> (offer, price). Emptied whenever
+    #: terms or standings change (so a terms' id names one version); the offer is kept so
+    #: that its id cannot name another one.
+    _replicas_prices: dict[tuple, tuple[PricedResource, Decimal]] = field(default_factory=dict, repr=False)
 
     # -- what changes prices ---------------------------------------------------
     def set_agreement(self, a: Agreement) -> None:
         self.agreements[a.partner] = a.superseding(self.agreements.get(a.partner))
+        self._replicas_prices.clear()
 
     def set_standing(self, partner: str, standing: Standing) -> None:
+        if self.standings.get(partner) != standing:
+            self._replicas_prices.clear()
         self.standings[partner] = standing
 
     def observe_line(self, line: BillingLine) -> bool:
@@ -99,6 +110,7 @@ class PriceBook:
         if before is not None and before.period > period:
             return False                 # a revision of an older month
         self.standings[line.partner_id] = standing
+        self._replicas_prices.clear()
         return before != standing
 
     # -- prices ------------------------------------------------------------------
@@ -174,6 +186,19 @@ class PriceBook:
                        t_us: int) -> Decimal:
         """What ``replicas`` x ``per_replica`` (vCPU, GiB, GPU) on this resource cost per hour:
         the amount billing charges for them (own capacity: their share of the full cost)."""
+        a = self.agreements.get(offer.provider)
+        key = (id(offer), per_replica, replicas, id(a.at(t_us)) if a is not None else 0, period_of(t_us))
+        held = self._replicas_prices.get(key)
+        if held is not None and held[0] is offer:
+            return held[1]
+        if len(self._replicas_prices) >= REPLICAS_PRICES_KEPT:
+            self._replicas_prices.clear()
+        price = self._replicas_price(offer, per_replica, replicas, t_us)
+        self._replicas_prices[key] = (offer, price)
+        return price
+
+    def _replicas_price(self, offer: PricedResource, per_replica: tuple[float, float, float], replicas: int,
+                        t_us: int) -> Decimal:
         try:
             whole = None if offer.provider == OWN else self._instance_rate(offer, t_us)
             rates = None if offer.provider == OWN or whole is not None else self.unit_rates(offer.provider, t_us)

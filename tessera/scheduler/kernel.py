@@ -935,7 +935,7 @@ def lower_bound(demand_total, res_free, res_cap, res_price, res_open):
 # --------------------------------------------------------------------------- one request
 
 @njit(cache=True, error_model="numpy")
-def pack_one_on_open(req_demand, replicas, req_bits, res_free, res_cap, res_open, res_tags, res_region,
+def pack_one_on_open(req_demand, replicas, req_bits, res_free, inv_cap2, res_open, res_tags, res_region,
                      res_provider, score_limit):
     """``pack`` for a batch of one request (``req_demand`` of shape (1, D); ``req_bits`` its
     required tags, allowed regions and allowed providers, one array: each array argument
@@ -951,11 +951,12 @@ def pack_one_on_open(req_demand, replicas, req_bits, res_free, res_cap, res_open
     replica is placed alone (the spread of 1 is met by it) and later ones as many as fit
     at once on the best-aligned resource, scoring at most ``score_limit`` feasible resources
     per scan; nothing is opened, so the improvement passes have nothing to move. The tests
-    check it against ``pack`` on random tables. Returns (resources, counts, n, free after)."""
+    check it against ``pack`` on random tables. ``inv_cap2`` is ``_inverse_square`` of the
+    capacities (the caller keeps it: capacity changes only with the fleet). Returns
+    (resources, counts, n, free after)."""
     S = res_free.shape[0]
     req_tags, req_regions, req_providers = req_bits[0:1], req_bits[1:2], req_bits[2:3]
     free = res_free.copy()
-    inv_cap2 = _inverse_square(res_cap)
     pl_res = np.empty(replicas, dtype=np.int64)
     pl_count = np.empty(replicas, dtype=np.int64)
     n = 0

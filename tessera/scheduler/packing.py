@@ -146,23 +146,43 @@ def _on_open(q: PackRequest, table: ResourceTable, D: int, result: PackResult, j
     """The usual batch, one request whose replicas all fit on open resources, answered by
     ``kernel.pack_one_on_open`` (the kernel's own greedy for that case, without its
     set-up); False when it does not apply, and the batch goes to the kernel."""
-    if q.tags_required:
-        tag_idx = tag_index([q], table)
-        res_tags = table.tag_bits(tag_idx)
-    else:                        # the usual request: no tags, and no per-tag arrays to build
-        tag_idx, res_tags = {}, table.no_tags()
+    demand, bits, res_tags = _lane_inputs(q, table, D)
     fn = kernel.pack_one_on_open if jit else python_twin(kernel.pack_one_on_open)
     t0 = time.perf_counter()
-    pl_res, pl_count, n, free = fn(np.array(q.demand, dtype=np.float64).reshape(1, D), q.replicas,
-                                   np.array(request_bits(q, tag_idx, table), dtype=np.int64),
-                                   np.ascontiguousarray(table.free), table.cap, table.open, res_tags,
-                                   table.res_region, table.res_provider, score_limit)
+    pl_res, pl_count, n, free = fn(demand, q.replicas, bits, np.ascontiguousarray(table.free),
+                                   table.inverse_square(), table.open, res_tags, table.res_region,
+                                   table.res_provider, score_limit)
     if n == 0:
         return False
     result.placements[q.id] = _merged([(table.ids[s], k) for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist())])
     result.kernel_seconds = time.perf_counter() - t0
     result.free_after_rows, result.opened_rows = free, table.open
     return True
+
+
+#: Request shapes whose lane inputs a table keeps (bounded: a live fleet's requests may
+#: all differ in size).
+LANE_SHAPES_KEPT = 4096
+
+
+def _lane_inputs(q: PackRequest, table: ResourceTable, D: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one-request lane's arrays for ``q`` (its demand, its constraint bitsets, the
+    resources' bits over its tags), kept by the table per request shape: most requests of
+    a fleet share a few shapes, and every request's batch comes here."""
+    kept = table.derived.setdefault("lane", {})
+    shape = (q.demand, q.tags_required, q.regions, q.providers)
+    inputs = kept.get(shape)
+    if inputs is None:
+        if q.tags_required:
+            tag_idx = tag_index([q], table)
+            res_tags = table.tag_bits(tag_idx)
+        else:                    # the usual request: no tags, and no per-tag arrays to build
+            tag_idx, res_tags = {}, table.no_tags()
+        if len(kept) >= LANE_SHAPES_KEPT:
+            kept.clear()
+        inputs = kept[shape] = (np.array(q.demand, dtype=np.float64).reshape(1, D),
+                                np.array(request_bits(q, tag_idx, table), dtype=np.int64), res_tags)
+    return inputs
 
 
 def _merged(placements: list[tuple[str, int]]) -> list[tuple[str, int]]:

@@ -68,7 +68,10 @@ class ResourceTable:
     res_region: np.ndarray
     res_provider: np.ndarray
     _has_tag: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _no_tags: np.ndarray | None = field(default=None, repr=False)
+    #: What is worked out from the static columns once and shared by every ``with_state``
+    #: view (they share this dict): the all-zero tag bits, 1 / capacity², the one-request
+    #: lane's inputs per request shape (``packing``).
+    derived: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_resources(cls, resources: Sequence[PackResource], D: int | None = None) -> "ResourceTable":
@@ -121,9 +124,19 @@ class ResourceTable:
 
     def no_tags(self) -> np.ndarray:
         """``tag_bits`` of a batch that requires no tag (all zeros), kept: most batches."""
-        if self._no_tags is None:
-            self._no_tags = np.zeros(len(self.ids), dtype=np.int64)
-        return self._no_tags
+        bits = self.derived.get("no_tags")
+        if bits is None:
+            bits = self.derived["no_tags"] = np.zeros(len(self.ids), dtype=np.int64)
+        return bits
+
+    def inverse_square(self) -> np.ndarray:
+        """1 / capacity² per resource and dimension (0 where the capacity is 0), the
+        alignment score's normalization, as the kernel works it out (``_inverse_square``)."""
+        inv = self.derived.get("inverse_square")
+        if inv is None:
+            cap2 = self.cap * self.cap
+            inv = self.derived["inverse_square"] = np.divide(1.0, cap2, out=np.zeros_like(cap2), where=self.cap > 0.0)
+        return inv
 
     def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:
         """Each resource's tags as a bitset over the batch's required tags. Which resources
