@@ -228,6 +228,7 @@ class Simulation:
         # The VMs not closed (opening or open), and each VM's place in ``vms``: a control tick
         # walks these few in the fleet's order instead of every VM of the fleet.
         self._live: dict[str, _Vm] = {}
+        self._live_ordered: list[_Vm] | None = None      # ``_live`` in the fleet's order, kept until it changes
         self._place_of: dict[str, int] = {}
         self.heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
@@ -570,12 +571,16 @@ class Simulation:
         return [v for v in ranked if v.state == "closed"]
 
     def _not_closed(self) -> list[_Vm]:
-        """The VMs opening or open, in the fleet's order."""
-        return sorted(self._live.values(), key=lambda v: self._place_of[v.resource_id])
+        """The VMs opening or open, in the fleet's order (a control tick asks several times;
+        VMs open and close far more rarely)."""
+        if self._live_ordered is None:
+            self._live_ordered = sorted(self._live.values(), key=lambda v: self._place_of[v.resource_id])
+        return self._live_ordered
 
     def _open_vm(self, vm: _Vm, now: float) -> None:
         vm.state, vm.opened_at = "opening", now
         self._live[vm.resource_id] = vm
+        self._live_ordered = None
         self._push(now + self.fleet.timing_of(vm.provider).lead_time_s, _READY, vm.resource_id)
 
     def _open(self, vcpu: float, now: float, gpu: bool) -> None:
@@ -642,6 +647,7 @@ class Simulation:
         self._closed_cost += self._vm_cost(rec.resource_id, rec.start_us, rec.end_us)
         v.state = "closed"
         del self._live[v.resource_id]
+        self._live_ordered = None
         self.core.set_running(v.resource_id, False)
         self._health(v.resource_id, False, now)
 
@@ -773,6 +779,7 @@ class Simulation:
                 self.instance_usage.append(self._instance_record(v, end))
                 v.state = "closed"
                 del self._live[v.resource_id]
+        self._live_ordered = None
         ledger = self.billing.view()
         for rec in self.instance_usage:
             ledger.add(rec)
