@@ -189,6 +189,12 @@ class _Shape:
 
 
 _SHAPES: dict[type, _Shape] = {}
+# The setters of a model's four slots, called directly: ``object.__setattr__`` looks each
+# one up again (contracts are frozen, so plain assignment is refused), three times slower.
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def built(cls: type[M], **fields: Any) -> M:
@@ -210,11 +216,11 @@ def built(cls: type[M], **fields: Any) -> M:
     if len(values) != len(shape.template) or not shape.required <= fields.keys():
         raise TypeError(f"built({cls.__name__}): missing required fields {sorted(shape.required - fields.keys())} "
                         f"or unknown ones {sorted(values.keys() - shape.template.keys())}")
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", values)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
+    model = object.__new__(cls)
+    _SET_DICT(model, values)
+    _SET_FIELDS_SET(model, set(fields))
+    _SET_EXTRA(model, None)
+    _SET_PRIVATE(model, None)
     if CHECK_BUILT:
         checked = cls(**values)
         if checked != model or any(type(v) is not type(checked.__dict__[k]) for k, v in values.items()) \
