@@ -56,6 +56,7 @@ class BillingState:
         self.lifecycle.bills_whole_vm = self._bills_whole_vm
         self.lifecycle.keeps = self.owns
         self._closed_through = ""
+        self._month_checked_until_us = 0     # the watermark below which the horizon's month is known
 
     def __getstate__(self) -> dict:
         # The callbacks belong to the process (a metric, the shard map), not to the saved state.
@@ -66,6 +67,7 @@ class BillingState:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_month_checked_until_us", 0)     # a checkpoint from before it existed
         self.on_unrated = lambda partner: None
         self.lifecycle.bills_whole_vm = self._bills_whole_vm
         self.bill_only(lambda partner: True)
@@ -165,8 +167,13 @@ class BillingState:
         """Months that ended more than the grace period before the latest event time are
         closed: usage for them from now on is an adjustment in the next open month.
         (Checked when the horizon enters a new month, not per event.)"""
-        horizon = self.lifecycle.watermark_us - int(self.grace_s * US)
+        watermark = self.lifecycle.watermark_us
+        if watermark < self._month_checked_until_us:     # every event asks; a month's end answers
+            return
+        grace_us = int(self.grace_s * US)
+        horizon = watermark - grace_us
         month = period_of(max(horizon, 0))
+        self._month_checked_until_us = period_bounds(month)[1] + grace_us
         if month == self._closed_through:
             return
         self._closed_through = month

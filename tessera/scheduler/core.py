@@ -584,12 +584,17 @@ class Scheduler:
                 if row is not None:
                     st = self.resources[r]
                     busy = False
-                    ok = healthy[row]
+                    # an unhealthy row's usable capacity stays 0 (written when its health changed)
+                    ok = bool(healthy[row])
                     for d, (c, u) in enumerate(zip(st.capacity, st.used)):
-                        f = max(c - u, 0.0)
+                        f = c - u
+                        if f < 0.0:
+                            f = 0.0
                         free[row, d] = f
-                        usable[row, d] = f if ok else 0.0
-                        busy = busy or u > 1e-9
+                        if ok:
+                            usable[row, d] = f
+                        if u > 1e-9:
+                            busy = True
                     open_[row] = busy or r in self.running
             self._dirty.clear()
         else:   # rows whose use changed since the last batch, in one array write

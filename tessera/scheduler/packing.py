@@ -154,7 +154,11 @@ def _on_open(q: PackRequest, table: ResourceTable, D: int, result: PackResult, j
                                    table.res_provider, score_limit)
     if n == 0:
         return False
-    result.placements[q.id] = _merged([(table.ids[s], k) for s, k in zip(pl_res[:n].tolist(), pl_count[:n].tolist())])
+    if n == 1:      # most requests: one step places them all
+        result.placements[q.id] = [(table.ids[pl_res[0]], int(pl_count[0]))]
+    else:
+        result.placements[q.id] = _merged([(table.ids[s], k) for s, k in zip(pl_res[:n].tolist(),
+                                                                               pl_count[:n].tolist())])
     result.kernel_seconds = time.perf_counter() - t0
     result.free_after_rows, result.opened_rows = free, table.open
     return True
