@@ -755,7 +755,7 @@ class Scheduler:
                 event = kept[key] = built(Placement, resource_id=r, provider=st.provider, replicas=k,
                                           price_per_hour=price, instance_type=instance_type, region=st.region)
             events.append(event)
-        expires = now_dt + timedelta(seconds=duration) if duration else None
+        expires = now_dt + timedelta(0, duration) if duration else None     # (seconds, without a keyword)
         self._hold(Allocation(alloc_id, request.request_id, demand, list(placements),
                               request.sla_tier.value, request.per_replica, events, request.tenant,
                               frozenset(request.required_tags), frozenset(request.allowed_regions),

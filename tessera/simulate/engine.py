@@ -313,7 +313,8 @@ class Simulation:
     def _dt(self, t: float) -> datetime:
         # asked for several times per instant (arrival, batch, stamps): the last one is kept
         if t != self._dt_at:
-            self._dt_at, self._dt_value = t, self.start + timedelta(seconds=t)
+            # timedelta(0, t) is timedelta(seconds=t) without parsing a keyword (a third faster)
+            self._dt_at, self._dt_value = t, self.start + timedelta(0, t)
         return self._dt_value
 
     def run(self) -> SimResult:
