@@ -83,7 +83,7 @@ class BillingState:
         records = self.lifecycle.apply(e)
         if isinstance(e, UsageSample):
             records = self._measured(e)
-        else:
+        elif records:
             records = [r for r in records if self._basis(r.partner) != "measured"]
         self._close_periods()
         for r in records:
@@ -96,7 +96,8 @@ class BillingState:
                 self.on_unrated(r.partner)
                 continue
             if self.ledger.add(r):
-                touched |= {(r.partner, p) for p, _, _ in month_segments(r.start_us, r.end_us)}
+                for period, _, _ in month_segments(r.start_us, r.end_us):
+                    touched.add((r.partner, period))
         if isinstance(e, AllocationPlaced):
             period = period_of(self.lifecycle.watermark_us)
             touched |= {(p.provider, period) for p in e.placements
