@@ -202,6 +202,8 @@ class Scheduler:
     #: blocked, kept row by row with the table (every batch reads it)
     _usable: np.ndarray | None = field(default=None, init=False, repr=False)
     _dirty: set[str] = field(default_factory=set, init=False, repr=False)  # rows to refresh
+    #: (table, usable, the table's view with that usable capacity): ``_available``'s answer
+    _usable_view: tuple | None = field(default=None, init=False, repr=False)
     _vcpu_by_tier: dict[str, float] = field(default_factory=dict, init=False, repr=False)
     #: Migrations holding capacity on their target (reserved, not yet released at the
     #: source): migration id -> (allocation, source, target, replicas); and those finished.
@@ -220,12 +222,14 @@ class Scheduler:
     def __getstate__(self) -> dict:
         # The packer's arrays are a cache of ``resources``: rebuilt on first use after a load.
         state = self.__dict__.copy()
-        state.update(_table=None, _rows={}, _healthy=None, _usable=None, _dirty=set(), _placement_events={})
+        state.update(_table=None, _rows={}, _healthy=None, _usable=None, _dirty=set(), _placement_events={},
+                     _usable_view=None)
         return state
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self.__dict__.setdefault("_placement_events", {})     # a checkpoint from before it existed
+        self.__dict__.setdefault("_placement_events", {})     # a checkpoint from before they existed
+        self.__dict__.setdefault("_usable_view", None)
 
     def __post_init__(self) -> None:
         self.queue = SchedulingQueue(self.batch_max, self.aging_s)
@@ -634,8 +638,13 @@ class Scheduler:
         that only they could host waits for their recovery instead of failing."""
         t = self.table()
         if not blocked:
-            # kept row by row (``table``); nothing downstream writes a table's free in place
-            return t.with_state(self._usable)
+            # kept row by row (``table``); nothing downstream writes a table's free in place.
+            # The view is kept too: its arrays are the table's, written in place, and a new
+            # one is made only when the table or its usable capacity is rebuilt.
+            view = self._usable_view
+            if view is None or view[0] is not t or view[1] is not self._usable:
+                view = self._usable_view = (t, self._usable, t.with_state(self._usable))
+            return view[2]
         usable = self._healthy & ~np.isin(t.res_provider, [t.provider_idx[p] for p in blocked if p in t.provider_idx])
         return t.with_state(np.where(usable[:, None], t.free, 0.0))
 
