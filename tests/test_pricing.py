@@ -110,6 +110,28 @@ def test_the_scheduler_places_where_the_agreement_says_it_is_cheaper_and_stamps_
     assert [(p.provider, p.price_per_hour) for p in placed[0].placements] == [("gcp", Decimal("0.09"))]
 
 
+def test_a_placement_value_is_reused_only_while_it_says_the_same():
+    """Placements repeat (same replicas, resource, price): the scheduler builds each value
+    once; a change of standing that moves the price gives the next placement a new one."""
+    tiers = {**UNIT, "tiers": {"vcpu_hour": [{"from": "0", "rate": "0.018"}, {"from": "100", "rate": "0.010"}]}}
+    sch = Scheduler(prices=PriceBook(parse_agreements([tiers])))
+    sch.reprice(T0_US)
+    sch.apply(partner_vm(0))
+
+    def place(rid):
+        sch.submit(request(rid, vcpu=1.0, mem_gib=2), 0.0, T0)
+        (placed,) = [e for e in sch.run_batch(0.0, T0) if isinstance(e, s.AllocationPlaced)]
+        return placed.placements[0]
+
+    a, b = place("a"), place("b")
+    assert a is b and a.price_per_hour == Decimal("0.027")
+    sch.prices.set_standing("do", Standing(f"{T0.year:04d}-{T0.month:02d}",
+                                           units={"vcpu_hour": 150 * 3_600_000_000_000}))
+    c = place("c")
+    assert c.price_per_hour == Decimal("0.019") and a.price_per_hour == Decimal("0.027")
+    assert c.model_dump() == s.Placement(**c.model_dump()).model_dump()     # as validation builds it
+
+
 def test_max_price_per_hour_is_honoured_or_refused_with_its_code():
     sch = Scheduler(prices=PriceBook(parse_agreements([UNIT])))
     sch.apply(partner_vm(0))                                     # 1 vCPU + 2 GiB there = 0.027/h

@@ -164,6 +164,8 @@ def test_the_kept_packer_table_always_equals_a_fresh_one(ops):
         for i, rid in enumerate(usable.ids):
             if rid in down:
                 assert not usable.free[i].any(), "an unhealthy resource offered capacity"
+            else:
+                assert (usable.free[i] == rebuilt.free[i]).all(), "a healthy resource offered other than its free"
 
 
 def _forecast(tier, p05, p50, p95):
