@@ -27,7 +27,6 @@ from tessera.simulate.engine import (
     POLICIES,
     SimConfig,
     Simulation,
-    _at_level,
     _level_columns,
     _peak_at,
     simulate,
@@ -250,14 +249,16 @@ def test_predictive_holds_headroom_per_urgent_tier_at_its_newsvendor_quantile(tm
     # between the levels a forecast tracks, the quantile is interpolated as the live scheduler's is
     row = np.array([[10.0, 20.0, 26.0, 30.0, 35.0, 50.0]])
     for level in (0.01, 0.05, 0.7, 0.9, 0.9709, 0.995):
-        got = float(_at_level(row, np.array(FORECAST_LEVELS), level)[0])
+        got = _peak_at(row, _level_columns(FORECAST_LEVELS, level))
         assert got == pytest.approx(quantile_at({format(q, "g"): v for q, v in zip(FORECAST_LEVELS, row[0])}, level))
-    # and a tick's peak ahead, taken in floats, is exactly the largest of those
+    # and a tick's peak ahead, taken in floats, is exactly the largest of the interpolated
+    # columns as NumPy works them out
     rng = np.random.default_rng(3)
     for rows in range(4):
         values = np.sort(rng.gamma(2.0, 30.0, size=(rows, len(FORECAST_LEVELS))), axis=1)
         for level in (0.01, 0.05, 0.7, 0.9, 0.9709, 0.995, 0.999):
-            ahead = _at_level(values, FORECAST_LEVELS, level)
+            a, b, w = _level_columns(FORECAST_LEVELS, level)
+            ahead = values[:, a] if a == b else values[:, a] * (1.0 - w) + values[:, b] * w
             assert _peak_at(values, _level_columns(FORECAST_LEVELS, level)) == (float(ahead.max()) if rows else 0.0)
 
 

@@ -109,8 +109,7 @@ class PriceBook:
             standing.spend_micro += micro
         if before is not None and before.period > period:
             return False                 # a revision of an older month
-        self.standings[line.partner_id] = standing
-        self._replicas_prices.clear()
+        self.set_standing(line.partner_id, standing)
         return before != standing
 
     # -- prices ------------------------------------------------------------------

@@ -213,11 +213,11 @@ class Scheduler:
     #: most one per request, as the contract says); a request leaves it when decided.
     announced: set[str] = field(default_factory=set)
     _regions: dict[str, int] = field(default_factory=dict, init=False, repr=False)    # region -> resources
+    _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
     #: Placement values already built, by what they say: the same replicas on the same
     #: resource at the same price make the same (immutable) value, and most placements
     #: of a fleet repeat one (building one took a fifteenth of a simulated request).
     _placement_events: dict[tuple, Placement] = field(default_factory=dict, init=False, repr=False)
-    _providers: dict[str, int] = field(default_factory=dict, init=False, repr=False)  # provider -> resources
 
     def __getstate__(self) -> dict:
         # The packer's arrays are a cache of ``resources``: rebuilt on first use after a load.

@@ -8,7 +8,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .kernel import type_ids
+from .kernel import _inverse_square, type_ids
 
 MICRO = Decimal(1_000_000)
 
@@ -130,12 +130,11 @@ class ResourceTable:
         return bits
 
     def inverse_square(self) -> np.ndarray:
-        """1 / capacity² per resource and dimension (0 where the capacity is 0), the
-        alignment score's normalization, as the kernel works it out (``_inverse_square``)."""
+        """The kernel's ``_inverse_square`` of the capacities (the alignment score's
+        normalization), kept: capacity changes only with the fleet."""
         inv = self.derived.get("inverse_square")
         if inv is None:
-            cap2 = self.cap * self.cap
-            inv = self.derived["inverse_square"] = np.divide(1.0, cap2, out=np.zeros_like(cap2), where=self.cap > 0.0)
+            inv = self.derived["inverse_square"] = _inverse_square(self.cap)
         return inv
 
     def tag_bits(self, tag_idx: dict[str, int]) -> np.ndarray:

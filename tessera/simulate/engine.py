@@ -828,19 +828,11 @@ def _level_columns(levels: Sequence[float], level: float) -> tuple[int, int, flo
     return i - 1, i, (level - levels[i - 1]) / (levels[i] - levels[i - 1])
 
 
-def _at_level(values: np.ndarray, levels: Sequence[float], level: float) -> np.ndarray:
-    """The column of forecast ``values`` (horizons x ``levels``) at quantile ``level``:
-    linear between the two levels around it, clamped outside their range."""
-    a, b, w = _level_columns(levels, level)
-    if a == b:
-        return values[:, a]
-    return values[:, a] * (1.0 - w) + values[:, b] * w
-
-
 def _peak_at(values: np.ndarray, columns: tuple[int, int, float]) -> float:
-    """The largest of ``_at_level(values, ...)`` (0 without rows), for the level whose
-    ``_level_columns`` are given: the same arithmetic in floats, on the few rows of a tick's
-    forecast, without the five NumPy calls that cost more than the values."""
+    """The largest value over the rows of forecast ``values`` (horizons x levels) at the
+    quantile whose ``_level_columns`` are given, linear between its two columns (0 without
+    rows): in floats, on the few rows of a tick's forecast, where NumPy calls cost more
+    than the values."""
     a, b, w = columns
     rows = values.tolist()
     if not rows:
