@@ -141,6 +141,21 @@ def test_a_packing_remembered_gives_the_plan_packing_afresh_gives(snap, budget):
     assert remembered.as_dict() == again.as_dict()
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots(), budgets)
+def test_passes_skipped_for_lack_of_room_change_nothing(snap, budget):
+    """A price class whose free capacity cannot hold the work in total is not packed; had
+    it been packed, the plan would be the same."""
+    skipping = plan(snap, budget)
+    original = planner._lacks_room
+    planner._lacks_room = lambda *args: False
+    try:
+        packing_every_pass = plan(snap, budget)
+    finally:
+        planner._lacks_room = original
+    assert skipping.as_dict() == packing_every_pass.as_dict()
+
+
 def res_by_id_of(snap):
     return {r.id: r for r in snap.resources}
 
