@@ -143,10 +143,10 @@ class SnarimaxModel:
         Y, E = m.y_diff, m.errors
         if len(Y) < m.m * m.sp or len(Y) < m.p:
             return m.forecast(horizon=horizon)
-        reg = m.regressor
-        w = reg._weights
         if horizon <= self.SHORT_HORIZON:
             return self._short_path(horizon)
+        reg = m.regressor
+        w = reg._weights
         ar = np.array([w.get(f"y-{k + 1}", 0.0) for k in range(m.p)])
         ma = np.array([w.get(f"e-{k + 1}", 0.0) for k in range(m.q)])
         sar = w.get(f"sy-{m.m}", 0.0) if m.sp else 0.0  # River's feature names
@@ -164,7 +164,7 @@ class SnarimaxModel:
         m = self.model
         Y, E, w = m.y_diff, m.errors, m.regressor._weights
         names = self.__dict__.get("_names")
-        if names is None:   # River's feature names (checkpoints from before lack them)
+        if names is None:   # River's feature names, built at the first short forecast
             names = self._names = ([f"y-{k + 1}" for k in range(m.p)], [f"e-{k + 1}" for k in range(m.q)],
                                    f"sy-{m.m}")
         ar = [w.get(n, 0.0) for n in names[0]]
