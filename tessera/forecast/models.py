@@ -118,18 +118,12 @@ class SnarimaxModel:
         self.model.learn_one(z)
         self._seen += 1
 
-    #: Forecasts up to this many steps run the recursion in plain floats: for the one or
-    #: two steps a simulator's control interval asks for, building the kernel's arrays
-    #: costs more than the steps. (Same operations in the same order: the same values.)
-    SHORT_HORIZON = 3
-
     def forecast(self, z_last, cal_now, cal_future):
         if self._seen < self._warm:
             return _held(z_last, len(cal_future))
-        values = self.fast_forecast(len(cal_future))
-        out = np.asarray(values, dtype=np.float64)
+        out = np.asarray(self.fast_forecast(len(cal_future)), dtype=np.float64)
         # An online ARIMA can diverge on a regime change; never let it answer absurdly.
-        if all(map(math.isfinite, values if isinstance(values, list) else out.tolist())):
+        if all(map(math.isfinite, out.tolist())):
             return out
         return np.where(np.isfinite(out), out, z_last)
 
@@ -143,8 +137,6 @@ class SnarimaxModel:
         Y, E = m.y_diff, m.errors
         if len(Y) < m.m * m.sp or len(Y) < m.p:
             return m.forecast(horizon=horizon)
-        if horizon <= self.SHORT_HORIZON:
-            return self._short_path(horizon)
         reg = m.regressor
         w = reg._weights
         ar = np.array([w.get(f"y-{k + 1}", 0.0) for k in range(m.p)])
@@ -157,35 +149,6 @@ class SnarimaxModel:
         y_season = np.array([Y[lag - 1 - t] for t in range(min(horizon, lag))]) if sar else np.zeros(0)
         out = np.empty(horizon)
         kernels.arima_path(reg.intercept, ar, ma, sar, lag, y_recent, e_recent, y_season, m.y_hist[0], out)
-        return out
-
-    def _short_path(self, horizon: int) -> list[float]:
-        """``kernels.arima_path`` in plain floats, for a few steps."""
-        m = self.model
-        Y, E, w = m.y_diff, m.errors, m.regressor._weights
-        names = self.__dict__.get("_names")
-        if names is None:   # River's feature names, built at the first short forecast
-            names = self._names = ([f"y-{k + 1}" for k in range(m.p)], [f"e-{k + 1}" for k in range(m.q)],
-                                   f"sy-{m.m}")
-        ar = [w.get(n, 0.0) for n in names[0]]
-        ma = [w.get(n, 0.0) for n in names[1]]
-        sar = w.get(names[2], 0.0) if m.sp else 0.0
-        lag, ne, base = m.m, min(m.q, len(E)), m.regressor.intercept
-        preds: list[float] = []
-        out: list[float] = []
-        level = m.y_hist[0]
-        for t in range(horizon):
-            acc = base
-            for k in range(1, len(ar) + 1):
-                acc += ar[k - 1] * (preds[t - k] if k <= t else Y[k - 1 - t])
-            for k in range(1, len(ma) + 1):
-                if k > t and k - 1 - t < ne:
-                    acc += ma[k - 1] * E[k - 1 - t]
-            if sar != 0.0:
-                acc += sar * (preds[t - lag] if lag <= t else Y[lag - 1 - t])
-            preds.append(acc)
-            level += acc
-            out.append(level)
         return out
 
 
