@@ -24,7 +24,8 @@ the share of the oracle's saving over reactive that a policy captures,
 cost is what the policies can change (own capacity is paid whatever happens), so it is
 reported too. Also the simulator's speed (trace requests and control intervals per wall
 second, one core), and for each trace with its default partners the best and median of
-five timed runs of each policy.
+five timed runs of each policy, and of predictive with smaller blends of the demand
+engine's models (``tessera simulate --models``): where a forecasting run's time goes.
 
     python -m load.bench_economics            # everything (~10 min)
     python -m load.bench_economics --quick    # one day of each series, for a smoke run
@@ -45,6 +46,7 @@ from pathlib import Path
 from load.machine import machine, pin_to_one_core, save_result
 
 from tessera.app.datasets import QOS_TIER
+from tessera.forecast import MODEL_NAMES
 from tessera.pricing.agreements import load_agreements
 from tessera.schemas import SlaTier
 from tessera.simulate.engine import SimConfig, Simulation, simulate
@@ -132,17 +134,58 @@ def simulator_speed(name: str, fleet, agreements, trace, start, policies: dict, 
                "predictive": SimConfig(policy="predictive", seed=seed),
                "learned": SimConfig(policy="learned", seed=seed),
                "predictive + migration": SimConfig(policy="predictive", seed=seed, migrate=True)}
-    walls: dict[str, list[float]] = {label: [] for label in configs}
-    for _ in range(SPEED_RUNS):          # round by round, so that a slow spell of the host hits every policy
-        for label, config in configs.items():
-            walls[label].append(Simulation(fleet, agreements, trace, start, config).run().wall_s)
-    speed = {label: {"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
-                     "requests_per_s_best": round(len(trace) / min(ws)),
-                     "requests_per_s_median": round(len(trace) / statistics.median(ws))}
-             for label, ws in walls.items()}
+    speed = {label: timing for label, (timing, _) in _timed(configs, fleet, agreements, trace, start).items()}
     print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
           + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in speed.items()), flush=True)
     return speed
+
+
+def _timed(configs: dict, fleet, agreements, trace, start) -> dict:
+    """label -> (best and median requests/s of SPEED_RUNS runs, the last run's result)."""
+    walls: dict[str, list[float]] = {label: [] for label in configs}
+    last = {}
+    for _ in range(SPEED_RUNS):          # round by round, so that a slow spell of the host hits every policy
+        for label, config in configs.items():
+            last[label] = Simulation(fleet, agreements, trace, start, config).run()
+            walls[label].append(last[label].wall_s)
+    return {label: ({"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
+                     "requests_per_s_best": round(len(trace) / min(ws)),
+                     "requests_per_s_median": round(len(trace) / statistics.median(ws))}, last[label])
+            for label, ws in walls.items()}
+
+
+#: The demand engine's blends timed against each other (``--models``): all six models,
+#: the three that are compiled or cheap, and the last value alone, which forecasts nothing
+#: but leaves the engine's scoring, quantile tracking and issuing and the controller's use
+#: of them (the floor of any forecasting policy here).
+BLENDS = {"all six models": MODEL_NAMES, "direct_ar,holt_winters,last": ("direct_ar", "holt_winters", "last"),
+          "last value only": ("last",)}
+
+
+def blend_speed(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0) -> dict:
+    """Predictive with each of ``BLENDS`` beside reactive, timed as ``simulator_speed``
+    times: where the time of a forecasting run goes (µs per control interval over
+    reactive), what 10,000 requests/s would leave per interval, and what a smaller blend
+    changes in cost and misses."""
+    configs = {"reactive": SimConfig(policy="reactive", seed=seed, buffer_vcpu=policies["reactive"]["buffer_vcpu"])}
+    configs |= {f"predictive, {label}": SimConfig(policy="predictive", seed=seed, forecast_models=models)
+                for label, models in BLENDS.items()}
+    timed = _timed(configs, fleet, agreements, trace, start)
+    reactive_s = min(timed["reactive"][0]["wall_s"])
+    intervals = len(timed["reactive"][1].timeline.t)
+    out: dict = {"intervals": intervals,
+                 "us_per_interval_at_10000_per_s": round((len(trace) / 10_000 - reactive_s) / intervals * 1e6, 1),
+                 "runs": {}}
+    for label, (timing, result) in timed.items():
+        out["runs"][label] = {**timing, "cost_total": format(result.cost_total, "f"),
+                              "sla_miss_rate": round(result.sla_miss_rate, 6),
+                              "us_per_interval_over_reactive": round((min(timing["wall_s"]) - reactive_s)
+                                                                     / intervals * 1e6, 1)}
+    print(f"  {name} blends (requests/s, best of {SPEED_RUNS}; budget {out['us_per_interval_at_10000_per_s']} "
+          "µs/interval over reactive at 10,000/s): " + ", ".join(
+              f"{k} {v['requests_per_s_best']} (+{v['us_per_interval_over_reactive']} µs)"
+              for k, v in out["runs"].items()), flush=True)
+    return out
 
 
 def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool = False) -> dict:
@@ -172,6 +215,7 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
                                                    seed, policy="learned")
     if speed:
         out["speed"] = simulator_speed(name, fleet, agreements, trace, start, out["policies"], seed)
+        out["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, out["policies"], seed)
     return out
 
 
@@ -337,9 +381,10 @@ def main(argv: list[str] | None = None) -> int:
             for name, fleet_file, req in trace_runs(Path(tmp), days):
                 if "speed" in by_name.get(name, {}):
                     start, trace = load_trace(req)
-                    by_name[name]["speed"] = simulator_speed(
-                        name, load_fleet(fleet_file), load_agreements(HERE / "agreements.json"), trace, start,
-                        by_name[name]["policies"])
+                    fleet, agreements = load_fleet(fleet_file), load_agreements(HERE / "agreements.json")
+                    policies = by_name[name]["policies"]
+                    by_name[name]["speed"] = simulator_speed(name, fleet, agreements, trace, start, policies)
+                    by_name[name]["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, policies)
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.stress_only:

@@ -414,6 +414,7 @@ def economics() -> str:
         " ".join(filter(None, [f"Simulator speed: {n(lo)}–{n(hi)} trace requests per second of wall time on one "
                                "core (reactive counts every run of its buffer search).", _intervals(d)])),
         _speed(d),
+        _blends(d),
         machine_line(d)]))
 
 
@@ -431,6 +432,30 @@ def _speed(d: dict) -> str:
             f"(median) of the {runs}; reactive at the buffer its search chose, one run of it); the aim is 10,000:\n\n"
             + table(["trace"] + labels, rows)
             + f"\n\nBest figures {n(min(best))}–{n(max(best))} requests/s.")
+
+
+def _blends(d: dict) -> str:
+    """Predictive with smaller blends of the demand engine beside reactive: what a control
+    interval costs over reactive, against what 10,000 requests/s would leave for it."""
+    traced = [t for t in d["traces"] if t.get("speed_by_blend")]
+    if not traced:
+        return ""
+    rows = []
+    for t in traced:
+        b = t["speed_by_blend"]
+        for label, r in b["runs"].items():
+            over = "" if label == "reactive" else f"{r['us_per_interval_over_reactive']:.1f}"
+            rows.append([t["trace"], label, f"{n(r['requests_per_s_best'])} ({n(r['requests_per_s_median'])})",
+                         over, r["cost_total"], f"{r['sla_miss_rate']:.4f}"])
+    budgets = "; ".join(f"{t['trace']} {t['speed_by_blend']['us_per_interval_at_10000_per_s']:.1f} µs over "
+                        f"{n(t['speed_by_blend']['intervals'])} intervals" for t in traced)
+    return ("Where a forecasting run's time goes: predictive with smaller blends of the demand engine's models "
+            "(`tessera simulate --models`), timed as above beside reactive. *µs per interval* is the run's time "
+            "over reactive's per control interval; the last value alone forecasts nothing, so its figure is what "
+            "the engine's scoring, quantile tracking and issuing and the controller's use of them cost with no "
+            "model at all. What 10,000 requests/s would leave per interval over reactive: " + budgets + ".\n\n"
+            + table(["trace", "run", "requests/s, best (median)", "µs per interval over reactive", "cost",
+                     "SLA misses"], rows))
 
 
 def _intervals(d: dict) -> str:

@@ -315,6 +315,25 @@ def test_cli_refuses_bad_input_with_what_to_fix(tmp_path, capsys):
         main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
               "--requests", str(req), "--policy", "learned", "--bandit", "greedy"])
     assert "invalid choice: 'greedy'" in capsys.readouterr().err
+    for models in ("last,arima", ","):
+        assert main(["simulate", "--partners", str(fleet_file(tmp_path)), "--agreements", str(tmp_path / "a.json"),
+                     "--requests", str(req), "--policy", "predictive", "--models", models]) == 2
+        err = capsys.readouterr().err
+        assert ("arima" if "arima" in models else "none given") in err and "direct_ar" in err, err
+
+
+def test_the_demand_engine_blends_the_models_asked_for(tmp_path):
+    # --models reaches the forecasters the controller reads, as TESSERA_FORECAST_MODELS
+    # reaches the forecast worker's
+    fleet = load_fleet(fleet_file(tmp_path, lead=600))
+    start, trace = load_trace(requests_file(tmp_path, wave(200)))
+    full = Simulation(fleet, {}, trace, start, SimConfig(policy="predictive"))
+    few = Simulation(fleet, {}, trace, start, SimConfig(policy="predictive", forecast_models=("direct_ar", "last")))
+    assert [m.name for m in full.forecasters["platinum"].models] == list(SimConfig().forecast_models)
+    assert [m.name for m in few.forecasters["platinum"].models] == ["direct_ar", "last"]
+    a, b = full.run(), few.run()
+    assert a.requests == b.requests == 200
+    assert a.timeline.band != b.timeline.band, "another blend, other forecasts"
 
 
 def test_reactive_searches_the_smallest_buffer_within_the_miss_target(tmp_path):

@@ -55,6 +55,7 @@ import numpy as np
 from tessera.billing.lifecycle import OWN
 from tessera.billing.state import BillingState
 from tessera.billing.usage import US, UsageRecord, period_of
+from tessera.forecast import MODEL_NAMES
 from tessera.migration.budget import DisruptionBudget
 from tessera.migration.live import live_snapshot
 from tessera.migration.planner import plan
@@ -132,6 +133,17 @@ class SimConfig:
     move_cost: Decimal = Decimal("0.01")
     #: Resources that fail mid-run: (seconds from the start, resource id).
     failures: tuple[tuple[float, str], ...] = ()
+    #: Predictive and learned: the models the demand engine blends (as the forecast
+    #: worker's ``TESSERA_FORECAST_MODELS``). Fewer models forecast less well but faster:
+    #: on a sparse trace, where the control intervals outnumber the requests, most of a
+    #: predictive run is the demand engine (docs/simulate.md, Limits).
+    forecast_models: tuple[str, ...] = MODEL_NAMES
+
+    def __post_init__(self):
+        unknown = [m for m in self.forecast_models if m not in MODEL_NAMES]
+        if unknown or not self.forecast_models:
+            raise ValueError(f"forecast models: {', '.join(unknown) or 'none given'}; choose one or more of "
+                             f"{','.join(MODEL_NAMES)} (--models)")
 
 
 @dataclass
@@ -264,7 +276,8 @@ class Simulation:
             from tessera.forecast.engine import ForecastConfig, SeriesForecaster, _level_key
             season = max(2, int(round(86_400 / config.interval_s)))
             self.forecasters = {t: SeriesForecaster(ForecastConfig(
-                horizon=self.steps + 1, quantiles=FORECAST_LEVELS, interval_s=int(config.interval_s), season=season))
+                horizon=self.steps + 1, quantiles=FORECAST_LEVELS, interval_s=int(config.interval_s), season=season,
+                models=config.forecast_models))
                 for t in self.urgent_tiers}
             # each level's column in the forecast's values (read every tick)
             self._level_col = {_level_key(level): i for i, level in enumerate(FORECAST_LEVELS)}

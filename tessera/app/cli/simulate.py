@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from tessera.forecast import MODEL_NAMES
+
 POLICIES = ("reactive", "predictive", "oracle", "learned")
 
 
@@ -63,6 +65,11 @@ take 60 s and are billed as live migrations are.""",
     sp.add_argument("--bandit", choices=("epsilon-greedy", "ucb", "thompson"), default="epsilon-greedy",
                     help="learned: the River bandit that chooses the knobs (default %(default)s)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the learned policy's exploration (default 0)")
+    sp.add_argument("--models", metavar="NAMES", default=None,
+                    help="predictive, learned: the models the demand engine blends, comma-separated, as the "
+                         "forecast worker's TESSERA_FORECAST_MODELS (default: all, "
+                         f"{', '.join(MODEL_NAMES)}); fewer run faster and forecast less well, "
+                         "e.g. direct_ar,holt_winters,last")
     sp.add_argument("--migrate", action="store_true",
                     help="run the migration planner too: evacuate failed resources, consolidate periodically")
     sp.add_argument("--migrate-every", type=float, default=3600.0, metavar="S",
@@ -118,21 +125,23 @@ def run(args: argparse.Namespace, _settings: Any) -> int:
             raise ValueError(f"--quantile {args.quantile:g}: give a quantile between 0 and 1, e.g. 0.9")
         if not 0.0 <= args.idle_close_share <= 1.0e6:
             raise ValueError(f"--idle-close-share {args.idle_close_share:g}: give a share from 0 to 1000000")
-        fleet = load_fleet(args.partners)
-        agreements = load_agreements(args.agreements)
-        start, trace = load_trace(args.requests)
         failures = tuple(_failure(f) for f in args.fail)
         move_cost = Decimal(args.move_cost)
+        models = MODEL_NAMES if args.models is None else tuple(m.strip() for m in args.models.split(",") if m.strip())
+        cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
+                        interval_s=args.interval, quantile=args.quantile, idle_close_share=args.idle_close_share,
+                        prefer_fast_partners=args.prefer_fast_partners, bandit=args.bandit,
+                        seed=args.seed, migrate=args.migrate,
+                        migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures,
+                        forecast_models=models)
+        fleet = load_fleet(args.partners)        # the files last: a typo above is reported at once
+        agreements = load_agreements(args.agreements)
+        start, trace = load_trace(args.requests)
     except (OSError, ValueError, ConfigError, AgreementError, AdapterError, TraceError, InvalidOperation) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     say(f"simulating {len(trace):,} requests on {len(fleet.own)} own nodes and {len(fleet.offers)} partner VMs "
         f"({args.policy})")
-    cfg = SimConfig(policy=args.policy, sla_targets={**SimConfig().sla_targets, **targets},
-                    interval_s=args.interval, quantile=args.quantile, idle_close_share=args.idle_close_share,
-                    prefer_fast_partners=args.prefer_fast_partners, bandit=args.bandit,
-                    seed=args.seed, migrate=args.migrate,
-                    migrate_every_s=args.migrate_every, move_cost=move_cost, failures=failures)
     try:
         result = simulate(fleet, agreements, trace, start, cfg, progress=say)
     except ValueError as exc:
