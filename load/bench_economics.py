@@ -209,6 +209,7 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
         print(f"  {name} {policy}: cost {d['cost_total']} (partners {d['partner_cost']}), "
               f"misses {d['sla_miss_rate']:.4f}, {d['wall_s']} s", flush=True)
     out["capture"] = capture(out["policies"])
+    out["predictive_by_blend"] = blend_costs(name, fleet, agreements, trace, start, out["policies"], seed)
     out["idle_closed_at_once"] = idle_closed_at_once(name, fleet, agreements, trace, start, seed)
     out["with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["predictive"], seed)
     out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
@@ -216,6 +217,27 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
     if speed:
         out["speed"] = simulator_speed(name, fleet, agreements, trace, start, out["policies"], seed)
         out["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, out["policies"], seed)
+    return out
+
+
+def blend_costs(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0,
+                idle_close_share: float = 1.0) -> dict:
+    """What a smaller blend of the demand engine (``BLENDS``) changes: predictive's cost,
+    misses and share of the oracle's saving captured with each (all six: the predictive
+    run itself, whose settings the others share). Where forecasts matter this is the
+    forecasting a faster run gives up."""
+    out = {}
+    for label, models in BLENDS.items():
+        if models == MODEL_NAMES:
+            d = policies["predictive"]
+        else:
+            d = simulate(fleet, agreements, trace, start,
+                         SimConfig(policy="predictive", seed=seed, forecast_models=models,
+                                   idle_close_share=idle_close_share)).as_json()
+        out[label] = {"cost_total": d["cost_total"], "sla_miss_rate": d["sla_miss_rate"],
+                      "captured": capture({**policies, "predictive": d, "learned": d})["predictive"]}
+    print(f"  {name} predictive by blend: " + ", ".join(
+        f"{k} {v['cost_total']} ({v['sla_miss_rate']:.4f})" for k, v in out.items()), flush=True)
     return out
 
 
@@ -331,6 +353,8 @@ def stress(tmp: Path, days: float) -> list[dict]:
             row[policy] = {"cost_total": format(r.cost_total, "f"), "sla_miss_rate": round(r.sla_miss_rate, 6),
                            "buffer_vcpu": r.buffer_vcpu}
         row["capture"] = capture({p: row[p] for p in POLICIES})
+        row["predictive_by_blend"] = blend_costs(f"stress, {name}", fleet, agreements, trace, start,
+                                                 {p: row[p] for p in POLICIES}, idle_close_share=share)
         print(f"  stress, {name}: capture {row['capture']}, reactive buffer {row['reactive']['buffer_vcpu']:g} vCPU, "
               f"misses {row['reactive']['sla_miss_rate']:.4f}, cost {row['reactive']['cost_total']} (oracle "
               f"{row['oracle']['cost_total']})", flush=True)
@@ -360,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stress-only", action="store_true",
                     help="rerun only the harder variants (stress) and update them in load/results/economics.json")
     ap.add_argument("--speed-only", action="store_true",
-                    help="rerun only the timed runs (speed) and update them in load/results/economics.json")
+                    help="rerun only the timed runs (speed) and the smaller blends' costs, and update them in "
+                         "load/results/economics.json")
     args = ap.parse_args(argv)
     core = pin_to_one_core()
     if args.drill_only:
@@ -379,12 +404,15 @@ def main(argv: list[str] | None = None) -> int:
             report = json.loads(path.read_text())
             by_name = {t["trace"]: t for t in report["traces"]}
             for name, fleet_file, req in trace_runs(Path(tmp), days):
-                if "speed" in by_name.get(name, {}):
-                    start, trace = load_trace(req)
-                    fleet, agreements = load_fleet(fleet_file), load_agreements(HERE / "agreements.json")
-                    policies = by_name[name]["policies"]
-                    by_name[name]["speed"] = simulator_speed(name, fleet, agreements, trace, start, policies)
-                    by_name[name]["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, policies)
+                if name not in by_name:
+                    continue
+                start, trace = load_trace(req)
+                fleet, agreements = load_fleet(fleet_file), load_agreements(HERE / "agreements.json")
+                entry, policies = by_name[name], by_name[name]["policies"]
+                entry["predictive_by_blend"] = blend_costs(name, fleet, agreements, trace, start, policies)
+                if "speed" in entry:
+                    entry["speed"] = simulator_speed(name, fleet, agreements, trace, start, policies)
+                    entry["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, policies)
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.stress_only:

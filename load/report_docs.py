@@ -435,27 +435,35 @@ def _speed(d: dict) -> str:
 
 
 def _blends(d: dict) -> str:
-    """Predictive with smaller blends of the demand engine beside reactive: what a control
-    interval costs over reactive, against what 10,000 requests/s would leave for it."""
+    """Predictive with smaller blends of the demand engine: what a control interval costs
+    over reactive, against what 10,000 requests/s would leave for it, and what the smaller
+    blends give up in cost, misses and the oracle's saving captured."""
     traced = [t for t in d["traces"] if t.get("speed_by_blend")]
+    costed = ([(t["trace"], t["predictive_by_blend"]) for t in d["traces"] if t.get("predictive_by_blend")]
+              + [(f"{v['variant']} (harder variant)", v["predictive_by_blend"]) for v in d.get("stress") or []
+                 if v.get("predictive_by_blend")])
     if not traced:
         return ""
     rows = []
     for t in traced:
-        b = t["speed_by_blend"]
-        for label, r in b["runs"].items():
+        for label, r in t["speed_by_blend"]["runs"].items():
             over = "" if label == "reactive" else f"{r['us_per_interval_over_reactive']:.1f}"
-            rows.append([t["trace"], label, f"{n(r['requests_per_s_best'])} ({n(r['requests_per_s_median'])})",
-                         over, r["cost_total"], f"{r['sla_miss_rate']:.4f}"])
+            rows.append([t["trace"], label, f"{n(r['requests_per_s_best'])} ({n(r['requests_per_s_median'])})", over])
     budgets = "; ".join(f"{t['trace']} {t['speed_by_blend']['us_per_interval_at_10000_per_s']:.1f} µs over "
                         f"{n(t['speed_by_blend']['intervals'])} intervals" for t in traced)
-    return ("Where a forecasting run's time goes: predictive with smaller blends of the demand engine's models "
-            "(`tessera simulate --models`), timed as above beside reactive. *µs per interval* is the run's time "
-            "over reactive's per control interval; the last value alone forecasts nothing, so its figure is what "
-            "the engine's scoring, quantile tracking and issuing and the controller's use of them cost with no "
-            "model at all. What 10,000 requests/s would leave per interval over reactive: " + budgets + ".\n\n"
-            + table(["trace", "run", "requests/s, best (median)", "µs per interval over reactive", "cost",
-                     "SLA misses"], rows))
+    out = ("Where a forecasting run's time goes: predictive with smaller blends of the demand engine's models "
+           "(`tessera simulate --models`), timed as above beside reactive. *µs per interval* is the run's time "
+           "over reactive's per control interval; the last value alone forecasts nothing, so its figure is what "
+           "the engine's scoring, quantile tracking and issuing and the controller's use of them cost with no "
+           "model at all. What 10,000 requests/s would leave per interval over reactive: " + budgets + ".\n\n"
+           + table(["trace", "run", "requests/s, best (median)", "µs per interval over reactive"], rows))
+    if costed:
+        labels = list(costed[0][1])
+        cost_rows = [[name] + [f"{n(float(b['cost_total']))} ({b['sla_miss_rate']:.2%}), {_capture(b['captured'])}"
+                               for b in blends.values()] for name, blends in costed]
+        out += ("\n\nWhat a smaller blend gives up: predictive's cost (SLA misses), share of the oracle's saving "
+                "captured, per blend:\n\n" + table(["trace"] + labels, cost_rows))
+    return out
 
 
 def _intervals(d: dict) -> str:
