@@ -366,8 +366,9 @@ def _pack_cheapest(fleet: _Fleet, table: ResourceTable, reqs: list[PackRequest],
     # the last word is the packing that may open capacity, its failure would be dropped
     # unread, so it is not run (about a quarter of the passes in the simulator's plans).
     # The slack covers the kernel's per-resource fit tolerance.
-    need = [sum(q.demand[d] * q.replicas for q in reqs) for d in range(3)]
-    rows, slack = table.free.tolist(), 1e-6 * (len(ids) + 1)
+    if may_open:
+        need = [sum(q.demand[d] * q.replicas for q in reqs) for d in range(3)]
+        rows, slack = table.free.tolist(), 1e-6 * (len(ids) + 1)
     for limit, no_gpu in passes + [(limit, False) for limit in limits]:
         offer = [opened[i] and per_vcpu[rid] <= limit and not (no_gpu and gpus[i] > 0) for i, rid in enumerate(ids)]
         if not any(offer):
