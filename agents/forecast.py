@@ -26,10 +26,10 @@ from typing import Any
 
 from tessera.agents.worker import worker_agent
 from tessera.config import Settings
+from tessera.forecast import MODEL_NAMES
 from tessera.forecast.demand import observation_of_request, observation_of_usage, quiet_observation
 from tessera.forecast.engine import ForecastConfig, compile_forecast_kernels
 from tessera.forecast.group import GroupModels, advance, intervals_from_bytes, intervals_to_bytes
-from tessera.forecast.models import MODEL_NAMES
 from tessera.schemas import DeadLetter, DemandObservation, ExternalEvent, UsageSample, WorkloadRequest, decode, encode
 from tessera.schemas.topics import topic_spec
 from tessera.storage.store import AnalyticsStore

@@ -269,6 +269,11 @@ def test_evaluate_cli_names_a_missing_column(tmp_path, capsys):
     rc = main(["forecast", "evaluate", "--csv", str(csv), "--value-col", "cpu", "--horizon", "3"])
     assert rc == 2
     assert "column 'cpu' not in" in capsys.readouterr().err
+    for models, said in (("last,prophet", "unknown model(s) prophet"), (",", "none given")):
+        rc = main(["forecast", "evaluate", "--csv", str(csv), "--value-col", "a", "--horizon", "3",
+                   "--models", models])
+        assert rc == 2
+        assert said in capsys.readouterr().err
 
 
 def _obs(minute: float, offset: int, partition: int = 0, vcpu: float = 1.0):

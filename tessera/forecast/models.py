@@ -38,7 +38,7 @@ from typing import Protocol
 import numpy as np
 from river import base, linear_model, optim, time_series
 
-from tessera.forecast import MODEL_NAMES, kernels
+from tessera.forecast import check_models, kernels
 
 
 class PointModel(Protocol):
@@ -305,7 +305,5 @@ def build_models(names: tuple[str, ...], season: int, n_features: int, horizon: 
         "calendar_linear": lambda: CalendarLinear(season),
         "calendar_mlp": lambda: CalendarMLP(season, n_features),
     }
-    unknown = [n for n in names if n not in makers]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
+    check_models(names)
     return [makers[n]() for n in names]

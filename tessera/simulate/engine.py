@@ -55,7 +55,7 @@ import numpy as np
 from tessera.billing.lifecycle import OWN
 from tessera.billing.state import BillingState
 from tessera.billing.usage import US, UsageRecord, period_of
-from tessera.forecast import MODEL_NAMES
+from tessera.forecast import MODEL_NAMES, check_models
 from tessera.migration.budget import DisruptionBudget
 from tessera.migration.live import live_snapshot
 from tessera.migration.planner import plan
@@ -140,10 +140,7 @@ class SimConfig:
     forecast_models: tuple[str, ...] = MODEL_NAMES
 
     def __post_init__(self):
-        unknown = [m for m in self.forecast_models if m not in MODEL_NAMES]
-        if unknown or not self.forecast_models:
-            raise ValueError(f"forecast models: {', '.join(unknown) or 'none given'}; choose one or more of "
-                             f"{','.join(MODEL_NAMES)} (--models)")
+        check_models(self.forecast_models)
 
 
 @dataclass

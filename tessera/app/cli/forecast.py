@@ -10,7 +10,7 @@ import orjson
 
 # River and the compiled kernels load when the command runs, not when the CLI lists its
 # commands: every other command would pay their second of imports.
-from tessera.forecast import MODEL_NAMES
+from tessera.forecast import MODEL_NAMES, check_models
 
 
 def add_parser(sub: Any, fmt: type) -> None:
@@ -54,8 +54,7 @@ def run_evaluate(args: argparse.Namespace, _settings: object = None) -> int:
         quantiles = parse_quantiles(args.quantiles)
         config = ForecastConfig(horizon=args.horizon, quantiles=quantiles, interval_s=args.interval_s,
                                 season=args.season, models=tuple(m.strip() for m in args.models.split(",") if m))
-        from tessera.forecast.models import build_models
-        build_models(config.models, config.season, 1, config.horizon)   # names checked before loading data
+        check_models(config.models)   # before loading data
         ts, ys = load_series(args.csv, args.value_col, args.time_col, args.interval_s)
     except (ValueError, SeriesFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
