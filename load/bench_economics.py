@@ -126,28 +126,42 @@ def trace_runs(tmp: Path, days: float, pods: bool = True) -> list[tuple[str, Pat
 SPEED_RUNS = 5
 
 
-def simulator_speed(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0) -> dict:
+def simulator_speed(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0) -> tuple[dict, dict]:
     """Trace requests per wall second of one simulation, best and median of SPEED_RUNS
     runs each: reactive at the buffer its search chose (one run, not the search),
-    predictive, learned, and predictive with migration."""
+    predictive, learned, predictive with migration and predictive with the smaller of
+    ``BLENDS``, timed in the same rounds. Returns the policies' timings and the blends'
+    (``blend_figures``)."""
     configs = {"reactive": SimConfig(policy="reactive", seed=seed, buffer_vcpu=policies["reactive"]["buffer_vcpu"]),
                "predictive": SimConfig(policy="predictive", seed=seed),
                "learned": SimConfig(policy="learned", seed=seed),
                "predictive + migration": SimConfig(policy="predictive", seed=seed, migrate=True)}
-    speed = {label: timing for label, (timing, _) in _timed(configs, fleet, agreements, trace, start).items()}
+    smaller = {f"predictive, {label}": SimConfig(policy="predictive", seed=seed, forecast_models=models)
+               for label, models in BLENDS.items() if models != MODEL_NAMES}
+    timed = _timed(configs | smaller, fleet, agreements, trace, start)
+    speed = {label: timed[label][0] for label in configs}
     print(f"  {name} speed (requests/s, best of {SPEED_RUNS}): "
           + ", ".join(f"{k} {v['requests_per_s_best']}" for k, v in speed.items()), flush=True)
-    return speed
+    # the blend of all six is the predictive run; reactive is the blends' yardstick
+    blends = {"reactive": timed["reactive"]} | {
+        f"predictive, {label}": timed["predictive" if models == MODEL_NAMES else f"predictive, {label}"]
+        for label, models in BLENDS.items()}
+    return speed, blend_figures(name, trace, blends)
 
 
 def _timed(configs: dict, fleet, agreements, trace, start) -> dict:
-    """label -> (best and median requests/s of SPEED_RUNS runs, the last run's result)."""
+    """label -> (best and median requests/s of SPEED_RUNS runs, the last run's cost, misses
+    and control intervals). Only those figures are kept of a run: whole results kept alive
+    would give the collector more to walk in the runs after them."""
     walls: dict[str, list[float]] = {label: [] for label in configs}
     last = {}
     for _ in range(SPEED_RUNS):          # round by round, so that a slow spell of the host hits every policy
         for label, config in configs.items():
-            last[label] = Simulation(fleet, agreements, trace, start, config).run()
-            walls[label].append(last[label].wall_s)
+            r = Simulation(fleet, agreements, trace, start, config).run()
+            walls[label].append(r.wall_s)
+            last[label] = {"cost_total": format(r.cost_total, "f"), "sla_miss_rate": round(r.sla_miss_rate, 6),
+                           "intervals": len(r.timeline.t)}
+            del r
     return {label: ({"runs": SPEED_RUNS, "wall_s": [round(w, 3) for w in ws],
                      "requests_per_s_best": round(len(trace) / min(ws)),
                      "requests_per_s_median": round(len(trace) / statistics.median(ws))}, last[label])
@@ -162,23 +176,17 @@ BLENDS = {"all six models": MODEL_NAMES, "direct_ar,holt_winters,last": ("direct
           "last value only": ("last",)}
 
 
-def blend_speed(name: str, fleet, agreements, trace, start, policies: dict, seed: int = 0) -> dict:
-    """Predictive with each of ``BLENDS`` beside reactive, timed as ``simulator_speed``
-    times: where the time of a forecasting run goes (µs per control interval over
-    reactive), what 10,000 requests/s would leave per interval, and what a smaller blend
-    changes in cost and misses."""
-    configs = {"reactive": SimConfig(policy="reactive", seed=seed, buffer_vcpu=policies["reactive"]["buffer_vcpu"])}
-    configs |= {f"predictive, {label}": SimConfig(policy="predictive", seed=seed, forecast_models=models)
-                for label, models in BLENDS.items()}
-    timed = _timed(configs, fleet, agreements, trace, start)
+def blend_figures(name: str, trace, timed: dict) -> dict:
+    """Reactive and predictive with each of ``BLENDS`` (``_timed``'s answers): where the
+    time of a forecasting run goes (µs per control interval over reactive), what 10,000
+    requests/s would leave per interval, and each run's cost and misses."""
     reactive_s = min(timed["reactive"][0]["wall_s"])
-    intervals = len(timed["reactive"][1].timeline.t)
+    intervals = timed["reactive"][1]["intervals"]
     out: dict = {"intervals": intervals,
                  "us_per_interval_at_10000_per_s": round((len(trace) / 10_000 - reactive_s) / intervals * 1e6, 1),
                  "runs": {}}
-    for label, (timing, result) in timed.items():
-        out["runs"][label] = {**timing, "cost_total": format(result.cost_total, "f"),
-                              "sla_miss_rate": round(result.sla_miss_rate, 6),
+    for label, (timing, last) in timed.items():
+        out["runs"][label] = {**timing, "cost_total": last["cost_total"], "sla_miss_rate": last["sla_miss_rate"],
                               "us_per_interval_over_reactive": round((min(timing["wall_s"]) - reactive_s)
                                                                      / intervals * 1e6, 1)}
     print(f"  {name} blends (requests/s, best of {SPEED_RUNS}; budget {out['us_per_interval_at_10000_per_s']} "
@@ -215,8 +223,8 @@ def run_trace(name: str, fleet_file: Path, req: Path, seed: int = 0, speed: bool
     out["learned_with_migration"] = with_migration(name, fleet, agreements, trace, start, out["policies"]["learned"],
                                                    seed, policy="learned")
     if speed:
-        out["speed"] = simulator_speed(name, fleet, agreements, trace, start, out["policies"], seed)
-        out["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, out["policies"], seed)
+        out["speed"], out["speed_by_blend"] = simulator_speed(name, fleet, agreements, trace, start, out["policies"],
+                                                              seed)
     return out
 
 
@@ -411,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry, policies = by_name[name], by_name[name]["policies"]
                 entry["predictive_by_blend"] = blend_costs(name, fleet, agreements, trace, start, policies)
                 if "speed" in entry:
-                    entry["speed"] = simulator_speed(name, fleet, agreements, trace, start, policies)
-                    entry["speed_by_blend"] = blend_speed(name, fleet, agreements, trace, start, policies)
+                    entry["speed"], entry["speed_by_blend"] = simulator_speed(name, fleet, agreements, trace, start,
+                                                                              policies)
             path.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     if args.stress_only:

@@ -439,11 +439,11 @@ def _blends(d: dict) -> str:
     over reactive, against what 10,000 requests/s would leave for it, and what the smaller
     blends give up in cost, misses and the oracle's saving captured."""
     traced = [t for t in d["traces"] if t.get("speed_by_blend")]
+    if not traced:
+        return ""
     costed = ([(t["trace"], t["predictive_by_blend"]) for t in d["traces"] if t.get("predictive_by_blend")]
               + [(f"{v['variant']} (harder variant)", v["predictive_by_blend"]) for v in d.get("stress") or []
                  if v.get("predictive_by_blend")])
-    if not traced:
-        return ""
     rows = []
     for t in traced:
         for label, r in t["speed_by_blend"]["runs"].items():
